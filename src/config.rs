@@ -1,0 +1,384 @@
+//! Settings: `phigate.toml`, then `PHIGATE_SECTION__KEY` environment variables.
+//!
+//! Relative paths in the file are resolved against the file's own directory. Every error
+//! names the file, the key and the problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use figment::value::magic::RelativePathBuf;
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file is missing, is not TOML, or a key has the wrong type or is unknown.
+    #[error("{file}: {source}")]
+    Load {
+        /// the configuration file
+        file: String,
+        /// what figment reported (it names the key)
+        source: Box<figment::Error>,
+    },
+    /// A key's value is well-typed but unusable.
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        /// the configuration file
+        file: String,
+        /// the key, as `section.key`
+        key: &'static str,
+        /// what is wrong and what to do
+        problem: String,
+    },
+}
+
+/// All of phigate's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// where clients connect
+    pub listen: Listen,
+    /// the real PostgreSQL server
+    pub upstream: Upstream,
+    /// the policy directory
+    #[serde(default)]
+    pub policies: Policies,
+    /// session limits
+    #[serde(default)]
+    pub session: SessionLimits,
+    /// the admin HTTP endpoint
+    #[serde(default)]
+    pub admin: Admin,
+    /// the directory of the configuration file, against which defaults resolve
+    #[serde(skip)]
+    base: PathBuf,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// address:port to accept clients on
+    pub address: SocketAddr,
+    /// PEM certificate chain for TLS
+    pub tls_cert: Option<RelativePathBuf>,
+    /// PEM private key for TLS
+    pub tls_key: Option<RelativePathBuf>,
+    /// refuse plaintext startups (28000)
+    #[serde(default)]
+    pub require_tls: bool,
+    /// the largest client message accepted (08P01 and disconnect beyond it)
+    #[serde(default = "defaults::max_message_size", deserialize_with = "de_size")]
+    pub max_message_size: usize,
+    /// time allowed from connect to authenticated
+    #[serde(default = "defaults::auth_timeout", deserialize_with = "de_duration")]
+    pub auth_timeout: Duration,
+    /// pause before a failed login is answered
+    #[serde(
+        default = "defaults::auth_failure_delay",
+        deserialize_with = "de_duration"
+    )]
+    pub auth_failure_delay: Duration,
+    /// simultaneous client connections; more are refused with 53300
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+}
+
+/// How phigate secures its connection to the upstream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// plaintext
+    Disable,
+    /// TLS, certificate not verified
+    Require,
+    /// TLS, certificate chain and host name verified
+    VerifyFull,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// host:port of PostgreSQL
+    pub address: String,
+    /// the database every session uses
+    pub database: String,
+    /// the service login phigate uses
+    pub user: String,
+    /// file holding that login's password (not needed for trust auth)
+    pub password_file: Option<RelativePathBuf>,
+    /// disable | require | verify-full
+    #[serde(default = "defaults::upstream_tls")]
+    pub tls: UpstreamTls,
+    /// CA certificates (PEM) for verify-full; the Mozilla roots when absent
+    pub ca_file: Option<RelativePathBuf>,
+    /// name to verify the server certificate against; the host of `address` when absent
+    pub server_name: Option<String>,
+    /// time allowed to connect and authenticate upstream
+    #[serde(
+        default = "defaults::connect_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub connect_timeout: Duration,
+}
+
+/// `[policies]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// directory of `*.toml` policy files (`users.toml`, `roles.toml`, ...); `policies`
+    /// beside the configuration file when absent
+    pub dir: Option<RelativePathBuf>,
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    /// a session idle this long ends with FATAL 57P05 (roles may override)
+    #[serde(default = "defaults::idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// a session this old ends (57P01) at its next idle moment
+    #[serde(default = "defaults::max_lifetime", deserialize_with = "de_duration")]
+    pub max_lifetime: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// address:port for /metrics, /healthz and /readyz; none when absent
+    pub address: Option<SocketAddr>,
+}
+
+mod defaults {
+    use super::UpstreamTls;
+    use std::time::Duration;
+
+    pub fn max_message_size() -> usize {
+        256 << 20
+    }
+    pub fn auth_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn auth_failure_delay() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn upstream_tls() -> UpstreamTls {
+        UpstreamTls::VerifyFull
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
+}
+
+/// Parses a duration such as `15m`, `1h 30m` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 90s, 15m, 12h"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses a size such as `256MiB`, `64KiB` or `1048576`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "kB" | "KB" => 1 << 10,
+        "MiB" | "MB" => 1 << 20,
+        "GiB" | "GB" => 1 << 30,
+        _ => return Err(format!("`{s}` is not a size; use e.g. 64KiB, 256MiB, 1GiB")),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size; use e.g. 64KiB, 256MiB, 1GiB"))
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(usize),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Int(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl Config {
+    /// Loads `path`, applies `PHIGATE_*` overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let figment =
+            Figment::from(Toml::file_exact(path)).merge(Env::prefixed("PHIGATE_").split("__"));
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Load {
+            file: file.clone(),
+            source: Box::new(e),
+        })?;
+        config.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            problem: problem.to_owned(),
+        };
+        let l = &self.listen;
+        if l.tls_cert.is_some() != l.tls_key.is_some() {
+            return Err(invalid(
+                "listen.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        if l.require_tls && l.tls_cert.is_none() {
+            return Err(invalid(
+                "listen.require_tls",
+                "needs listen.tls_cert and listen.tls_key",
+            ));
+        }
+        if l.max_message_size < 1024 {
+            return Err(invalid("listen.max_message_size", "must be at least 1KiB"));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("listen.max_connections", "must be at least 1"));
+        }
+        if self
+            .upstream
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid("upstream.address", "must be host:port"));
+        }
+        for (key, d) in [
+            ("listen.auth_timeout", l.auth_timeout),
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("session.idle_timeout", self.session.idle_timeout),
+            ("session.max_lifetime", self.session.max_lifetime),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy directory.
+    pub fn policies_dir(&self) -> PathBuf {
+        match &self.policies.dir {
+            Some(d) => d.relative(),
+            None => self.base.join("policies"),
+        }
+    }
+
+    /// The host part of `upstream.address`.
+    pub fn upstream_host(&self) -> &str {
+        let addr = &self.upstream.address;
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("phigate.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = "[listen]\naddress = \"127.0.0.1:6432\"\n[upstream]\naddress = \"db:5432\"\ndatabase = \"ehr\"\nuser = \"svc\"\n";
+
+    #[test]
+    fn minimal_file_gets_defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.upstream.tls, UpstreamTls::VerifyFull);
+        assert_eq!(c.listen.max_message_size, 256 << 20);
+        assert_eq!(c.policies_dir(), dir.path().join("policies"));
+        assert_eq!(c.upstream_host(), "db");
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &format!("{MINIMAL}[session]\nidle_timeout = \"soon\"\n"),
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("phigate.toml")
+                && e.contains("idle_timeout")
+                && e.contains("not a duration"),
+            "{e}"
+        );
+        let p = write(
+            dir.path(),
+            &format!("{MINIMAL}[session]\nidle_timeot = \"1m\"\n"),
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("idle_timeot"), "{e}");
+        let p = write(
+            dir.path(),
+            &MINIMAL.replace("[listen]\n", "[listen]\nrequire_tls = true\n"),
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("listen.require_tls") && e.contains("tls_cert"),
+            "{e}"
+        );
+        let e = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("3"), Ok(3));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+    }
+}

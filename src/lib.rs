@@ -1,0 +1,16 @@
+//! phigate: an encrypting, policy-enforcing, auditing PostgreSQL proxy for healthcare data.
+//!
+//! Where things happen, by module:
+//! - [`protocol`]: wire-protocol framing, checked decoding, encoding (pure)
+//! - [`session`]: the per-connection state machine between client and server (pure)
+//! - [`server`]: sockets: listener, TLS, authentication, upstream connections, cancel
+//! - [`policy`]: the users and roles declared under `policies/`
+//! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
+//! - [`metrics`]: the Prometheus registry and the admin HTTP endpoint
+
+pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,172 @@
+//! The `phigate` command line.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use phigate::config::Config;
+use phigate::server::{Server, preflight};
+
+#[derive(Parser)]
+#[command(
+    name = "phigate",
+    version,
+    about = "Encrypting, auditing PostgreSQL proxy for PHI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// the configuration file
+        #[arg(long, short, default_value = "phigate.toml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration and policies and print a summary.
+    Check {
+        /// the configuration file
+        #[arg(long, short, default_value = "phigate.toml")]
+        config: PathBuf,
+    },
+    /// Manage the users file.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input (or prompted for on a terminal)
+    /// and only its SCRAM-SHA-256 verifier is stored.
+    Add {
+        /// the user name
+        name: String,
+        /// the user's role
+        #[arg(long)]
+        role: String,
+        /// the policy directory holding users.toml (default: policies.dir from the config)
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// the configuration file naming the policy directory
+        #[arg(long, short, default_value = "phigate.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phigate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    policies,
+                    config,
+                },
+        } => {
+            let dir = match policies {
+                Some(d) => d,
+                None => Config::load(&config)?.policies_dir(),
+            };
+            let password = read_password()?;
+            let file = dir.join("users.toml");
+            phigate::policy::add_user(&file, &name, &role, &password)?;
+            println!("added user {name} (role {role}) to {}", file.display());
+            Ok(())
+        }
+    }
+}
+
+fn read_password() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            bail!("the passwords differ");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn check(path: PathBuf) -> Result<()> {
+    let config = Config::load(&path)?;
+    let policies = preflight(&config)?;
+    let (users, roles) = policies.counts();
+    let l = &config.listen;
+    println!("configuration {} is valid", path.display());
+    println!(
+        "  listen    {} (TLS {}, require_tls {}, max message {} bytes)",
+        l.address,
+        if l.tls_cert.is_some() { "on" } else { "off" },
+        l.require_tls,
+        l.max_message_size
+    );
+    println!(
+        "  upstream  {} database {} as {} (tls {:?})",
+        config.upstream.address,
+        config.upstream.database,
+        config.upstream.user,
+        config.upstream.tls
+    );
+    println!(
+        "  policies  {}: {users} users, {roles} roles",
+        config.policies_dir().display()
+    );
+    println!(
+        "  session   idle_timeout {}, max_lifetime {}",
+        humantime::format_duration(config.session.idle_timeout),
+        humantime::format_duration(config.session.max_lifetime)
+    );
+    match config.admin.address {
+        Some(a) => println!("  admin     http://{a}/metrics"),
+        None => println!("  admin     off"),
+    }
+    Ok(())
+}
+
+fn serve(path: PathBuf) -> Result<()> {
+    let config = Config::load(&path)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        tracing::info!(address = %server.local_addr()?, admin = ?server.admin_addr(), "phigate listening");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            () = server.run() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+            _ = term.recv() => tracing::info!("terminated; shutting down"),
+        }
+        Ok(())
+    })
+}

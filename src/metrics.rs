@@ -1,0 +1,203 @@
+//! The Prometheus registry and the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::session::StatementKind;
+
+/// phigate's metrics. Label values are resolved once, so the hot path only touches atomics.
+pub struct Metrics {
+    registry: Registry,
+    /// sessions currently open
+    pub sessions_active: IntGauge,
+    /// sessions opened since start
+    pub sessions_total: IntCounter,
+    statements: Vec<(StatementKind, IntCounter)>,
+    /// statement latency, forward to completion
+    pub statement_seconds: Histogram,
+    /// failed client logins
+    pub auth_failures: IntCounter,
+    /// bytes received from clients
+    pub client_bytes_in: IntCounter,
+    /// bytes sent to clients
+    pub client_bytes_out: IntCounter,
+    /// bytes received from the upstream server
+    pub upstream_bytes_in: IntCounter,
+    /// bytes sent to the upstream server
+    pub upstream_bytes_out: IntCounter,
+    /// failed upstream connections and upstream connections lost mid-session
+    pub upstream_errors: IntCounter,
+    /// sessions ended by the idle timeout
+    pub idle_timeouts: IntCounter,
+    /// client protocol violations
+    pub protocol_errors: IntCounter,
+}
+
+impl Metrics {
+    /// A fresh registry with every phigate metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(c)
+                .expect("metric names are unique and valid");
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let sessions_active =
+            IntGauge::new("phigate_sessions_active", "Client sessions currently open")
+                .expect("valid metric");
+        reg(Box::new(sessions_active.clone()));
+        let by_kind = IntCounterVec::new(
+            Opts::new("phigate_statements_total", "Statements completed, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        reg(Box::new(by_kind.clone()));
+        let statements = StatementKind::ALL
+            .iter()
+            .map(|k| (*k, by_kind.with_label_values(&[k.label()])))
+            .collect();
+        let statement_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "phigate_statement_duration_seconds",
+                "Statement latency through phigate",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        reg(Box::new(statement_seconds.clone()));
+        Self {
+            sessions_active,
+            sessions_total: counter("phigate_sessions_total", "Client sessions opened"),
+            statements,
+            statement_seconds,
+            auth_failures: counter("phigate_auth_failures_total", "Failed client logins"),
+            client_bytes_in: counter(
+                "phigate_client_bytes_received_total",
+                "Bytes received from clients",
+            ),
+            client_bytes_out: counter("phigate_client_bytes_sent_total", "Bytes sent to clients"),
+            upstream_bytes_in: counter(
+                "phigate_upstream_bytes_received_total",
+                "Bytes received from PostgreSQL",
+            ),
+            upstream_bytes_out: counter(
+                "phigate_upstream_bytes_sent_total",
+                "Bytes sent to PostgreSQL",
+            ),
+            upstream_errors: counter(
+                "phigate_upstream_errors_total",
+                "Upstream connection failures",
+            ),
+            idle_timeouts: counter(
+                "phigate_idle_timeouts_total",
+                "Sessions ended by the idle timeout",
+            ),
+            protocol_errors: counter(
+                "phigate_protocol_errors_total",
+                "Client protocol violations",
+            ),
+            registry,
+        }
+    }
+
+    /// Counts a completed statement.
+    pub fn statement(&self, kind: StatementKind, elapsed: Duration) {
+        if let Some((_, c)) = self.statements.iter().find(|(k, _)| *k == kind) {
+            c.inc();
+        }
+        self.statement_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves the admin endpoint on `listener` until the task is dropped. `/readyz` answers 200
+/// only while a TCP connection to `upstream` succeeds.
+pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, upstream: String) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics, &upstream))
+                    .await
+            {
+                tracing::debug!(error = %e, "admin request timed out");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics, upstream: &str) {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+        if len == buf.len() {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/readyz") => {
+            let probe =
+                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await;
+            if matches!(probe, Ok(Ok(_))) {
+                ("200 OK", "text/plain", "ready\n".to_owned())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "upstream unreachable\n".to_owned(),
+                )
+            }
+        }
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

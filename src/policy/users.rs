@@ -1,0 +1,227 @@
+//! `users.toml`: one identity per person or service, with a SCRAM-SHA-256 verifier (never a
+//! password) and a role.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use super::PolicyError;
+
+/// A SCRAM-SHA-256 verifier in PostgreSQL's format:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    /// PBKDF2 iteration count
+    pub iterations: u32,
+    /// the salt
+    pub salt: Vec<u8>,
+    /// SHA-256(ClientKey)
+    pub stored_key: [u8; 32],
+    /// HMAC(SaltedPassword, "Server Key")
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramVerifier(..)")
+    }
+}
+
+impl std::str::FromStr for ScramVerifier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            "not a SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".to_owned()
+        };
+        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
+        let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
+        let (iter, salt) = params.split_once(':').ok_or_else(bad)?;
+        let (stored, server) = keys.split_once(':').ok_or_else(bad)?;
+        let iterations: u32 = iter.parse().map_err(|_| bad())?;
+        if iterations == 0 {
+            return Err(bad());
+        }
+        let salt = B64.decode(salt).map_err(|_| bad())?;
+        let key = |k: &str| -> Result<[u8; 32], String> {
+            B64.decode(k)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(bad)
+        };
+        Ok(Self {
+            iterations,
+            salt,
+            stored_key: key(stored)?,
+            server_key: key(server)?,
+        })
+    }
+}
+
+/// A person or service that may connect.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// the role whose policies apply
+    pub role: String,
+    /// the login verifier
+    pub scram: ScramVerifier,
+    /// attributes usable in row policies as `:user.NAME`
+    pub attributes: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: HashMap<String, RawUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    role: String,
+    scram: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, toml::Value>,
+}
+
+pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, User>, PolicyError> {
+    let raw: UsersFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
+        file: file.to_owned(),
+        message: e.to_string(),
+    })?;
+    raw.users
+        .into_iter()
+        .map(|(name, u)| {
+            let invalid = |key: &str, problem: String| PolicyError::Invalid {
+                file: file.to_owned(),
+                key: format!("users.{}.{key}", super::toml_key(&name)),
+                problem,
+            };
+            check_name(&name).map_err(|p| invalid("name", p))?;
+            let scram = u.scram.parse().map_err(|p| invalid("scram", p))?;
+            Ok((
+                name,
+                User {
+                    role: u.role,
+                    scram,
+                    attributes: u.attributes,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+        return Err("a user name has 1 to 63 bytes and no control characters".into());
+    }
+    Ok(())
+}
+
+/// Adds `name` with `role` and a fresh verifier for `password` to the users file at
+/// `path` (created if missing), keeping its comments and layout. Refuses to replace an
+/// existing user.
+pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(), PolicyError> {
+    let invalid = |key: &str, problem: String| PolicyError::Invalid {
+        file: path.to_owned(),
+        key: key.to_owned(),
+        problem,
+    };
+    check_name(name).map_err(|p| invalid("name", p))?;
+    if role.is_empty() {
+        return Err(invalid("role", "must not be empty".into()));
+    }
+    if password.is_empty() {
+        return Err(invalid("password", "must not be empty".into()));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(PolicyError::Io {
+                file: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| PolicyError::Parse {
+                file: path.to_owned(),
+                message: e.to_string(),
+            })?;
+    let users = doc
+        .entry("users")
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            toml_edit::Item::Table(t)
+        })
+        .as_table_mut()
+        .ok_or_else(|| invalid("users", "is not a table".into()))?;
+    if users.contains_key(name) {
+        return Err(invalid(
+            &format!("users.{}", super::toml_key(name)),
+            "this user exists already; remove it first to replace it".into(),
+        ));
+    }
+    let mut entry = toml_edit::Table::new();
+    entry["role"] = toml_edit::value(role);
+    entry["scram"] = toml_edit::value(postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ));
+    users.insert(name, toml_edit::Item::Table(entry));
+    let io = |source| PolicyError::Io {
+        file: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, doc.to_string()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_round_trip_and_rejects() {
+        let v: ScramVerifier = postgres_protocol::password::scram_sha_256(b"pw")
+            .parse()
+            .unwrap();
+        assert_eq!(v.iterations, 4096);
+        assert_eq!(v.salt.len(), 16);
+        assert_eq!(format!("{v:?}"), "ScramVerifier(..)", "keys never print");
+        for bad in [
+            "",
+            "md5abc",
+            "SCRAM-SHA-256$0:c2FsdA==$AAAA:AAAA",
+            "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",
+        ] {
+            assert!(bad.parse::<ScramVerifier>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_user_keeps_comments_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("users.toml");
+        std::fs::write(&f, "# staff of clinic 3\n").unwrap();
+        add_user(&f, "dr.smith", "clinician", "s3cret").unwrap();
+        add_user(&f, "svc-billing", "billing", "x").unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.contains("# staff of clinic 3"), "{text}");
+        assert!(!text.contains("s3cret"));
+        let users = parse(&f, &text).unwrap();
+        assert_eq!(users["dr.smith"].role, "clinician");
+        let e = add_user(&f, "dr.smith", "clinician", "again")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exists"), "{e}");
+        assert!(add_user(&f, "", "r", "p").is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Encoders for the messages phigate itself sends, to clients and to the upstream server.
+//! Each appends one complete message to `out`.
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::Message;
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+
+/// Severity of an error phigate reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// the statement fails, the session goes on
+    Error,
+    /// the session ends
+    Fatal,
+}
+
+/// An error phigate itself reports to a client: SQLSTATE, message and hint.
+/// It never carries a value from a statement or a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    /// ERROR or FATAL
+    pub severity: Severity,
+    /// five-character SQLSTATE
+    pub code: &'static str,
+    /// the primary message
+    pub message: String,
+    /// what to do about it
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    /// An ERROR.
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A FATAL error: the connection is closed after it.
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Fatal,
+            ..Self::error(code, message)
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Appends the ErrorResponse.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let sev = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut fields = vec![
+            (b'S', sev.to_owned()),
+            (b'V', sev.to_owned()),
+            (b'C', self.code.to_owned()),
+            (b'M', self.message.clone()),
+        ];
+        if let Some(h) = &self.hint {
+            fields.push((b'H', h.clone()));
+        }
+        put(&ErrorResponse::new(fields), out);
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+fn put<M: Message>(m: &M, out: &mut BytesMut) {
+    // Our own messages are small and well-formed; pgwire only fails on oversized ones.
+    if let Err(e) = m.encode(out) {
+        tracing::error!(error = %e, "could not encode a message phigate built");
+    }
+}
+
+/// AuthenticationOk, AuthenticationSASL, SASLContinue, SASLFinal.
+pub fn authentication(auth: Authentication, out: &mut BytesMut) {
+    put(&auth, out);
+}
+
+/// ParameterStatus.
+pub fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
+    put(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        out,
+    );
+}
+
+/// BackendKeyData with a 4-byte secret (protocol 3.0).
+pub fn backend_key_data(pid: i32, secret: i32, out: &mut BytesMut) {
+    put(&BackendKeyData::new(pid, SecretKey::I32(secret)), out);
+}
+
+/// ReadyForQuery with the given transaction status byte.
+pub fn ready_for_query(status: u8, out: &mut BytesMut) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(&ReadyForQuery::new(status), out);
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_` options.
+pub fn negotiate_protocol_version(unsupported: Vec<String>, out: &mut BytesMut) {
+    put(&NegotiateProtocolVersion::new(0, unsupported), out);
+}
+
+/// A StartupMessage (protocol 3.0) for the upstream server.
+pub fn startup(params: &[(&str, &str)], out: &mut BytesMut) {
+    let len: usize = 8
+        + params
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
+        + 1;
+    out.put_i32(len as i32);
+    out.put_i32(196_608);
+    for (k, v) in params {
+        put_cstr(out, k);
+        put_cstr(out, v);
+    }
+    out.put_u8(0);
+}
+
+/// SSLRequest.
+pub fn ssl_request(out: &mut BytesMut) {
+    out.put_i32(8);
+    out.put_i32(80_877_103);
+}
+
+/// CancelRequest for an upstream backend.
+pub fn cancel_request(pid: i32, secret: &[u8], out: &mut BytesMut) {
+    out.put_i32(12 + secret.len() as i32);
+    out.put_i32(80_877_102);
+    out.put_i32(pid);
+    out.put_slice(secret);
+}
+
+/// A password message ('p') carrying `payload` as is.
+pub fn password_message(payload: &[u8], out: &mut BytesMut) {
+    out.put_u8(b'p');
+    out.put_i32(4 + payload.len() as i32);
+    out.put_slice(payload);
+}
+
+/// A SASLInitialResponse.
+pub fn sasl_initial_response(mechanism: &str, data: &[u8], out: &mut BytesMut) {
+    let mut body = BytesMut::with_capacity(mechanism.len() + data.len() + 5);
+    put_cstr(&mut body, mechanism);
+    body.put_i32(data.len() as i32);
+    body.put_slice(data);
+    password_message(&body, out);
+}
+
+/// Terminate.
+pub fn terminate(out: &mut BytesMut) {
+    out.put_u8(b'X');
+    out.put_i32(4);
+}
+
+/// Flush.
+pub fn flush(out: &mut BytesMut) {
+    out.put_u8(b'H');
+    out.put_i32(4);
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.put_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::split_frame;
+    use crate::protocol::message::decode_error_fields;
+
+    #[test]
+    fn error_round_trips_through_our_decoder() {
+        let mut out = BytesMut::new();
+        PgError::fatal("57P05", "idle timeout")
+            .with_hint("reconnect")
+            .encode(&mut out);
+        let f = split_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(f.tag(), b'E');
+        let e = decode_error_fields(f.body()).unwrap();
+        assert_eq!(
+            (e.severity, e.code, e.message),
+            ("FATAL", "57P05", "idle timeout")
+        );
+    }
+
+    #[test]
+    fn startup_message_layout() {
+        let mut out = BytesMut::new();
+        startup(&[("user", "u")], &mut out);
+        assert_eq!(&out[..], b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
+    }
+}

@@ -1,0 +1,73 @@
+//! Cancel keys: clients get phigate's own BackendKeyData; a CancelRequest carrying one is
+//! forwarded to the upstream backend it stands for. Unknown keys are dropped.
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+
+use super::upstream::{UpstreamTarget, open_stream};
+use crate::protocol::build;
+
+/// The key phigate gave a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// process id
+    pub pid: i32,
+    /// secret
+    pub secret: i32,
+}
+
+/// Live sessions' keys, client key to upstream key.
+#[derive(Default)]
+pub struct CancelRegistry {
+    map: DashMap<ClientKey, (i32, Vec<u8>)>,
+}
+
+impl CancelRegistry {
+    /// Registers an upstream key and returns a fresh, unused client key for it.
+    pub fn register(&self, upstream: (i32, Vec<u8>)) -> ClientKey {
+        let mut rng = rand::rng();
+        loop {
+            let key = ClientKey {
+                pid: rng.random_range(1..i32::MAX),
+                secret: rng.random(),
+            };
+            if let dashmap::Entry::Vacant(v) = self.map.entry(key) {
+                v.insert(upstream);
+                return key;
+            }
+        }
+    }
+
+    /// Forgets a session's key.
+    pub fn unregister(&self, key: ClientKey) {
+        self.map.remove(&key);
+    }
+
+    /// Forwards a client's CancelRequest upstream when its key is known.
+    pub async fn cancel(&self, target: &UpstreamTarget, pid: i32, secret: &[u8]) {
+        let Ok(secret) = <[u8; 4]>::try_from(secret) else {
+            return;
+        };
+        let key = ClientKey {
+            pid,
+            secret: i32::from_be_bytes(secret),
+        };
+        let Some(upstream) = self.map.get(&key).map(|e| e.value().clone()) else {
+            tracing::debug!("cancel request with an unknown key dropped");
+            return;
+        };
+        let mut msg = BytesMut::new();
+        build::cancel_request(upstream.0, &upstream.1, &mut msg);
+        match open_stream(target).await {
+            Ok(mut s) => {
+                if let Err(e) = s.write_all(&msg).await {
+                    tracing::warn!(error = %e, "could not forward a cancel request");
+                }
+                let _ = s.shutdown().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not forward a cancel request"),
+        }
+    }
+}

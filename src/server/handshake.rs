@@ -1,0 +1,304 @@
+//! A client connection from its first byte to an authenticated user: SSL/GSS negotiation,
+//! the startup packet, and SCRAM-SHA-256 against the users file.
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use bytes::BytesMut;
+use pgwire::messages::startup::Authentication;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::scram::{ScramError, ScramExchange, decoy_verifier};
+use super::stream::Stream;
+use crate::protocol::ProtocolError;
+use crate::protocol::build::{self, PgError};
+use crate::protocol::frame::{Frame, split_frame};
+use crate::protocol::reader::Reader;
+use crate::protocol::startup::{StartupPacket, split_startup};
+
+/// What a new connection turned out to be.
+pub(super) enum Opened {
+    /// an authenticated client
+    Session(Box<Accepted>),
+    /// a cancel request (the connection is done)
+    Cancel {
+        /// process id
+        pid: i32,
+        /// secret
+        secret: Vec<u8>,
+    },
+    /// the client went away or was refused (it has been told why)
+    Closed,
+}
+
+/// An authenticated client.
+pub(super) struct Accepted {
+    pub stream: Stream,
+    /// bytes the client sent after its last authentication message
+    pub buf: BytesMut,
+    pub user: String,
+    pub role: String,
+    /// startup parameters other than user and database
+    pub params: Vec<(String, String)>,
+}
+
+/// Password and SASL messages are small; PostgreSQL uses the same bound.
+const AUTH_MESSAGE_LIMIT: usize = 10_000;
+
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<bool> {
+    Ok(stream.read_buf(buf).await? > 0)
+}
+
+async fn refuse(stream: &mut Stream, err: PgError) -> Opened {
+    let mut out = BytesMut::new();
+    err.encode(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+    Opened::Closed
+}
+
+/// Runs the handshake on a fresh connection.
+pub(super) async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<Opened> {
+    let mut stream = Stream::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut negotiated_tls = false;
+    let mut negotiated_gss = false;
+    let (major, minor, params) = loop {
+        let packet = loop {
+            match split_startup(&mut buf) {
+                Ok(Some(p)) => break p,
+                Ok(None) if read_more(&mut stream, &mut buf).await? => {}
+                Ok(None) => return Ok(Opened::Closed),
+                Err(e) => return Ok(refuse(&mut stream, protocol_error(&e)).await),
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest if !negotiated_tls && buf.is_empty() => {
+                negotiated_tls = true;
+                let Some(acceptor) = &shared.tls else {
+                    stream.write_all(b"N").await?;
+                    continue;
+                };
+                stream.write_all(b"S").await?;
+                let Stream::Plain(tcp) = stream else {
+                    return Ok(Opened::Closed);
+                };
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => stream = Stream::ServerTls(Box::new(tls)),
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        return Ok(Opened::Closed);
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest
+                if !negotiated_gss && !negotiated_tls && buf.is_empty() =>
+            {
+                negotiated_gss = true;
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => return Ok(Opened::Cancel { pid, secret }),
+            StartupPacket::Startup {
+                major,
+                minor,
+                params,
+            } => break (major, minor, params),
+            // A repeated negotiation, or bytes pipelined behind an SSLRequest (they would
+            // bypass encryption): refuse.
+            _ => {
+                let e = ProtocolError::Malformed {
+                    what: "SSL/GSS negotiation",
+                };
+                return Ok(refuse(&mut stream, protocol_error(&e)).await);
+            }
+        }
+    };
+    startup(stream, buf, major, minor, params, peer, shared).await
+}
+
+fn protocol_error(e: &ProtocolError) -> PgError {
+    PgError::fatal("08P01", format!("protocol violation: {e}"))
+}
+
+async fn startup(
+    mut stream: Stream,
+    mut buf: BytesMut,
+    major: u16,
+    minor: u16,
+    params: Vec<(String, String)>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<Opened> {
+    let param = |name| StartupPacket::param(&params, name);
+    if major != 3 {
+        let e = PgError::fatal(
+            "0A000",
+            format!("unsupported frontend protocol {major}.{minor}: phigate speaks 3.0"),
+        );
+        return Ok(refuse(&mut stream, e).await);
+    }
+    if shared.config.listen.require_tls && !stream.is_tls() {
+        let e = PgError::fatal("28000", "phigate accepts only TLS connections")
+            .with_hint("connect with sslmode=require (or stricter)");
+        return Ok(refuse(&mut stream, e).await);
+    }
+    let Some(user) = param("user").map(str::to_owned) else {
+        let e = PgError::fatal("28000", "no user name in the startup packet");
+        return Ok(refuse(&mut stream, e).await);
+    };
+    if param("replication").is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0")) {
+        let e = PgError::fatal(
+            "0A000",
+            "replication connections are not supported through phigate",
+        );
+        return Ok(refuse(&mut stream, e).await);
+    }
+    let database = &shared.config.upstream.database;
+    if let Some(db) = param("database").filter(|d| *d != database) {
+        let e = PgError::fatal(
+            "3D000",
+            format!("database \"{db}\" is not served by this phigate"),
+        )
+        .with_hint(format!("connect to database \"{database}\""));
+        return Ok(refuse(&mut stream, e).await);
+    }
+    let mut out = BytesMut::new();
+    let unsupported: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if minor > 0 || !unsupported.is_empty() {
+        build::negotiate_protocol_version(unsupported, &mut out);
+    }
+
+    // SCRAM-SHA-256. Unknown users run the same exchange against a decoy verifier.
+    let policies = shared.policies();
+    let known = policies.user(&user).cloned();
+    let verifier = known.as_ref().map_or_else(
+        || decoy_verifier(&shared.decoy_secret, &user),
+        |u| u.scram.clone(),
+    );
+    build::authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), &mut out);
+    stream.write_all(&out).await?;
+    out.clear();
+
+    let Some(first) = read_auth_message(&mut stream, &mut buf).await? else {
+        return Ok(Opened::Closed);
+    };
+    let first = match sasl_initial(&first) {
+        Ok(data) => data,
+        Err(e) => return Ok(refuse(&mut stream, e).await),
+    };
+    let nonce: [u8; 18] = rand::rng().random();
+    let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let exchange = match ScramExchange::start(verifier, &first, &nonce) {
+        Ok((exchange, server_first)) => {
+            build::authentication(Authentication::SASLContinue(server_first.into()), &mut out);
+            stream.write_all(&out).await?;
+            out.clear();
+            exchange
+        }
+        Err(e) => return Ok(login_failed(stream, &user, peer, &e, shared).await),
+    };
+    let Some(fin) = read_auth_message(&mut stream, &mut buf).await? else {
+        return Ok(Opened::Closed);
+    };
+    let result = exchange.finish(fin.body());
+    let (server_final, user_entry) = match (result, known) {
+        (Ok(server_final), Some(u)) => (server_final, u),
+        (Ok(_), None) => {
+            return Ok(login_failed(stream, &user, peer, &ScramError::BadProof, shared).await);
+        }
+        (Err(e), _) => return Ok(login_failed(stream, &user, peer, &e, shared).await),
+    };
+    build::authentication(Authentication::SASLFinal(server_final.into()), &mut out);
+    build::authentication(Authentication::Ok, &mut out);
+    stream.write_all(&out).await?;
+    let rest = params
+        .into_iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
+        .collect();
+    Ok(Opened::Session(Box::new(Accepted {
+        stream,
+        buf,
+        user,
+        role: user_entry.role,
+        params: rest,
+    })))
+}
+
+/// Reads one password-family message; `None` when the client hung up (psql does so to
+/// prompt for a password, so it is not a failed login).
+async fn read_auth_message(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<Frame>> {
+    loop {
+        match split_frame(buf, AUTH_MESSAGE_LIMIT) {
+            Ok(Some(f)) if f.tag() == b'p' => return Ok(Some(f)),
+            Ok(Some(f)) => {
+                let e = ProtocolError::UnexpectedType(f.tag());
+                refuse(stream, protocol_error(&e)).await;
+                return Ok(None);
+            }
+            Ok(None) => {
+                if !read_more(stream, buf).await? {
+                    return Ok(None);
+                }
+            }
+            Err(e) => {
+                refuse(stream, protocol_error(&e)).await;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn sasl_initial(frame: &Frame) -> Result<Vec<u8>, PgError> {
+    let mut r = Reader::new(frame.body(), "SASLInitialResponse");
+    let parsed = (|| {
+        let mechanism = r.cstr()?;
+        let data = r.value()?.unwrap_or_default();
+        r.finish()?;
+        Ok::<_, ProtocolError>((mechanism, data))
+    })();
+    match parsed {
+        Ok(("SCRAM-SHA-256", data)) => Ok(data.to_vec()),
+        Ok((other, _)) => Err(PgError::fatal(
+            "28000",
+            format!("SASL mechanism {other} is not supported"),
+        )
+        .with_hint("use SCRAM-SHA-256")),
+        Err(e) => Err(protocol_error(&e)),
+    }
+}
+
+async fn login_failed(
+    mut stream: Stream,
+    user: &str,
+    peer: SocketAddr,
+    why: &ScramError,
+    shared: &Shared,
+) -> Opened {
+    shared.metrics.auth_failures.inc();
+    tracing::warn!(%peer, user, reason = %why, "login failed");
+    tokio::time::sleep(shared.config.listen.auth_failure_delay).await;
+    refuse(
+        &mut stream,
+        PgError::fatal(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        ),
+    )
+    .await
+}

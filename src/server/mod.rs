@@ -1,0 +1,308 @@
+//! The network edge: the listener, TLS, client authentication, upstream connections,
+//! cancel forwarding and the per-session I/O driver. Protocol decisions are made by the
+//! pure [`crate::session`] core; this module only moves bytes and keeps clocks.
+
+mod cancel;
+mod handshake;
+mod relay;
+mod scram;
+mod stream;
+mod tls;
+mod upstream;
+
+pub use scram::{ScramError, ScramExchange};
+pub use upstream::UpstreamError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rand::Rng;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, UpstreamTls};
+use crate::metrics::{Metrics, serve_admin};
+use crate::policy::{PolicyError, PolicySet};
+use crate::protocol::build::{self, PgError};
+use crate::session::Session;
+use cancel::CancelRegistry;
+use handshake::{Accepted, Opened};
+use upstream::UpstreamTarget;
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The policy set does not load.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A TLS file or setting is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A file named by the configuration cannot be read.
+    #[error("{key}: {path}: {source}")]
+    File {
+        /// the configuration key
+        key: &'static str,
+        /// the file
+        path: String,
+        /// why
+        source: std::io::Error,
+    },
+    /// A listening address cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// the address
+        address: SocketAddr,
+        /// why
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    config: Config,
+    policies: Arc<PolicySet>,
+    tls: Option<TlsAcceptor>,
+    upstream: UpstreamTarget,
+    metrics: Arc<Metrics>,
+    cancels: CancelRegistry,
+    /// makes decoy SCRAM salts for unknown users stable for this process
+    decoy_secret: [u8; 32],
+    connections: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn policies(&self) -> Arc<PolicySet> {
+        self.policies.clone()
+    }
+}
+
+/// A bound, ready-to-run phigate server.
+pub struct Server {
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+/// Resolves the upstream settings: password file, TLS configuration.
+fn upstream_target(config: &Config) -> Result<UpstreamTarget, ServerError> {
+    let u = &config.upstream;
+    let password = match &u.password_file {
+        Some(p) => {
+            let path = p.relative();
+            let text = std::fs::read_to_string(&path).map_err(|source| ServerError::File {
+                key: "upstream.password_file",
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        None => None,
+    };
+    let tls = match u.tls {
+        UpstreamTls::Disable => None,
+        mode => {
+            let ca = u.ca_file.as_ref().map(|c| c.relative());
+            let client = tls::client_config(mode == UpstreamTls::VerifyFull, ca.as_deref())?;
+            let name =
+                tls::server_name(u.server_name.as_deref().unwrap_or(config.upstream_host()))?;
+            Some((client, name))
+        }
+    };
+    Ok(UpstreamTarget {
+        address: u.address.clone(),
+        database: u.database.clone(),
+        user: u.user.clone(),
+        password,
+        tls,
+        connect_timeout: u.connect_timeout,
+    })
+}
+
+/// Checks everything `serve` would need except the network: policies, TLS files, the
+/// upstream password file. Returns the policy set.
+pub fn preflight(config: &Config) -> Result<PolicySet, ServerError> {
+    let policies = PolicySet::load(&config.policies_dir())?;
+    if let (Some(cert), Some(key)) = (&config.listen.tls_cert, &config.listen.tls_key) {
+        tls::server_config(&cert.relative(), &key.relative())?;
+    }
+    upstream_target(config)?;
+    Ok(policies)
+}
+
+impl Server {
+    /// Loads policies and TLS material and binds the listeners.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let policies = PolicySet::load(&config.policies_dir())?;
+        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
+                &cert.relative(),
+                &key.relative(),
+            )?)),
+            _ => None,
+        };
+        let upstream = upstream_target(&config)?;
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Bind { address, source })
+        };
+        let listener = bind(config.listen.address).await?;
+        let admin = match config.admin.address {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let connections = Arc::new(Semaphore::new(config.listen.max_connections));
+        Ok(Self {
+            listener,
+            admin,
+            shared: Arc::new(Shared {
+                policies: Arc::new(policies),
+                tls,
+                upstream,
+                metrics: Arc::new(Metrics::new()),
+                cancels: CancelRegistry::default(),
+                decoy_secret: rand::rng().random(),
+                connections,
+                config,
+            }),
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The admin endpoint's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn run(self) {
+        let Server {
+            listener,
+            admin,
+            shared,
+        } = self;
+        if let Some(admin) = admin {
+            tokio::spawn(serve_admin(
+                admin,
+                shared.metrics.clone(),
+                shared.upstream.address.clone(),
+            ));
+        }
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move { connection(tcp, peer, shared).await });
+        }
+    }
+}
+
+async fn connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(_permit) = shared.connections.clone().try_acquire_owned() else {
+        let mut out = BytesMut::new();
+        PgError::fatal("53300", "sorry, too many clients already").encode(&mut out);
+        let _ = tcp.write_all(&out).await;
+        return;
+    };
+    let opened = tokio::time::timeout(
+        shared.config.listen.auth_timeout,
+        handshake::accept(tcp, peer, &shared),
+    )
+    .await;
+    match opened {
+        Ok(Ok(Opened::Session(accepted))) => session(*accepted, peer, &shared).await,
+        Ok(Ok(Opened::Cancel { pid, secret })) => {
+            shared.cancels.cancel(&shared.upstream, pid, &secret).await
+        }
+        Ok(Ok(Opened::Closed)) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed during startup"),
+        Err(_) => tracing::info!(%peer, "authentication timed out"),
+    }
+}
+
+async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
+    let Accepted {
+        mut stream,
+        buf,
+        user,
+        role,
+        params,
+    } = accepted;
+    let client_app = crate::protocol::startup::StartupPacket::param(&params, "application_name")
+        .unwrap_or_default()
+        .to_owned();
+    let upstream_app = if client_app.is_empty() {
+        format!("phigate:{user}")
+    } else {
+        format!("phigate:{user}/{client_app}")
+    };
+    let mut extra: Vec<(&str, &str)> = vec![("application_name", upstream_app.as_str())];
+    extra.extend(
+        params
+            .iter()
+            .filter(|(k, _)| k != "application_name")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let connected = match upstream::connect(&shared.upstream, &extra).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.metrics.upstream_errors.inc();
+            tracing::error!(%peer, user, error = %e, "could not open the upstream session");
+            let mut out = BytesMut::new();
+            e.client_error().encode(&mut out);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let session = Session::new(upstream_app, client_app);
+    let key = shared.cancels.register(connected.backend_key.clone());
+    let mut out = BytesMut::new();
+    for (name, value) in &connected.parameters {
+        build::parameter_status(name, session.client_parameter(name, value), &mut out);
+    }
+    build::backend_key_data(key.pid, key.secret, &mut out);
+    build::ready_for_query(b'I', &mut out);
+    if stream.write_all(&out).await.is_ok() {
+        shared.metrics.sessions_active.inc();
+        shared.metrics.sessions_total.inc();
+        tracing::info!(%peer, user, role, tls = stream.is_tls(), "session started");
+        let idle_timeout = shared
+            .policies
+            .role(&role)
+            .and_then(|r| r.idle_timeout)
+            .unwrap_or(shared.config.session.idle_timeout);
+        let limits = relay::Limits {
+            max_message_size: shared.config.listen.max_message_size,
+            idle_timeout,
+            lifetime_ends: tokio::time::Instant::now() + shared.config.session.max_lifetime,
+        };
+        let ends = relay::Ends {
+            client: stream,
+            client_buf: buf,
+            upstream: connected.stream,
+            upstream_buf: connected.leftover,
+        };
+        relay::relay(ends, session, limits, &shared.metrics).await;
+        shared.metrics.sessions_active.dec();
+        tracing::info!(%peer, user, "session ended");
+    }
+    shared.cancels.unregister(key);
+}

@@ -1,0 +1,137 @@
+//! TLS configuration: rustls with the ring provider, TLS 1.2 and 1.3 only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use thiserror::Error;
+
+/// A TLS setting that cannot be used.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A PEM file is missing or holds no usable certificate or key.
+    #[error("{file}: {problem}")]
+    Pem {
+        /// the file
+        file: String,
+        /// what is wrong
+        problem: String,
+    },
+    /// rustls refused the combination.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn pem_err(file: &Path, problem: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
+        file: file.display().to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_err(file, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(file, e))?;
+    if certs.is_empty() {
+        return Err(pem_err(file, "no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// The listener's TLS configuration from a PEM certificate chain and key.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// The upstream TLS configuration: verifying against `ca_file` (or the Mozilla roots), or
+/// (`verify = false`, tls = require) accepting any certificate.
+pub fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let config = if verify {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(f) => {
+                for c in load_certs(f)? {
+                    roots.add(c).map_err(|e| pem_err(f, e))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let algs = provider().signature_verification_algorithms;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(algs)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name to verify the upstream certificate against.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_owned()).map_err(|e| TlsError::Pem {
+        file: "upstream.server_name".into(),
+        problem: e.to_string(),
+    })
+}
+
+/// `tls = "require"`: encrypt, but accept any certificate (libpq's sslmode=require).
+/// Handshake signatures are still checked, so the peer holds the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}

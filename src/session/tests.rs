@@ -1,0 +1,225 @@
+use super::*;
+use bytes::BufMut;
+
+/// One fixed instant, so that elapsed times are exactly zero.
+fn t0() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+fn fe(tag: u8, body: &[u8]) -> Frame {
+    Frame::new(tag, body)
+}
+
+fn session() -> (Session, Outbound) {
+    (
+        Session::new("phigate:bob/app".into(), "app".into()),
+        Outbound::default(),
+    )
+}
+
+fn parse() -> Frame {
+    fe(b'P', b"\0select 1\0\0\0")
+}
+fn bind() -> Frame {
+    fe(b'B', b"\0\0\0\0\0\0\0\0")
+}
+fn execute() -> Frame {
+    fe(b'E', b"\0\0\0\0\0")
+}
+fn sync() -> Frame {
+    fe(b'S', b"")
+}
+fn rfq(s: u8) -> Frame {
+    fe(b'Z', &[s])
+}
+fn error() -> Frame {
+    fe(b'E', b"SERROR\0VERROR\0C42P01\0Mboom\0\0")
+}
+fn complete(tag: &str) -> Frame {
+    let mut b = tag.as_bytes().to_vec();
+    b.push(0);
+    fe(b'C', &b)
+}
+
+/// The tags of the messages in `buf`.
+fn tags(buf: &mut BytesMut) -> Vec<u8> {
+    let mut v = Vec::new();
+    while let Some(f) = crate::protocol::frame::split_frame(buf, usize::MAX >> 1).unwrap() {
+        v.push(f.tag());
+    }
+    v
+}
+
+#[test]
+fn pipelined_extended_query_is_tracked_until_ready_for_query() {
+    let (mut s, mut out) = session();
+    for f in [parse(), bind(), execute(), sync()] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    assert_eq!(tags(&mut out.upstream), b"PBES");
+    assert!(s.awaiting_upstream());
+    for f in [fe(b'1', b""), fe(b'2', b""), complete("SELECT 1")] {
+        s.on_backend(f, t0(), &mut out);
+        assert!(s.awaiting_upstream());
+    }
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(!s.awaiting_upstream());
+    assert_eq!(tags(&mut out.client), b"12CZ");
+    assert_eq!(out.events.len(), 1);
+}
+
+#[test]
+fn messages_without_sync_or_flush_leave_the_session_idle() {
+    let (mut s, mut out) = session();
+    s.on_frontend(parse(), t0(), &mut out);
+    assert!(!s.awaiting_upstream(), "nothing is owed before a Flush");
+    s.on_frontend(fe(b'H', b""), t0(), &mut out);
+    assert!(s.awaiting_upstream());
+    s.on_backend(fe(b'1', b""), t0(), &mut out);
+    assert!(!s.awaiting_upstream());
+}
+
+#[test]
+fn an_error_skips_to_the_next_sync() {
+    let (mut s, mut out) = session();
+    for f in [parse(), bind(), execute(), sync(), parse(), sync()] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    s.on_backend(error(), t0(), &mut out); // Parse failed: Bind and Execute are skipped
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(
+        s.awaiting_upstream(),
+        "the second Parse and Sync are still owed"
+    );
+    s.on_backend(fe(b'1', b""), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(!s.awaiting_upstream());
+    assert_eq!(
+        out.events[0],
+        Event::Statement {
+            kind: StatementKind::Failed,
+            elapsed: Duration::ZERO
+        }
+    );
+}
+
+#[test]
+fn sync_pipelined_before_copy_data_is_ignored_like_postgres_does() {
+    // tokio-postgres sends Bind, Execute, Sync, waits for CopyInResponse, streams the
+    // data, then sends CopyDone and another Sync. PostgreSQL ignores the first Sync.
+    let (mut s, mut out) = session();
+    for f in [bind(), execute(), sync()] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    s.on_backend(fe(b'2', b""), t0(), &mut out);
+    s.on_backend(fe(b'G', b"\0\0\0"), t0(), &mut out);
+    assert!(!s.awaiting_upstream(), "the server waits for COPY data");
+    s.on_frontend(fe(b'd', b"1\n"), t0(), &mut out);
+    s.on_frontend(fe(b'c', b""), t0(), &mut out);
+    s.on_frontend(sync(), t0(), &mut out);
+    assert!(s.awaiting_upstream());
+    s.on_backend(complete("COPY 1"), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(
+        !s.awaiting_upstream(),
+        "one ReadyForQuery settles the whole exchange"
+    );
+}
+
+#[test]
+fn copy_data_sent_before_copy_in_response_is_accounted() {
+    let (mut s, mut out) = session();
+    s.on_frontend(fe(b'Q', b"copy t from stdin\0"), t0(), &mut out);
+    s.on_frontend(fe(b'd', b"1\n"), t0(), &mut out);
+    s.on_frontend(fe(b'c', b""), t0(), &mut out);
+    s.on_backend(fe(b'G', b"\0\0\0"), t0(), &mut out);
+    assert!(s.awaiting_upstream());
+    s.on_backend(complete("COPY 1"), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(!s.awaiting_upstream());
+}
+
+#[test]
+fn a_fatal_error_waits_for_earlier_responses() {
+    let (mut s, mut out) = session();
+    s.on_frontend(fe(b'Q', b"select 1\0"), t0(), &mut out);
+    s.on_frontend(fe(b'?', b""), t0(), &mut out);
+    assert_eq!(s.phase(), Phase::Closing);
+    assert!(
+        out.client.is_empty(),
+        "the error must not overtake the query's response"
+    );
+    s.on_frontend(fe(b'Q', b"select 2\0"), t0(), &mut out);
+    assert_eq!(tags(&mut out.upstream), b"Q", "nothing more is forwarded");
+    s.on_backend(complete("SELECT 1"), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert_eq!(s.phase(), Phase::Closed);
+    let mut client = out.client.clone();
+    assert_eq!(tags(&mut client), b"CZE");
+}
+
+#[test]
+fn a_fatal_error_flushes_unsynced_messages() {
+    let (mut s, mut out) = session();
+    s.on_frontend(parse(), t0(), &mut out);
+    s.on_frontend(fe(b'B', b"garbage"), t0(), &mut out);
+    assert_eq!(tags(&mut out.upstream), b"PH");
+    s.on_backend(fe(b'1', b""), t0(), &mut out);
+    assert_eq!(s.phase(), Phase::Closed);
+    assert_eq!(tags(&mut out.client), b"1E");
+}
+
+#[test]
+fn application_name_is_shown_as_the_client_set_it() {
+    let (mut s, mut out) = session();
+    let mut body = BytesMut::new();
+    body.put_slice(b"application_name\0phigate:bob/app\0");
+    s.on_backend(fe(b'S', &body), t0(), &mut out);
+    let f = crate::protocol::frame::split_frame(&mut out.client, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.body(), b"application_name\0app\0");
+    s.on_backend(fe(b'S', b"application_name\0other\0"), t0(), &mut out);
+    let f = crate::protocol::frame::split_frame(&mut out.client, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.body(), b"application_name\0other\0");
+}
+
+#[test]
+fn upstream_fatal_closes_the_session() {
+    let (mut s, mut out) = session();
+    s.on_frontend(fe(b'Q', b"select pg_sleep(10)\0"), t0(), &mut out);
+    s.on_backend(
+        fe(b'E', b"SFATAL\0VFATAL\0C57P01\0Mterminating\0\0"),
+        t0(),
+        &mut out,
+    );
+    assert_eq!(s.phase(), Phase::Closed);
+    assert_eq!(tags(&mut out.client), b"E");
+}
+
+#[test]
+fn malformed_upstream_message_fails_the_session() {
+    let (mut s, mut out) = session();
+    s.on_backend(fe(b'Z', b"?"), t0(), &mut out);
+    assert_eq!(s.phase(), Phase::Closed);
+    assert_eq!(tags(&mut out.client), b"E");
+}
+
+#[test]
+fn transaction_status_follows_ready_for_query() {
+    let (mut s, mut out) = session();
+    s.on_frontend(fe(b'Q', b"begin\0"), t0(), &mut out);
+    s.on_backend(complete("BEGIN"), t0(), &mut out);
+    s.on_backend(rfq(b'T'), t0(), &mut out);
+    assert_eq!(s.tx_status(), b'T');
+    assert_eq!(
+        out.events,
+        vec![Event::Statement {
+            kind: StatementKind::Transaction,
+            elapsed: Duration::ZERO
+        }]
+    );
+}
