@@ -39,12 +39,16 @@ fn bindir() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     found.sort();
-    found.pop().expect("PostgreSQL server binaries (initdb) not found; set PG_BINDIR")
+    found
+        .pop()
+        .expect("PostgreSQL server binaries (initdb) not found; set PG_BINDIR")
 }
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// A command run as the postgres user when we are root, dying with its parent.
@@ -59,7 +63,11 @@ fn pg_command(program: &Path) -> Command {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// TLS material made for one test: a CA and a certificate for localhost/127.0.0.1.
@@ -103,7 +111,10 @@ impl Pg {
     /// `svc_scram` (SCRAM), `svc_md5` (md5), `svc_trust` (trust), `svc_tls` (SCRAM, TLS only),
     /// and a database `ehr` whose public schema they may all use.
     pub fn start() -> Pg {
-        let dir = tempfile::Builder::new().prefix("phigate-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("phigate-pg-")
+            .tempdir()
+            .unwrap();
         let data = dir.path().join("data");
         let certs = make_certs(dir.path());
         if is_root() {
@@ -113,7 +124,16 @@ impl Pg {
         let st = pg_command(&bin.join("initdb"))
             .args(["-D"])
             .arg(&data)
-            .args(["-N", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-N",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -144,9 +164,19 @@ impl Pg {
                 .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", dir.path().display()))
-                .args(["-c", "fsync=off", "-c", "max_connections=300", "-c", "ssl=on"])
+                .args([
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "ssl=on",
+                ])
                 .arg("-c")
-                .arg(format!("ssl_cert_file={}", dir.path().join("pg.crt").display()))
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    dir.path().join("pg.crt").display()
+                ))
                 .arg("-c")
                 .arg(format!("ssl_key_file={}", key.display()))
                 .stdout(Stdio::null())
@@ -175,11 +205,24 @@ impl Pg {
 
     fn psql(&self, db: &str, sql: &str) {
         let out = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn setup(&self) {
@@ -216,7 +259,9 @@ impl Pg {
     /// Stops the server now (fast shutdown).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -256,7 +301,11 @@ fn wait_ready(port: u16, child: &mut Child) -> bool {
 }
 
 fn chown_postgres(path: &Path) {
-    let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().unwrap();
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -306,14 +355,21 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(pg: &Pg, opts: &Options) -> Setup {
-        let dir = tempfile::Builder::new().prefix("phigate-cfg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("phigate-cfg-")
+            .tempdir()
+            .unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(policies.join("roles.toml"), opts.roles).unwrap();
         for (user, role, pw) in USERS {
             phigate::policy::add_user(&policies.join("users.toml"), user, role, pw).unwrap();
         }
-        std::fs::write(dir.path().join("upstream.pw"), format!("{UPSTREAM_PASSWORD}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("upstream.pw"),
+            format!("{UPSTREAM_PASSWORD}\n"),
+        )
+        .unwrap();
         let tls = if opts.listen_tls {
             format!(
                 "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
@@ -382,8 +438,13 @@ impl Proxy {
     }
 
     /// A tokio-postgres client through phigate without TLS.
-    pub async fn connect(&self, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::connect(&self.conninfo(user, password), tokio_postgres::NoTls).await?;
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conninfo(user, password), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
@@ -397,7 +458,9 @@ impl Proxy {
     pub async fn admin_get(&self, path: &str) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).await.unwrap();
         let (head, body) = resp.split_once("\r\n\r\n").unwrap();
@@ -421,11 +484,13 @@ pub fn client_tls(certs: &Certs) -> Arc<rustls::ClientConfig> {
     for c in rustls_pki_types::CertificateDer::pem_file_iter(&certs.ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Arc::new(config)
 }
 
@@ -438,5 +503,7 @@ pub async fn start(opts: Options) -> (Pg, Proxy) {
 
 /// The SQLSTATE of a tokio-postgres error.
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_else(|| format!("not a db error: {e}"))
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_else(|| format!("not a db error: {e}"))
 }

@@ -85,7 +85,9 @@ impl Raw {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if self.buf.len() >= 5 {
-                    let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                    let len =
+                        i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                            as usize;
                     if self.buf.len() > len {
                         let m = self.buf.split_to(len + 1);
                         return Some((m[0], m[5..].to_vec()));
