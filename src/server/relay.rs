@@ -74,18 +74,14 @@ pub(super) async fn relay(ends: Ends, mut session: Session, limits: Limits, metr
         if pending_input {
             pending_input = false;
             let now = std::time::Instant::now();
-            drain_client(
-                &mut client_buf,
-                &mut session,
-                &mut out,
-                &limits,
-                now,
-                metrics,
-            );
+            drain_client(&mut client_buf, &mut session, &mut out, &limits, now);
             drain_upstream(&mut upstream_buf, &mut session, &mut out, now);
         }
-        for Event::Statement { kind, elapsed } in out.events.drain(..) {
-            metrics.statement(kind, elapsed);
+        for event in out.events.drain(..) {
+            match event {
+                Event::Statement { kind, elapsed } => metrics.statement(kind, elapsed),
+                Event::ProtocolViolation => metrics.protocol_errors.inc(),
+            }
         }
         if session.phase() == Phase::Closed {
             break;
@@ -121,7 +117,7 @@ pub(super) async fn relay(ends: Ends, mut session: Session, limits: Limits, metr
                 Ok(n) if n > 0 => {
                     metrics.client_bytes_in.inc_by(n as u64);
                     last_activity = Instant::now();
-                    drain_client(&mut client_buf, &mut session, &mut out, &limits, std::time::Instant::now(), metrics);
+                    drain_client(&mut client_buf, &mut session, &mut out, &limits, std::time::Instant::now());
                 }
                 // The client went away: its upstream session ends too (an open transaction
                 // is rolled back by the server).
@@ -218,14 +214,12 @@ fn drain_client(
     out: &mut Outbound,
     limits: &Limits,
     now: std::time::Instant,
-    metrics: &Metrics,
 ) {
     while session.phase() == Phase::Open {
         match split_frame(buf, limits.max_message_size) {
             Ok(Some(frame)) => session.on_frontend(frame, now, out),
             Ok(None) => break,
             Err(e) => {
-                metrics.protocol_errors.inc();
                 buf.clear();
                 session.protocol_violation(&e, out);
             }

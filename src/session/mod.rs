@@ -44,6 +44,8 @@ pub enum Event {
         /// time from forwarding to completion
         elapsed: Duration,
     },
+    /// The client broke the protocol; the session is closing.
+    ProtocolViolation,
 }
 
 /// A response the client is still owed, in the order the client asked for it.
@@ -361,6 +363,7 @@ impl Session {
     /// The client broke the protocol: 08P01, then the connection is closed.
     pub fn protocol_violation(&mut self, err: &ProtocolError, out: &mut Outbound) {
         tracing::warn!(error = %err, "client protocol violation");
+        out.events.push(Event::ProtocolViolation);
         self.terminate(
             &PgError::fatal("08P01", format!("protocol violation: {err}"))
                 .with_hint("the client sent a message phigate cannot accept; reconnect"),

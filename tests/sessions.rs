@@ -1,0 +1,412 @@
+//! Authentication, TLS, upstream logins, cancel, timeouts, failures and the admin endpoint.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::{self, Raw};
+use common::{Options, Pg, Proxy, code, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_get_28p01_and_are_counted() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let e = proxy
+        .connect("alice", "not-her-password")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    let e = proxy.connect("mallory", "guess").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    assert_eq!(proxy.metric("phigate_auth_failures_total").await, 2.0);
+    // The right password still works afterwards.
+    proxy.alice().await.simple_query("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_identifies_the_user_upstream() {
+    let (pg, proxy) = start(Options::default()).await;
+    let conninfo = format!(
+        "{} application_name=chart-viewer",
+        proxy.conninfo("alice", "alice-pw")
+    );
+    let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.simple_query("select 1").await.unwrap();
+    let direct = pg.direct().await;
+    let row = direct
+        .query_one("select application_name, usename from pg_stat_activity where application_name like 'phigate:%'", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "phigate:alice/chart-viewer");
+    assert_eq!(row.get::<_, &str>(1), "svc_scram");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_auth_methods_and_tls_modes() {
+    let pg = Pg::start();
+    for (user, tls) in [
+        ("svc_scram", "disable"),
+        ("svc_md5", "disable"),
+        ("svc_trust", "disable"),
+        ("svc_tls", "require"),
+        ("svc_tls", "verify-full"),
+    ] {
+        let opts = Options {
+            upstream_user: user,
+            upstream_tls: tls,
+            ..Options::default()
+        };
+        let proxy = Proxy::start(&pg, &opts).await;
+        let c = proxy.alice().await;
+        let row = c.query_one("select current_user::text, coalesce((select ssl from pg_stat_ssl where pid = pg_backend_pid()), false)", &[]).await.unwrap();
+        assert_eq!(row.get::<_, &str>(0), user, "{user} {tls}");
+        assert_eq!(row.get::<_, bool>(1), tls != "disable", "{user} {tls}");
+    }
+    // svc_tls may only connect over TLS: without it the server refuses phigate, and the
+    // client is told phigate could not open a session (not the server's auth details).
+    let opts = Options {
+        upstream_user: "svc_tls",
+        ..Options::default()
+    };
+    let proxy = Proxy::start(&pg, &opts).await;
+    let e = proxy.connect("alice", "alice-pw").await.unwrap_err();
+    assert_eq!(code(&e), "08006");
+    assert_eq!(proxy.metric("phigate_upstream_errors_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_refuses_a_certificate_for_another_name() {
+    let pg = Pg::start();
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            upstream_user: "svc_tls",
+            upstream_tls: "verify-full",
+            ..Options::default()
+        },
+    )
+    .await;
+    // Rewrite the expected name: the certificate is for localhost/127.0.0.1 only.
+    let text = std::fs::read_to_string(&proxy.setup.config).unwrap();
+    std::fs::write(
+        &proxy.setup.config,
+        text.replace(
+            "server_name = \"localhost\"",
+            "server_name = \"db.example.org\"",
+        ),
+    )
+    .unwrap();
+    let config = phigate::config::Config::load(&proxy.setup.config).unwrap();
+    let server = phigate::server::Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let task = tokio::spawn(server.run());
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=alice password=alice-pw dbname=ehr",
+        addr.port()
+    );
+    let e = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("must fail");
+    assert_eq!(code(&e), "08006");
+    task.abort();
+}
+
+async fn tls_connect(
+    proxy: &Proxy,
+    pg: &Pg,
+    user: &str,
+    pw: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let tls =
+        tokio_postgres_rustls::MakeRustlsConnect::new((*common::client_tls(&pg.certs)).clone());
+    let conninfo = format!("{} sslmode=require", proxy.conninfo(user, pw))
+        .replace("host=127.0.0.1", "host=localhost");
+    let (c, conn) = tokio_postgres::connect(&conninfo, tls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_required_and_plaintext_refused() {
+    let pg = Pg::start();
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            listen_tls: true,
+            require_tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let c = tls_connect(&proxy, &pg, "alice", "alice-pw").await.unwrap();
+    c.simple_query("select 1").await.unwrap();
+    // Wrong password over TLS.
+    let e = tls_connect(&proxy, &pg, "alice", "nope").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    // Plaintext is refused with 28000.
+    let e = proxy.connect("alice", "alice-pw").await.unwrap_err();
+    assert_eq!(code(&e), "28000");
+}
+
+/// A TLS 1.1 ClientHello, as an old driver would send it.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]); // ECDHE-RSA-AES128-SHA, AES128-SHA
+    hello.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, hello.len() as u8];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x02, 0x00, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_1_1_handshake_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = Pg::start();
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            listen_tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap(); // SSLRequest
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"S");
+    s.write_all(&tls11_client_hello()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    // An alert record (0x15), protocol_version (70) or handshake_failure (40), then close.
+    assert_eq!(reply.first(), Some(&0x15), "{reply:?}");
+    assert!(matches!(reply.get(6), Some(70 | 40)), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_right_backend_and_unknown_keys_are_dropped() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let c = proxy.alice().await;
+    let bystander = proxy.alice().await;
+    let token = c.cancel_token();
+    let slow = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
+    let other = tokio::spawn(async move { bystander.simple_query("select pg_sleep(1)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014");
+    other
+        .await
+        .unwrap()
+        .expect("the other session's query is not cancelled");
+    // A made-up key is dropped silently.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_the_session_and_rolls_back() {
+    let (pg, proxy) = start(Options::default()).await;
+    // The nurse_station role has a 1 s idle timeout; the global default is 15 min.
+    let nurse = proxy.connect("nurse", "nurse-pw").await.unwrap();
+    let alice = proxy.alice().await;
+    nurse
+        .batch_execute("create table vitals(v int)")
+        .await
+        .unwrap();
+    nurse
+        .batch_execute("begin; insert into vitals values (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let e = nurse.simple_query("commit").await.unwrap_err();
+    assert!(e.is_closed() || code(&e) == "57P05", "{e}");
+    let direct = pg.direct().await;
+    let n: i64 = direct
+        .query_one("select count(*) from vitals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the open transaction was rolled back");
+    alice
+        .simple_query("select 1")
+        .await
+        .expect("alice's role keeps the default timeout");
+    assert_eq!(proxy.metric("phigate_idle_timeouts_total").await, 1.0);
+    // A long statement is not idleness.
+    let nurse = proxy.connect("nurse", "nurse-pw").await.unwrap();
+    nurse.simple_query("select pg_sleep(2)").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_error_is_57p05_on_the_wire() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let mut r = Raw::login(proxy.addr, "nurse", "nurse-pw").await;
+    let msgs = r.until_closed().await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].0, b'E');
+    assert_eq!(raw::sqlstate(&msgs[0].1), "57P05");
+    assert!(String::from_utf8_lossy(&msgs[0].1).contains("FATAL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_ends_the_session() {
+    let (_pg, proxy) = start(Options {
+        session: "max_lifetime = \"1s\"",
+        ..Options::default()
+    })
+    .await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let msgs = r.until_closed().await;
+    assert_eq!(raw::sqlstate(&msgs[0].1), "57P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_gives_an_error_not_a_hang() {
+    let (pg, proxy) = start(Options::default()).await;
+    let c = proxy.alice().await;
+    let direct = pg.direct().await;
+    let pid: i32 = direct
+        .query_one(
+            "select pid from pg_stat_activity where application_name = 'phigate:alice'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Kill the backend outright: the connection drops with no goodbye.
+    let running = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap_err();
+    assert!(e.is_closed() || code(&e) == "08006", "{e}");
+    // The server recovers and phigate serves new sessions.
+    for _ in 0..100 {
+        if let Ok(c) = proxy.connect("alice", "alice-pw").await {
+            if c.simple_query("select 1").await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("phigate did not recover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_drops_closes_its_upstream() {
+    let (pg, proxy) = start(Options::default()).await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    r.send(&raw::query(
+        "begin; create table half(x int); insert into half values (1)",
+    ))
+    .await;
+    while let Some((tag, _)) = r.recv().await {
+        if tag == b'Z' {
+            break;
+        }
+    }
+    drop(r); // no Terminate: the socket just closes mid-transaction
+    let direct = pg.direct().await;
+    for _ in 0..100 {
+        let n: i64 = direct
+            .query_one(
+                "select count(*) from pg_stat_activity where application_name = 'phigate:alice'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            let t = direct
+                .query("select 1 from pg_tables where tablename = 'half'", &[])
+                .await
+                .unwrap();
+            assert!(t.is_empty(), "the transaction was rolled back");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the upstream session outlived its client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_metrics_health_and_readiness() {
+    let (mut pg, proxy) = start(Options::default()).await;
+    let c = proxy.alice().await;
+    c.batch_execute("create table m(x int); insert into m values (1); select * from m")
+        .await
+        .unwrap();
+    c.query("select * from m", &[]).await.unwrap();
+    let _ = c.simple_query("select * from nope").await;
+    let (status, body) = proxy.admin_get("/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    for needle in [
+        "phigate_sessions_active 1",
+        "phigate_statements_total{kind=\"select\"} 2",
+        "phigate_statements_total{kind=\"insert\"} 1",
+        "phigate_statements_total{kind=\"ddl\"} 1",
+        "phigate_statements_total{kind=\"failed\"} 1",
+        "phigate_statement_duration_seconds_count",
+        "phigate_client_bytes_received_total",
+        "phigate_upstream_bytes_sent_total",
+        "phigate_auth_failures_total 0",
+        "phigate_upstream_errors_total 0",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in\n{body}");
+    }
+    assert!(proxy.admin_get("/healthz").await.0.contains("200"));
+    assert!(proxy.admin_get("/readyz").await.0.contains("200"));
+    assert!(proxy.admin_get("/nope").await.0.contains("404"));
+    drop(c);
+    pg.stop();
+    assert!(proxy.admin_get("/readyz").await.0.contains("503"));
+    assert!(proxy.admin_get("/healthz").await.0.contains("200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_other_than_the_configured_one_is_refused() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let conninfo = proxy
+        .conninfo("alice", "alice-pw")
+        .replace("dbname=ehr", "dbname=postgres");
+    let e = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&e), "3D000");
+}
