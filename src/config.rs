@@ -17,12 +17,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file is missing, is not TOML, or a key has the wrong type or is unknown.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Load {
         /// the configuration file
         file: String,
-        /// what figment reported (it names the key)
-        source: Box<figment::Error>,
+        /// what figment reported (it names the key and where the value came from)
+        error: Box<figment::Error>,
     },
     /// A key's value is well-typed but unusable.
     #[error("{file}: {key}: {problem}")]
@@ -245,7 +245,7 @@ impl Config {
             Figment::from(Toml::file_exact(path)).merge(Env::prefixed("PHIGATE_").split("__"));
         let mut config: Config = figment.extract().map_err(|e| ConfigError::Load {
             file: file.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         config.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.validate(&file)?;
