@@ -98,18 +98,20 @@ impl Drop for Serve {
 /// Runs `phigate serve` on a free port; returns the process and the port.
 fn serve(setup: &Setup) -> (Serve, u16) {
     let port = free_port();
-    let child = phigate()
-        .args(["serve", "--config"])
-        .arg(&setup.config)
-        .env("PHIGATE_LISTEN__ADDRESS", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let serve = Serve(
+        phigate()
+            .args(["serve", "--config"])
+            .arg(&setup.config)
+            .env("PHIGATE_LISTEN__ADDRESS", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (Serve(child), port);
+            return (serve, port);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
