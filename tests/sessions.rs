@@ -317,10 +317,10 @@ async fn an_upstream_that_drops_gives_an_error_not_a_hang() {
     assert!(e.is_closed() || code(&e) == "08006", "{e}");
     // The server recovers and phigate serves new sessions.
     for _ in 0..100 {
-        if let Ok(c) = proxy.connect("alice", "alice-pw").await {
-            if c.simple_query("select 1").await.is_ok() {
-                return;
-            }
+        if let Ok(c) = proxy.connect("alice", "alice-pw").await
+            && c.simple_query("select 1").await.is_ok()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
