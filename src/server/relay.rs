@@ -1,11 +1,21 @@
 //! The I/O driver of an authenticated session: moves bytes between the sockets and the
 //! [`Session`] state machine, and keeps its clocks (idle timeout, maximum lifetime).
+//!
+//! It is one hand-written poll loop over both connections: write what is queued, read what
+//! has arrived, feed it to the session, and repeat until nothing can make progress. No
+//! locks (the streams are not split), one task per session, and the timers are re-armed only
+//! when they fire, so the hot path is syscalls and the session core.
 
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
 use super::stream::Stream;
 use crate::metrics::Metrics;
@@ -39,6 +49,40 @@ pub(super) struct Ends {
     pub upstream_buf: BytesMut,
 }
 
+/// How the relay loop ended.
+enum End {
+    /// The session closed (Terminate, FATAL, upstream lost): flush and close both sides.
+    Closed,
+    /// The client is gone: end the upstream session.
+    ClientGone,
+}
+
+/// Bytes moved since the counters were last published.
+#[derive(Default)]
+struct Counters {
+    client_in: u64,
+    client_out: u64,
+    upstream_in: u64,
+    upstream_out: u64,
+}
+
+struct Relay<'a> {
+    client: Stream,
+    upstream: Stream,
+    client_buf: BytesMut,
+    upstream_buf: BytesMut,
+    session: Session,
+    out: Outbound,
+    limits: Limits,
+    metrics: &'a Metrics,
+    client_unflushed: bool,
+    upstream_unflushed: bool,
+    last_activity: Instant,
+    idle_timer: Pin<Box<Sleep>>,
+    lifetime_timer: Pin<Box<Sleep>>,
+    counters: Counters,
+}
+
 fn keep_room(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
         *buf = BytesMut::with_capacity(READ_CHUNK);
@@ -53,197 +97,275 @@ fn release(buf: &mut BytesMut) {
     }
 }
 
-/// Relays until either side closes or the session ends.
-pub(super) async fn relay(ends: Ends, mut session: Session, limits: Limits, metrics: &Metrics) {
-    let Ends {
-        client,
-        mut client_buf,
-        upstream,
-        mut upstream_buf,
-    } = ends;
-    let (mut client_r, mut client_w) = tokio::io::split(client);
-    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
-    let mut out = Outbound::default();
-    let mut client_unflushed = false;
-    let mut upstream_unflushed = false;
-    let mut last_activity = Instant::now();
-    // Messages already buffered during login.
-    let mut pending_input = !client_buf.is_empty() || !upstream_buf.is_empty();
-
-    loop {
-        if pending_input {
-            pending_input = false;
-            let now = std::time::Instant::now();
-            drain_client(&mut client_buf, &mut session, &mut out, &limits, now);
-            drain_upstream(&mut upstream_buf, &mut session, &mut out, now);
+/// Writes as much of `buf` as the socket takes, then flushes. `Ready(Err)` when the peer is
+/// gone; `Pending` when the socket is full (the waker is registered).
+fn poll_send(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    unflushed: &mut bool,
+    sent: &mut u64,
+    progress: &mut bool,
+) -> Poll<io::Result<()>> {
+    while !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                *sent += n as u64;
+                *unflushed = true;
+                *progress = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
         }
-        for event in out.events.drain(..) {
-            match event {
-                Event::Statement { kind, elapsed } => metrics.statement(kind, elapsed),
-                Event::ProtocolViolation => metrics.protocol_errors.inc(),
+    }
+    release(buf);
+    if *unflushed {
+        match Pin::new(&mut *stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl Relay<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            self.take_events();
+            if self.session.phase() == Phase::Closed {
+                return Poll::Ready(End::Closed);
+            }
+            let mut progress = false;
+            if let Poll::Ready(Err(_)) = poll_send(
+                &mut self.client,
+                cx,
+                &mut self.out.client,
+                &mut self.client_unflushed,
+                &mut self.counters.client_out,
+                &mut progress,
+            ) {
+                return Poll::Ready(End::ClientGone);
+            }
+            if let Poll::Ready(Err(_)) = poll_send(
+                &mut self.upstream,
+                cx,
+                &mut self.out.upstream,
+                &mut self.upstream_unflushed,
+                &mut self.counters.upstream_out,
+                &mut progress,
+            ) {
+                self.upstream_lost();
+                continue;
+            }
+            if self.session.phase() == Phase::Open && self.out.upstream.len() < HIGH_WATER {
+                keep_room(&mut self.client_buf);
+                match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.counters.client_in += n as u64;
+                        self.last_activity = Instant::now();
+                        self.drain_client();
+                        progress = true;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(End::ClientGone),
+                    Poll::Pending => {}
+                }
+            }
+            if self.out.client.len() < HIGH_WATER {
+                keep_room(&mut self.upstream_buf);
+                match poll_read_buf(Pin::new(&mut self.upstream), cx, &mut self.upstream_buf) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.counters.upstream_in += n as u64;
+                        self.last_activity = Instant::now();
+                        self.drain_upstream();
+                        progress = true;
+                    }
+                    Poll::Ready(_) => {
+                        self.upstream_lost();
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Every source polled above that had nothing registered our waker.
+            if !progress && !self.poll_timers(cx) {
+                return Poll::Pending;
             }
         }
-        if session.phase() == Phase::Closed {
-            break;
-        }
-        let open = session.phase() == Phase::Open;
-        let idle = open && !session.awaiting_upstream();
-        let idle_deadline = last_activity + limits.idle_timeout;
-        keep_room(&mut client_buf);
-        keep_room(&mut upstream_buf);
+    }
 
-        tokio::select! {
-            r = write_or_flush(&mut client_w, &out.client), if !out.client.is_empty() || client_unflushed => match r {
-                Ok(Written::Bytes(n)) => {
-                    out.client.advance(n);
-                    metrics.client_bytes_out.inc_by(n as u64);
-                    client_unflushed = true;
-                    release(&mut out.client);
-                }
-                Ok(Written::Flushed) => client_unflushed = false,
-                Err(_) => return close_upstream(&mut upstream_w, out.upstream).await,
-            },
-            r = write_or_flush(&mut upstream_w, &out.upstream), if !out.upstream.is_empty() || upstream_unflushed => match r {
-                Ok(Written::Bytes(n)) => {
-                    out.upstream.advance(n);
-                    metrics.upstream_bytes_out.inc_by(n as u64);
-                    upstream_unflushed = true;
-                    release(&mut out.upstream);
-                }
-                Ok(Written::Flushed) => upstream_unflushed = false,
-                Err(_) => upstream_lost(&mut session, &mut out, metrics),
-            },
-            r = client_r.read_buf(&mut client_buf), if open && out.upstream.len() < HIGH_WATER => match r {
-                Ok(n) if n > 0 => {
-                    metrics.client_bytes_in.inc_by(n as u64);
-                    last_activity = Instant::now();
-                    drain_client(&mut client_buf, &mut session, &mut out, &limits, std::time::Instant::now());
-                }
-                // The client went away: its upstream session ends too (an open transaction
-                // is rolled back by the server).
-                _ => {
-                    build::terminate(&mut out.upstream);
-                    return close_upstream(&mut upstream_w, out.upstream).await;
-                }
-            },
-            r = upstream_r.read_buf(&mut upstream_buf), if out.client.len() < HIGH_WATER => match r {
-                Ok(n) if n > 0 => {
-                    metrics.upstream_bytes_in.inc_by(n as u64);
-                    last_activity = Instant::now();
-                    drain_upstream(&mut upstream_buf, &mut session, &mut out, std::time::Instant::now());
-                }
-                _ => upstream_lost(&mut session, &mut out, metrics),
-            },
-            () = tokio::time::sleep_until(idle_deadline), if idle => {
-                metrics.idle_timeouts.inc();
-                let in_tx = session.tx_status() != b'I';
-                let err = PgError::fatal("57P05", format!(
-                    "terminating connection due to idle timeout ({}){}",
-                    humantime::format_duration(limits.idle_timeout),
-                    if in_tx { "; the open transaction was rolled back" } else { "" },
-                ))
-                .with_hint("reconnect to continue");
-                end_session(&mut session, &mut out, &err);
-            },
-            () = tokio::time::sleep_until(limits.lifetime_ends), if idle => {
-                let err = PgError::fatal("57P01", "terminating connection: the session reached its maximum lifetime")
-                    .with_hint("reconnect to continue");
-                end_session(&mut session, &mut out, &err);
-            },
+    /// The idle and lifetime clocks run only while the server owes the client nothing.
+    /// Timers are re-armed when they fire, not on every message. True when a timer ended
+    /// the session.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.session.phase() != Phase::Open || self.session.awaiting_upstream() {
+            return false;
         }
+        while self.idle_timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_activity + self.limits.idle_timeout;
+            if Instant::now() < deadline {
+                self.idle_timer.as_mut().reset(deadline);
+                continue;
+            }
+            self.metrics.idle_timeouts.inc();
+            let in_tx = self.session.tx_status() != b'I';
+            let err = PgError::fatal(
+                "57P05",
+                format!(
+                    "terminating connection due to idle timeout ({}){}",
+                    humantime::format_duration(self.limits.idle_timeout),
+                    if in_tx {
+                        "; the open transaction was rolled back"
+                    } else {
+                        ""
+                    },
+                ),
+            )
+            .with_hint("reconnect to continue");
+            self.end_session(&err);
+            return true;
+        }
+        if self.lifetime_timer.as_mut().poll(cx).is_ready() {
+            let err = PgError::fatal(
+                "57P01",
+                "terminating connection: the session reached its maximum lifetime",
+            )
+            .with_hint("reconnect to continue");
+            self.end_session(&err);
+            return true;
+        }
+        false
+    }
+
+    fn end_session(&mut self, err: &PgError) {
+        self.session.terminate(err, &mut self.out);
+        build::terminate(&mut self.out.upstream);
+    }
+
+    fn take_events(&mut self) {
+        for event in self.out.events.drain(..) {
+            match event {
+                Event::Statement { kind, elapsed } => self.metrics.statement(kind, elapsed),
+                Event::ProtocolViolation => self.metrics.protocol_errors.inc(),
+            }
+        }
+    }
+
+    fn upstream_lost(&mut self) {
+        self.metrics.upstream_errors.inc();
+        tracing::warn!("upstream connection lost");
+        self.session.fail_upstream(
+            PgError::fatal("08006", "the connection to the database server was lost").with_hint(
+                "the statement in progress may or may not have completed; reconnect and check",
+            ),
+            &mut self.out,
+        );
+        self.out.upstream.clear();
+    }
+
+    fn drain_client(&mut self) {
+        let now = std::time::Instant::now();
+        while self.session.phase() == Phase::Open {
+            match split_frame(&mut self.client_buf, self.limits.max_message_size) {
+                Ok(Some(frame)) => self.session.on_frontend(frame, now, &mut self.out),
+                Ok(None) => break,
+                Err(e) => {
+                    self.client_buf.clear();
+                    self.session.protocol_violation(&e, &mut self.out);
+                }
+            }
+        }
+    }
+
+    fn drain_upstream(&mut self) {
+        let now = std::time::Instant::now();
+        while self.session.phase() != Phase::Closed {
+            match split_frame(&mut self.upstream_buf, UPSTREAM_MESSAGE_LIMIT) {
+                Ok(Some(frame)) => self.session.on_backend(frame, now, &mut self.out),
+                Ok(None) => break,
+                Err(e) => {
+                    self.upstream_buf.clear();
+                    self.session.fail_upstream(
+                        PgError::fatal("08P01", format!("upstream protocol violation: {e}")),
+                        &mut self.out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn flush_counters(&mut self) {
+        let c = std::mem::take(&mut self.counters);
+        self.metrics.client_bytes_in.inc_by(c.client_in);
+        self.metrics.client_bytes_out.inc_by(c.client_out);
+        self.metrics.upstream_bytes_in.inc_by(c.upstream_in);
+        self.metrics.upstream_bytes_out.inc_by(c.upstream_out);
+    }
+}
+
+/// Relays until either side closes or the session ends.
+pub(super) async fn relay(ends: Ends, session: Session, limits: Limits, metrics: &Metrics) {
+    let now = Instant::now();
+    let mut relay = Relay {
+        client: ends.client,
+        upstream: ends.upstream,
+        client_buf: ends.client_buf,
+        upstream_buf: ends.upstream_buf,
+        session,
+        out: Outbound::default(),
+        idle_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+        lifetime_timer: Box::pin(tokio::time::sleep_until(limits.lifetime_ends)),
+        limits,
+        metrics,
+        client_unflushed: false,
+        upstream_unflushed: false,
+        last_activity: now,
+        counters: Counters::default(),
+    };
+    // Messages already buffered during login.
+    relay.drain_client();
+    relay.drain_upstream();
+    // Byte counters are published every second and at the end, not per message.
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
+    let end = loop {
+        tokio::select! {
+            biased;
+            end = poll_fn(|cx| relay.poll(cx)) => break end,
+            _ = publish.tick() => relay.flush_counters(),
+        }
+    };
+    relay.take_events();
+    relay.flush_counters();
+    let Relay {
+        mut client,
+        mut upstream,
+        mut out,
+        ..
+    } = relay;
+    if let End::ClientGone = end {
+        // Its upstream session ends too (an open transaction is rolled back by the server).
+        out.client.clear();
+        build::terminate(&mut out.upstream);
     }
     // Deliver what is left (the last responses, a FATAL error), then close both sides.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         if !out.client.is_empty() {
-            let _ = client_w.write_all(&out.client).await;
+            let _ = client.write_all(&out.client).await;
         }
-        let _ = client_w.flush().await;
-        let _ = client_w.shutdown().await;
+        let _ = client.shutdown().await;
     })
     .await;
-    close_upstream(&mut upstream_w, out.upstream).await;
+    close(&mut upstream, &out.upstream).await;
 }
 
-enum Written {
-    Bytes(usize),
-    Flushed,
-}
-
-/// Writes some of `buf`, or flushes when it is empty. Cancel-safe: a write that has not
-/// completed has consumed nothing.
-async fn write_or_flush<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> std::io::Result<Written> {
-    if buf.is_empty() {
-        return w.flush().await.map(|()| Written::Flushed);
-    }
-    match w.write(buf).await? {
-        0 => Err(std::io::ErrorKind::WriteZero.into()),
-        n => Ok(Written::Bytes(n)),
-    }
-}
-
-fn end_session(session: &mut Session, out: &mut Outbound, err: &PgError) {
-    session.terminate(err, out);
-    build::terminate(&mut out.upstream);
-}
-
-fn upstream_lost(session: &mut Session, out: &mut Outbound, metrics: &Metrics) {
-    metrics.upstream_errors.inc();
-    tracing::warn!("upstream connection lost");
-    session.fail_upstream(
-        PgError::fatal("08006", "the connection to the database server was lost").with_hint(
-            "the statement in progress may or may not have completed; reconnect and check",
-        ),
-        out,
-    );
-    out.upstream.clear();
-}
-
-async fn close_upstream<W: AsyncWrite + Unpin>(w: &mut W, rest: BytesMut) {
+async fn close<W: AsyncWrite + Unpin>(w: &mut W, rest: &[u8]) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         if !rest.is_empty() {
-            let _ = w.write_all(&rest).await;
+            let _ = w.write_all(rest).await;
         }
         let _ = w.shutdown().await;
     })
     .await;
-}
-
-fn drain_client(
-    buf: &mut BytesMut,
-    session: &mut Session,
-    out: &mut Outbound,
-    limits: &Limits,
-    now: std::time::Instant,
-) {
-    while session.phase() == Phase::Open {
-        match split_frame(buf, limits.max_message_size) {
-            Ok(Some(frame)) => session.on_frontend(frame, now, out),
-            Ok(None) => break,
-            Err(e) => {
-                buf.clear();
-                session.protocol_violation(&e, out);
-            }
-        }
-    }
-}
-
-fn drain_upstream(
-    buf: &mut BytesMut,
-    session: &mut Session,
-    out: &mut Outbound,
-    now: std::time::Instant,
-) {
-    while session.phase() != Phase::Closed {
-        match split_frame(buf, UPSTREAM_MESSAGE_LIMIT) {
-            Ok(Some(frame)) => session.on_backend(frame, now, out),
-            Ok(None) => break,
-            Err(e) => {
-                buf.clear();
-                session.fail_upstream(
-                    PgError::fatal("08P01", format!("upstream protocol violation: {e}")),
-                    out,
-                );
-            }
-        }
-    }
 }

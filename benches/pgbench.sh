@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# pgbench harness: the same PostgreSQL measured directly, through phigate and through
+# PgBouncer (session mode), alternating target by target in every round so that all three
+# see the same machine state. Prints TPS per round, medians and ratios, phigate's CPU time
+# per statement, and phigate's memory with 1,000 idle client sessions.
+#
+# usage: benches/pgbench.sh [rounds] [seconds-per-run] [clients]
+# needs: PostgreSQL 15 server binaries, pgbench, psql, pgbouncer (Debian: apt-get install
+# postgresql pgbouncer). Run from the repository root.
+set -euo pipefail
+
+ROUNDS=${1:-3}
+SECS=${2:-10}
+CLIENTS=${3:-8}
+JOBS=2
+ROOT=$(pwd)
+BIN=${PG_BINDIR:-$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort | tail -1)}
+WORK=$(mktemp -d /tmp/phigate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Servers run as the postgres user when we are root, and die with this script.
+AS_PG=(setpriv --pdeathsig=KILL)
+[ "$(id -u)" = 0 ] && AS_PG+=(--reuid=postgres --regid=postgres --init-groups)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cargo build --release --quiet
+PHIGATE=$ROOT/target/release/phigate
+
+# PostgreSQL
+PGPORT=$(free_port)
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+"${AS_PG[@]}" "$BIN/initdb" -D "$WORK/data" -N -A trust -U postgres >/dev/null
+cat >"$WORK/data/pg_hba.conf" <<HBA
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+"${AS_PG[@]}" "$BIN/postgres" -D "$WORK/data" -p "$PGPORT" -c listen_addresses=127.0.0.1 \
+  -c unix_socket_directories="$WORK" -c max_connections=1200 -c shared_buffers=256MB \
+  >"$WORK/postgres.log" 2>&1 &
+PIDS+=($!)
+until pg_isready -q -h 127.0.0.1 -p "$PGPORT"; do sleep 0.1; done
+PSQL="psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres"
+$PSQL -d postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench-pw'" -c "CREATE DATABASE bench OWNER bench"
+PGPASSWORD=bench-pw pgbench -i -q -s 10 -h 127.0.0.1 -p "$PGPORT" -U bench bench >/dev/null 2>&1
+
+# phigate
+PHPORT=$(free_port)
+mkdir -p "$WORK/phigate/policies"
+printf '[roles.app]\n' >"$WORK/phigate/policies/roles.toml"
+echo bench-pw | "$PHIGATE" user add bench --role app --policies "$WORK/phigate/policies" >/dev/null
+echo bench-pw >"$WORK/phigate/upstream.pw"
+cat >"$WORK/phigate/phigate.toml" <<TOML
+[listen]
+address = "127.0.0.1:$PHPORT"
+[upstream]
+address = "127.0.0.1:$PGPORT"
+database = "bench"
+user = "bench"
+password_file = "upstream.pw"
+tls = "disable"
+TOML
+RUST_LOG=warn "$PHIGATE" serve --config "$WORK/phigate/phigate.toml" 2>"$WORK/phigate.log" &
+PHPID=$!
+PIDS+=($PHPID)
+
+# PgBouncer, session mode
+PBPORT=$(free_port)
+mkdir -p "$WORK/pgbouncer"
+SCRAM=$($PSQL -d postgres -Atc "select rolpassword from pg_authid where rolname = 'bench'")
+echo "\"bench\" \"$SCRAM\"" >"$WORK/pgbouncer/users.txt"
+cat >"$WORK/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PBPORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/pgbouncer/users.txt
+pool_mode = session
+max_client_conn = 2000
+default_pool_size = 1100
+logfile = $WORK/pgbouncer/pgbouncer.log
+INI
+[ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pgbouncer"
+"${AS_PG[@]}" pgbouncer -q "$WORK/pgbouncer/pgbouncer.ini" &
+PBPID=$!
+PIDS+=($PBPID)
+for port in "$PHPORT" "$PBPORT"; do
+  until pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null; do sleep 0.1; done
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A TPS TICKS TXS
+echo "round mode target tps"
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for target in direct phigate pgbouncer; do
+      case $target in direct) port=$PGPORT ;; phigate) port=$PHPORT ;; pgbouncer) port=$PBPORT ;; esac
+      case $target in phigate) pid=$PHPID ;; pgbouncer) pid=$PBPID ;; *) pid=$$ ;; esac
+      before=$(cpu_ticks "$pid")
+      out=$(PGPASSWORD=bench-pw pgbench -S -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) ||
+        { echo "pgbench against $target failed:"; echo "$out"; exit 1; }
+      after=$(cpu_ticks "$pid")
+      tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+      tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+      TICKS[$target]=$(( ${TICKS[$target]:-0} + after - before ))
+      TXS[$target]=$(( ${TXS[$target]:-0} + tx ))
+      TPS[$mode,$target]="${TPS[$mode,$target]:-} $tps"
+      echo "$round $mode $target $tps"
+    done
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+echo "medians over $ROUNDS rounds, pgbench -S, $CLIENTS clients, ${SECS}s per run:"
+for mode in simple prepared; do
+  d=$(echo "${TPS[$mode,direct]}" | median)
+  p=$(echo "${TPS[$mode,phigate]}" | median)
+  b=$(echo "${TPS[$mode,pgbouncer]}" | median)
+  awk -v m="$mode" -v d="$d" -v p="$p" -v b="$b" 'BEGIN {
+    printf "  %-8s direct %9.0f  phigate %9.0f  pgbouncer %9.0f   phigate/pgbouncer %.2f  phigate/direct %.2f\n", m, d, p, b, p/b, p/d }'
+done
+HZ=$(getconf CLK_TCK)
+for target in phigate pgbouncer; do
+  awk -v w="$target" -v t="${TICKS[$target]}" -v hz="$HZ" -v n="${TXS[$target]}" 'BEGIN {
+    printf "  %s CPU per statement (user+sys over all its runs): %.1f us\n", w, t / hz * 1e6 / n }'
+done
+
+# 1,000 idle sessions: pgbench clients that connect and then sleep client-side.
+printf '\\sleep 30 s\n' >"$WORK/idle.sql"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+base=$(rss "$PHPID")
+start=$(date +%s.%N)
+PGPASSWORD=bench-pw pgbench -n -c 1000 -j 2 -t 1 -f "$WORK/idle.sql" -h 127.0.0.1 -p "$PHPORT" -U bench bench >"$WORK/idle.log" 2>&1 &
+IDLE=$!
+sessions=0
+for _ in $(seq 1 250); do
+  sessions=$($PSQL -d postgres -Atc "select count(*) from pg_stat_activity where application_name like 'phigate:bench%'")
+  [ "$sessions" -ge 1000 ] && break
+  kill -0 $IDLE 2>/dev/null || break
+  sleep 0.1
+done
+opened=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
+sleep 1
+held=$(rss "$PHPID")
+kill $IDLE 2>/dev/null || true
+wait $IDLE 2>/dev/null || true
+[ "$sessions" -ge 1000 ] || { echo "idle sessions did not open:"; tail -5 "$WORK/idle.log"; }
+echo "  1,000 idle sessions: $sessions upstream sessions open after ${opened}s, phigate RSS $((held / 1024)) MiB (before: $((base / 1024)) MiB)"
