@@ -219,7 +219,8 @@ async fn memory_stays_flat_over_many_statements() {
 fn shipped_examples_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for config in ["phigate.example.toml", "docker/phigate.toml"] {
-        phigate::config::Config::load(&root.join(config)).unwrap_or_else(|e| panic!("{config}: {e}"));
+        phigate::config::Config::load(&root.join(config))
+            .unwrap_or_else(|e| panic!("{config}: {e}"));
     }
     let set = phigate::policy::PolicySet::load(&root.join("policies")).unwrap();
     assert_eq!(set.counts().1, 6);
