@@ -53,6 +53,9 @@ pub struct Config {
     /// the admin HTTP endpoint
     #[serde(default)]
     pub admin: Admin,
+    /// the keyring for column encryption
+    #[serde(default)]
+    pub keys: Keys,
     /// the directory of the configuration file, against which defaults resolve
     #[serde(skip)]
     base: PathBuf,
@@ -86,6 +89,8 @@ pub struct Listen {
     /// simultaneous client connections; more are refused with 53300
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// session threads (each a single-threaded runtime); the number of CPUs when absent
+    pub threads: Option<usize>,
 }
 
 /// How phigate secures its connection to the upstream server.
@@ -134,6 +139,15 @@ pub struct Policies {
     /// directory of `*.toml` policy files (`users.toml`, `roles.toml`, ...); `policies`
     /// beside the configuration file when absent
     pub dir: Option<RelativePathBuf>,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// the keyring file (mode 0600); `secrets/phigate.keys` beside the configuration when
+    /// absent
+    pub file: Option<RelativePathBuf>,
 }
 
 /// `[session]`
@@ -277,6 +291,9 @@ impl Config {
         if l.max_connections == 0 {
             return Err(invalid("listen.max_connections", "must be at least 1"));
         }
+        if l.threads == Some(0) {
+            return Err(invalid("listen.threads", "must be at least 1"));
+        }
         if self
             .upstream
             .address
@@ -305,6 +322,21 @@ impl Config {
             Some(d) => d.relative(),
             None => self.base.join("policies"),
         }
+    }
+
+    /// The keyring file.
+    pub fn keyring_file(&self) -> PathBuf {
+        match &self.keys.file {
+            Some(f) => f.relative(),
+            None => self.base.join("secrets/phigate.keys"),
+        }
+    }
+
+    /// Session threads: `listen.threads`, or the number of CPUs.
+    pub fn threads(&self) -> usize {
+        self.listen
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// The host part of `upstream.address`.

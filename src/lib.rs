@@ -3,12 +3,14 @@
 //! Where things happen, by module:
 //! - [`protocol`]: wire-protocol framing, checked decoding, encoding (pure)
 //! - [`session`]: the per-connection state machine between client and server (pure)
+//! - [`crypto`]: keyring, value envelope, randomized and deterministic column encryption (pure)
 //! - [`server`]: sockets: listener, TLS, authentication, upstream connections, cancel
 //! - [`policy`]: the users and roles declared under `policies/`
 //! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
 //! - [`metrics`]: the Prometheus registry and the admin HTTP endpoint
 
 pub mod config;
+pub mod crypto;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use phigate::config::Config;
+use phigate::crypto::Keyring;
 use phigate::server::{Server, preflight};
 
 #[derive(Parser)]
@@ -39,6 +40,27 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage the keyring of column-encryption master keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// the configuration file naming the keyring (`keys.file`)
+        #[arg(long, short, default_value = "phigate.toml", global = true)]
+        config: PathBuf,
+        /// the keyring file (overrides the configuration)
+        #[arg(long, global = true)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new keyring with one fresh 256-bit master key (mode 0600). Refuses to
+    /// overwrite an existing keyring.
+    Generate,
+    /// Add a fresh master key and make it the one new values are encrypted with. Older keys
+    /// stay in the ring, so existing values stay readable.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +102,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Keys {
+            command,
+            config,
+            file,
+        } => {
+            let file = match file {
+                Some(f) => f,
+                None => Config::load(&config)?.keyring_file(),
+            };
+            let ring = match command {
+                KeysCommand::Generate => Keyring::generate(&file)?,
+                KeysCommand::Rotate => Keyring::rotate(&file)?,
+            };
+            println!(
+                "{}: {} key(s), active key {}",
+                file.display(),
+                ring.keys().count(),
+                ring.active()
+            );
+            Ok(())
+        }
         Command::User {
             command:
                 UserCommand::Add {
@@ -148,6 +191,24 @@ fn check(path: PathBuf) -> Result<()> {
         humantime::format_duration(config.session.idle_timeout),
         humantime::format_duration(config.session.max_lifetime)
     );
+    let keyring = config.keyring_file();
+    match Keyring::load(&keyring) {
+        Ok(ring) => println!(
+            "  keys      {}: {} key(s), active key {}",
+            keyring.display(),
+            ring.keys().count(),
+            ring.active()
+        ),
+        Err(phigate::crypto::KeyringError::Io { cause, .. })
+            if cause.kind() == std::io::ErrorKind::NotFound =>
+        {
+            println!(
+                "  keys      {}: none yet (`phigate keys generate`)",
+                keyring.display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    }
     match config.admin.address {
         Some(a) => println!("  admin     http://{a}/metrics"),
         None => println!("  admin     off"),
@@ -157,13 +218,19 @@ fn check(path: PathBuf) -> Result<()> {
 
 fn serve(path: PathBuf) -> Result<()> {
     let config = Config::load(&path)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    // This thread accepts connections and serves the admin endpoint; sessions run on
+    // `listen.threads` threads of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let threads = config.threads();
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
-        tracing::info!(address = %server.local_addr()?, admin = ?server.admin_addr(), "phigate listening");
+        tracing::info!(address = %server.local_addr()?, admin = ?server.admin_addr(), threads, "phigate listening");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            () = server.run() => {}
+            r = server.run_threaded(threads) => r.context("starting session threads")?,
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
             _ = term.recv() => tracing::info!("terminated; shutting down"),
         }

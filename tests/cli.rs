@@ -225,3 +225,58 @@ fn shipped_examples_are_valid() {
     let set = phigate::policy::PolicySet::load(&root.join("policies")).unwrap();
     assert_eq!(set.counts().1, 6);
 }
+
+#[test]
+fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Pg::start();
+    let setup = Setup::new(&pg, &Options::default());
+    let run = |args: &[&str]| {
+        phigate()
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["check"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("none yet"));
+    std::fs::create_dir(setup.dir.path().join("secrets")).unwrap();
+    let out = run(&["keys", "generate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 key(s), active key 1"));
+    let file = setup.dir.path().join("secrets/phigate.keys");
+    let before = std::fs::read(&file).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = run(&["keys", "generate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the keyring is untouched"
+    );
+    let out = run(&["keys", "rotate"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 key(s), active key 2"));
+    let out = run(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 key(s), active key 2"), "{text}");
+    // The keys themselves are never printed.
+    let key_line = String::from_utf8_lossy(&before)
+        .lines()
+        .find(|l| l.starts_with("key = "))
+        .unwrap()
+        .to_owned();
+    let key = key_line.trim_start_matches("key = ").trim_matches('"');
+    for out in [run(&["check"]), run(&["keys", "rotate"])] {
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(key));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(key));
+    }
+}

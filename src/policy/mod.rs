@@ -17,12 +17,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("{file}: {source}")]
+    #[error("{file}: {cause}")]
     Io {
         /// the file
         file: PathBuf,
         /// why
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or does not have the expected shape.
     #[error("{file}: {message}")]
@@ -100,9 +100,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, PolicyError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PolicyError::Io {
+        Err(cause) => Err(PolicyError::Io {
             file: path.to_owned(),
-            source,
+            cause,
         }),
     }
 }

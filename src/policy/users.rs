@@ -141,10 +141,10 @@ pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
+        Err(cause) => {
             return Err(PolicyError::Io {
                 file: path.to_owned(),
-                source,
+                cause,
             });
         }
     };
@@ -175,9 +175,9 @@ pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(
         password.as_bytes(),
     ));
     users.insert(name, toml_edit::Item::Table(entry));
-    let io = |source| PolicyError::Io {
+    let io = |cause| PolicyError::Io {
         file: path.to_owned(),
-        source,
+        cause,
     };
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, doc.to_string()).map_err(io)?;

@@ -23,7 +23,13 @@ pub enum TlsError {
     },
     /// rustls refused the combination.
     #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -50,12 +50,12 @@ impl std::fmt::Debug for UpstreamTarget {
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     /// TCP or TLS failure.
-    #[error("cannot reach {address}: {source}")]
+    #[error("cannot reach {address}: {cause}")]
     Io {
         /// the upstream address
         address: String,
         /// the failure
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The server does not accept TLS although the configuration requires it.
     #[error("{0} does not accept TLS (upstream.tls requires it)")]
@@ -124,9 +124,9 @@ const LOGIN_MESSAGE_LIMIT: usize = 1 << 20;
 
 /// Opens a TCP (and, when configured, TLS) connection to the target.
 pub async fn open_stream(target: &UpstreamTarget) -> Result<Stream, UpstreamError> {
-    let io = |source| UpstreamError::Io {
+    let io = |cause| UpstreamError::Io {
         address: target.address.clone(),
-        source,
+        cause,
     };
     let tcp = TcpStream::connect(&target.address).await.map_err(io)?;
     tcp.set_nodelay(true).map_err(io)?;
@@ -165,9 +165,9 @@ async fn login(
     extra: &[(&str, &str)],
 ) -> Result<Connected, UpstreamError> {
     let mut stream = open_stream(target).await?;
-    let io = |source| UpstreamError::Io {
+    let io = |cause| UpstreamError::Io {
         address: target.address.clone(),
-        source,
+        cause,
     };
     let mut params = vec![
         ("user", target.user.as_str()),

@@ -1,0 +1,51 @@
+//! Column encryption: the versioned keyring, the value envelope, and the randomized and
+//! deterministic modes (DESIGN section 5). Pure: bytes in, bytes out; no I/O except loading
+//! and writing the keyring file.
+//!
+//! Primitives come from RustCrypto: AES-256-GCM-SIV (`aes-gcm-siv`), HKDF-SHA256 (`hkdf`),
+//! HMAC-SHA256 (`hmac`). Nothing here implements a primitive.
+
+mod cipher;
+mod envelope;
+mod keyring;
+
+pub use cipher::{ColumnCipher, Mode};
+pub use envelope::{ENVELOPE_OVERHEAD, Envelope};
+pub use keyring::{Keyring, KeyringError};
+
+use thiserror::Error;
+
+/// Why a value could not be decrypted. Messages never contain values or key material.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The stored bytes are not a phigate envelope.
+    #[error("not a phigate envelope (wrong version, mode or length)")]
+    Malformed,
+    /// The envelope names a key the keyring does not hold.
+    #[error("the value was encrypted with key {0}, which the keyring does not hold")]
+    UnknownKey(u32),
+    /// The envelope was made in the other mode than the column's.
+    #[error("the value was encrypted in {found} mode but the column is {expected}")]
+    WrongMode {
+        /// the column's mode
+        expected: Mode,
+        /// the envelope's mode
+        found: Mode,
+    },
+    /// Authentication failed: the ciphertext was altered, or belongs to another column or
+    /// domain (the AAD binds it to its column).
+    #[error(
+        "the value does not authenticate for this column (altered, or copied from another column)"
+    )]
+    Authentication,
+}
+
+/// The AAD of a protected column: binds each ciphertext to its column and logical type.
+pub fn column_aad(schema: &str, table: &str, column: &str, logical_type: &str) -> String {
+    format!("phigate/v1/{schema}.{table}.{column}/{logical_type}")
+}
+
+/// The AAD of a deterministic domain shared by several columns (so they join on ciphertext).
+pub fn domain_aad(domain: &str, logical_type: &str) -> String {
+    format!("phigate/v1/domain:{domain}/{logical_type}")
+}
