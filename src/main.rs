@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use phigate::config::Config;
 use phigate::crypto::Keyring;
-use phigate::server::{Server, preflight};
+use phigate::server::{ColumnStatus, Server, preflight};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,8 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Print the SQL that creates the `phigate_encrypted` domain protected columns use.
+    Schema,
     /// Manage the keyring of column-encryption master keys.
     Keys {
         #[command(subcommand)]
@@ -102,6 +104,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Schema => {
+            print!("{}", phigate::crypto::BACKSTOP_SQL);
+            Ok(())
+        }
         Command::Keys {
             command,
             config,
@@ -191,6 +197,50 @@ fn check(path: PathBuf) -> Result<()> {
         humantime::format_duration(config.session.idle_timeout),
         humantime::format_duration(config.session.max_lifetime)
     );
+    let tables: Vec<_> = policies.tables().collect();
+    let mut problems = 0;
+    if !tables.is_empty() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let status = runtime.block_on(phigate::server::schema_status(&config, &policies))?;
+        for t in &tables {
+            println!("  table     {} ({})", t.name, t.file.display());
+            for (name, c) in &t.columns {
+                let s = status
+                    .iter()
+                    .find(|(tn, cn, _)| *tn == t.name && cn == name)
+                    .map(|(_, _, s)| s.clone())
+                    .unwrap_or(ColumnStatus::Missing);
+                let verdict = match &s {
+                    ColumnStatus::Backstopped => "ok (phigate_encrypted)".to_owned(),
+                    ColumnStatus::LacksDomain => {
+                        "WARNING: plain bytea, lacks the phigate_encrypted domain (see `phigate schema`)".to_owned()
+                    }
+                    ColumnStatus::WrongType(ty) => {
+                        problems += 1;
+                        format!("ERROR: stored as {ty}; a protected column must be bytea (phigate_encrypted)")
+                    }
+                    ColumnStatus::Missing => {
+                        problems += 1;
+                        "ERROR: no such column in the database".to_owned()
+                    }
+                };
+                println!(
+                    "    {name}: {} {}{}: {verdict}",
+                    c.logical_type.name(),
+                    c.mode,
+                    c.domain
+                        .as_ref()
+                        .map(|d| format!(" (domain {d})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        println!(
+            "  NOTE: this version does not yet enforce table policies; `serve` refuses to start while any are declared"
+        );
+    }
     let keyring = config.keyring_file();
     match Keyring::load(&keyring) {
         Ok(ring) => println!(
@@ -212,6 +262,9 @@ fn check(path: PathBuf) -> Result<()> {
     match config.admin.address {
         Some(a) => println!("  admin     http://{a}/metrics"),
         None => println!("  admin     off"),
+    }
+    if problems > 0 {
+        bail!("{problems} protected column(s) do not match the database schema");
     }
     Ok(())
 }

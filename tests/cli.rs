@@ -95,17 +95,17 @@ impl Drop for Serve {
     }
 }
 
-/// Runs `phigate serve` on a free port; returns the process and the port.
-fn serve(setup: &Setup) -> (Serve, u16) {
+/// Runs `phigate serve` on a free port, logging to `log`; returns the process and the port.
+fn serve_logging(setup: &Setup, log: Stdio) -> (Serve, u16) {
     let port = free_port();
     let serve = Serve(
         phigate()
             .args(["serve", "--config"])
             .arg(&setup.config)
             .env("PHIGATE_LISTEN__ADDRESS", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap(),
     );
@@ -116,6 +116,11 @@ fn serve(setup: &Setup) -> (Serve, u16) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("phigate serve did not start");
+}
+
+/// Runs `phigate serve` on a free port; returns the process and the port.
+fn serve(setup: &Setup) -> (Serve, u16) {
+    serve_logging(setup, Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +157,20 @@ async fn user_add_then_serve_lets_the_new_user_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
 
-    let (_serve, port) = serve(&setup);
+    let log_path = setup.dir.path().join("phigate.log");
+    let (serve, port) = serve_logging(
+        &setup,
+        Stdio::from(std::fs::File::create(&log_path).unwrap()),
+    );
+    let wrong = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("carol")
+        .password("wrong-secret-4711")
+        .dbname("ehr")
+        .connect(tokio_postgres::NoTls)
+        .await;
+    assert!(wrong.is_err());
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -165,6 +183,17 @@ async fn user_add_then_serve_lets_the_new_user_in() {
     tokio::spawn(conn);
     let row = c.query_one("select 40 + 2", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
+    drop(serve);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("login failed") && log.contains("carol"),
+        "{log}"
+    );
+    assert!(log.contains("session started"), "{log}");
+    assert!(
+        !log.contains("wrong-secret-4711") && !log.contains("passphrase"),
+        "no password in logs: {log}"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -279,4 +308,148 @@ fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains(key));
         assert!(!String::from_utf8_lossy(&out.stderr).contains(key));
     }
+}
+
+/// The backstop domain: a protected column accepts phigate envelopes and refuses plaintext
+/// written around the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backstop_domain_refuses_plaintext() {
+    use phigate::crypto::{ColumnCipher, Keyring, Mode, column_aad};
+    let pg = Pg::start();
+    let sql = phigate().arg("schema").output().unwrap();
+    assert!(sql.status.success());
+    let sql = String::from_utf8(sql.stdout).unwrap();
+    let db = pg.direct().await;
+    db.batch_execute(&sql).await.unwrap();
+    db.batch_execute(&sql).await.expect("idempotent");
+    db.batch_execute("create table patients(id int, ssn phigate_encrypted)")
+        .await
+        .unwrap();
+    let ring = Keyring::from_keys(1, vec![(1, [3u8; 32])]);
+    for mode in [Mode::Randomized, Mode::Deterministic] {
+        let cipher = ColumnCipher::new(
+            &ring,
+            mode,
+            &column_aad("public", "patients", "ssn", "text"),
+        );
+        let sealed = cipher.encrypt(b"999-12-3456");
+        db.execute("insert into patients values (1, $1::bytea)", &[&sealed])
+            .await
+            .unwrap();
+    }
+    db.execute("insert into patients values (2, null)", &[])
+        .await
+        .unwrap();
+    for plaintext in [
+        &b"999-12-3456"[..],
+        b"a much longer plaintext value that is over 34 bytes",
+        &[1u8, 3, 0, 0, 0, 1],
+    ] {
+        let e = db
+            .execute("insert into patients values (3, $1::bytea)", &[&plaintext])
+            .await
+            .unwrap_err();
+        assert_eq!(common::code(&e), "23514", "{plaintext:?}");
+    }
+    let e = db
+        .batch_execute("update patients set ssn = convert_to('999-12-3456', 'UTF8')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "23514");
+    let n: i64 = db
+        .query_one("select count(*) from patients", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+/// Table policies: validated, checked against the live schema by `phigate check`, and
+/// `serve` refuses to start while they cannot be enforced (fail closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_policies_are_checked_against_the_schema_and_block_serving() {
+    let pg = Pg::start();
+    let setup = Setup::new(&pg, &Options::default());
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    db.batch_execute("create table patients(id int, ssn phigate_encrypted, notes bytea, dob text)")
+        .await
+        .unwrap();
+    let policy = setup.dir.path().join("policies/patients.toml");
+    let columns = |extra: &str| {
+        format!(
+            "[table]\nname = \"public.patients\"\n\
+             [columns.ssn]\ntype = \"text\"\nencrypt = \"deterministic\"\ndomain = \"ssn\"\nread = {{ clinician = \"plaintext\" }}\n\
+             [columns.notes]\ntype = \"text\"\nencrypt = \"randomized\"\n{extra}"
+        )
+    };
+    std::fs::write(
+        &policy,
+        columns("[columns.dob]\ntype = \"date\"\nencrypt = \"randomized\"\n[columns.mrn]\ntype = \"text\"\nencrypt = \"randomized\"\n"),
+    )
+    .unwrap();
+    let check = || {
+        phigate()
+            .args(["check", "--config"])
+            .arg(&setup.config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ssn: text deterministic (domain ssn): ok (phigate_encrypted)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notes: text randomized: WARNING: plain bytea"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dob: date randomized: ERROR: stored as text"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mrn: text randomized: ERROR: no such column"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 protected column(s) do not match"));
+
+    std::fs::write(&policy, columns("")).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = phigate()
+        .args(["serve", "--config"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("patients.toml")
+            && err.contains("public.patients")
+            && err.contains("refusing to start"),
+        "{err}"
+    );
+
+    // A policy that would not be applied is refused at load, naming file and key.
+    std::fs::write(
+        &policy,
+        format!("{}[[policy]]\nname = \"own-clinic\"\n", columns("")),
+    )
+    .unwrap();
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("patients.toml") && err.contains("not enforced"),
+        "{err}"
+    );
 }

@@ -40,6 +40,10 @@ pub enum CryptoError {
     Authentication,
 }
 
+/// SQL creating the `phigate_encrypted` domain (idempotent): `bytea` whose CHECK accepts
+/// only a well-formed envelope. Protected columns are declared with it.
+pub const BACKSTOP_SQL: &str = include_str!("../../sql/phigate_encrypted.sql");
+
 /// The AAD of a protected column: binds each ciphertext to its column and logical type.
 pub fn column_aad(schema: &str, table: &str, column: &str, logical_type: &str) -> String {
     format!("phigate/v1/{schema}.{table}.{column}/{logical_type}")

@@ -3,12 +3,14 @@
 //! used.
 
 mod roles;
+mod tables;
 mod users;
 
 pub use roles::Role;
+pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
 pub use users::{ScramVerifier, User, add_user};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -44,16 +46,18 @@ pub enum PolicyError {
     },
 }
 
-/// Users and roles, as loaded from a policy directory.
+/// Users, roles and protected tables, as loaded from a policy directory.
 #[derive(Debug, Default)]
 pub struct PolicySet {
     users: HashMap<String, User>,
     roles: HashMap<String, Role>,
+    tables: BTreeMap<TableName, TablePolicy>,
 }
 
 impl PolicySet {
-    /// Loads `dir/users.toml` and `dir/roles.toml` (each optional) and validates them
-    /// together: every user's role must be declared.
+    /// Loads `dir/users.toml`, `dir/roles.toml` (each optional) and every other `*.toml`
+    /// as a table policy, and validates them together: every role named must be declared,
+    /// a table is declared once, and the columns of a deterministic domain share one type.
     pub fn load(dir: &Path) -> Result<Self, PolicyError> {
         let users_file = dir.join("users.toml");
         let roles_file = dir.join("roles.toml");
@@ -77,7 +81,17 @@ impl PolicySet {
                 });
             }
         }
-        Ok(Self { users, roles })
+        let tables = load_tables(dir, &roles)?;
+        Ok(Self {
+            users,
+            roles,
+            tables,
+        })
+    }
+
+    /// The protected tables.
+    pub fn tables(&self) -> impl Iterator<Item = &TablePolicy> {
+        self.tables.values()
     }
 
     /// The user called `name`.
@@ -94,6 +108,71 @@ impl PolicySet {
     pub fn counts(&self) -> (usize, usize) {
         (self.users.len(), self.roles.len())
     }
+}
+
+fn load_tables(
+    dir: &Path,
+    roles: &HashMap<String, Role>,
+) -> Result<BTreeMap<TableName, TablePolicy>, PolicyError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(cause) => {
+            return Err(PolicyError::Io {
+                file: dir.to_owned(),
+                cause,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n == "users.toml" || n == "roles.toml")
+        })
+        .collect();
+    files.sort();
+    let declared = |r: &str| roles.contains_key(r);
+    let mut tables: BTreeMap<TableName, TablePolicy> = BTreeMap::new();
+    let mut domains: HashMap<String, (LogicalType, PathBuf)> = HashMap::new();
+    for file in files {
+        let text = read_optional(&file)?.unwrap_or_default();
+        let table = tables::parse(&file, &text, &declared)?;
+        for (column, c) in &table.columns {
+            if let Some(d) = &c.domain {
+                let (ty, first) = domains
+                    .entry(d.clone())
+                    .or_insert((c.logical_type, file.clone()));
+                if *ty != c.logical_type {
+                    return Err(PolicyError::Invalid {
+                        file: file.clone(),
+                        key: format!("columns.{}.domain", toml_key(column)),
+                        problem: format!(
+                            "domain `{d}` holds {} values (see {}), not {}",
+                            ty.name(),
+                            first.display(),
+                            c.logical_type.name()
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(other) = tables.get(&table.name) {
+            return Err(PolicyError::Invalid {
+                file: file.clone(),
+                key: "table.name".into(),
+                problem: format!(
+                    "{} is declared in {} already",
+                    table.name,
+                    other.file.display()
+                ),
+            });
+        }
+        tables.insert(table.name.clone(), table);
+    }
+    Ok(tables)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, PolicyError> {

@@ -26,11 +26,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, UpstreamTls};
 use crate::metrics::{Metrics, serve_admin};
-use crate::policy::{PolicyError, PolicySet};
+use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::build::{self, PgError};
 use crate::session::Session;
 use cancel::CancelRegistry;
 use handshake::{Accepted, Opened};
+use std::collections::HashMap;
 use upstream::UpstreamTarget;
 
 /// Why the server could not start.
@@ -52,6 +53,21 @@ pub enum ServerError {
         /// why
         cause: std::io::Error,
     },
+    /// Table policies are declared, but this version cannot enforce them yet: serving would
+    /// pass plaintext to protected columns, so phigate refuses to start (fail closed).
+    #[error(
+        "{file}: protected table {table}: column encryption is not enforced by this version of phigate, \
+         so serving would let plaintext reach it; refusing to start (remove the table policies to run the proxy alone)"
+    )]
+    NotEnforced {
+        /// the first table policy's file
+        file: String,
+        /// its table
+        table: String,
+    },
+    /// The live schema could not be read.
+    #[error("reading the database schema: {0}")]
+    Schema(#[from] UpstreamError),
     /// A listening address cannot be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -134,10 +150,71 @@ pub fn preflight(config: &Config) -> Result<PolicySet, ServerError> {
     Ok(policies)
 }
 
+/// What the live schema says about a protected column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnStatus {
+    /// `phigate_encrypted` (bytea with the envelope CHECK): as it should be
+    Backstopped,
+    /// plain `bytea`: works, but a write around phigate could store plaintext
+    LacksDomain,
+    /// any other type: phigate cannot store envelopes in it
+    WrongType(String),
+    /// no such table or column
+    Missing,
+}
+
+/// Reads the type of every protected column from the live database.
+pub async fn schema_status(
+    config: &Config,
+    policies: &PolicySet,
+) -> Result<Vec<(TableName, String, ColumnStatus)>, ServerError> {
+    let target = upstream_target(config)?;
+    let mut conn = upstream::connect(&target, &[("application_name", "phigate:check")]).await?;
+    let sql = "SELECT n.nspname, c.relname, a.attname, t.typname, coalesce(b.typname, '') \
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
+               LEFT JOIN pg_type b ON b.oid = t.typbasetype \
+               WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')";
+    let rows = conn.query_text(sql).await?;
+    let mut found: HashMap<(String, String, String), (String, String)> = HashMap::new();
+    for row in rows {
+        if let [Some(s), Some(t), Some(c), Some(ty), Some(base)] = &row[..] {
+            found.insert(
+                (s.clone(), t.clone(), c.clone()),
+                (ty.clone(), base.clone()),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for table in policies.tables() {
+        for column in table.columns.keys() {
+            let key = (
+                table.name.schema.clone(),
+                table.name.table.clone(),
+                column.clone(),
+            );
+            let status = match found.get(&key).map(|(t, b)| (t.as_str(), b.as_str())) {
+                None => ColumnStatus::Missing,
+                Some(("phigate_encrypted", "bytea")) => ColumnStatus::Backstopped,
+                Some(("bytea", _)) => ColumnStatus::LacksDomain,
+                Some((other, _)) => ColumnStatus::WrongType(other.to_owned()),
+            };
+            out.push((table.name.clone(), column.clone(), status));
+        }
+    }
+    Ok(out)
+}
+
 impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let policies = PolicySet::load(&config.policies_dir())?;
+        if let Some(t) = policies.tables().next() {
+            return Err(ServerError::NotEnforced {
+                file: t.file.display().to_string(),
+                table: t.name.to_string(),
+            });
+        }
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
                 &cert.relative(),

@@ -310,3 +310,54 @@ fn authenticate(
     }
     Ok(())
 }
+
+impl Connected {
+    /// Runs one simple query on a session opened by phigate itself (never a client's) and
+    /// returns its rows as text.
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let io = |cause| UpstreamError::Io {
+            address: "upstream".into(),
+            cause,
+        };
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.stream
+            .write_all(Frame::new(b'Q', &body).raw())
+            .await
+            .map_err(io)?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let frame = loop {
+                if let Some(f) = split_frame(&mut self.leftover, LOGIN_MESSAGE_LIMIT)? {
+                    break f;
+                }
+                if self.stream.read_buf(&mut self.leftover).await.map_err(io)? == 0 {
+                    return Err(UpstreamError::Login("server closed the connection".into()));
+                }
+            };
+            match frame.tag() {
+                b'D' => {
+                    let mut r = Reader::new(frame.body(), "DataRow");
+                    let n = r.count16()?;
+                    let row = (0..n)
+                        .map(|_| Ok(r.value()?.map(|v| String::from_utf8_lossy(v).into_owned())))
+                        .collect::<Result<Vec<_>, ProtocolError>>()?;
+                    rows.push(row);
+                }
+                b'E' => {
+                    let f = decode_error_fields(frame.body())?;
+                    failure = Some(UpstreamError::Refused {
+                        code: f.code.to_owned(),
+                        message: f.message.to_owned(),
+                    });
+                }
+                b'Z' => return failure.map_or(Ok(rows), Err),
+                _ => {}
+            }
+        }
+    }
+}
