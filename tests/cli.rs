@@ -12,15 +12,21 @@ fn phigate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_phigate"))
 }
 
+/// Runs `phigate ARGS --config <the setup's config>` to completion.
+fn run(setup: &Setup, args: &[&str]) -> std::process::Output {
+    phigate()
+        .args(args)
+        .arg("--config")
+        .arg(&setup.config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_prints_a_summary_and_names_bad_keys() {
     let pg = Pg::start();
     let setup = Setup::new(&pg, &Options::default());
-    let out = phigate()
-        .args(["check", "--config"])
-        .arg(&setup.config)
-        .output()
-        .unwrap();
+    let out = run(&setup, &["check"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -73,11 +79,7 @@ fn check_prints_a_summary_and_names_bad_keys() {
     // A policy error names the policy file and key.
     let roles = setup.dir.path().join("policies/roles.toml");
     std::fs::write(&roles, "[roles.clinician]\nidle_timeout = \"whenever\"\n").unwrap();
-    let out = phigate()
-        .args(["check", "--config"])
-        .arg(&setup.config)
-        .output()
-        .unwrap();
+    let out = run(&setup, &["check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -260,18 +262,10 @@ fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
     use std::os::unix::fs::PermissionsExt;
     let pg = Pg::start();
     let setup = Setup::new(&pg, &Options::default());
-    let run = |args: &[&str]| {
-        phigate()
-            .args(args)
-            .arg("--config")
-            .arg(&setup.config)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["check"]);
+    let out = run(&setup, &["check"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("none yet"));
     std::fs::create_dir(setup.dir.path().join("secrets")).unwrap();
-    let out = run(&["keys", "generate"]);
+    let out = run(&setup, &["keys", "generate"]);
     assert!(
         out.status.success(),
         "{}",
@@ -284,7 +278,7 @@ fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let out = run(&["keys", "generate"]);
+    let out = run(&setup, &["keys", "generate"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     assert_eq!(
@@ -292,9 +286,9 @@ fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
         before,
         "the keyring is untouched"
     );
-    let out = run(&["keys", "rotate"]);
+    let out = run(&setup, &["keys", "rotate"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 key(s), active key 2"));
-    let out = run(&["check"]);
+    let out = run(&setup, &["check"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 key(s), active key 2"), "{text}");
     // The keys themselves are never printed.
@@ -304,7 +298,7 @@ fn keys_generate_refuses_to_overwrite_and_rotate_adds_a_key() {
         .unwrap()
         .to_owned();
     let key = key_line.trim_start_matches("key = ").trim_matches('"');
-    for out in [run(&["check"]), run(&["keys", "rotate"])] {
+    for out in [run(&setup, &["check"]), run(&setup, &["keys", "rotate"])] {
         assert!(!String::from_utf8_lossy(&out.stdout).contains(key));
         assert!(!String::from_utf8_lossy(&out.stderr).contains(key));
     }
@@ -390,13 +384,7 @@ async fn table_policies_are_checked_against_the_schema_and_block_serving() {
         columns("[columns.dob]\ntype = \"date\"\nencrypt = \"randomized\"\n[columns.mrn]\ntype = \"text\"\nencrypt = \"randomized\"\n"),
     )
     .unwrap();
-    let check = || {
-        phigate()
-            .args(["check", "--config"])
-            .arg(&setup.config)
-            .output()
-            .unwrap()
-    };
+    let check = || run(&setup, &["check"]);
     let out = check();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
@@ -426,11 +414,7 @@ async fn table_policies_are_checked_against_the_schema_and_block_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = phigate()
-        .args(["serve", "--config"])
-        .arg(&setup.config)
-        .output()
-        .unwrap();
+    let out = run(&setup, &["serve"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
