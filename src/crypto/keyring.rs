@@ -50,7 +50,13 @@ pub enum KeyringError {
 /// The master keys, by version, and the one new writes use.
 pub struct Keyring {
     active: u32,
-    keys: BTreeMap<u32, Zeroizing<[u8; 32]>>,
+    keys: BTreeMap<u32, MasterKey>,
+}
+
+struct MasterKey {
+    key: Zeroizing<[u8; 32]>,
+    /// RFC 3339 creation time, kept for the file
+    created: String,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -87,7 +93,16 @@ impl Keyring {
             active,
             keys: keys
                 .into_iter()
-                .map(|(id, k)| (id, Zeroizing::new(k)))
+                .map(|(id, key)| {
+                    let created = now();
+                    (
+                        id,
+                        MasterKey {
+                            key: Zeroizing::new(key),
+                            created,
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -99,7 +114,7 @@ impl Keyring {
 
     /// Every master key, by version.
     pub fn keys(&self) -> impl Iterator<Item = (u32, &[u8; 32])> {
-        self.keys.iter().map(|(id, k)| (*id, &**k))
+        self.keys.iter().map(|(id, k)| (*id, &*k.key))
     }
 
     /// Loads and validates a keyring file; refuses one that group or others can read.
@@ -129,7 +144,11 @@ impl Keyring {
                 .as_slice()
                 .try_into()
                 .map_err(|_| invalid(format!("key {}: must be 32 bytes", k.id)))?;
-            if keys.insert(k.id, Zeroizing::new(key)).is_some() {
+            let entry = MasterKey {
+                key: Zeroizing::new(key),
+                created: k.created,
+            };
+            if keys.insert(k.id, entry).is_some() {
                 return Err(invalid(format!("key {} appears twice", k.id)));
             }
         }
@@ -148,25 +167,13 @@ impl Keyring {
     /// Writes a new keyring with one fresh key (mode 0600); refuses to overwrite.
     pub fn generate(path: &Path) -> Result<Self, KeyringError> {
         let ring = Self::from_keys(1, vec![(1, rand::rng().random())]);
-        let text = ring.to_toml(&[(1, now())]);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => KeyringError::Exists(path.to_owned()),
-                _ => KeyringError::Io {
-                    file: path.to_owned(),
-                    cause: e,
-                },
-            })?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|cause| KeyringError::Io {
+        write_new(path, &ring.to_toml()).map_err(|cause| match cause.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyringError::Exists(path.to_owned()),
+            _ => KeyringError::Io {
                 file: path.to_owned(),
                 cause,
-            })?;
+            },
+        })?;
         Ok(ring)
     }
 
@@ -174,43 +181,24 @@ impl Keyring {
     /// so existing values remain readable until `encrypt-existing --rekey`.
     pub fn rotate(path: &Path) -> Result<Self, KeyringError> {
         let mut ring = Self::load(path)?;
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|cause| KeyringError::Io {
-                    file: path.to_owned(),
-                    cause,
-                })?,
-            );
-        let old: File = toml::from_str(&text).map_err(|e| KeyringError::Invalid {
-            file: path.to_owned(),
-            problem: e.message().to_owned(),
-        })?;
-        let mut created: Vec<(u32, String)> =
-            old.keys.into_iter().map(|k| (k.id, k.created)).collect();
         let id = ring.keys.keys().max().copied().unwrap_or(0) + 1;
-        ring.keys.insert(id, Zeroizing::new(rand::rng().random()));
+        let key = MasterKey {
+            key: Zeroizing::new(rand::rng().random()),
+            created: now(),
+        };
+        ring.keys.insert(id, key);
         ring.active = id;
-        created.push((id, now()));
-        let text = ring.to_toml(&created);
         let tmp = path.with_extension("rotate.tmp");
         let io = |cause| KeyringError::Io {
             file: tmp.clone(),
             cause,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io)?;
+        write_new(&tmp, &ring.to_toml()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(ring)
     }
 
-    fn to_toml(&self, created: &[(u32, String)]) -> Zeroizing<String> {
+    fn to_toml(&self) -> Zeroizing<String> {
         let file = File {
             active: self.active,
             keys: self
@@ -218,17 +206,25 @@ impl Keyring {
                 .iter()
                 .map(|(id, k)| FileKey {
                     id: *id,
-                    created: created
-                        .iter()
-                        .find(|(i, _)| i == id)
-                        .map_or_else(now, |(_, c)| c.clone()),
-                    key: Zeroizing::new(B64.encode(k.as_ref())),
+                    created: k.created.clone(),
+                    key: Zeroizing::new(B64.encode(k.key.as_ref())),
                 })
                 .collect(),
         };
         let body = toml::to_string(&file).expect("a keyring always serialises");
         Zeroizing::new(format!("{PREAMBLE}{body}"))
     }
+}
+
+/// Creates `path` (which must not exist) with mode 0600, writes `text` and syncs it.
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 fn now() -> String {

@@ -138,16 +138,7 @@ pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(
     if password.is_empty() {
         return Err(invalid("password", "must not be empty".into()));
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(cause) => {
-            return Err(PolicyError::Io {
-                file: path.to_owned(),
-                cause,
-            });
-        }
-    };
+    let text = super::read_optional(path)?.unwrap_or_default();
     let mut doc: toml_edit::DocumentMut =
         text.parse()
             .map_err(|e: toml_edit::TomlError| PolicyError::Parse {
