@@ -93,3 +93,53 @@ async fn pgbench_initialises_and_runs_through_phigate() {
             >= 600.0
     );
 }
+
+/// libpq's large-object functions use the fast-path FunctionCall message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_through_function_calls() {
+    let (pg, proxy) = start(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("scan.bin");
+    let back = dir.path().join("back.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let run = |cmd: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &proxy.addr.port().to_string(),
+            ])
+            .args(["-U", "alice", "-d", "ehr", "-c", cmd])
+            .env("PGPASSWORD", "alice-pw")
+            .env("PGSSLMODE", "disable")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let imported = run(&format!("\\lo_import '{}'", src.display()));
+    let oid = imported
+        .trim()
+        .strip_prefix("lo_import ")
+        .expect("psql reports the new OID")
+        .to_owned();
+    run(&format!("\\lo_export {oid} '{}'", back.display()));
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    run(&format!("\\lo_unlink {oid}"));
+    let direct = pg.direct().await;
+    let n: i64 = direct
+        .query_one("select count(*) from pg_largeobject_metadata", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
