@@ -89,6 +89,21 @@ async fn the_error_waits_for_responses_already_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_session_does_not_wait_forever_for_the_server() {
+    let (_pg, proxy) = start(opts()).await;
+    let mut bytes = query("select pg_sleep(30)");
+    bytes.extend(msg(b'?', b""));
+    let started = std::time::Instant::now();
+    let msgs = after_login(&proxy, &bytes).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    // The statement's RowDescription may or may not have arrived; the session ends with an
+    // error well before the statement would have finished.
+    assert_eq!(tags.last(), Some(&b'E'), "{tags:?}");
+    assert_eq!(raw::sqlstate(&msgs.last().unwrap().1), "08006");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_startup_packets_are_refused() {
     let (_pg, proxy) = start(opts()).await;
     for bytes in [

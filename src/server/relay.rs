@@ -200,6 +200,9 @@ impl Relay<'_> {
     /// Timers are re-armed when they fire, not on every message. True when a timer ended
     /// the session.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.session.phase() == Phase::Closing {
+            return self.poll_closing(cx);
+        }
         if self.session.phase() != Phase::Open || self.session.awaiting_upstream() {
             return false;
         }
@@ -237,6 +240,24 @@ impl Relay<'_> {
             return true;
         }
         false
+    }
+
+    /// A FATAL error is queued behind responses the server still owes. Wait for them, but
+    /// not forever: after `CLOSE_GRACE` without a byte from the server, end the session.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_activity + CLOSE_GRACE;
+        if self.idle_timer.deadline() != deadline {
+            self.idle_timer.as_mut().reset(deadline);
+        }
+        if self.idle_timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.session.fail_upstream(
+            PgError::fatal("08006", "the database server did not finish the statements sent before a protocol violation")
+                .with_hint("the connection is closed; reconnect"),
+            &mut self.out,
+        );
+        true
     }
 
     fn end_session(&mut self, err: &PgError) {
