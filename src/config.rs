@@ -285,8 +285,12 @@ impl Config {
                 "needs listen.tls_cert and listen.tls_key",
             ));
         }
-        if l.max_message_size < 1024 {
-            return Err(invalid("listen.max_message_size", "must be at least 1KiB"));
+        if !(1024..=1 << 30).contains(&l.max_message_size) {
+            // PostgreSQL's own limit is 1 GiB; larger values could only come from an attacker.
+            return Err(invalid(
+                "listen.max_message_size",
+                "must be between 1KiB and 1GiB",
+            ));
         }
         if l.max_connections == 0 {
             return Err(invalid("listen.max_connections", "must be at least 1"));
@@ -390,6 +394,15 @@ mod tests {
         );
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("idle_timeot"), "{e}");
+        let p = write(
+            dir.path(),
+            &MINIMAL.replace("[listen]\n", "[listen]\nmax_message_size = \"2GiB\"\n"),
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("listen.max_message_size") && e.contains("1GiB"),
+            "{e}"
+        );
         let p = write(
             dir.path(),
             &MINIMAL.replace("[listen]\n", "[listen]\nrequire_tls = true\n"),

@@ -9,6 +9,8 @@
 //! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
 //! - [`metrics`]: the Prometheus registry and the admin HTTP endpoint
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod crypto;
 pub mod metrics;
