@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw::{self, Raw, msg};
 use common::{Options, code, start};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::types::Type;
@@ -364,4 +365,43 @@ async fn statement_close_and_terminate() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the upstream session outlived the client");
+}
+
+/// The extended-protocol messages drivers like JDBC use and tokio-postgres does not (Describe of a portal, Flush without Sync, Close of both kinds), byte by byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_portals_describe_flush_and_close() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let tags = |msgs: &[raw::Msg]| msgs.iter().map(|m| m.0).collect::<Vec<u8>>();
+    // Parse + Describe statement + Flush: answered without a Sync.
+    let mut b = msg(b'P', b"s1\0select $1::int4 + 1 as n\0\0\x01\0\0\0\x17");
+    b.extend(msg(b'D', b"Ss1\0"));
+    b.extend(msg(b'H', b""));
+    r.send(&b).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(r.recv().await.unwrap());
+    }
+    assert_eq!(tags(&got), b"1tT");
+    // Bind a named portal, Describe it, Execute, Close both, Sync.
+    let mut b = msg(b'B', b"p1\0s1\0\0\0\0\x01\0\0\0\x0241\0\0");
+    b.extend(msg(b'D', b"Pp1\0"));
+    b.extend(msg(b'E', b"p1\0\0\0\0\0"));
+    b.extend(msg(b'C', b"Pp1\0"));
+    b.extend(msg(b'C', b"Ss1\0"));
+    b.extend(msg(b'S', b""));
+    r.send(&b).await;
+    let mut got = Vec::new();
+    while got.last().map(|m: &raw::Msg| m.0) != Some(b'Z') {
+        got.push(r.recv().await.unwrap());
+    }
+    assert_eq!(tags(&got), b"2TDC33Z");
+    assert_eq!(got[2].1[6..], *b"42", "the row holds 42");
+    // The closed statement is gone upstream too.
+    let mut b = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+    b.extend(msg(b'S', b""));
+    r.send(&b).await;
+    let (tag, body) = r.recv().await.unwrap();
+    assert_eq!((tag, raw::sqlstate(&body).as_str()), (b'E', "26000"));
+    assert_eq!(r.recv().await.unwrap().0, b'Z');
 }
