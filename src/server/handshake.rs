@@ -292,7 +292,8 @@ async fn login_failed(
 ) -> Opened {
     shared.metrics.auth_failures.inc();
     tracing::warn!(%peer, user, reason = %why, "login failed");
-    tokio::time::sleep(shared.config.listen.auth_failure_delay).await;
+    let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
+    tokio::time::sleep(pause).await;
     refuse(
         &mut stream,
         PgError::fatal(

@@ -7,6 +7,7 @@ mod handshake;
 mod relay;
 mod scram;
 mod stream;
+mod throttle;
 mod tls;
 mod upstream;
 
@@ -88,6 +89,8 @@ pub(crate) struct Shared {
     cancels: CancelRegistry,
     /// makes decoy SCRAM salts for unknown users stable for this process
     decoy_secret: [u8; 32],
+    /// failed logins per client address
+    throttle: throttle::LoginThrottle,
     connections: Arc<Semaphore>,
 }
 
@@ -244,6 +247,7 @@ impl Server {
                 metrics: Arc::new(Metrics::new()),
                 cancels: CancelRegistry::default(),
                 decoy_secret: rand::rng().random(),
+                throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),
                 connections,
                 config,
             }),
