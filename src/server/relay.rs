@@ -166,7 +166,7 @@ impl Relay<'_> {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.counters.client_in += n as u64;
                         self.last_activity = Instant::now();
-                        self.drain_client();
+                        self.drain_client(self.last_activity.into_std());
                         progress = true;
                     }
                     Poll::Ready(_) => return Poll::Ready(End::ClientGone),
@@ -179,7 +179,7 @@ impl Relay<'_> {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.counters.upstream_in += n as u64;
                         self.last_activity = Instant::now();
-                        self.drain_upstream();
+                        self.drain_upstream(self.last_activity.into_std());
                         progress = true;
                     }
                     Poll::Ready(_) => {
@@ -286,8 +286,8 @@ impl Relay<'_> {
         self.out.upstream.clear();
     }
 
-    fn drain_client(&mut self) {
-        let now = std::time::Instant::now();
+    /// Feeds every complete message to the session; `now` is when the bytes arrived.
+    fn drain_client(&mut self, now: std::time::Instant) {
         while self.session.phase() == Phase::Open {
             match split_frame(&mut self.client_buf, self.limits.max_message_size) {
                 Ok(Some(frame)) => self.session.on_frontend(frame, now, &mut self.out),
@@ -300,8 +300,8 @@ impl Relay<'_> {
         }
     }
 
-    fn drain_upstream(&mut self) {
-        let now = std::time::Instant::now();
+    /// Feeds every complete message to the session; `now` is when the bytes arrived.
+    fn drain_upstream(&mut self, now: std::time::Instant) {
         while self.session.phase() != Phase::Closed {
             match split_frame(&mut self.upstream_buf, UPSTREAM_MESSAGE_LIMIT) {
                 Ok(Some(frame)) => self.session.on_backend(frame, now, &mut self.out),
@@ -346,8 +346,8 @@ pub(super) async fn relay(ends: Ends, session: Session, limits: Limits, metrics:
         counters: Counters::default(),
     };
     // Messages already buffered during login.
-    relay.drain_client();
-    relay.drain_upstream();
+    relay.drain_client(now.into_std());
+    relay.drain_upstream(now.into_std());
     // Byte counters are published every second and at the end, not per message.
     let mut publish = tokio::time::interval(Duration::from_secs(1));
     let end = loop {
