@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use phigate::config::Config;
 use phigate::crypto::Keyring;
-use phigate::server::{ColumnStatus, Server, preflight};
+use phigate::server::{ColumnStatus, LiveSchema, Server, preflight};
 
 #[derive(Parser)]
 #[command(
@@ -197,22 +197,16 @@ fn check(path: PathBuf) -> Result<()> {
         humantime::format_duration(config.session.idle_timeout),
         humantime::format_duration(config.session.max_lifetime)
     );
-    let tables: Vec<_> = policies.tables().collect();
     let mut problems = 0;
-    if !tables.is_empty() {
+    if policies.tables().next().is_some() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let status = runtime.block_on(phigate::server::schema_status(&config, &policies))?;
-        for t in &tables {
+        let schema = runtime.block_on(LiveSchema::read(&config))?;
+        for t in policies.tables() {
             println!("  table     {} ({})", t.name, t.file.display());
             for (name, c) in &t.columns {
-                let s = status
-                    .iter()
-                    .find(|(tn, cn, _)| *tn == t.name && cn == name)
-                    .map(|(_, _, s)| s.clone())
-                    .unwrap_or(ColumnStatus::Missing);
-                let verdict = match &s {
+                let verdict = match schema.column(&t.name, name) {
                     ColumnStatus::Backstopped => "ok (phigate_encrypted)".to_owned(),
                     ColumnStatus::LacksDomain => {
                         "WARNING: plain bytea, lacks the phigate_encrypted domain (see `phigate schema`)".to_owned()

@@ -166,46 +166,50 @@ pub enum ColumnStatus {
     Missing,
 }
 
-/// Reads the type of every protected column from the live database.
-pub async fn schema_status(
-    config: &Config,
-    policies: &PolicySet,
-) -> Result<Vec<(TableName, String, ColumnStatus)>, ServerError> {
-    let target = upstream_target(config)?;
-    let mut conn = upstream::connect(&target, &[("application_name", "phigate:check")]).await?;
-    let sql = "SELECT n.nspname, c.relname, a.attname, t.typname, coalesce(b.typname, '') \
-               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
-               LEFT JOIN pg_type b ON b.oid = t.typbasetype \
-               WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')";
-    let rows = conn.query_text(sql).await?;
-    let mut found: HashMap<(String, String, String), (String, String)> = HashMap::new();
-    for row in rows {
-        if let [Some(s), Some(t), Some(c), Some(ty), Some(base)] = &row[..] {
-            found.insert(
-                (s.clone(), t.clone(), c.clone()),
-                (ty.clone(), base.clone()),
-            );
+/// The column types of the live database, as read by [`LiveSchema::read`].
+pub struct LiveSchema {
+    /// (schema, table, column) to (type name, base type name of a domain, or "")
+    columns: HashMap<(String, String, String), (String, String)>,
+}
+
+impl LiveSchema {
+    /// Reads every table column's type over a session of phigate's own service login.
+    pub async fn read(config: &Config) -> Result<Self, ServerError> {
+        let target = upstream_target(config)?;
+        let mut conn = upstream::connect(&target, &[("application_name", "phigate:check")]).await?;
+        let sql = "SELECT n.nspname, c.relname, a.attname, t.typname, coalesce(b.typname, '') \
+                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
+                   LEFT JOIN pg_type b ON b.oid = t.typbasetype \
+                   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')";
+        let columns = conn
+            .query_text(sql)
+            .await?
+            .into_iter()
+            .filter_map(|row| match <[Option<String>; 5]>::try_from(row) {
+                Ok([Some(s), Some(t), Some(c), Some(ty), Some(base)]) => {
+                    Some(((s, t, c), (ty, base)))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(Self { columns })
+    }
+
+    /// What the database says about one protected column.
+    pub fn column(&self, table: &TableName, column: &str) -> ColumnStatus {
+        let key = (table.schema.clone(), table.table.clone(), column.to_owned());
+        match self
+            .columns
+            .get(&key)
+            .map(|(t, b)| (t.as_str(), b.as_str()))
+        {
+            None => ColumnStatus::Missing,
+            Some(("phigate_encrypted", "bytea")) => ColumnStatus::Backstopped,
+            Some(("bytea", _)) => ColumnStatus::LacksDomain,
+            Some((other, _)) => ColumnStatus::WrongType(other.to_owned()),
         }
     }
-    let mut out = Vec::new();
-    for table in policies.tables() {
-        for column in table.columns.keys() {
-            let key = (
-                table.name.schema.clone(),
-                table.name.table.clone(),
-                column.clone(),
-            );
-            let status = match found.get(&key).map(|(t, b)| (t.as_str(), b.as_str())) {
-                None => ColumnStatus::Missing,
-                Some(("phigate_encrypted", "bytea")) => ColumnStatus::Backstopped,
-                Some(("bytea", _)) => ColumnStatus::LacksDomain,
-                Some((other, _)) => ColumnStatus::WrongType(other.to_owned()),
-            };
-            out.push((table.name.clone(), column.clone(), status));
-        }
-    }
-    Ok(out)
 }
 
 impl Server {
