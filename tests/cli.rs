@@ -350,12 +350,7 @@ async fn backstop_domain_refuses_plaintext() {
         .await
         .unwrap_err();
     assert_eq!(common::code(&e), "23514");
-    let n: i64 = db
-        .query_one("select count(*) from patients", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 3);
+    assert_eq!(common::count(&db, "select count(*) from patients").await, 3);
 }
 
 /// Table policies: validated, checked against the live schema by `phigate check`, and

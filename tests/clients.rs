@@ -136,10 +136,8 @@ async fn large_objects_through_function_calls() {
     assert_eq!(std::fs::read(&back).unwrap(), data);
     run(&format!("\\lo_unlink {oid}"));
     let direct = pg.direct().await;
-    let n: i64 = direct
-        .query_one("select count(*) from pg_largeobject_metadata", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0);
+    assert_eq!(
+        common::count(&direct, "select count(*) from pg_largeobject_metadata").await,
+        0
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{self, Raw, msg};
-use common::{Options, code, start};
+use common::{Options, code, count, start, wait_upstream_gone};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
@@ -112,13 +112,7 @@ async fn extended_protocol_binary_and_text_formats() {
     assert_eq!(code(&e), "42P01");
     let e = c.prepare("selec 1").await.unwrap_err();
     assert_eq!(code(&e), "42601");
-    assert_eq!(
-        c.query_one("select count(*) from vals", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        20
-    );
+    assert_eq!(count(&c, "select count(*) from vals").await, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,13 +213,7 @@ async fn copy_in_and_out_text_and_binary() {
         .unwrap();
     let e = sink.finish().await.unwrap_err();
     assert_eq!(code(&e), "22P02");
-    assert_eq!(
-        c.query_one("select count(*) from c", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        10_000
-    );
+    assert_eq!(count(&c, "select count(*) from c").await, 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,28 +331,17 @@ async fn rows_of_100_mb() {
 async fn statement_close_and_terminate() {
     let (pg, proxy) = start(Options::default()).await;
     let direct = pg.direct().await;
-    let count = || async {
-        direct
-            .query_one("select count(*) from pg_stat_activity where application_name like 'phigate:alice%'", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
     let c = proxy.alice().await;
     let stmt = c.prepare("select 1").await.unwrap();
     drop(stmt); // tokio-postgres sends Close for it
     c.query_one("select count(*) from pg_prepared_statements", &[])
         .await
         .unwrap();
-    assert_eq!(count().await, 1);
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'phigate:alice%'";
+    assert_eq!(count(&direct, sessions).await, 1);
     drop(c); // Terminate
-    for _ in 0..100 {
-        if count().await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the upstream session outlived the client");
+    wait_upstream_gone(&direct, "alice").await;
 }
 
 /// The extended-protocol messages drivers like JDBC use and tokio-postgres does not (Describe of a portal, Flush without Sync, Close of both kinds), byte by byte.

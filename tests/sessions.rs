@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{self, Raw};
-use common::{Options, Pg, Proxy, code, start};
+use common::{Options, Pg, Proxy, code, start, wait_upstream_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_get_28p01_and_are_counted() {
@@ -247,12 +247,11 @@ async fn idle_timeout_ends_the_session_and_rolls_back() {
     let e = nurse.simple_query("commit").await.unwrap_err();
     assert!(e.is_closed() || code(&e) == "57P05", "{e}");
     let direct = pg.direct().await;
-    let n: i64 = direct
-        .query_one("select count(*) from vitals", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "the open transaction was rolled back");
+    assert_eq!(
+        common::count(&direct, "select count(*) from vitals").await,
+        0,
+        "the open transaction was rolled back"
+    );
     alice
         .simple_query("select 1")
         .await
@@ -342,26 +341,12 @@ async fn a_client_that_drops_closes_its_upstream() {
     }
     drop(r); // no Terminate: the socket just closes mid-transaction
     let direct = pg.direct().await;
-    for _ in 0..100 {
-        let n: i64 = direct
-            .query_one(
-                "select count(*) from pg_stat_activity where application_name = 'phigate:alice'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            let t = direct
-                .query("select 1 from pg_tables where tablename = 'half'", &[])
-                .await
-                .unwrap();
-            assert!(t.is_empty(), "the transaction was rolled back");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the upstream session outlived its client");
+    wait_upstream_gone(&direct, "alice").await;
+    let t = direct
+        .query("select 1 from pg_tables where tablename = 'half'", &[])
+        .await
+        .unwrap();
+    assert!(t.is_empty(), "the transaction was rolled back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

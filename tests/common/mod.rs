@@ -501,6 +501,26 @@ pub async fn start(opts: Options) -> (Pg, Proxy) {
     (pg, proxy)
 }
 
+/// The single bigint a query such as `select count(*) ...` returns.
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Waits up to 5 s for every upstream session of `user` to end (phigate's sessions carry
+/// `application_name = phigate:<user>...` upstream); panics if one outlives that.
+pub async fn wait_upstream_gone(direct: &tokio_postgres::Client, user: &str) {
+    let sql = format!(
+        "select count(*) from pg_stat_activity where application_name like 'phigate:{user}%'"
+    );
+    for _ in 0..100 {
+        if count(direct, &sql).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("an upstream session of {user} outlived its client");
+}
+
 /// The SQLSTATE of a tokio-postgres error.
 pub fn code(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
