@@ -23,7 +23,7 @@ fn responses(out: &mut BytesMut) {
 }
 
 fn exchange(c: &mut Criterion, name: &str, request: &[u8], response: &[u8]) {
-    let mut session = Session::new("phigate:bench".into(), String::new());
+    let mut session = Session::new("phigate:bench".into(), String::new(), None);
     let mut out = Outbound::default();
     // Raw bytes in, as the driver sees them: framing is part of the cost.
     c.bench_function(name, |b| {

@@ -18,3 +18,4 @@ pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sql;

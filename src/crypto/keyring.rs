@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -164,10 +164,21 @@ impl Keyring {
         })
     }
 
-    /// Writes a new keyring with one fresh key (mode 0600); refuses to overwrite.
+    /// Writes a new keyring with one fresh key (mode 0600; a missing directory is created
+    /// with mode 0700); refuses to overwrite.
     pub fn generate(path: &Path) -> Result<Self, KeyringError> {
         let ring = Self::from_keys(1, vec![(1, rand::rng().random())]);
-        write_new(path, &ring.to_toml()).map_err(|cause| match cause.kind() {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists());
+        dir.map_or(Ok(()), |d| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+        })
+        .and_then(|()| write_new(path, &ring.to_toml()))
+        .map_err(|cause| match cause.kind() {
             std::io::ErrorKind::AlreadyExists => KeyringError::Exists(path.to_owned()),
             _ => KeyringError::Io {
                 file: path.to_owned(),

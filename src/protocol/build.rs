@@ -180,7 +180,70 @@ pub fn flush(out: &mut BytesMut) {
     out.put_i32(4);
 }
 
-fn put_cstr(out: &mut BytesMut, s: &str) {
+/// Appends a message with type byte `tag` whose body `body` writes.
+pub fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    body(out);
+    let len = i32::try_from(out.len() - at).unwrap_or(i32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A simple Query.
+pub fn query(sql: &str, out: &mut BytesMut) {
+    message(out, b'Q', |b| put_cstr(b, sql));
+}
+
+/// Parse.
+pub fn parse(name: &str, sql: &str, param_types: &[u32], out: &mut BytesMut) {
+    message(out, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_i16(i16::try_from(param_types.len()).unwrap_or(i16::MAX));
+        for t in param_types {
+            b.put_u32(*t);
+        }
+    });
+}
+
+/// Bind with no parameters and default (text) result formats.
+pub fn bind_empty(portal: &str, statement: &str, out: &mut BytesMut) {
+    message(out, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+}
+
+/// Describe (`b'S'` statement or `b'P'` portal).
+pub fn describe(target: u8, name: &str, out: &mut BytesMut) {
+    message(out, b'D', |b| {
+        b.put_u8(target);
+        put_cstr(b, name);
+    });
+}
+
+/// Close (`b'S'` statement or `b'P'` portal).
+pub fn close(target: u8, name: &str, out: &mut BytesMut) {
+    message(out, b'C', |b| {
+        b.put_u8(target);
+        put_cstr(b, name);
+    });
+}
+
+/// Execute.
+pub fn execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
+    message(out, b'E', |b| {
+        put_cstr(b, portal);
+        b.put_i32(max_rows);
+    });
+}
+
+/// Appends a NUL-terminated string.
+pub fn put_cstr(out: &mut BytesMut, s: &str) {
     out.put_slice(s.as_bytes());
     out.put_u8(0);
 }

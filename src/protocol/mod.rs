@@ -12,6 +12,7 @@ pub mod frame;
 pub mod message;
 pub mod reader;
 pub mod startup;
+pub mod value;
 
 use thiserror::Error;
 

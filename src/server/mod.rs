@@ -26,10 +26,13 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, UpstreamTls};
+use crate::crypto::Keyring;
 use crate::metrics::{Metrics, serve_admin};
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::build::{self, PgError};
-use crate::session::Session;
+use crate::session::{Guard, Session};
+use crate::sql::catalog::{CatalogError, LiveColumn, LiveTable};
+use crate::sql::{Analyzer, Catalog};
 use cancel::CancelRegistry;
 use handshake::{Accepted, Opened};
 use std::collections::HashMap;
@@ -54,18 +57,12 @@ pub enum ServerError {
         /// why
         cause: std::io::Error,
     },
-    /// Table policies are declared, but this version cannot enforce them yet: serving would
-    /// pass plaintext to protected columns, so phigate refuses to start (fail closed).
-    #[error(
-        "{file}: protected table {table}: column encryption is not enforced by this version of phigate, \
-         so serving would let plaintext reach it; refusing to start (remove the table policies to run the proxy alone)"
-    )]
-    NotEnforced {
-        /// the first table policy's file
-        file: String,
-        /// its table
-        table: String,
-    },
+    /// The keyring protected columns need cannot be loaded.
+    #[error("keys.file: {0}")]
+    Keyring(#[from] crate::crypto::KeyringError),
+    /// The table policies do not fit the live database.
+    #[error("the table policies do not match the database: {0}")]
+    Catalog(#[from] CatalogError),
     /// The live schema could not be read.
     #[error("reading the database schema: {0}")]
     Schema(#[from] UpstreamError),
@@ -92,6 +89,8 @@ pub(crate) struct Shared {
     /// failed logins per client address
     throttle: throttle::LoginThrottle,
     connections: Arc<Semaphore>,
+    /// statement analysis over the protected tables (shared cache)
+    analyzer: Arc<Analyzer>,
 }
 
 impl Shared {
@@ -166,44 +165,66 @@ pub enum ColumnStatus {
     Missing,
 }
 
-/// The column types of the live database, as read by [`LiveSchema::read`].
+/// The tables and columns of the live database, as read by [`LiveSchema::read`].
 pub struct LiveSchema {
-    /// (schema, table, column) to (type name, base type name of a domain, or "")
-    columns: HashMap<(String, String, String), (String, String)>,
+    /// every ordinary or partitioned table, with its columns in attribute order
+    pub tables: HashMap<TableName, LiveTable>,
 }
 
 impl LiveSchema {
-    /// Reads every table column's type over a session of phigate's own service login.
+    /// Reads every table's columns over a session of phigate's own service login.
     pub async fn read(config: &Config) -> Result<Self, ServerError> {
         let target = upstream_target(config)?;
         let mut conn = upstream::connect(&target, &[("application_name", "phigate:check")]).await?;
-        let sql = "SELECT n.nspname, c.relname, a.attname, t.typname, coalesce(b.typname, '') \
+        let sql = "SELECT n.nspname, c.relname, c.oid, a.attnum, a.attname, t.typname, coalesce(b.typname, '') \
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
                    JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype \
-                   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')";
-        let columns = conn
-            .query_text(sql)
-            .await?
-            .into_iter()
-            .filter_map(|row| match <[Option<String>; 5]>::try_from(row) {
-                Ok([Some(s), Some(t), Some(c), Some(ty), Some(base)]) => {
-                    Some(((s, t, c), (ty, base)))
-                }
-                _ => None,
-            })
-            .collect();
-        Ok(Self { columns })
+                   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+                   ORDER BY c.oid, a.attnum";
+        let mut tables: HashMap<TableName, LiveTable> = HashMap::new();
+        for row in conn.query_text(sql).await? {
+            let Ok(
+                [
+                    Some(schema),
+                    Some(table),
+                    Some(oid),
+                    Some(attnum),
+                    Some(name),
+                    Some(ty),
+                    Some(base),
+                ],
+            ) = <[Option<String>; 7]>::try_from(row)
+            else {
+                continue;
+            };
+            let (Ok(oid), Ok(attnum)) = (oid.parse(), attnum.parse()) else {
+                continue;
+            };
+            tables
+                .entry(TableName { schema, table })
+                .or_insert_with(|| LiveTable {
+                    oid,
+                    columns: Vec::new(),
+                })
+                .columns
+                .push(LiveColumn {
+                    name,
+                    attnum,
+                    type_name: ty,
+                    base_type: base,
+                });
+        }
+        Ok(Self { tables })
     }
 
     /// What the database says about one protected column.
     pub fn column(&self, table: &TableName, column: &str) -> ColumnStatus {
-        let key = (table.schema.clone(), table.table.clone(), column.to_owned());
-        match self
-            .columns
-            .get(&key)
-            .map(|(t, b)| (t.as_str(), b.as_str()))
-        {
+        let found = self
+            .tables
+            .get(table)
+            .and_then(|t| t.columns.iter().find(|c| c.name == column));
+        match found.map(|c| (c.type_name.as_str(), c.base_type.as_str())) {
             None => ColumnStatus::Missing,
             Some(("phigate_encrypted", "bytea")) => ColumnStatus::Backstopped,
             Some(("bytea", _)) => ColumnStatus::LacksDomain,
@@ -216,12 +237,13 @@ impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let policies = PolicySet::load(&config.policies_dir())?;
-        if let Some(t) = policies.tables().next() {
-            return Err(ServerError::NotEnforced {
-                file: t.file.display().to_string(),
-                table: t.name.to_string(),
-            });
-        }
+        let catalog = if policies.tables().next().is_some() {
+            let keyring = Keyring::load(&config.keyring_file())?;
+            let schema = LiveSchema::read(&config).await?;
+            Catalog::new(&policies, &keyring, &schema.tables)?
+        } else {
+            Catalog::default()
+        };
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
                 &cert.relative(),
@@ -253,6 +275,7 @@ impl Server {
                 decoy_secret: rand::rng().random(),
                 throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),
                 connections,
+                analyzer: Arc::new(Analyzer::new(Arc::new(catalog))),
                 config,
             }),
         })
@@ -407,11 +430,15 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             return;
         }
     };
-    let session = Session::new(upstream_app, client_app);
+    let guard = Guard {
+        analyzer: shared.analyzer.clone(),
+        role: Arc::from(role.as_str()),
+    };
+    let mut session = Session::new(upstream_app, client_app, Some(guard));
     let key = shared.cancels.register(connected.backend_key.clone());
     let mut out = BytesMut::new();
     for (name, value) in &connected.parameters {
-        build::parameter_status(name, session.client_parameter(name, value), &mut out);
+        build::parameter_status(name, session.observe_parameter(name, value), &mut out);
     }
     build::backend_key_data(key.pid, key.secret, &mut out);
     build::ready_for_query(b'I', &mut out);

@@ -9,13 +9,20 @@
 //! protocol order, after the responses to everything the client sent before it.
 
 mod kind;
+mod transform;
 
 pub use kind::StatementKind;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+
+use crate::protocol::message::Target;
+use crate::protocol::value::Context;
+use crate::sql::{Analysis, Analyzer, Plan, Refusal};
+use transform::{RowError, Shape};
 
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
@@ -48,21 +55,65 @@ pub enum Event {
     ProtocolViolation,
 }
 
+/// What a session enforces: the analyser over the protected tables, and the user's role.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// the shared analyser (and its cache)
+    pub analyzer: Arc<Analyzer>,
+    /// the session user's role
+    pub role: Arc<str>,
+}
+
+/// A prepared statement phigate rewrote.
+#[derive(Debug)]
+struct Prepared {
+    plan: Arc<Plan>,
+    /// the parameter types the client declared
+    declared: Vec<u32>,
+    /// the result columns, once PostgreSQL described them
+    shape: Arc<OnceLock<Shape>>,
+}
+
+/// A portal over a rewritten statement: how its rows are decrypted.
+#[derive(Debug, Clone)]
+struct Rows {
+    shape: Arc<OnceLock<Shape>>,
+    formats: Arc<[i16]>,
+}
+
 /// A response the client is still owed, in the order the client asked for it.
 #[derive(Debug)]
 enum Pending {
     Parse,
     Bind,
-    Describe,
+    /// `plan` rewrites ParameterDescription; `rows` rewrites RowDescription
+    Describe {
+        plan: Option<Arc<Plan>>,
+        rows: Option<Arc<OnceLock<Shape>>>,
+    },
     Close,
     Execute {
         since: Instant,
+        rows: Option<Rows>,
     },
     Sync,
     /// A simple Query (or FunctionCall): completed by ReadyForQuery; each statement in it
     /// ends with CommandComplete or ErrorResponse.
     Query {
         since: Instant,
+        /// phigate rewrote it: result columns may need decrypting
+        rewritten: bool,
+        /// phigate refused it: PostgreSQL raises the error phigate then replaces
+        refused: Option<Arc<Refusal>>,
+    },
+    /// The Describe phigate adds after the Parse of a rewritten statement, to learn its
+    /// result columns; its responses are not shown to the client.
+    HiddenDescribe(Arc<OnceLock<Shape>>),
+    /// A refused extended-protocol message: PostgreSQL answers the replacement with
+    /// ParseComplete, BindComplete and CloseComplete (hidden), then the error (replaced).
+    Refused {
+        refusal: Arc<Refusal>,
+        hidden: u8,
     },
     /// The client ended a COPY FROM STDIN before its CopyInResponse arrived (no response).
     CopyEnd,
@@ -98,12 +149,20 @@ pub struct Session {
     /// `application_name` as phigate sets it upstream, and as the client asked for it
     upstream_app_name: String,
     client_app_name: String,
+    guard: Option<Guard>,
+    /// the session's TimeZone is UTC
+    utc: bool,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Rows>,
+    /// the result being delivered to a simple Query, when phigate rewrote it
+    simple_rows: Option<(Shape, Vec<i16>)>,
 }
 
 impl Session {
     /// A session whose upstream `application_name` is `upstream_app_name`; ParameterStatus
-    /// reports of that value are shown to the client as `client_app_name`.
-    pub fn new(upstream_app_name: String, client_app_name: String) -> Self {
+    /// reports of that value are shown to the client as `client_app_name`. With a `guard`,
+    /// statements are analysed and protected columns encrypted and decrypted.
+    pub fn new(upstream_app_name: String, client_app_name: String, guard: Option<Guard>) -> Self {
         Self {
             pending: VecDeque::new(),
             unflushed: 0,
@@ -112,7 +171,35 @@ impl Session {
             phase: Phase::Open,
             upstream_app_name,
             client_app_name,
+            guard: guard.filter(|g| !g.analyzer.catalog().is_empty()),
+            utc: false,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            simple_rows: None,
         }
+    }
+
+    /// Notes a parameter the server reported (at login or later); returns the value the
+    /// client is shown.
+    pub fn observe_parameter<'a>(&'a mut self, name: &str, value: &'a str) -> &'a str {
+        if name == "TimeZone" {
+            self.utc = matches!(
+                value,
+                "UTC"
+                    | "Etc/UTC"
+                    | "GMT"
+                    | "Etc/GMT"
+                    | "UCT"
+                    | "Etc/UCT"
+                    | "Zulu"
+                    | "Universal"
+                    | "Etc/Universal"
+                    | "Etc/Zulu"
+                    | "GMT0"
+                    | "Etc/GMT0"
+            );
+        }
+        self.client_parameter(name, value)
     }
 
     /// Where the session is in its life.
@@ -149,16 +236,31 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
         };
+        if let Some(guard) = self.guard.clone()
+            && self.guarded(&guard, &msg, now, out)
+        {
+            return;
+        }
         match msg {
             Frontend::Query { .. } | Frontend::FunctionCall => {
-                self.pending.push_back(Pending::Query { since: now });
+                self.pending.push_back(Pending::Query {
+                    since: now,
+                    rewritten: false,
+                    refused: None,
+                });
                 self.unflushed = 0;
             }
             Frontend::Parse { .. } => self.push_unflushed(Pending::Parse),
             Frontend::Bind(_) => self.push_unflushed(Pending::Bind),
-            Frontend::Describe { .. } => self.push_unflushed(Pending::Describe),
+            Frontend::Describe { .. } => self.push_unflushed(Pending::Describe {
+                plan: None,
+                rows: None,
+            }),
             Frontend::Close { .. } => self.push_unflushed(Pending::Close),
-            Frontend::Execute { .. } => self.push_unflushed(Pending::Execute { since: now }),
+            Frontend::Execute { .. } => self.push_unflushed(Pending::Execute {
+                since: now,
+                rows: None,
+            }),
             // PostgreSQL ignores Sync and Flush while a COPY FROM STDIN is streaming.
             Frontend::Sync if !self.copy_in => {
                 self.pending.push_back(Pending::Sync);
@@ -177,6 +279,156 @@ impl Session {
             Frontend::Terminate => self.phase = Phase::Closed,
         }
         out.upstream.extend_from_slice(frame.raw());
+    }
+
+    /// The frontend messages encryption changes. Returns true when the message was handled
+    /// (forwarded in rewritten form, or replaced by a refusal).
+    fn guarded(
+        &mut self,
+        guard: &Guard,
+        msg: &Frontend<'_>,
+        now: Instant,
+        out: &mut Outbound,
+    ) -> bool {
+        let ctx = Context { utc: self.utc };
+        match msg {
+            Frontend::Query { sql } => {
+                let (rewritten, refused) = match guard.analyzer.analyse(&guard.role, ctx, sql) {
+                    Analysis::Pass => return false,
+                    Analysis::Rewrite(plan) => {
+                        build::query(&plan.sql, &mut out.upstream);
+                        (true, None)
+                    }
+                    Analysis::Refuse(r) => {
+                        build::query(transform::REFUSAL_SQL, &mut out.upstream);
+                        (false, Some(r))
+                    }
+                };
+                self.pending.push_back(Pending::Query {
+                    since: now,
+                    rewritten,
+                    refused,
+                });
+                self.unflushed = 0;
+                true
+            }
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                let analysis = guard.analyzer.analyse(&guard.role, ctx, sql);
+                // A named statement that exists is not replaced (PostgreSQL refuses the
+                // Parse); the unnamed one always is.
+                let keep = !name.is_empty() && self.statements.contains_key(*name);
+                if !keep {
+                    self.statements.remove(*name);
+                }
+                match analysis {
+                    Analysis::Pass => return false,
+                    Analysis::Rewrite(plan) => {
+                        transform::parse(name, &plan, param_types, &mut out.upstream);
+                        build::describe(b'S', name, &mut out.upstream);
+                        let shape = Arc::new(OnceLock::new());
+                        self.push_unflushed(Pending::Parse);
+                        self.push_unflushed(Pending::HiddenDescribe(shape.clone()));
+                        if !keep {
+                            let declared = param_types.clone();
+                            self.statements.insert(
+                                (*name).to_owned(),
+                                Prepared {
+                                    plan,
+                                    declared,
+                                    shape,
+                                },
+                            );
+                        }
+                    }
+                    Analysis::Refuse(r) => self.refuse_extended(r, out),
+                }
+                true
+            }
+            Frontend::Bind(b) => {
+                let Some(prep) = self.statements.get(b.statement) else {
+                    self.portals.remove(b.portal);
+                    return false;
+                };
+                let rows = Rows {
+                    shape: prep.shape.clone(),
+                    formats: Arc::from(b.result_formats.as_slice()),
+                };
+                match transform::bind(b, &prep.plan, &prep.declared, ctx, &mut out.upstream) {
+                    Ok(()) => {
+                        self.portals.insert(b.portal.to_owned(), rows);
+                        self.push_unflushed(Pending::Bind);
+                    }
+                    Err(r) => {
+                        self.portals.remove(b.portal);
+                        self.refuse_extended(Arc::new(r), out);
+                    }
+                }
+                true
+            }
+            Frontend::Describe { target, name } => {
+                let pending = match target {
+                    Target::Statement => match self.statements.get(*name) {
+                        Some(p) => Pending::Describe {
+                            plan: Some(p.plan.clone()),
+                            rows: Some(p.shape.clone()),
+                        },
+                        None => return false,
+                    },
+                    Target::Portal => match self.portals.get(*name) {
+                        Some(r) => Pending::Describe {
+                            plan: None,
+                            rows: Some(r.shape.clone()),
+                        },
+                        None => return false,
+                    },
+                };
+                self.push_unflushed(pending);
+                build::describe(
+                    if *target == Target::Statement {
+                        b'S'
+                    } else {
+                        b'P'
+                    },
+                    name,
+                    &mut out.upstream,
+                );
+                true
+            }
+            Frontend::Execute { portal, max_rows } => {
+                let Some(rows) = self.portals.get(*portal).cloned() else {
+                    return false;
+                };
+                self.push_unflushed(Pending::Execute {
+                    since: now,
+                    rows: Some(rows),
+                });
+                build::execute(portal, *max_rows, &mut out.upstream);
+                true
+            }
+            Frontend::Close { target, name } => {
+                match target {
+                    Target::Statement => {
+                        self.statements.remove(*name);
+                    }
+                    Target::Portal => {
+                        self.portals.remove(*name);
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces an extended-protocol message by a statement that makes PostgreSQL raise
+    /// an error in its place (see [`transform::refusal_extended`]).
+    fn refuse_extended(&mut self, refusal: Arc<Refusal>, out: &mut Outbound) {
+        transform::refusal_extended(&mut out.upstream);
+        self.push_unflushed(Pending::Refused { refusal, hidden: 0 });
     }
 
     fn push_unflushed(&mut self, p: Pending) {
@@ -205,13 +457,36 @@ impl Session {
     ) -> Result<(), ProtocolError> {
         let body = frame.body();
         match frame.tag() {
-            b'1' | b'2' | b'3' | b'n' => self.complete_head(),
-            b'T' => {
-                if matches!(self.pending.front(), Some(Pending::Describe)) {
-                    self.complete_head();
+            b'1' | b'2' | b'3' => {
+                if let Some(Pending::Refused { hidden, .. }) = self.pending.front_mut() {
+                    // the replacement's ParseComplete, BindComplete, CloseComplete
+                    *hidden += 1;
+                    return Ok(());
                 }
+                self.complete_head();
             }
+            b'n' => {
+                if let Some(Pending::HiddenDescribe(shape)) = self.pending.front() {
+                    let _ = shape.set(Arc::from(Vec::new()));
+                    self.complete_head();
+                    return Ok(());
+                }
+                self.complete_head();
+            }
+            b't' => match self.pending.front() {
+                Some(Pending::HiddenDescribe(_)) => return Ok(()),
+                Some(Pending::Describe {
+                    plan: Some(plan), ..
+                }) => {
+                    transform::parameter_description(body, plan, &mut out.client)?;
+                    return Ok(());
+                }
+                _ => {}
+            },
+            b'T' => return self.row_description(frame, out),
+            b'D' => return self.data_row(frame, out),
             b'C' | b'I' | b's' => {
+                self.simple_rows = None;
                 let kind = match frame.tag() {
                     b'C' => StatementKind::from_tag(message::decode_command_tag(body)?),
                     _ => StatementKind::Other,
@@ -225,6 +500,22 @@ impl Session {
                     // The server ends the connection after this; so do we.
                     self.phase = Phase::Closed;
                 }
+                self.simple_rows = None;
+                let ours = fields.code == "P0001" && fields.message == transform::REFUSAL_MESSAGE;
+                let refusal = match self.pending.front() {
+                    Some(Pending::Refused { refusal, .. }) => Some(refusal.clone()),
+                    Some(Pending::Query {
+                        refused: Some(r), ..
+                    }) => Some(r.clone()),
+                    _ => None,
+                };
+                let replaced = match refusal {
+                    Some(r) if ours => {
+                        r.to_error().encode(&mut out.client);
+                        true
+                    }
+                    _ => false,
+                };
                 self.copy_in = false;
                 self.statement_done(StatementKind::Failed, now, out);
                 if self.front_is_extended() {
@@ -236,6 +527,9 @@ impl Session {
                         self.pending.pop_front();
                     }
                 }
+                if replaced {
+                    return Ok(());
+                }
             }
             b'Z' => {
                 self.tx_status = message::decode_ready_status(body)?;
@@ -244,7 +538,7 @@ impl Session {
             b'G' | b'W' => self.copy_started(),
             b'S' => {
                 let (name, value) = message::decode_parameter_status(body)?;
-                let shown = self.client_parameter(name, value);
+                let shown = self.observe_parameter(name, value);
                 if shown != value {
                     build::parameter_status(name, shown, &mut out.client);
                     return Ok(());
@@ -262,9 +556,11 @@ impl Session {
             Some(
                 Pending::Parse
                     | Pending::Bind
-                    | Pending::Describe
+                    | Pending::Describe { .. }
                     | Pending::Close
                     | Pending::Execute { .. }
+                    | Pending::HiddenDescribe(_)
+                    | Pending::Refused { .. }
             )
         )
     }
@@ -273,14 +569,14 @@ impl Session {
     /// statement's clock starts.
     fn statement_done(&mut self, kind: StatementKind, now: Instant, out: &mut Outbound) {
         match self.pending.front_mut() {
-            Some(Pending::Execute { since }) => {
+            Some(Pending::Execute { since, .. }) => {
                 let elapsed = now.saturating_duration_since(*since);
                 out.events.push(Event::Statement { kind, elapsed });
                 if kind != StatementKind::Failed {
                     self.complete_head();
                 }
             }
-            Some(Pending::Query { since }) => {
+            Some(Pending::Query { since, .. }) => {
                 let elapsed = now.saturating_duration_since(*since);
                 *since = now;
                 out.events.push(Event::Statement { kind, elapsed });
@@ -291,6 +587,87 @@ impl Session {
                 elapsed: Duration::ZERO,
             }),
             _ => {}
+        }
+    }
+
+    /// RowDescription: rewritten when it describes a rewritten statement or portal.
+    fn row_description(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+        let body = frame.body();
+        let Some(guard) = &self.guard else {
+            self.pass_row_description(frame, out);
+            return Ok(());
+        };
+        let catalog = guard.analyzer.catalog();
+        match self.pending.front() {
+            Some(Pending::HiddenDescribe(cell)) => {
+                let mut scratch = BytesMut::new();
+                let (shape, _) =
+                    transform::row_description(body, catalog, &guard.role, &mut scratch)?;
+                let _ = cell.set(shape);
+                self.complete_head();
+            }
+            Some(Pending::Describe {
+                rows: Some(cell), ..
+            }) => {
+                let (shape, _) =
+                    transform::row_description(body, catalog, &guard.role, &mut out.client)?;
+                let _ = cell.set(shape);
+                self.complete_head();
+            }
+            Some(Pending::Query {
+                rewritten: true, ..
+            }) => {
+                let (shape, formats) =
+                    transform::row_description(body, catalog, &guard.role, &mut out.client)?;
+                self.simple_rows = Some((shape, formats));
+            }
+            _ => self.pass_row_description(frame, out),
+        }
+        Ok(())
+    }
+
+    fn pass_row_description(&mut self, frame: &Frame, out: &mut Outbound) {
+        if matches!(self.pending.front(), Some(Pending::Describe { .. })) {
+            self.complete_head();
+        }
+        out.client.extend_from_slice(frame.raw());
+    }
+
+    /// DataRow: protected values are decrypted when the result comes from a rewritten
+    /// statement.
+    fn data_row(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+        let (shape, formats): (&[Option<transform::FieldOut>], &[i16]) = match self.pending.front()
+        {
+            Some(Pending::Query { .. }) => match &self.simple_rows {
+                Some((shape, formats)) => (shape, formats),
+                None => (&[], &[]),
+            },
+            Some(Pending::Execute {
+                rows: Some(rows), ..
+            }) => match rows.shape.get() {
+                Some(shape) => (shape, &rows.formats),
+                None => (&[], &[]),
+            },
+            _ => (&[], &[]),
+        };
+        if shape.is_empty() {
+            out.client.extend_from_slice(frame.raw());
+            return Ok(());
+        }
+        match transform::data_row(frame.body(), shape, formats, &mut out.client) {
+            Ok(()) => Ok(()),
+            Err(RowError::Protocol(e)) => Err(e),
+            Err(e @ RowError::Unreadable { .. }) => {
+                tracing::error!(error = %e, "a protected value does not decrypt; ending the session");
+                self.fail_upstream(
+                    PgError::fatal("XX001", e.to_string()).with_hint(
+                        "the stored value was altered or copied from another column; \
+                         restore it from a backup",
+                    ),
+                    out,
+                );
+                Ok(())
+            }
         }
     }
 

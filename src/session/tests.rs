@@ -13,7 +13,7 @@ fn fe(tag: u8, body: &[u8]) -> Frame {
 
 fn session() -> (Session, Outbound) {
     (
-        Session::new("phigate:bob/app".into(), "app".into()),
+        Session::new("phigate:bob/app".into(), "app".into(), None),
         Outbound::default(),
     )
 }

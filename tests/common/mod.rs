@@ -325,6 +325,8 @@ pub struct Options {
     pub session: &'static str,
     pub listen_extra: &'static str,
     pub roles: &'static str,
+    /// table policy files (name, contents); a keyring is generated when there are any
+    pub tables: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Options {
@@ -337,6 +339,7 @@ impl Default for Options {
             session: "",
             listen_extra: "",
             roles: "[roles.clinician]\n[roles.nurse_station]\nidle_timeout = \"1s\"\n",
+            tables: &[],
         }
     }
 }
@@ -364,6 +367,12 @@ impl Setup {
         std::fs::write(policies.join("roles.toml"), opts.roles).unwrap();
         for (user, role, pw) in USERS {
             phigate::policy::add_user(&policies.join("users.toml"), user, role, pw).unwrap();
+        }
+        for (file, contents) in opts.tables {
+            std::fs::write(policies.join(file), contents).unwrap();
+        }
+        if !opts.tables.is_empty() {
+            phigate::crypto::Keyring::generate(&dir.path().join("secrets/phigate.keys")).unwrap();
         }
         std::fs::write(
             dir.path().join("upstream.pw"),

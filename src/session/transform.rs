@@ -1,0 +1,368 @@
+//! The message rewrites behind transparent encryption, as pure functions: Parse and Bind on
+//! the way up; RowDescription, ParameterDescription and DataRow on the way down; and the
+//! messages that make PostgreSQL itself raise phigate's refusals.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use thiserror::Error;
+
+use crate::crypto::CryptoError;
+use crate::policy::ReadOutcome;
+use crate::protocol::ProtocolError;
+use crate::protocol::build;
+use crate::protocol::message::Bind;
+use crate::protocol::reader::Reader;
+use crate::protocol::value::{self, Context, Format};
+use crate::sql::{Catalog, Column, ParamUse, Plan, Refusal};
+
+/// What happens to one result column.
+#[derive(Debug, Clone)]
+pub(super) struct FieldOut {
+    column: Arc<Column>,
+    outcome: ReadOutcome,
+}
+
+/// Per result column: `Some` for a protected column. Empty when nothing is protected.
+pub(super) type Shape = Arc<[Option<FieldOut>]>;
+
+/// A value that does not decrypt: the session ends (the data is corrupt or was tampered
+/// with, and the result can no longer be delivered whole).
+#[derive(Debug, Error)]
+pub(super) enum RowError {
+    /// the server's message is malformed
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// a stored value does not decrypt or decode
+    #[error("a value of column {column} of table {table} cannot be read: {problem}")]
+    Unreadable {
+        /// column
+        column: String,
+        /// table
+        table: String,
+        /// what is wrong (never the value)
+        problem: String,
+    },
+}
+
+/// The SQL PostgreSQL runs in place of a refused statement: it raises an error phigate
+/// recognises (and replaces with its own), so the transaction aborts as PostgreSQL would
+/// abort it and responses keep their order.
+pub(super) const REFUSAL_SQL: &str = "DO $phigate$BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', \
+     MESSAGE = 'phigate refusal'; END$phigate$";
+
+/// The message PostgreSQL raises for [`REFUSAL_SQL`].
+pub(super) const REFUSAL_MESSAGE: &str = "phigate refusal";
+
+/// The prepared statement name the extended-protocol refusal uses (closed at once).
+const REFUSAL_STATEMENT: &str = "\u{1}phigate_refusal";
+
+/// Parse, Bind, Close, Execute of [`REFUSAL_SQL`]: answered by ParseComplete, BindComplete,
+/// CloseComplete, then the error.
+pub(super) fn refusal_extended(out: &mut BytesMut) {
+    build::parse(REFUSAL_STATEMENT, REFUSAL_SQL, &[], out);
+    build::bind_empty("", REFUSAL_STATEMENT, out);
+    build::close(b'S', REFUSAL_STATEMENT, out);
+    build::execute("", 0, out);
+}
+
+/// The Parse phigate forwards for a rewritten statement: the plan's text, with encrypted
+/// parameters typed `bytea` (or `bytea[]`).
+pub(super) fn parse(name: &str, plan: &Plan, declared: &[u32], out: &mut BytesMut) {
+    let n = declared.len().max(plan.params.len());
+    let types: Vec<u32> = (0..n)
+        .map(|i| match plan.params.get(i).and_then(Option::as_ref) {
+            Some(ParamUse::Scalar(_)) => 17,
+            Some(ParamUse::Array(_)) => 1001,
+            None => declared.get(i).copied().unwrap_or(0),
+        })
+        .collect();
+    build::parse(name, &plan.sql, &types, out);
+}
+
+/// Bind with the plan's parameters encrypted (sent in binary format).
+pub(super) fn bind(
+    msg: &Bind<'_>,
+    plan: &Plan,
+    declared: &[u32],
+    ctx: Context,
+    out: &mut BytesMut,
+) -> Result<(), Refusal> {
+    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(msg.params.len());
+    let mut formats: Vec<i16> = Vec::with_capacity(msg.params.len());
+    for (i, v) in msg.params.iter().enumerate() {
+        let format = Format::nth(&msg.param_formats, i);
+        match (plan.params.get(i).and_then(Option::as_ref), v) {
+            (Some(use_), Some(v)) => {
+                let declared = declared.get(i).copied().unwrap_or(0);
+                values.push(Some(encrypt_param(use_, format, declared, v, ctx, i + 1)?));
+                formats.push(1);
+            }
+            (Some(_), None) => {
+                values.push(None);
+                formats.push(1);
+            }
+            (None, v) => {
+                values.push(v.map(<[u8]>::to_vec));
+                formats.push(if format == Format::Binary { 1 } else { 0 });
+            }
+        }
+    }
+    build::message(out, b'B', |b| {
+        build::put_cstr(b, msg.portal);
+        build::put_cstr(b, msg.statement);
+        put_count(b, formats.len());
+        for f in &formats {
+            b.put_i16(*f);
+        }
+        put_count(b, values.len());
+        for v in &values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        put_count(b, msg.result_formats.len());
+        for f in &msg.result_formats {
+            b.put_i16(*f);
+        }
+    });
+    Ok(())
+}
+
+fn put_count(b: &mut BytesMut, n: usize) {
+    b.put_i16(i16::try_from(n).unwrap_or(i16::MAX));
+}
+
+fn param_refusal(col: &Column, n: usize, problem: &str) -> Refusal {
+    Refusal {
+        code: "22P02",
+        message: format!(
+            "parameter ${n} for column {} of table {}: {problem}",
+            col.name, col.table
+        ),
+        hint: format!(
+            "send a {} value in text or binary format",
+            col.logical_type().name()
+        ),
+    }
+}
+
+/// One element's canonical plaintext, however the client sent it.
+fn canonical(
+    col: &Column,
+    format: Format,
+    declared: u32,
+    v: &[u8],
+    ctx: Context,
+    n: usize,
+) -> Result<Vec<u8>, Refusal> {
+    let ty = col.logical_type();
+    let format = match format {
+        Format::Binary if declared == 0 || declared == value::type_oid(ty) => Format::Binary,
+        Format::Binary if value::is_text_oid(declared) => Format::Text,
+        Format::Binary => {
+            return Err(Refusal {
+                code: "42804",
+                message: format!(
+                    "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
+                    col.name,
+                    col.table,
+                    ty.name()
+                ),
+                hint: format!("declare the parameter as {} or send it as text", ty.name()),
+            });
+        }
+        Format::Text => Format::Text,
+    };
+    value::to_canonical(ty, format, v, ctx).map_err(|e| param_refusal(col, n, &e.to_string()))
+}
+
+fn encrypt_param(
+    use_: &ParamUse,
+    format: Format,
+    declared: u32,
+    v: &[u8],
+    ctx: Context,
+    n: usize,
+) -> Result<Vec<u8>, Refusal> {
+    match use_ {
+        ParamUse::Scalar(col) => Ok(col
+            .cipher
+            .encrypt(&canonical(col, format, declared, v, ctx, n)?)),
+        ParamUse::Array(col) => {
+            let elements: Vec<(Option<Vec<u8>>, Format, u32)> = match format {
+                Format::Text => {
+                    let text = std::str::from_utf8(v)
+                        .map_err(|_| param_refusal(col, n, "not valid UTF-8"))?;
+                    value::parse_text_array(text)
+                        .map_err(|e| param_refusal(col, n, e))?
+                        .into_iter()
+                        .map(|e| (e.map(String::into_bytes), Format::Text, 0))
+                        .collect()
+                }
+                Format::Binary => {
+                    let (elem, items) =
+                        value::parse_binary_array(v).map_err(|e| param_refusal(col, n, e))?;
+                    items
+                        .into_iter()
+                        .map(|e| (e.map(<[u8]>::to_vec), Format::Binary, elem))
+                        .collect()
+                }
+            };
+            let mut sealed = Vec::with_capacity(elements.len());
+            for (e, f, elem) in elements {
+                sealed.push(match e {
+                    Some(e) => Some(col.cipher.encrypt(&canonical(col, f, elem, &e, ctx, n)?)),
+                    None => None,
+                });
+            }
+            Ok(value::binary_bytea_array(&sealed))
+        }
+    }
+}
+
+/// Rewrites a ParameterDescription: encrypted parameters show their logical type.
+pub(super) fn parameter_description(
+    body: &[u8],
+    plan: &Plan,
+    out: &mut BytesMut,
+) -> Result<(), ProtocolError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.count16()?;
+    let mut oids = Vec::with_capacity(n);
+    for i in 0..n {
+        let oid = r.i32()? as u32;
+        oids.push(match plan.params.get(i).and_then(Option::as_ref) {
+            Some(ParamUse::Scalar(c)) => value::type_oid(c.logical_type()),
+            Some(ParamUse::Array(c)) => value::array_type_oid(c.logical_type()),
+            None => oid,
+        });
+    }
+    r.finish()?;
+    build::message(out, b't', |b| {
+        put_count(b, oids.len());
+        for oid in oids {
+            b.put_u32(oid);
+        }
+    });
+    Ok(())
+}
+
+/// Reads a RowDescription: which fields come from protected columns (by the origin
+/// PostgreSQL reports), and the description the client sees (logical types). Also
+/// returns each field's format code.
+pub(super) fn row_description(
+    body: &[u8],
+    catalog: &Catalog,
+    role: &str,
+    out: &mut BytesMut,
+) -> Result<(Shape, Vec<i16>), ProtocolError> {
+    let mut r = Reader::new(body, "RowDescription");
+    let n = r.count16()?;
+    let mut fields = Vec::with_capacity(n);
+    let mut formats = Vec::with_capacity(n);
+    let mut rewritten = BytesMut::with_capacity(body.len());
+    put_count(&mut rewritten, n);
+    for _ in 0..n {
+        let name = r.cstr()?;
+        let table = r.i32()? as u32;
+        let attnum = r.i16()?;
+        let mut type_oid = r.i32()? as u32;
+        let mut type_len = r.i16()?;
+        let mut type_mod = r.i32()?;
+        let format = r.i16()?;
+        let field = catalog.by_origin(table, attnum).map(|c| FieldOut {
+            column: c.clone(),
+            outcome: c.outcome(role),
+        });
+        if let Some(f) = &field
+            && f.outcome != ReadOutcome::Ciphertext
+        {
+            type_oid = value::type_oid(f.column.logical_type());
+            type_len = value::type_len(f.column.logical_type());
+            type_mod = -1;
+        }
+        build::put_cstr(&mut rewritten, name);
+        rewritten.put_u32(table);
+        rewritten.put_i16(attnum);
+        rewritten.put_u32(type_oid);
+        rewritten.put_i16(type_len);
+        rewritten.put_i32(type_mod);
+        rewritten.put_i16(format);
+        fields.push(field);
+        formats.push(format);
+    }
+    r.finish()?;
+    build::message(out, b'T', |b| b.put_slice(&rewritten));
+    let shape: Shape = if fields.iter().all(Option::is_none) {
+        Arc::from(Vec::new())
+    } else {
+        Arc::from(fields)
+    };
+    Ok((shape, formats))
+}
+
+/// Decrypts a DataRow's protected values into the format each column was requested in.
+pub(super) fn data_row(
+    body: &[u8],
+    shape: &[Option<FieldOut>],
+    formats: &[i16],
+    out: &mut BytesMut,
+) -> Result<(), RowError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.count16()?;
+    let mut row = BytesMut::with_capacity(body.len());
+    put_count(&mut row, n);
+    for i in 0..n {
+        let v = r.value()?;
+        let field = shape.get(i).and_then(Option::as_ref);
+        let produced = match (field, v) {
+            (Some(f), Some(stored)) => reveal(f, Format::nth(formats, i), stored)?,
+            (_, v) => v.map(<[u8]>::to_vec),
+        };
+        match produced {
+            Some(p) => {
+                row.put_i32(i32::try_from(p.len()).unwrap_or(i32::MAX));
+                row.put_slice(&p);
+            }
+            None => row.put_i32(-1),
+        }
+    }
+    r.finish()?;
+    build::message(out, b'D', |b| b.put_slice(&row));
+    Ok(())
+}
+
+fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>, RowError> {
+    let unreadable = |problem: String| RowError::Unreadable {
+        column: f.column.name.clone(),
+        table: f.column.table.to_string(),
+        problem,
+    };
+    match f.outcome {
+        ReadOutcome::Ciphertext => return Ok(Some(stored.to_vec())),
+        ReadOutcome::Plaintext => {}
+        // Refused by the analysis; a field that still arrives reads as NULL.
+        ReadOutcome::Null | ReadOutcome::Deny | ReadOutcome::Mask(_) => return Ok(None),
+    }
+    let envelope = match format {
+        Format::Binary => stored.to_vec(),
+        Format::Text => {
+            let text = std::str::from_utf8(stored)
+                .map_err(|_| unreadable("the server sent a bytea that is not text".into()))?;
+            value::parse_bytea(text).map_err(|e| unreadable(e.into()))?
+        }
+    };
+    let plain = f
+        .column
+        .cipher
+        .decrypt(&envelope)
+        .map_err(|e: CryptoError| unreadable(e.to_string()))?;
+    value::from_canonical(f.column.logical_type(), format, &plain)
+        .map(Some)
+        .map_err(|e| unreadable(e.to_string()))
+}

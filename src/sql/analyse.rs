@@ -1,0 +1,1152 @@
+//! The walk over a parsed statement that touches a protected table: it resolves every
+//! column reference against the tables in scope, accepts protected columns only where the
+//! result stays correct on ciphertext, encrypts literals written to or compared with them,
+//! and records which bound parameters must be encrypted. Anything else is refused.
+
+use std::sync::Arc;
+
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, BinaryOperator, Distinct, Expr, FromTable, GroupByExpr, Ident,
+    InTarget, Insert, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query,
+    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, visit_expressions,
+    visit_relations,
+};
+use std::ops::ControlFlow;
+
+use super::catalog::{Catalog, Column, Table};
+use super::{ParamUse, Refusal};
+use crate::crypto::Mode;
+use crate::policy::ReadOutcome;
+use crate::protocol::value::{self, Context, Format};
+
+/// A relation visible in a FROM clause.
+struct Rel {
+    /// the name it is referred to by (alias, or the table's own name), case-folded
+    name: String,
+    kind: RelKind,
+}
+
+enum RelKind {
+    /// a protected table
+    Table(Arc<Table>),
+    /// a subquery in FROM: its output columns, and whether that list is complete
+    Derived(Vec<(String, Option<Arc<Column>>)>, bool),
+    /// a table phigate knows nothing about (no protected columns)
+    Opaque,
+}
+
+/// Where a query's output goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// to the client or into an enclosing FROM: PostgreSQL reports each protected
+    /// column's origin, so it can be decrypted
+    Origin,
+    /// into an expression or a set operation: protected columns may not appear
+    Opaque,
+}
+
+/// What an operand of a comparison is.
+enum Operand {
+    Column(Arc<Column>),
+    Literal(String),
+    Param(usize),
+    Null,
+    Other,
+}
+
+pub(super) struct Walker<'a> {
+    catalog: &'a Catalog,
+    role: &'a str,
+    ctx: Context,
+    /// scope levels, innermost last
+    scope: Vec<Vec<Rel>>,
+    pub(super) params: Vec<Option<ParamUse>>,
+    pub(super) tables: Vec<Arc<Table>>,
+    /// a literal was encrypted in randomized mode: the rewritten text must not be reused
+    pub(super) randomized_literal: bool,
+}
+
+type Res<T = ()> = Result<T, Refusal>;
+
+/// Output columns by name, with the protected column each one is.
+type Named = Vec<(String, Option<Arc<Column>>)>;
+
+/// A query's outputs, and whether the list is complete.
+type Outputs = (Named, bool);
+
+/// Case-folds an identifier as PostgreSQL does: unquoted names are lower-cased.
+fn fold(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+fn idents(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => fold(i),
+            ObjectNamePart::Function(f) => fold(&f.name),
+        })
+        .collect()
+}
+
+fn unnest(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => unnest(inner),
+        _ => e,
+    }
+}
+
+impl<'a> Walker<'a> {
+    pub(super) fn new(catalog: &'a Catalog, role: &'a str, ctx: Context) -> Self {
+        Self {
+            catalog,
+            role,
+            ctx,
+            scope: Vec::new(),
+            params: Vec::new(),
+            tables: Vec::new(),
+            randomized_literal: false,
+        }
+    }
+
+    fn protected_table(&mut self, name: &ObjectName) -> Option<Arc<Table>> {
+        let parts = idents(name);
+        let (schema, table) = match parts.as_slice() {
+            [t] => (None, t.as_str()),
+            [.., s, t] => (Some(s.as_str()), t.as_str()),
+            [] => return None,
+        };
+        let found = self.catalog.table(schema, table)?.clone();
+        if !self.tables.iter().any(|t| Arc::ptr_eq(t, &found)) {
+            self.tables.push(found.clone());
+        }
+        Some(found)
+    }
+
+    /// The whole statement.
+    pub(super) fn statement(&mut self, stmt: &mut Statement) -> Res {
+        match stmt {
+            Statement::Query(q) => self.query(q, Output::Origin).map(|_| ()),
+            Statement::Insert(ins) => self.insert(ins),
+            Statement::Update(up) => {
+                self.scope.push(Vec::new());
+                self.add_from(&mut up.table)?;
+                match &mut up.from {
+                    Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) => {
+                        for item in f {
+                            self.add_from(item)?;
+                        }
+                    }
+                    None => {}
+                }
+                let target = match self.scope.last().and_then(|l| l.first()) {
+                    Some(Rel {
+                        kind: RelKind::Table(t),
+                        ..
+                    }) => Some(t.clone()),
+                    _ => None,
+                };
+                for a in &mut up.assignments {
+                    self.assignment(a, target.as_ref(), None)?;
+                }
+                if let Some(w) = &mut up.selection {
+                    self.predicate(w)?;
+                }
+                if let Some(r) = &mut up.returning {
+                    self.projection(r, Output::Origin)?;
+                }
+                if !up.order_by.is_empty() || up.limit.is_some() {
+                    return Err(Refusal::unsupported(
+                        "UPDATE ... ORDER BY/LIMIT",
+                        self.first(),
+                    ));
+                }
+                self.scope.pop();
+                Ok(())
+            }
+            Statement::Delete(del) => {
+                if !del.tables.is_empty() || !del.order_by.is_empty() || del.limit.is_some() {
+                    return Err(Refusal::unsupported("this form of DELETE", self.first()));
+                }
+                self.scope.push(Vec::new());
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
+                    &mut del.from;
+                for item in from {
+                    self.add_from(item)?;
+                }
+                for item in del.using.iter_mut().flatten() {
+                    self.add_from(item)?;
+                }
+                if let Some(w) = &mut del.selection {
+                    self.predicate(w)?;
+                }
+                if let Some(r) = &mut del.returning {
+                    self.projection(r, Output::Origin)?;
+                }
+                self.scope.pop();
+                Ok(())
+            }
+            other => {
+                // Statements that do not name a protected table (BEGIN, SET, ... in a
+                // multi-statement string) run as they are.
+                let text = other.to_string();
+                let names = super::protected_names(self.catalog, &text)?;
+                let Some(name) = names.first() else {
+                    return Ok(());
+                };
+                let word = text.split_whitespace().next().unwrap_or("this");
+                Err(Refusal::unsupported(
+                    &format!("{} statements", word.to_uppercase()),
+                    name,
+                ))
+            }
+        }
+    }
+
+    /// The first protected table the statement names, for messages.
+    fn first(&self) -> String {
+        self.tables
+            .first()
+            .map_or_else(|| "a protected table".to_owned(), |t| t.name.to_string())
+    }
+
+    fn insert(&mut self, ins: &mut Insert) -> Res {
+        let TableObject::TableName(name) = &ins.table else {
+            return Err(Refusal::unsupported(
+                "INSERT INTO a table function",
+                self.first(),
+            ));
+        };
+        let target = self.protected_table(name);
+        if ins.partitioned.is_some() || !ins.after_columns.is_empty() || !ins.assignments.is_empty()
+        {
+            return Err(Refusal::unsupported("this form of INSERT", self.first()));
+        }
+        let columns: Vec<String> = if ins.columns.is_empty() {
+            target
+                .as_ref()
+                .map(|t| t.columns.clone())
+                .unwrap_or_default()
+        } else {
+            ins.columns
+                .iter()
+                .map(|c| idents(c).pop().unwrap_or_default())
+                .collect()
+        };
+        let column = |i: usize| -> Option<Arc<Column>> {
+            let t = target.as_ref()?;
+            t.protected.get(columns.get(i)?).cloned()
+        };
+        self.scope.push(Vec::new());
+        if let Some(source) = &mut ins.source {
+            match source.body.as_mut() {
+                SetExpr::Values(values)
+                    if source.with.is_none()
+                        && source.order_by.is_none()
+                        && source.limit_clause.is_none() =>
+                {
+                    for row in &mut values.rows {
+                        if target.is_some()
+                            && ins.columns.is_empty()
+                            && row.content.len() > columns.len()
+                        {
+                            return Err(Refusal::unsupported(
+                                "an INSERT with more values than the table has columns",
+                                self.first(),
+                            ));
+                        }
+                        for (i, e) in row.content.iter_mut().enumerate() {
+                            match column(i) {
+                                Some(col) => self.write_value(e, &col, None)?,
+                                None => self.forbid(e, "a value")?,
+                            }
+                        }
+                    }
+                }
+                _ if (0..columns.len()).any(|i| column(i).is_some()) => {
+                    return Err(Refusal::unsupported(
+                        "INSERT ... SELECT into encrypted columns",
+                        self.first(),
+                    )
+                    .with_hint(
+                        "insert the values themselves (literals or parameters) through phigate, \
+                         or convert existing data with `phigate encrypt-existing`",
+                    ));
+                }
+                _ => {
+                    self.query(source, Output::Opaque)?;
+                }
+            }
+        }
+        // The target table is in scope for ON CONFLICT and RETURNING, and so is EXCLUDED.
+        let level = self.scope.last_mut();
+        if let (Some(level), Some(t)) = (level, &target) {
+            let alias = ins
+                .table_alias
+                .as_ref()
+                .map(|a| fold(&a.alias))
+                .unwrap_or_else(|| t.name.table.clone());
+            level.push(Rel {
+                name: alias,
+                kind: RelKind::Table(t.clone()),
+            });
+        }
+        match &mut ins.on {
+            None => {}
+            Some(OnInsert::OnConflict(oc)) => {
+                if let OnConflictAction::DoUpdate(du) = &mut oc.action {
+                    if let Some(t) = &target
+                        && let Some(level) = self.scope.last_mut()
+                    {
+                        level.push(Rel {
+                            name: "excluded".into(),
+                            kind: RelKind::Table(t.clone()),
+                        });
+                    }
+                    for a in &mut du.assignments {
+                        self.assignment(a, target.as_ref(), Some("excluded"))?;
+                    }
+                    if let Some(w) = &mut du.selection {
+                        self.predicate(w)?;
+                    }
+                }
+            }
+            Some(_) => return Err(Refusal::unsupported("this ON clause", self.first())),
+        }
+        if let Some(r) = &mut ins.returning {
+            self.projection(r, Output::Origin)?;
+        }
+        self.scope.pop();
+        Ok(())
+    }
+
+    /// `SET col = value` in UPDATE or ON CONFLICT DO UPDATE.
+    fn assignment(
+        &mut self,
+        a: &mut Assignment,
+        target: Option<&Arc<Table>>,
+        excluded: Option<&str>,
+    ) -> Res {
+        let names: Vec<&ObjectName> = match &a.target {
+            AssignmentTarget::ColumnName(n) => vec![n],
+            AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+        };
+        let protected: Vec<Arc<Column>> = names
+            .iter()
+            .filter_map(|n| {
+                let col = idents(n).pop()?;
+                target?.protected.get(&col).cloned()
+            })
+            .collect();
+        match (protected.as_slice(), &a.target) {
+            ([], _) => self.forbid(&a.value, "an assigned value"),
+            ([col], AssignmentTarget::ColumnName(_)) => {
+                let col = col.clone();
+                self.write_value(&mut a.value, &col, excluded)
+            }
+            _ => Err(Refusal::unsupported(
+                "assigning a row to encrypted columns",
+                self.first(),
+            )),
+        }
+    }
+
+    /// A value written to an encrypted column: a literal (encrypted here), a parameter
+    /// (encrypted at Bind), NULL, DEFAULT, or the same column of EXCLUDED.
+    fn write_value(&mut self, e: &mut Expr, col: &Arc<Column>, excluded: Option<&str>) -> Res {
+        if let (Some(ex), Expr::CompoundIdentifier(parts)) = (excluded, unnest(e))
+            && let [rel, name] = parts.as_slice()
+            && fold(rel) == ex
+            && fold(name) == col.name
+        {
+            return Ok(());
+        }
+        if let Expr::Identifier(i) = unnest(e)
+            && i.quote_style.is_none()
+            && i.value.eq_ignore_ascii_case("default")
+        {
+            return Ok(());
+        }
+        match self.operand(e)? {
+            Operand::Literal(text) => self.encrypt_literal(e, col, &text),
+            Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
+            Operand::Null => Ok(()),
+            Operand::Column(_) | Operand::Other => Err(Refusal::encrypted(
+                col,
+                "only a literal, a parameter, NULL or DEFAULT can be written to it",
+                "compute the value in the application and send it as a parameter",
+            )),
+        }
+    }
+
+    fn encrypt_literal(&mut self, e: &mut Expr, col: &Arc<Column>, text: &str) -> Res {
+        let canonical =
+            value::to_canonical(col.logical_type(), Format::Text, text.as_bytes(), self.ctx)
+                .map_err(|err| Refusal::invalid_value(col, &err))?;
+        let envelope = col.cipher.encrypt(&canonical);
+        if col.policy.mode == Mode::Randomized {
+            self.randomized_literal = true;
+        }
+        *e = super::bytea_literal(&envelope);
+        Ok(())
+    }
+
+    fn param(&mut self, n: usize, use_: ParamUse) -> Res {
+        if n == 0 || n > 65_535 {
+            return Err(Refusal::syntax("parameter numbers run from $1 to $65535"));
+        }
+        if self.params.len() < n {
+            self.params.resize(n, None);
+        }
+        match &self.params[n - 1] {
+            Some(existing) if !existing.same(&use_) => Err(Refusal::encrypted(
+                use_.column(),
+                &format!("parameter ${n} is used for differently encrypted values"),
+                "use a separate parameter for each use",
+            )),
+            _ => {
+                self.params[n - 1] = Some(use_);
+                Ok(())
+            }
+        }
+    }
+
+    /// Classifies one side of a comparison. A protected column also passes the role check.
+    fn operand(&mut self, e: &Expr) -> Res<Operand> {
+        Ok(match unnest(e) {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e)? {
+                Some(c) => Operand::Column(c),
+                None => Operand::Other,
+            },
+            Expr::Value(v) => match &v.value {
+                Value::Null => Operand::Null,
+                Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                    Some(n) => Operand::Param(n),
+                    None => Operand::Other,
+                },
+                other => literal_text(other).map_or(Operand::Other, Operand::Literal),
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match unnest(expr) {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => Operand::Literal(format!("-{n}")),
+                    _ => Operand::Other,
+                },
+                _ => Operand::Other,
+            },
+            // `'2020-01-01'::date`, `DATE '2020-01-01'`: the literal's text is what counts
+            Expr::Cast { expr, .. } => match self.operand(expr)? {
+                lit @ (Operand::Literal(_) | Operand::Null | Operand::Param(_)) => lit,
+                _ => Operand::Other,
+            },
+            Expr::TypedString(ts) => {
+                literal_text(&ts.value.value).map_or(Operand::Other, Operand::Literal)
+            }
+            _ => Operand::Other,
+        })
+    }
+
+    /// Resolves a column reference; `Some` when it is a protected column (which the role
+    /// may then reference at all).
+    fn resolve(&self, e: &Expr) -> Res<Option<Arc<Column>>> {
+        let parts: Vec<String> = match unnest(e) {
+            Expr::Identifier(i) => vec![fold(i)],
+            Expr::CompoundIdentifier(is) => is.iter().map(fold).collect(),
+            _ => return Ok(None),
+        };
+        let found = match parts.as_slice() {
+            [col] => self.unqualified(col)?,
+            [.., rel, col] => self.qualified(rel, col),
+            [] => None,
+        };
+        if let Some(c) = &found
+            && c.outcome(self.role) == ReadOutcome::Deny
+        {
+            return Err(Refusal::denied(c));
+        }
+        Ok(found)
+    }
+
+    fn qualified(&self, rel: &str, col: &str) -> Option<Arc<Column>> {
+        for level in self.scope.iter().rev() {
+            if let Some(r) = level.iter().find(|r| r.name == rel) {
+                return match &r.kind {
+                    RelKind::Table(t) => t.protected.get(col).cloned(),
+                    RelKind::Derived(cols, _) => cols
+                        .iter()
+                        .find(|(n, _)| n == col)
+                        .and_then(|(_, c)| c.clone()),
+                    RelKind::Opaque => None,
+                };
+            }
+        }
+        None
+    }
+
+    fn unqualified(&self, col: &str) -> Res<Option<Arc<Column>>> {
+        let mut unsure = false;
+        for level in self.scope.iter().rev() {
+            for r in level {
+                match &r.kind {
+                    RelKind::Table(t) if t.columns.iter().any(|c| c == col) => {
+                        return Ok(t.protected.get(col).cloned());
+                    }
+                    RelKind::Derived(cols, complete) => {
+                        if let Some((_, c)) = cols.iter().find(|(n, _)| n == col) {
+                            return Ok(c.clone());
+                        }
+                        unsure |= !complete;
+                    }
+                    RelKind::Opaque => unsure = true,
+                    RelKind::Table(_) => {}
+                }
+            }
+            if unsure {
+                // The name may belong to a table phigate does not know, or to a protected
+                // column further out: refuse rather than guess.
+                let outer = self.scope.iter().flatten().find_map(|r| match &r.kind {
+                    RelKind::Table(t) => t.protected.get(col),
+                    _ => None,
+                });
+                if let Some(c) = outer {
+                    return Err(Refusal::encrypted(
+                        c,
+                        "the unqualified name could also refer to another table's column",
+                        "qualify the column with its table or alias",
+                    ));
+                }
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A FROM item adds its relations to the innermost scope level.
+    fn add_from(&mut self, item: &mut TableWithJoins) -> Res {
+        self.factor(&mut item.relation)?;
+        for join in &mut item.joins {
+            self.factor(&mut join.relation)?;
+        }
+        for join in &mut item.joins {
+            use sqlparser::ast::{JoinConstraint as C, JoinOperator as J};
+            let constraint = match &mut join.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c)
+                | J::CrossJoin(c) => c,
+                _ => return Err(Refusal::unsupported("this kind of join", self.first())),
+            };
+            match constraint {
+                C::On(e) => self.predicate(e)?,
+                C::None => {}
+                C::Using(cols) => {
+                    for c in cols.iter() {
+                        let name = idents(c).pop().unwrap_or_default();
+                        if let Some(col) = self.level_column(&name) {
+                            return Err(Refusal::encrypted(
+                                &col,
+                                "JOIN ... USING over an encrypted column is not supported",
+                                "write the join condition with ON",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Refusal::unsupported(
+                        "NATURAL joins with a protected table",
+                        self.first(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn level_column(&self, name: &str) -> Option<Arc<Column>> {
+        self.scope.last()?.iter().find_map(|r| match &r.kind {
+            RelKind::Table(t) => t.protected.get(name).cloned(),
+            RelKind::Derived(cols, _) => cols
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, c)| c.clone()),
+            RelKind::Opaque => None,
+        })
+    }
+
+    fn factor(&mut self, f: &mut TableFactor) -> Res {
+        let rel = match f {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                let protected = self.protected_table(name);
+                let own = idents(name).pop().unwrap_or_default();
+                let rel_name = alias.as_ref().map(|a| fold(&a.name)).unwrap_or(own);
+                match protected {
+                    Some(t) if args.is_none() => {
+                        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                            return Err(Refusal::unsupported(
+                                "column aliases on a protected table",
+                                self.first(),
+                            ));
+                        }
+                        Rel {
+                            name: rel_name,
+                            kind: RelKind::Table(t),
+                        }
+                    }
+                    Some(_) => {
+                        return Err(Refusal::unsupported("this table reference", self.first()));
+                    }
+                    None => Rel {
+                        name: rel_name,
+                        kind: RelKind::Opaque,
+                    },
+                }
+            }
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                // A non-LATERAL subquery cannot see its siblings: hide the current level.
+                let hidden = (!*lateral).then(|| self.scope.pop()).flatten();
+                let result = self.query(subquery, Output::Origin);
+                if let Some(level) = hidden {
+                    self.scope.push(level);
+                }
+                let (mut cols, complete) = result?;
+                if let Some(a) = alias {
+                    for (slot, renamed) in cols.iter_mut().zip(&a.columns) {
+                        slot.0 = fold(&renamed.name);
+                    }
+                }
+                Rel {
+                    name: alias.as_ref().map(|a| fold(&a.name)).unwrap_or_default(),
+                    kind: RelKind::Derived(cols, complete),
+                }
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    return Err(Refusal::unsupported("an aliased join", self.first()));
+                }
+                return self.add_from(table_with_joins);
+            }
+            other => {
+                self.forbid_in(other, "a table function")?;
+                Rel {
+                    name: String::new(),
+                    kind: RelKind::Opaque,
+                }
+            }
+        };
+        if let Some(level) = self.scope.last_mut() {
+            level.push(rel);
+        }
+        Ok(())
+    }
+
+    /// A query; returns its output columns (name, protected column) and whether the list
+    /// is complete.
+    fn query(&mut self, q: &mut Query, out: Output) -> Res<Outputs> {
+        if q.with.is_some() {
+            return Err(Refusal::unsupported(
+                "WITH (common table expressions)",
+                self.first(),
+            ));
+        }
+        // ORDER BY sees the select's FROM items: keep its scope level until the end.
+        self.scope.push(Vec::new());
+        let result = self.query_in_level(q, out);
+        self.scope.pop();
+        result
+    }
+
+    fn query_in_level(&mut self, q: &mut Query, out: Output) -> Res<Outputs> {
+        let result = match q.body.as_mut() {
+            SetExpr::Select(s) => self.select(s, out)?,
+            SetExpr::Query(inner) => self.query(inner, out)?,
+            SetExpr::SetOperation { left, right, .. } => {
+                for side in [left, right] {
+                    let mut wrapped = Query {
+                        with: None,
+                        body: side.clone(),
+                        order_by: None,
+                        limit_clause: None,
+                        fetch: None,
+                        locks: Vec::new(),
+                        for_clause: None,
+                        settings: None,
+                        format_clause: None,
+                        pipe_operators: Vec::new(),
+                    };
+                    self.query(&mut wrapped, Output::Opaque)?;
+                    *side = wrapped.body;
+                }
+                (Vec::new(), false)
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    for e in &row.content {
+                        self.forbid(e, "a VALUES list")?;
+                    }
+                }
+                (Vec::new(), false)
+            }
+            _ => return Err(Refusal::unsupported("this query form", self.first())),
+        };
+        if let Some(ob) = &q.order_by {
+            match &ob.kind {
+                OrderByKind::Expressions(items) => {
+                    for item in items {
+                        self.order_key(&item.expr, &result.0)?;
+                    }
+                }
+                OrderByKind::All(_) => {
+                    return Err(Refusal::unsupported("ORDER BY ALL", self.first()));
+                }
+            }
+        }
+        if let Some(l) = &q.limit_clause {
+            self.forbid_in(l, "LIMIT")?;
+        }
+        if let Some(f) = &q.fetch {
+            self.forbid_in(f, "FETCH")?;
+        }
+        if !q.pipe_operators.is_empty() || q.for_clause.is_some() || q.settings.is_some() {
+            return Err(Refusal::unsupported("this query form", self.first()));
+        }
+        Ok(result)
+    }
+
+    /// ORDER BY on an encrypted column would sort ciphertext: refused.
+    fn order_key(&mut self, e: &Expr, outputs: &[(String, Option<Arc<Column>>)]) -> Res {
+        let by_output = match unnest(e) {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| outputs.get(i.wrapping_sub(1))),
+                _ => None,
+            },
+            Expr::Identifier(i) => outputs.iter().find(|(n, _)| *n == fold(i)),
+            _ => None,
+        };
+        if let Some((_, Some(col))) = by_output {
+            return Err(Refusal::order_by(col));
+        }
+        match self.resolve(e)? {
+            Some(col) => Err(Refusal::order_by(&col)),
+            None => self.forbid(e, "ORDER BY"),
+        }
+    }
+
+    fn select(&mut self, s: &mut Select, out: Output) -> Res<Outputs> {
+        if s.top.is_some()
+            || s.into.is_some()
+            || !s.lateral_views.is_empty()
+            || s.prewhere.is_some()
+            || !s.connect_by.is_empty()
+            || !s.cluster_by.is_empty()
+            || !s.distribute_by.is_empty()
+            || !s.sort_by.is_empty()
+            || !s.named_window.is_empty()
+            || s.qualify.is_some()
+            || s.exclude.is_some()
+            || s.value_table_mode.is_some()
+        {
+            return Err(Refusal::unsupported("this SELECT form", self.first()));
+        }
+        self.select_body(s, out)
+    }
+
+    fn select_body(&mut self, s: &mut Select, out: Output) -> Res<Outputs> {
+        for item in &mut s.from {
+            self.add_from(item)?;
+        }
+        if let Some(w) = &mut s.selection {
+            self.predicate(w)?;
+        }
+        match &s.group_by {
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                if !modifiers.is_empty()
+                    && exprs
+                        .iter()
+                        .any(|e| self.resolve(e).ok().flatten().is_some())
+                {
+                    return Err(Refusal::unsupported("GROUP BY modifiers", self.first()));
+                }
+                for e in exprs {
+                    self.group_key(e)?;
+                }
+            }
+            GroupByExpr::All(_) => {
+                return Err(Refusal::unsupported("GROUP BY ALL", self.first()));
+            }
+        }
+        if let Some(h) = &mut s.having {
+            self.predicate(h)?;
+        }
+        if let Some(Distinct::On(exprs)) = &s.distinct {
+            for e in exprs {
+                self.group_key(e)?;
+            }
+        }
+        let outputs = self.projection(&mut s.projection, out)?;
+        if matches!(s.distinct, Some(Distinct::Distinct))
+            && let Some(col) = outputs
+                .0
+                .iter()
+                .find_map(|(_, c)| c.as_ref().filter(|c| !c.deterministic()))
+        {
+            return Err(Refusal::randomized(col, "DISTINCT"));
+        }
+        Ok(outputs)
+    }
+
+    /// GROUP BY / DISTINCT ON keys: deterministic columns group correctly on ciphertext.
+    fn group_key(&mut self, e: &Expr) -> Res {
+        match self.resolve(e)? {
+            Some(col) if col.deterministic() => Ok(()),
+            Some(col) => Err(Refusal::randomized(&col, "grouping")),
+            None => self.forbid(e, "GROUP BY"),
+        }
+    }
+
+    /// A select list or RETURNING list.
+    fn projection(&mut self, items: &mut [SelectItem], out: Output) -> Res<Outputs> {
+        let mut cols = Vec::new();
+        let mut complete = true;
+        for item in items.iter() {
+            match item {
+                SelectItem::Wildcard(opts) => {
+                    if opts.opt_except.is_some()
+                        || opts.opt_exclude.is_some()
+                        || opts.opt_replace.is_some()
+                        || opts.opt_rename.is_some()
+                        || opts.opt_ilike.is_some()
+                    {
+                        return Err(Refusal::unsupported("wildcard modifiers", self.first()));
+                    }
+                    let level: Vec<usize> = (0..self.scope.last().map_or(0, Vec::len)).collect();
+                    for i in level {
+                        complete &= self.expand(i, &mut cols, out)?;
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, _) => {
+                    let name = match kind {
+                        SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                            idents(n).pop().unwrap_or_default()
+                        }
+                        SelectItemQualifiedWildcardKind::Expr(e) => {
+                            self.forbid(e, "a wildcard")?;
+                            complete = false;
+                            continue;
+                        }
+                    };
+                    let pos = self
+                        .scope
+                        .last()
+                        .and_then(|l| l.iter().position(|r| r.name == name));
+                    match pos {
+                        Some(i) => complete &= self.expand(i, &mut cols, out)?,
+                        None => complete = false,
+                    }
+                }
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let alias = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
+                        _ => None,
+                    };
+                    let own = match unnest(e) {
+                        Expr::Identifier(i) => Some(fold(i)),
+                        Expr::CompoundIdentifier(is) => is.last().map(fold),
+                        _ => None,
+                    };
+                    let name = alias.or(own).unwrap_or_else(|| "?column?".to_owned());
+                    match self.resolve(e)? {
+                        Some(col) => {
+                            self.output(&col, out)?;
+                            cols.push((name, Some(col)));
+                        }
+                        None => {
+                            self.forbid(e, "an expression")?;
+                            cols.push((name, None));
+                        }
+                    }
+                }
+                SelectItem::ExprWithAliases { .. } => {
+                    return Err(Refusal::unsupported("multiple aliases", self.first()));
+                }
+            }
+        }
+        Ok((cols, complete))
+    }
+
+    /// Expands `*` over relation `i` of the innermost level.
+    fn expand(&mut self, i: usize, cols: &mut Named, out: Output) -> Res<bool> {
+        let Some(rel) = self.scope.last().and_then(|l| l.get(i)) else {
+            return Ok(false);
+        };
+        let expanded: Vec<(String, Option<Arc<Column>>)> = match &rel.kind {
+            RelKind::Table(t) => t
+                .columns
+                .iter()
+                .map(|c| (c.clone(), t.protected.get(c).cloned()))
+                .collect(),
+            RelKind::Derived(d, complete) => {
+                let d = d.clone();
+                if !complete {
+                    for (_, c) in d.iter() {
+                        if let Some(c) = c {
+                            self.output(c, out)?;
+                        }
+                    }
+                    cols.extend(d);
+                    return Ok(false);
+                }
+                d
+            }
+            RelKind::Opaque => return Ok(false),
+        };
+        for (_, c) in &expanded {
+            if let Some(c) = c {
+                if c.outcome(self.role) == ReadOutcome::Deny {
+                    return Err(Refusal::denied(c));
+                }
+                self.output(c, out)?;
+            }
+        }
+        cols.extend(expanded);
+        Ok(true)
+    }
+
+    /// A protected column in an output list.
+    fn output(&self, col: &Arc<Column>, out: Output) -> Res {
+        if out == Output::Opaque {
+            return Err(Refusal::encrypted(
+                col,
+                "an encrypted column cannot be an output of a set operation, an expression \
+                 subquery or INSERT ... SELECT",
+                "select the column directly from its table",
+            ));
+        }
+        match col.outcome(self.role) {
+            ReadOutcome::Plaintext | ReadOutcome::Null | ReadOutcome::Ciphertext => Ok(()),
+            ReadOutcome::Deny => Err(Refusal::denied(col)),
+            ReadOutcome::Mask(_) => Err(Refusal::encrypted(
+                col,
+                "masked reads are not available yet",
+                "ask an administrator for a role that reads the column in plaintext, null or ciphertext",
+            )),
+        }
+    }
+
+    /// A boolean condition (WHERE, ON, HAVING).
+    fn predicate(&mut self, e: &mut Expr) -> Res {
+        match e {
+            Expr::Nested(inner) => self.predicate(inner),
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => self.predicate(expr),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And | BinaryOperator::Or,
+                right,
+            } => {
+                self.predicate(left)?;
+                self.predicate(right)
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq | BinaryOperator::NotEq,
+                right,
+            } => self.equality(left, right),
+            Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
+                self.equality(left, right)
+            }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => match self.resolve(inner)? {
+                Some(_) => Ok(()),
+                None => self.forbid(inner, "a condition"),
+            },
+            Expr::In {
+                expr,
+                target: InTarget::List(items),
+                ..
+            } => match self.resolve(expr)? {
+                Some(col) => {
+                    self.need_deterministic(&col, "IN")?;
+                    for item in items {
+                        self.compared_value(item, &col)?;
+                    }
+                    Ok(())
+                }
+                None => {
+                    self.forbid(expr, "a condition")?;
+                    items.iter().try_for_each(|i| self.forbid(i, "a condition"))
+                }
+            },
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } => match self.resolve(left)? {
+                Some(col) => {
+                    self.need_deterministic(&col, "= ANY")?;
+                    match unnest(right) {
+                        Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
+                            match self.operand(right)? {
+                                Operand::Param(n) => self.param(n, ParamUse::Array(col.clone())),
+                                _ => Err(Refusal::syntax("bad parameter")),
+                            }
+                        }
+                        _ => match right.as_mut() {
+                            Expr::Array(arr) => {
+                                for item in &mut arr.elem {
+                                    self.compared_value(item, &col)?;
+                                }
+                                Ok(())
+                            }
+                            _ => Err(Refusal::encrypted(
+                                &col,
+                                "= ANY takes a parameter or an ARRAY[...] of literals here",
+                                "bind the list as one array parameter",
+                            )),
+                        },
+                    }
+                }
+                None => self.forbid(e, "a condition"),
+            },
+            other => self.forbid(other, "a condition"),
+        }
+    }
+
+    fn need_deterministic(&self, col: &Arc<Column>, what: &str) -> Res {
+        if col.deterministic() {
+            Ok(())
+        } else {
+            Err(Refusal::randomized(col, what))
+        }
+    }
+
+    /// `a = b` / `a <> b` / IS [NOT] DISTINCT FROM.
+    fn equality(&mut self, left: &mut Expr, right: &mut Expr) -> Res {
+        match (self.operand(left)?, self.operand(right)?) {
+            (Operand::Column(a), Operand::Column(b)) => {
+                self.need_deterministic(&a, "comparison")?;
+                if a.identity == b.identity {
+                    Ok(())
+                } else {
+                    Err(Refusal::encrypted(
+                        &a,
+                        &format!(
+                            "it can only be compared with columns of its own domain, not with {}.{}",
+                            b.table, b.name
+                        ),
+                        "declare both columns deterministic in the same domain",
+                    ))
+                }
+            }
+            (Operand::Column(col), _) => {
+                self.need_deterministic(&col, "comparison")?;
+                self.compared_value(right, &col)
+            }
+            (_, Operand::Column(col)) => {
+                self.need_deterministic(&col, "comparison")?;
+                self.compared_value(left, &col)
+            }
+            _ => {
+                self.forbid(left, "a condition")?;
+                self.forbid(right, "a condition")
+            }
+        }
+    }
+
+    /// A value compared with a deterministic column: a literal is encrypted, a parameter
+    /// is encrypted at Bind.
+    fn compared_value(&mut self, e: &mut Expr, col: &Arc<Column>) -> Res {
+        match self.operand(e)? {
+            Operand::Literal(text) => self.encrypt_literal(e, col, &text),
+            Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
+            Operand::Null => Ok(()),
+            Operand::Column(other) if other.identity == col.identity => Ok(()),
+            _ => Err(Refusal::encrypted(
+                col,
+                "it can only be compared with literals, parameters or columns of its own domain",
+                "compare the column itself with a value the application computes",
+            )),
+        }
+    }
+
+    /// Refuses `e` if it uses a protected column or a subquery over a protected table:
+    /// phigate cannot compute over ciphertext.
+    fn forbid(&self, e: &Expr, context: &str) -> Res {
+        self.forbid_in(e, context)
+    }
+
+    fn forbid_in<V: sqlparser::ast::Visit>(&self, node: &V, context: &str) -> Res {
+        let rel = visit_relations(node, |name| {
+            let parts = idents(name);
+            let hit = match parts.as_slice() {
+                [t] => self.catalog.table(None, t),
+                [.., s, t] => self.catalog.table(Some(s), t),
+                [] => None,
+            };
+            match hit {
+                Some(t) => ControlFlow::Break(t.name.to_string()),
+                None => ControlFlow::Continue(()),
+            }
+        });
+        if let ControlFlow::Break(table) = rel {
+            return Err(Refusal::unsupported(
+                &format!("a subquery over a protected table in {context}"),
+                table,
+            ));
+        }
+        let col = visit_expressions(node, |e| match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e) {
+                Ok(Some(c)) => ControlFlow::Break(Ok(c)),
+                Ok(None) => ControlFlow::Continue(()),
+                Err(r) => ControlFlow::Break(Err(r)),
+            },
+            _ => ControlFlow::Continue(()),
+        });
+        match col {
+            ControlFlow::Break(Ok(c)) => Err(Refusal::encrypted(
+                &c,
+                &format!("{context} cannot be computed over an encrypted column"),
+                "use =, <>, IN or IS NULL on the column itself (deterministic columns), or compute in the application",
+            )),
+            ControlFlow::Break(Err(r)) => Err(r),
+            ControlFlow::Continue(()) => Ok(()),
+        }
+    }
+}
+
+fn literal_text(v: &Value) -> Option<String> {
+    match v {
+        Value::SingleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::UnicodeStringLiteral(s)
+        | Value::NationalStringLiteral(s)
+        | Value::Number(s, _) => Some(s.clone()),
+        Value::DollarQuotedString(d) => Some(d.value.clone()),
+        Value::Boolean(b) => Some(if *b { "true" } else { "false" }.to_owned()),
+        _ => None,
+    }
+}

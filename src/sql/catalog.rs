@@ -1,0 +1,226 @@
+//! What the analyser knows about protected tables: the policy joined with the live
+//! schema (column order, catalog OIDs) and each protected column's cipher.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::crypto::{self, ColumnCipher, Keyring, Mode};
+use crate::policy::{LogicalType, PolicySet, ProtectedColumn, ReadOutcome, TableName};
+
+/// One column of a live table, as the database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveColumn {
+    /// the column's name
+    pub name: String,
+    /// its attribute number
+    pub attnum: i16,
+    /// its type name (`phigate_encrypted`, `bytea`, ...)
+    pub type_name: String,
+    /// the base type's name when the type is a domain, else empty
+    pub base_type: String,
+}
+
+/// One live table: its OID and its columns in attribute order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTable {
+    /// `pg_class.oid`
+    pub oid: u32,
+    /// the columns, in attnum order
+    pub columns: Vec<LiveColumn>,
+}
+
+/// Why the policies do not fit the live database.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CatalogError {
+    /// A table policy names a table the database does not have.
+    #[error("table {table} (declared in {file}) does not exist in the database")]
+    MissingTable {
+        /// the table
+        table: TableName,
+        /// the policy file
+        file: String,
+    },
+    /// A protected column is missing or not `bytea`.
+    #[error(
+        "column {column} of table {table} is {found}, but a protected column must be bytea \
+         (declared with the phigate_encrypted domain, see `phigate schema`)"
+    )]
+    NotBytea {
+        /// the table
+        table: TableName,
+        /// the column
+        column: String,
+        /// what the database has ("missing" or its type)
+        found: String,
+    },
+}
+
+/// A protected column, ready to encrypt and decrypt.
+#[derive(Debug)]
+pub struct Column {
+    /// its table
+    pub table: TableName,
+    /// its name
+    pub name: String,
+    /// the policy
+    pub policy: ProtectedColumn,
+    /// the cipher bound to its column (or domain) AAD
+    pub cipher: ColumnCipher,
+    /// the AAD: columns with equal AADs hold comparable ciphertexts
+    pub identity: String,
+}
+
+impl Column {
+    /// The type applications see.
+    pub fn logical_type(&self) -> LogicalType {
+        self.policy.logical_type
+    }
+
+    /// True when equality on ciphertext means equality on plaintext.
+    pub fn deterministic(&self) -> bool {
+        self.policy.mode == Mode::Deterministic
+    }
+
+    /// What `role` reads from it (`Deny` when the role is not listed).
+    pub fn outcome(&self, role: &str) -> ReadOutcome {
+        self.policy
+            .read
+            .get(role)
+            .copied()
+            .unwrap_or(ReadOutcome::Deny)
+    }
+}
+
+/// A protected table.
+#[derive(Debug)]
+pub struct Table {
+    /// its name
+    pub name: TableName,
+    /// every column, in attribute order (for `*` and INSERT without a column list)
+    pub columns: Vec<String>,
+    /// the protected columns
+    pub protected: HashMap<String, Arc<Column>>,
+}
+
+/// Every protected table, by name and by catalog position.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tables: Vec<Arc<Table>>,
+    by_origin: HashMap<(u32, i16), Arc<Column>>,
+    /// lower-cased table names, for the cheap scan that lets unrelated statements through
+    needles: Vec<String>,
+}
+
+impl Catalog {
+    /// Joins the table policies with the live schema and derives each column's keys.
+    /// `live` maps each table to its description; a protected column that is missing or is
+    /// not bytea is an error naming table and column.
+    pub fn new(
+        policies: &PolicySet,
+        keyring: &Keyring,
+        live: &HashMap<TableName, LiveTable>,
+    ) -> Result<Self, CatalogError> {
+        let mut catalog = Catalog::default();
+        for policy in policies.tables() {
+            let Some(table) = live.get(&policy.name) else {
+                return Err(CatalogError::MissingTable {
+                    table: policy.name.clone(),
+                    file: policy.file.display().to_string(),
+                });
+            };
+            let mut protected = HashMap::new();
+            for (name, col) in &policy.columns {
+                let found = table.columns.iter().find(|c| &c.name == name);
+                let Some(found) =
+                    found.filter(|c| c.type_name == "bytea" || c.base_type == "bytea")
+                else {
+                    return Err(CatalogError::NotBytea {
+                        table: policy.name.clone(),
+                        column: name.clone(),
+                        found: found.map_or("missing".to_owned(), |c| c.type_name.clone()),
+                    });
+                };
+                let column = Arc::new(Self::column(&policy.name, name, col, keyring));
+                catalog
+                    .by_origin
+                    .insert((table.oid, found.attnum), column.clone());
+                protected.insert(name.clone(), column);
+            }
+            catalog.needles.push(policy.name.table.to_lowercase());
+            catalog.tables.push(Arc::new(Table {
+                name: policy.name.clone(),
+                columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                protected,
+            }));
+        }
+        catalog.needles.sort();
+        catalog.needles.dedup();
+        Ok(catalog)
+    }
+
+    fn column(table: &TableName, name: &str, col: &ProtectedColumn, keyring: &Keyring) -> Column {
+        let ty = col.logical_type.name();
+        let identity = match &col.domain {
+            Some(domain) => crypto::domain_aad(domain, ty),
+            None => crypto::column_aad(&table.schema, &table.table, name, ty),
+        };
+        Column {
+            table: table.clone(),
+            name: name.to_owned(),
+            policy: col.clone(),
+            cipher: ColumnCipher::new(keyring, col.mode, &identity),
+            identity,
+        }
+    }
+
+    /// True when no table is protected: every statement passes through.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The protected column a result field comes from, by the table OID and attribute
+    /// number PostgreSQL reports in RowDescription.
+    pub fn by_origin(&self, table_oid: u32, attnum: i16) -> Option<&Arc<Column>> {
+        if table_oid == 0 {
+            return None;
+        }
+        self.by_origin.get(&(table_oid, attnum))
+    }
+
+    /// The protected table a (possibly schema-qualified, already case-folded) name refers
+    /// to. An unqualified name matches a protected table of that name in any schema,
+    /// preferring `public`.
+    pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&Arc<Table>> {
+        let mut matches = self
+            .tables
+            .iter()
+            .filter(|t| t.name.table == name && schema.is_none_or(|s| t.name.schema == s));
+        let first = matches.next()?;
+        if first.name.schema == "public" {
+            return Some(first);
+        }
+        Some(matches.find(|t| t.name.schema == "public").unwrap_or(first))
+    }
+
+    /// False when `sql` cannot name a protected table: no protected table name occurs in
+    /// it (ignoring case) and it holds no Unicode-escaped identifier. The cheap test that
+    /// lets unrelated statements through unparsed.
+    pub fn may_touch(&self, sql: &str) -> bool {
+        if self.needles.is_empty() {
+            return false;
+        }
+        let hay = sql.as_bytes();
+        let has = |needle: &[u8]| {
+            hay.windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        };
+        self.needles.iter().any(|n| has(n.as_bytes())) || has(b"u&\"")
+    }
+
+    /// Lower-cased names of the protected tables.
+    pub(crate) fn needles(&self) -> &[String] {
+        &self.needles
+    }
+}

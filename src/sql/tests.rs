@@ -1,0 +1,287 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::catalog::{LiveColumn, LiveTable};
+use super::*;
+use crate::crypto::Keyring;
+use crate::policy::{PolicySet, TableName};
+
+const PATIENTS: &str = r#"
+[table]
+name = "public.patients"
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+domain = "ssn"
+read = { clinician = "plaintext", billing = "deny" }
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext", billing = "plaintext" }
+[columns.birth_date]
+type = "date"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+"#;
+
+const CLAIMS: &str = r#"
+[table]
+name = "public.claims"
+[columns.patient_ssn]
+type = "text"
+encrypt = "deterministic"
+domain = "ssn"
+read = { clinician = "plaintext" }
+"#;
+
+fn live(oid: u32, cols: &[&str]) -> LiveTable {
+    LiveTable {
+        oid,
+        columns: cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| LiveColumn {
+                name: (*c).to_owned(),
+                attnum: i16::try_from(i + 1).expect("few columns"),
+                type_name: if ["ssn", "full_name", "birth_date", "patient_ssn"].contains(c) {
+                    "phigate_encrypted".into()
+                } else {
+                    "int4".into()
+                },
+                base_type: "bytea".into(),
+            })
+            .collect(),
+    }
+}
+
+fn analyzer() -> Analyzer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("patients.toml"), PATIENTS).expect("write");
+    std::fs::write(dir.path().join("claims.toml"), CLAIMS).expect("write");
+    std::fs::write(
+        dir.path().join("roles.toml"),
+        "[roles.clinician]\n[roles.billing]\n",
+    )
+    .expect("write");
+    let policies = PolicySet::load(dir.path()).expect("policies");
+    let keyring = Keyring::from_keys(1, vec![(1, [7u8; 32])]);
+    let name = |t: &str| TableName {
+        schema: "public".into(),
+        table: t.into(),
+    };
+    let mut schema = HashMap::new();
+    schema.insert(
+        name("patients"),
+        live(100, &["id", "ssn", "full_name", "birth_date", "clinic_id"]),
+    );
+    schema.insert(name("claims"), live(200, &["id", "patient_ssn", "amount"]));
+    let catalog = Catalog::new(&policies, &keyring, &schema).expect("catalog");
+    Analyzer::new(Arc::new(catalog))
+}
+
+fn run(a: &Analyzer, sql: &str) -> Analysis {
+    a.analyse(&Arc::from("clinician"), Context { utc: true }, sql)
+}
+
+fn plan(a: &Analyzer, sql: &str) -> Arc<Plan> {
+    match run(a, sql) {
+        Analysis::Rewrite(p) => p,
+        other => panic!("{sql}: expected a rewrite, got {other:?}"),
+    }
+}
+
+fn refused(a: &Analyzer, sql: &str) -> Refusal {
+    match run(a, sql) {
+        Analysis::Refuse(r) => (*r).clone(),
+        other => panic!("{sql}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn statements_without_protected_tables_pass_untouched() {
+    let a = analyzer();
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 42",
+        "SELECT 'patients' AS word",
+        "-- patients\nSELECT 1",
+        "INSERT INTO notes VALUES ('call the patients back')",
+        "BEGIN",
+    ] {
+        assert!(matches!(run(&a, sql), Analysis::Pass), "{sql}");
+    }
+}
+
+#[test]
+fn literals_compared_with_deterministic_columns_are_encrypted() {
+    let a = analyzer();
+    let p = plan(&a, "SELECT id, ssn FROM patients WHERE ssn = '123-45-6789'");
+    assert!(!p.sql.contains("123-45-6789"), "{}", p.sql);
+    assert!(p.sql.contains("pg_catalog.decode('0102"), "{}", p.sql);
+    // The same value spelt the same way encrypts the same way (deterministic).
+    let q = plan(
+        &a,
+        "select ssn from PATIENTS p where p.ssn in ('123-45-6789', $1)",
+    );
+    let lit = |s: &str| s.split("decode('").nth(1).map(|x| x[..40].to_owned());
+    assert_eq!(lit(&p.sql), lit(&q.sql));
+    assert!(matches!(q.params[0], Some(ParamUse::Scalar(_))));
+    // Dates are canonicalised before encryption.
+    let d1 = plan(&a, "SELECT id FROM patients WHERE birth_date = '2020-1-1'");
+    let d2 = plan(
+        &a,
+        "SELECT id FROM patients WHERE birth_date = DATE '2020-01-01'",
+    );
+    assert_eq!(lit(&d1.sql), lit(&d2.sql));
+}
+
+#[test]
+fn writes_encrypt_literals_and_mark_parameters() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn, full_name, birth_date) VALUES (1, '111-22-3333', 'Ada Lovelace', $1), (2, NULL, $2, '1990-05-06') RETURNING id, ssn",
+    );
+    assert!(
+        !p.sql.contains("Ada") && !p.sql.contains("111-22"),
+        "{}",
+        p.sql
+    );
+    assert!(
+        !p.reusable,
+        "randomized literal: the text must not be cached"
+    );
+    assert_eq!(p.params.len(), 2);
+    assert_eq!(
+        p.params[0].as_ref().map(|u| u.column().name.as_str()),
+        Some("birth_date")
+    );
+    assert_eq!(
+        p.params[1].as_ref().map(|u| u.column().name.as_str()),
+        Some("full_name")
+    );
+    // No column list: the table's column order applies.
+    let p = plan(&a, "INSERT INTO patients VALUES ($1, $2, $3, $4, $5)");
+    let names: Vec<_> = p
+        .params
+        .iter()
+        .map(|u| u.as_ref().map(|u| u.column().name.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            None,
+            Some("ssn".into()),
+            Some("full_name".into()),
+            Some("birth_date".into())
+        ]
+    );
+    let p = plan(
+        &a,
+        "UPDATE patients SET full_name = $1, clinic_id = 3 WHERE ssn = $2",
+    );
+    assert!(p.params.iter().all(Option::is_some));
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn) VALUES ($1, $2) ON CONFLICT (ssn) DO UPDATE SET ssn = EXCLUDED.ssn RETURNING *",
+    );
+    assert!(p.params[1].is_some());
+}
+
+#[test]
+fn joins_within_a_domain_and_any_arrays() {
+    let a = analyzer();
+    plan(
+        &a,
+        "SELECT p.id, c.amount FROM patients p JOIN claims c ON c.patient_ssn = p.ssn",
+    );
+    let p = plan(&a, "SELECT id FROM patients WHERE ssn = ANY($1)");
+    assert!(matches!(p.params[0], Some(ParamUse::Array(_))));
+    let r = refused(
+        &a,
+        "SELECT p.id FROM patients p JOIN claims c ON c.patient_ssn = p.birth_date",
+    );
+    assert_eq!(r.code, "0A000");
+}
+
+#[test]
+fn unsupported_uses_are_refused_with_their_sqlstate() {
+    let a = analyzer();
+    for (sql, code) in [
+        ("SELECT id FROM patients WHERE ssn LIKE '1%'", "0A000"),
+        (
+            "SELECT id FROM patients WHERE birth_date > '2000-01-01'",
+            "0A000",
+        ),
+        ("SELECT id FROM patients ORDER BY ssn", "0A000"),
+        ("SELECT ssn FROM patients ORDER BY 1", "0A000"),
+        ("SELECT upper(ssn) FROM patients", "0A000"),
+        ("SELECT id FROM patients WHERE full_name = 'Ada'", "0A000"),
+        ("SELECT DISTINCT full_name FROM patients", "0A000"),
+        (
+            "SELECT ssn FROM patients UNION SELECT patient_ssn FROM claims",
+            "0A000",
+        ),
+        (
+            "WITH x AS (SELECT ssn FROM patients) SELECT * FROM x",
+            "0A000",
+        ),
+        ("SELECT (SELECT ssn FROM patients LIMIT 1)", "0A000"),
+        ("INSERT INTO patients (ssn) SELECT 'x'", "0A000"),
+        ("INSERT INTO patients (ssn) VALUES (upper('a'))", "0A000"),
+        (
+            "INSERT INTO patients (birth_date) VALUES ('not a date')",
+            "22P02",
+        ),
+        ("CREATE TABLE copy AS SELECT * FROM patients", "0A000"),
+        ("COPY patients TO STDOUT", "0A000"),
+        ("SELECT * FROM U&\"p\\0061tients\"", "0A000"),
+        ("SELECT ssn FROM patients WHERE", "0A000"),
+        (
+            "SELECT id FROM patients p WHERE EXISTS (SELECT 1 FROM visits v WHERE ssn = '1')",
+            "0A000",
+        ),
+    ] {
+        assert_eq!(refused(&a, sql).code, code, "{sql}");
+    }
+}
+
+#[test]
+fn denied_columns_refuse_any_reference_including_star() {
+    let a = analyzer();
+    let billing: Arc<str> = Arc::from("billing");
+    for sql in [
+        "SELECT ssn FROM patients",
+        "SELECT * FROM patients",
+        "SELECT p.* FROM patients p",
+        "SELECT id FROM patients WHERE ssn = '1'",
+    ] {
+        match a.analyse(&billing, Context { utc: true }, sql) {
+            Analysis::Refuse(r) => {
+                assert_eq!(r.code, "42501", "{sql}");
+                assert!(r.message.contains("ssn"), "{}", r.message);
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refusals_never_echo_values() {
+    let a = analyzer();
+    let r = refused(
+        &a,
+        "INSERT INTO patients (birth_date) VALUES ('1999-99-99')",
+    );
+    assert!(!r.message.contains("1999"), "{}", r.message);
+    assert!(!r.hint.contains("1999"));
+}
+
+#[test]
+fn analyses_are_cached_per_text() {
+    let a = analyzer();
+    let sql = "SELECT ssn FROM patients WHERE ssn = $1";
+    let (Analysis::Rewrite(p1), Analysis::Rewrite(p2)) = (run(&a, sql), run(&a, sql)) else {
+        panic!("rewrites expected")
+    };
+    assert!(Arc::ptr_eq(&p1, &p2));
+}

@@ -1,0 +1,539 @@
+//! Transparent column encryption against a real PostgreSQL: values written through
+//! phigate are ciphertext at rest and read back equal, in text and binary format.
+
+mod common;
+
+use common::{Options, Pg, Proxy, code, count};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+
+/// Every logical type: (column, type, a literal of it).
+const TYPES: &[(&str, &str, &str)] = &[
+    ("c_text", "text", "Ünïcode text ✓"),
+    ("c_varchar", "varchar", "variable chars"),
+    ("c_bpchar", "bpchar", "fixed chars"),
+    ("c_int2", "int2", "-1234"),
+    ("c_int4", "int4", "7654321"),
+    ("c_int8", "int8", "-9000000000123"),
+    ("c_numeric", "numeric", "-12345.678900"),
+    ("c_bool", "bool", "true"),
+    ("c_date", "date", "1987-06-05"),
+    ("c_timestamp", "timestamp", "2020-03-04 05:06:07.891"),
+    ("c_timestamptz", "timestamptz", "2020-03-04 05:06:07.5+02"),
+    ("c_uuid", "uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    ("c_json", "json", "{\"b\": [1, 2], \"a\": \"x\"}"),
+    (
+        "c_jsonb",
+        "jsonb",
+        "{\"bb\": {\"z\": null}, \"a\": [true, 1.50]}",
+    ),
+    ("c_bytea", "bytea", "\\xdeadbeef00"),
+];
+
+fn vault_policy() -> &'static str {
+    let mut p = String::from("[table]\nname = \"public.vault\"\n");
+    for (i, (col, ty, _)) in TYPES.iter().enumerate() {
+        let mode = if i % 2 == 0 {
+            "randomized"
+        } else {
+            "deterministic"
+        };
+        p.push_str(&format!(
+            "[columns.{col}]\ntype = \"{ty}\"\nencrypt = \"{mode}\"\nread = {{ clinician = \"plaintext\" }}\n"
+        ));
+    }
+    Box::leak(p.into_boxed_str())
+}
+
+const PATIENTS: &str = r#"
+[table]
+name = "public.patients"
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+domain = "ssn"
+read = { clinician = "plaintext" }
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+[columns.birth_date]
+type = "date"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+"#;
+
+const CLAIMS: &str = r#"
+[table]
+name = "public.claims"
+[columns.patient_ssn]
+type = "text"
+encrypt = "deterministic"
+domain = "ssn"
+read = { clinician = "plaintext" }
+"#;
+
+/// The raw bytes of any value, in whichever format the driver received it.
+#[derive(Debug, PartialEq)]
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A parameter sent as the given binary bytes, whatever type the server described.
+#[derive(Debug)]
+struct Binary(Vec<u8>);
+
+impl ToSql for Binary {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    tokio_postgres::types::to_sql_checked!();
+}
+
+async fn schema(pg: &Pg) -> tokio_postgres::Client {
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    let cols: Vec<String> = TYPES
+        .iter()
+        .map(|(c, _, _)| format!("{c} phigate_encrypted"))
+        .collect();
+    db.batch_execute(&format!(
+        "create table vault (id int primary key, {});
+         create table patients (id int primary key, ssn phigate_encrypted unique, full_name phigate_encrypted,
+                                birth_date phigate_encrypted, clinic_id int);
+         create table claims (id serial primary key, patient_ssn phigate_encrypted, amount numeric);
+         grant all on all tables in schema public to svc_scram;
+         grant all on all sequences in schema public to svc_scram;
+         alter database ehr set timezone = 'UTC';",
+        cols.join(", ")
+    ))
+    .await
+    .unwrap();
+    db
+}
+
+async fn setup() -> (Pg, Proxy, tokio_postgres::Client) {
+    let pg = Pg::start();
+    let db = schema(&pg).await;
+    let tables: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+        ("vault.toml", vault_policy()),
+        ("patients.toml", PATIENTS),
+        ("claims.toml", CLAIMS),
+    ]));
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            tables,
+            ..Options::default()
+        },
+    )
+    .await;
+    (pg, proxy, db)
+}
+
+/// Every type: written through phigate as a literal (simple protocol, text) and as a
+/// binary parameter (extended protocol); stored as ciphertext; read back through phigate
+/// exactly as PostgreSQL itself formats the value, in text and in binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_as_ciphertext() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    let columns: Vec<&str> = TYPES.iter().map(|(c, _, _)| *c).collect();
+    let literals: Vec<String> = TYPES
+        .iter()
+        .map(|(_, ty, v)| format!("'{}'::{ty}", v.replace('\'', "''")))
+        .collect();
+    app.batch_execute(&format!(
+        "insert into vault (id, {}) values (1, {})",
+        columns.join(", "),
+        literals.join(", ")
+    ))
+    .await
+    .unwrap();
+
+    // The binary form of each value, as PostgreSQL produces it.
+    let select_plain = format!("select {}", literals.join(", "));
+    let expected = db.query_one(&select_plain, &[]).await.unwrap();
+    let binaries: Vec<Binary> = (0..TYPES.len())
+        .map(|i| Binary(expected.get::<_, Raw>(i).0))
+        .collect();
+    let placeholders: Vec<String> = (2..TYPES.len() + 2).map(|i| format!("${i}")).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&2i32];
+    params.extend(binaries.iter().map(|b| b as &(dyn ToSql + Sync)));
+    app.execute(
+        &format!(
+            "insert into vault (id, {}) values ($1, {})",
+            columns.join(", "),
+            placeholders.join(", ")
+        ),
+        &params,
+    )
+    .await
+    .unwrap();
+
+    // At rest: only envelopes, and no plaintext anywhere in the table.
+    let stored = db
+        .simple_query("select v::text from vault v")
+        .await
+        .unwrap();
+    for msg in &stored {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
+            let text = row.get(0).unwrap();
+            for (_, _, v) in TYPES {
+                if v.len() >= 5 {
+                    assert!(!text.contains(v), "plaintext {v} stored: {text}");
+                }
+            }
+        }
+    }
+    let direct_types = db
+        .query_one(
+            "select pg_typeof(c_date)::text, length(c_int4) from vault where id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(direct_types.get::<_, String>(0), "phigate_encrypted");
+    assert_eq!(direct_types.get::<_, i32>(1), 4 + 34);
+
+    // Text format (simple protocol) equals PostgreSQL's own text output.
+    let text_expected: Vec<String> = match &db.simple_query(&select_plain).await.unwrap()[1] {
+        tokio_postgres::SimpleQueryMessage::Row(r) => (0..TYPES.len())
+            .map(|i| r.get(i).unwrap().to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    for id in [1, 2] {
+        let rows = app
+            .simple_query(&format!(
+                "select {} from vault where id = {id}",
+                columns.join(", ")
+            ))
+            .await
+            .unwrap();
+        let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        for (i, (col, _, _)) in TYPES.iter().enumerate() {
+            assert_eq!(r.get(i).unwrap(), text_expected[i], "text {col} (row {id})");
+        }
+        // Binary format (extended protocol) equals PostgreSQL's binary form, and the
+        // description carries the logical type.
+        let row = app
+            .query_one(
+                &format!("select {} from vault where id = $1", columns.join(", ")),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        for (i, (col, ty, _)) in TYPES.iter().enumerate() {
+            assert_eq!(
+                row.get::<_, Raw>(i),
+                Raw(binaries[i].0.clone()),
+                "binary {col} (row {id})"
+            );
+            assert_eq!(row.columns()[i].type_().name(), *ty, "{col}");
+        }
+    }
+
+    // Drivers decode natively: a date reads as a date, a uuid as a uuid, jsonb as JSON.
+    let row = app
+        .query_one(
+            "select c_date, c_uuid, c_jsonb, c_int8, c_text from vault where id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let date: chrono::NaiveDate = row.get(0);
+    assert_eq!(date.to_string(), "1987-06-05");
+    let id: uuid::Uuid = row.get(1);
+    assert_eq!(id.to_string(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    let json: serde_json::Value = row.get(2);
+    assert_eq!(json["bb"]["z"], serde_json::Value::Null);
+    assert_eq!(row.get::<_, i64>(3), -9_000_000_000_123);
+    assert_eq!(row.get::<_, String>(4), "Ünïcode text ✓");
+
+    // SELECT * and RETURNING decrypt too, and typed Rust parameters encrypt.
+    let day = chrono::NaiveDate::from_ymd_opt(2001, 2, 3).unwrap();
+    let row = app
+        .query_one(
+            "insert into vault (id, c_date, c_text) values ($1, $2, $3) returning *",
+            &[&3i32, &day, &"returned"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, chrono::NaiveDate>("c_date"), day);
+    assert_eq!(row.get::<_, String>("c_text"), "returned");
+    assert_eq!(row.get::<_, Option<i16>>("c_int2"), None);
+    let star = app
+        .query("select * from vault order by id", &[])
+        .await
+        .unwrap();
+    assert_eq!(star.len(), 3);
+    assert_eq!(star[0].get::<_, i32>("c_int4"), 7_654_321);
+}
+
+async fn patients(app: &tokio_postgres::Client) {
+    app.batch_execute(
+        "insert into patients (id, ssn, full_name, birth_date, clinic_id) values
+           (1, '111-11-1111', 'Ada Lovelace', '1815-12-10', 1),
+           (2, '222-22-2222', 'Alan Turing', '1912-6-23', 2),
+           (3, '333-33-3333', 'Grace Hopper', '1906-12-09', 1),
+           (4, NULL, 'Nobody', NULL, 2);
+         insert into claims (patient_ssn, amount) values ('111-11-1111', 10), ('111-11-1111', 5), ('333-33-3333', 7);",
+    )
+    .await
+    .unwrap();
+}
+
+fn names(rows: &[tokio_postgres::Row]) -> Vec<String> {
+    rows.iter().map(|r| r.get::<_, String>(0)).collect()
+}
+
+/// Deterministic columns answer =, <>, IN, = ANY, IS NULL, joins within their domain and
+/// GROUP BY, through the simple and the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_lookups() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    patients(&app).await;
+
+    let simple = app
+        .simple_query("select full_name from patients where ssn = '222-22-2222'")
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &simple[1] else {
+        panic!("{simple:?}")
+    };
+    assert_eq!(r.get(0), Some("Alan Turing"));
+
+    let q = |sql: &'static str| async move { sql };
+    let by_param = app
+        .query(
+            q("select full_name from patients where ssn = $1").await,
+            &[&"111-11-1111"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&by_param), ["Ada Lovelace"]);
+    // A date written as 1912-6-23 matches 1912-06-23: values are canonicalised.
+    let by_date = app
+        .query(
+            "select full_name from patients where birth_date = $1",
+            &[&chrono::NaiveDate::from_ymd_opt(1912, 6, 23).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&by_date), ["Alan Turing"]);
+    let listed = app
+        .query(
+            "select full_name from patients where ssn in ('111-11-1111', $1) and ssn <> '999' order by id",
+            &[&"333-33-3333"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&listed), ["Ada Lovelace", "Grace Hopper"]);
+    let any = app
+        .query(
+            "select full_name from patients where ssn = any($1) order by id",
+            &[&vec!["222-22-2222", "333-33-3333", "nope"]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&any), ["Alan Turing", "Grace Hopper"]);
+    let nulls = app
+        .query("select full_name from patients where ssn is null", &[])
+        .await
+        .unwrap();
+    assert_eq!(names(&nulls), ["Nobody"]);
+    let joined = app
+        .query(
+            "select p.ssn, sum(c.amount)::int4 from patients p join claims c on c.patient_ssn = p.ssn \
+             group by p.ssn order by 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&joined), ["333-33-3333", "111-11-1111"]);
+    let grouped = app
+        .query(
+            "select patient_ssn, count(*) from claims group by patient_ssn order by 2 desc",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(grouped[0].get::<_, String>(0), "111-11-1111");
+    assert_eq!(grouped[0].get::<_, i64>(1), 2);
+
+    // Upsert on the unique deterministic column, UPDATE and DELETE by it.
+    let upserted = app
+        .query(
+            "insert into patients (id, ssn, full_name) values (5, $1, $2) \
+             on conflict (ssn) do update set full_name = excluded.full_name returning id, full_name",
+            &[&"111-11-1111", &"Augusta Ada King"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(upserted[0].get::<_, i32>(0), 1);
+    assert_eq!(upserted[0].get::<_, String>(1), "Augusta Ada King");
+    let updated = app
+        .execute(
+            "update patients set full_name = $1 where ssn = $2",
+            &[&"Rear Admiral Hopper", &"333-33-3333"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+    let deleted = app
+        .execute("delete from patients where ssn = '222-22-2222'", &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let all = app
+        .query("select full_name from patients order by id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&all),
+        ["Augusta Ada King", "Rear Admiral Hopper", "Nobody"]
+    );
+    // The database itself saw only ciphertext.
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from patients where position(convert_to('111-11-1111', 'UTF8') in ssn) > 0 \
+             or position(convert_to('Hopper', 'UTF8') in full_name) > 0"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&db, "select count(*) from patients where length(ssn) > 34").await,
+        2
+    );
+}
+
+/// Each refused construct returns its SQLSTATE; the session stays usable, and a refused
+/// statement aborts the transaction as a PostgreSQL error would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_the_session_usable() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    patients(&app).await;
+    for (sql, sqlstate) in [
+        ("select id from patients where ssn like '1%'", "0A000"),
+        (
+            "select id from patients where birth_date > '2000-01-01'",
+            "0A000",
+        ),
+        ("select full_name from patients order by full_name", "0A000"),
+        (
+            "select id from patients where full_name = 'Ada Lovelace'",
+            "0A000",
+        ),
+        ("select upper(full_name) from patients", "0A000"),
+        (
+            "select ssn from patients union select patient_ssn from claims",
+            "0A000",
+        ),
+        (
+            "insert into patients (id, ssn) values (9, lower('X'))",
+            "0A000",
+        ),
+        (
+            "insert into patients (id, birth_date) values (9, 'yesterday-ish')",
+            "22P02",
+        ),
+        ("copy patients to stdout", "0A000"),
+        ("select * from U&\"p\\0061tients\"", "0A000"),
+    ] {
+        let e = app.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), sqlstate, "{sql}: {e:?}");
+        let db_err = e.as_db_error().unwrap();
+        assert!(db_err.hint().is_some(), "{sql}: no hint");
+        assert!(db_err.where_().is_none(), "{sql}: {:?}", db_err.where_());
+        assert_eq!(count(&app, "select count(*) from patients").await, 4);
+        // Extended protocol: the error arrives at prepare, in order.
+        let e = app.prepare(sql).await.expect_err(sql);
+        assert_eq!(code(&e), sqlstate, "extended {sql}");
+        assert_eq!(count(&app, "select count(*) from claims").await, 3);
+    }
+    // A parameter that is not a valid value of the column's type.
+    let e = app
+        .execute(
+            "update patients set birth_date = $1::text::date where id = 1",
+            &[&"x"],
+        )
+        .await;
+    assert!(e.is_err());
+
+    // Inside a transaction the refusal aborts it: nothing written before it survives.
+    app.batch_execute("begin; insert into claims (patient_ssn, amount) values ('444', 1)")
+        .await
+        .unwrap();
+    let e = app
+        .simple_query("select id from patients where ssn like '4%'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let e = app.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    app.batch_execute("commit").await.unwrap();
+    assert_eq!(count(&db, "select count(*) from claims").await, 3);
+    // Unprotected statements pass through untouched.
+    assert_eq!(
+        count(
+            &app,
+            "select count(*) from pg_class where relname = 'patients'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A ciphertext copied into another column does not decrypt: the client gets a clear error
+/// naming the column, never the wrong plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_ciphertext_fails_to_decrypt() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    patients(&app).await;
+    db.batch_execute("update patients set full_name = ssn where id = 1")
+        .await
+        .unwrap();
+    let e = app
+        .query("select full_name from patients where id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "XX001");
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.contains("full_name") && msg.contains("public.patients"),
+        "{msg}"
+    );
+    assert!(!msg.contains("111"), "{msg}");
+    // Other sessions are unaffected; the row's other columns still read.
+    let app = proxy.alice().await;
+    let ssn: String = app
+        .query_one("select ssn from patients where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ssn, "111-11-1111");
+}
