@@ -460,7 +460,7 @@ async fn refusals_keep_the_session_usable() {
             "insert into patients (id, birth_date) values (9, 'yesterday-ish')",
             "22P02",
         ),
-        ("copy patients to stdout", "0A000"),
+        ("copy patients to program 'cat'", "0A000"),
         ("select * from U&\"p\\0061tients\"", "0A000"),
     ] {
         let e = app.simple_query(sql).await.expect_err(sql);
@@ -536,4 +536,120 @@ async fn copied_ciphertext_fails_to_decrypt() {
         .unwrap()
         .get(0);
     assert_eq!(ssn, "111-11-1111");
+}
+
+/// COPY FROM STDIN (text and CSV, split across arbitrary chunks) encrypts; COPY TO STDOUT
+/// decrypts; a bad value aborts the COPY with 22P02 and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    use futures_util::{SinkExt, StreamExt};
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+
+    // Text format through the extended protocol (tokio-postgres), in awkward chunks.
+    let data = "1\t111-11-1111\tTab\\there\t1815-12-10\n2\t\\N\tBack\\\\slash\t\\N\n";
+    let sink = app
+        .copy_in("copy patients (id, ssn, full_name, birth_date) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    for chunk in data.as_bytes().chunks(7) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 2);
+
+    // CSV with a header, quotes and an embedded newline, through psql (simple protocol).
+    let csv = "id,ssn,full_name\n3,333-33-3333,\"Hopper, Grace\"\n4,444-44-4444,\"two\nlines\"\n";
+    let mut psql = std::process::Command::new("psql")
+        .arg(proxy.conninfo("alice", "alice-pw"))
+        .args(["-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("\\copy patients (id, ssn, full_name) from stdin with (format csv, header)")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    psql.stdin
+        .take()
+        .unwrap()
+        .write_all(csv.as_bytes())
+        .unwrap();
+    let out = psql.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // At rest: envelopes only.
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from patients where position(convert_to('Hopper', 'UTF8') in full_name) > 0 \
+             or position(convert_to('111-11', 'UTF8') in ssn) > 0"
+        )
+        .await,
+        0
+    );
+    let rows = app
+        .query("select full_name from patients order by id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&rows),
+        ["Tab\there", "Back\\slash", "Hopper, Grace", "two\nlines"]
+    );
+    let by_ssn = app
+        .query("select id from patients where ssn = $1", &[&"444-44-4444"])
+        .await
+        .unwrap();
+    assert_eq!(by_ssn[0].get::<_, i32>(0), 4);
+
+    // COPY TO STDOUT: text, then CSV with a header, then a query.
+    let read = |sql: &'static str| {
+        let app = &app;
+        async move {
+            let stream = app.copy_out(sql).await.unwrap();
+            let chunks: Vec<_> = stream.collect().await;
+            let mut all = Vec::new();
+            for c in chunks {
+                all.extend_from_slice(&c.unwrap());
+            }
+            String::from_utf8(all).unwrap()
+        }
+    };
+    assert_eq!(
+        read("copy patients (id, ssn, full_name, birth_date) to stdout").await,
+        "1\t111-11-1111\tTab\\there\t1815-12-10\n2\t\\N\tBack\\\\slash\t\\N\n\
+         3\t333-33-3333\tHopper, Grace\t\\N\n4\t444-44-4444\ttwo\\nlines\t\\N\n"
+    );
+    assert_eq!(
+        read("copy (select id, full_name from patients where id > 2) to stdout with (format csv, header)").await,
+        "id,full_name\n3,\"Hopper, Grace\"\n4,\"two\nlines\"\n"
+    );
+
+    // A value that is not a date aborts the COPY; nothing is written; the session goes on.
+    let sink = app
+        .copy_in("copy patients (id, birth_date) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"9\t1999-01-01\n10\tnot a date\n",
+    ))
+    .await
+    .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(code(&e), "22P02", "{e:?}");
+    assert!(!e.to_string().contains("not a date"), "{e}");
+    assert_eq!(count(&app, "select count(*) from patients").await, 4);
+    // COPY to a file on the server is refused for protected tables.
+    let e = app
+        .simple_query("copy patients to '/tmp/leak.csv'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
 }

@@ -8,6 +8,7 @@
 //! phigate knows when a session is idle and how an error phigate produces is delivered in
 //! protocol order, after the responses to everything the client sent before it.
 
+mod copy;
 mod kind;
 mod transform;
 
@@ -77,6 +78,7 @@ struct Prepared {
 /// A portal over a rewritten statement: how its rows are decrypted.
 #[derive(Debug, Clone)]
 struct Rows {
+    plan: Arc<Plan>,
     shape: Arc<OnceLock<Shape>>,
     formats: Arc<[i16]>,
 }
@@ -102,7 +104,7 @@ enum Pending {
     Query {
         since: Instant,
         /// phigate rewrote it: result columns may need decrypting
-        rewritten: bool,
+        plan: Option<Arc<Plan>>,
         /// phigate refused it: PostgreSQL raises the error phigate then replaces
         refused: Option<Arc<Refusal>>,
     },
@@ -156,6 +158,13 @@ pub struct Session {
     portals: HashMap<String, Rows>,
     /// the result being delivered to a simple Query, when phigate rewrote it
     simple_rows: Option<(Shape, Vec<i16>)>,
+    /// a COPY FROM STDIN into a protected table is streaming: rows are encrypted
+    copy_in_rows: Option<copy::CopyIn>,
+    /// phigate aborted a COPY FROM STDIN (a value was invalid): the client's remaining data
+    /// is dropped, and the server's error is replaced by this one
+    copy_refusal: Option<Arc<Refusal>>,
+    /// a COPY TO STDOUT of a protected table is streaming (and whether its header is next)
+    copy_out: Option<(Arc<Plan>, bool)>,
 }
 
 impl Session {
@@ -176,6 +185,9 @@ impl Session {
             statements: HashMap::new(),
             portals: HashMap::new(),
             simple_rows: None,
+            copy_in_rows: None,
+            copy_refusal: None,
+            copy_out: None,
         }
     }
 
@@ -237,7 +249,7 @@ impl Session {
             Err(e) => return self.protocol_violation(&e, out),
         };
         if let Some(guard) = self.guard.clone()
-            && self.guarded(&guard, &msg, now, out)
+            && self.guarded(&guard, &frame, &msg, now, out)
         {
             return;
         }
@@ -245,7 +257,7 @@ impl Session {
             Frontend::Query { .. } | Frontend::FunctionCall => {
                 self.pending.push_back(Pending::Query {
                     since: now,
-                    rewritten: false,
+                    plan: None,
                     refused: None,
                 });
                 self.unflushed = 0;
@@ -286,6 +298,7 @@ impl Session {
     fn guarded(
         &mut self,
         guard: &Guard,
+        frame: &Frame,
         msg: &Frontend<'_>,
         now: Instant,
         out: &mut Outbound,
@@ -293,20 +306,20 @@ impl Session {
         let ctx = Context { utc: self.utc };
         match msg {
             Frontend::Query { sql } => {
-                let (rewritten, refused) = match guard.analyzer.analyse(&guard.role, ctx, sql) {
+                let (plan, refused) = match guard.analyzer.analyse(&guard.role, ctx, sql) {
                     Analysis::Pass => return false,
                     Analysis::Rewrite(plan) => {
                         build::query(&plan.sql, &mut out.upstream);
-                        (true, None)
+                        (Some(plan), None)
                     }
                     Analysis::Refuse(r) => {
                         build::query(transform::REFUSAL_SQL, &mut out.upstream);
-                        (false, Some(r))
+                        (None, Some(r))
                     }
                 };
                 self.pending.push_back(Pending::Query {
                     since: now,
-                    rewritten,
+                    plan,
                     refused,
                 });
                 self.unflushed = 0;
@@ -354,6 +367,7 @@ impl Session {
                     return false;
                 };
                 let rows = Rows {
+                    plan: prep.plan.clone(),
                     shape: prep.shape.clone(),
                     formats: Arc::from(b.result_formats.as_slice()),
                 };
@@ -387,18 +401,10 @@ impl Session {
                     },
                 };
                 self.push_unflushed(pending);
-                build::describe(
-                    if *target == Target::Statement {
-                        b'S'
-                    } else {
-                        b'P'
-                    },
-                    name,
-                    &mut out.upstream,
-                );
+                out.upstream.extend_from_slice(frame.raw());
                 true
             }
-            Frontend::Execute { portal, max_rows } => {
+            Frontend::Execute { portal, .. } => {
                 let Some(rows) = self.portals.get(*portal).cloned() else {
                     return false;
                 };
@@ -406,8 +412,30 @@ impl Session {
                     since: now,
                     rows: Some(rows),
                 });
-                build::execute(portal, *max_rows, &mut out.upstream);
+                out.upstream.extend_from_slice(frame.raw());
                 true
+            }
+            Frontend::CopyData if self.copy_refusal.is_some() => true,
+            Frontend::CopyData => {
+                let Some(copy_in) = &mut self.copy_in_rows else {
+                    return false;
+                };
+                if let Err(r) = copy_in.data(frame.body(), &mut out.upstream) {
+                    self.abort_copy(r, out);
+                }
+                true
+            }
+            Frontend::CopyDone => {
+                if let Some(mut copy_in) = self.copy_in_rows.take()
+                    && let Err(r) = copy_in.done(&mut out.upstream)
+                {
+                    self.abort_copy(r, out);
+                }
+                false
+            }
+            Frontend::CopyFail => {
+                self.copy_in_rows = None;
+                false
             }
             Frontend::Close { target, name } => {
                 match target {
@@ -422,6 +450,16 @@ impl Session {
             }
             _ => false,
         }
+    }
+
+    /// Ends a COPY FROM STDIN whose data phigate cannot encrypt: PostgreSQL aborts it, and
+    /// its error is replaced by `refusal`.
+    fn abort_copy(&mut self, refusal: Refusal, out: &mut Outbound) {
+        self.copy_in_rows = None;
+        self.copy_refusal = Some(Arc::new(refusal));
+        build::message(&mut out.upstream, b'f', |b| {
+            build::put_cstr(b, transform::REFUSAL_MESSAGE);
+        });
     }
 
     /// Replaces an extended-protocol message by a statement that makes PostgreSQL raise
@@ -487,6 +525,7 @@ impl Session {
             b'D' => return self.data_row(frame, out),
             b'C' | b'I' | b's' => {
                 self.simple_rows = None;
+                self.copy_out = None;
                 let kind = match frame.tag() {
                     b'C' => StatementKind::from_tag(message::decode_command_tag(body)?),
                     _ => StatementKind::Other,
@@ -502,13 +541,18 @@ impl Session {
                 }
                 self.simple_rows = None;
                 let ours = fields.code == "P0001" && fields.message == transform::REFUSAL_MESSAGE;
+                let copy_failed =
+                    fields.code == "57014" && fields.message.ends_with(transform::REFUSAL_MESSAGE);
+                self.copy_out = None;
                 let refusal = match self.pending.front() {
+                    _ if copy_failed => self.copy_refusal.take(),
                     Some(Pending::Refused { refusal, .. }) => Some(refusal.clone()),
                     Some(Pending::Query {
                         refused: Some(r), ..
                     }) => Some(r.clone()),
                     _ => None,
                 };
+                let ours = ours || (copy_failed && refusal.is_some());
                 let replaced = match refusal {
                     Some(r) if ours => {
                         r.to_error().encode(&mut out.client);
@@ -535,7 +579,35 @@ impl Session {
                 self.tx_status = message::decode_ready_status(body)?;
                 self.complete_head();
             }
-            b'G' | b'W' => self.copy_started(),
+            b'G' | b'W' => {
+                if let Some(plan) = self.copy_plan() {
+                    let ctx = Context { utc: self.utc };
+                    self.copy_in_rows = Some(copy::CopyIn::new(plan, ctx));
+                    self.copy_refusal = None;
+                }
+                self.copy_started();
+            }
+            b'H' => {
+                self.copy_out = self.copy_plan().map(|p| {
+                    let header = p.copy.as_ref().is_some_and(|c| c.format.header);
+                    (p, header)
+                });
+            }
+            b'd' => {
+                if let Some((plan, header)) = &mut self.copy_out
+                    && let Some(copy_plan) = &plan.copy
+                {
+                    match copy::copy_out_row(body, copy_plan, header, &mut out.client) {
+                        Ok(()) => return Ok(()),
+                        Err(RowError::Protocol(e)) => return Err(e),
+                        Err(e @ RowError::Unreadable { .. }) => {
+                            self.unreadable(&e, out);
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            b'c' => self.copy_out = None,
             b'S' => {
                 let (name, value) = message::decode_parameter_status(body)?;
                 let shown = self.observe_parameter(name, value);
@@ -614,9 +686,7 @@ impl Session {
                 let _ = cell.set(shape);
                 self.complete_head();
             }
-            Some(Pending::Query {
-                rewritten: true, ..
-            }) => {
+            Some(Pending::Query { plan: Some(_), .. }) => {
                 let (shape, formats) =
                     transform::row_description(body, catalog, &guard.role, &mut out.client)?;
                 self.simple_rows = Some((shape, formats));
@@ -658,17 +728,35 @@ impl Session {
             Ok(()) => Ok(()),
             Err(RowError::Protocol(e)) => Err(e),
             Err(e @ RowError::Unreadable { .. }) => {
-                tracing::error!(error = %e, "a protected value does not decrypt; ending the session");
-                self.fail_upstream(
-                    PgError::fatal("XX001", e.to_string()).with_hint(
-                        "the stored value was altered or copied from another column; \
-                         restore it from a backup",
-                    ),
-                    out,
-                );
+                self.unreadable(&e, out);
                 Ok(())
             }
         }
+    }
+
+    /// A stored value does not decrypt: the result cannot be delivered whole, so the
+    /// session ends with FATAL XX001 (the server rolls back the transaction).
+    fn unreadable(&mut self, e: &RowError, out: &mut Outbound) {
+        tracing::error!(error = %e, "a protected value does not decrypt; ending the session");
+        self.fail_upstream(
+            PgError::fatal("XX001", e.to_string()).with_hint(
+                "the stored value was altered or copied from another column; \
+                 restore it from a backup",
+            ),
+            out,
+        );
+    }
+
+    /// The plan of the COPY the head of the queue runs, if phigate rewrote it.
+    fn copy_plan(&self) -> Option<Arc<Plan>> {
+        let plan = match self.pending.front()? {
+            Pending::Query { plan, .. } => plan.clone()?,
+            Pending::Execute {
+                rows: Some(rows), ..
+            } => rows.plan.clone(),
+            _ => return None,
+        };
+        plan.copy.is_some().then_some(plan)
     }
 
     /// CopyInResponse: the server now reads COPY data, ignoring any Sync the client

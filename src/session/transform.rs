@@ -357,12 +357,19 @@ fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>
             value::parse_bytea(text).map_err(|e| unreadable(e.into()))?
         }
     };
-    let plain = f
-        .column
+    open(&f.column, &envelope, format).map(Some)
+}
+
+/// Decrypts an envelope of `col` into the value in `format`.
+pub(super) fn open(col: &Column, envelope: &[u8], format: Format) -> Result<Vec<u8>, RowError> {
+    let unreadable = |problem: String| RowError::Unreadable {
+        column: col.name.clone(),
+        table: col.table.to_string(),
+        problem,
+    };
+    let plain = col
         .cipher
-        .decrypt(&envelope)
+        .decrypt(envelope)
         .map_err(|e: CryptoError| unreadable(e.to_string()))?;
-    value::from_canonical(f.column.logical_type(), format, &plain)
-        .map(Some)
-        .map_err(|e| unreadable(e.to_string()))
+    value::from_canonical(col.logical_type(), format, &plain).map_err(|e| unreadable(e.to_string()))
 }

@@ -15,7 +15,7 @@ use sqlparser::ast::{
 use std::ops::ControlFlow;
 
 use super::catalog::{Catalog, Column, Table};
-use super::{ParamUse, Refusal};
+use super::{CopyFormat, CopyPlan, ParamUse, Refusal};
 use crate::crypto::Mode;
 use crate::policy::ReadOutcome;
 use crate::protocol::value::{self, Context, Format};
@@ -65,6 +65,8 @@ pub(super) struct Walker<'a> {
     pub(super) tables: Vec<Arc<Table>>,
     /// a literal was encrypted in randomized mode: the rewritten text must not be reused
     pub(super) randomized_literal: bool,
+    /// the COPY of a protected table the statement runs
+    pub(super) copy: Option<CopyPlan>,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -110,6 +112,7 @@ impl<'a> Walker<'a> {
             params: Vec::new(),
             tables: Vec::new(),
             randomized_literal: false,
+            copy: None,
         }
     }
 
@@ -188,6 +191,73 @@ impl<'a> Walker<'a> {
                     self.projection(r, Output::Origin)?;
                 }
                 self.scope.pop();
+                Ok(())
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                payload,
+            } => {
+                use sqlparser::ast::{CopySource, CopyTarget};
+                let columns = match source {
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    } => {
+                        let Some(t) = self.protected_table(table_name) else {
+                            return Ok(());
+                        };
+                        let names: Vec<String> = if columns.is_empty() {
+                            t.columns.clone()
+                        } else {
+                            columns.iter().map(fold).collect()
+                        };
+                        let cols: Vec<Option<Arc<Column>>> =
+                            names.iter().map(|n| t.protected.get(n).cloned()).collect();
+                        if *to {
+                            for c in cols.iter().flatten() {
+                                self.copied_out(c)?;
+                            }
+                        }
+                        cols
+                    }
+                    CopySource::Query(q) if *to => {
+                        let (named, complete) = self.query(q, Output::Origin)?;
+                        if named.iter().all(|(_, c)| c.is_none()) {
+                            return Ok(());
+                        }
+                        if !complete {
+                            return Err(Refusal::unsupported(
+                                "COPY of a query whose columns phigate cannot list",
+                                self.first(),
+                            ));
+                        }
+                        for c in named.iter().filter_map(|(_, c)| c.as_ref()) {
+                            self.copied_out(c)?;
+                        }
+                        named.into_iter().map(|(_, c)| c).collect()
+                    }
+                    CopySource::Query(_) => {
+                        return Err(Refusal::syntax("COPY (query) FROM is not valid"));
+                    }
+                };
+                let stdio = matches!(
+                    (to, target),
+                    (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
+                );
+                if !stdio || payload.is_some() || self.copy.is_some() {
+                    return Err(Refusal::unsupported(
+                        "COPY to or from a file or program (only STDIN and STDOUT)",
+                        self.first(),
+                    ));
+                }
+                let format = copy_format(options, legacy_options).ok_or_else(|| {
+                    Refusal::unsupported("these COPY options (text or CSV with DELIMITER, NULL, HEADER, QUOTE, ESCAPE)", self.first())
+                })?;
+                self.copy = Some(CopyPlan { columns, format });
                 Ok(())
             }
             other => {
@@ -955,6 +1025,19 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A protected column that COPY TO writes out: only plaintext readers may.
+    fn copied_out(&self, col: &Arc<Column>) -> Res {
+        match col.outcome(self.role) {
+            ReadOutcome::Plaintext => Ok(()),
+            ReadOutcome::Deny => Err(Refusal::denied(col)),
+            _ => Err(Refusal::encrypted(
+                col,
+                "COPY TO is available only to roles that read it in plaintext",
+                "select the columns with SELECT instead",
+            )),
+        }
+    }
+
     /// A boolean condition (WHERE, ON, HAVING).
     fn predicate(&mut self, e: &mut Expr) -> Res {
         match e {
@@ -1136,6 +1219,72 @@ impl<'a> Walker<'a> {
             ControlFlow::Continue(()) => Ok(()),
         }
     }
+}
+
+/// The COPY format phigate can transform, from the statement's options; `None` for
+/// binary format or options it does not handle.
+fn copy_format(
+    options: &[sqlparser::ast::CopyOption],
+    legacy: &[sqlparser::ast::CopyLegacyOption],
+) -> Option<CopyFormat> {
+    use sqlparser::ast::{CopyLegacyCsvOption as L, CopyLegacyOption as LO, CopyOption as O};
+    let byte = |c: char| u8::try_from(c).ok().filter(u8::is_ascii);
+    let mut f = CopyFormat {
+        csv: false,
+        delimiter: b'\t',
+        null: "\\N".to_owned(),
+        header: false,
+        quote: b'"',
+        escape: b'"',
+    };
+    let mut delimiter = None;
+    let mut null = None;
+    let mut escape = None;
+    for o in options {
+        match o {
+            O::Format(name) => match name.value.to_lowercase().as_str() {
+                "text" => f.csv = false,
+                "csv" => f.csv = true,
+                _ => return None,
+            },
+            O::Delimiter(c) => delimiter = Some(byte(*c)?),
+            O::Null(s) => null = Some(s.clone()),
+            O::Header(h) => f.header = *h,
+            O::Quote(c) => f.quote = byte(*c)?,
+            O::Escape(c) => escape = Some(byte(*c)?),
+            O::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {
+            }
+            O::Freeze(_) => {}
+            _ => return None,
+        }
+    }
+    for o in legacy {
+        match o {
+            LO::Csv(csv) => {
+                f.csv = true;
+                for c in csv {
+                    match c {
+                        L::Header => f.header = true,
+                        L::Quote(q) => f.quote = byte(*q)?,
+                        L::Escape(e) => escape = Some(byte(*e)?),
+                        _ => return None,
+                    }
+                }
+            }
+            LO::Delimiter(c) => delimiter = Some(byte(*c)?),
+            LO::Null(s) => null = Some(s.clone()),
+            LO::Header => f.header = true,
+            _ => return None,
+        }
+    }
+    if f.csv {
+        f.delimiter = b',';
+        f.null = String::new();
+        f.escape = escape.unwrap_or(f.quote);
+    }
+    f.delimiter = delimiter.unwrap_or(f.delimiter);
+    f.null = null.unwrap_or(f.null);
+    Some(f)
 }
 
 fn literal_text(v: &Value) -> Option<String> {

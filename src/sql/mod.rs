@@ -51,6 +51,32 @@ impl ParamUse {
     }
 }
 
+/// The options of a COPY in text or CSV format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    /// CSV rather than PostgreSQL's text format
+    pub csv: bool,
+    /// the field delimiter
+    pub delimiter: u8,
+    /// the string that stands for NULL
+    pub null: String,
+    /// the first line is a header (CSV)
+    pub header: bool,
+    /// the CSV quote character
+    pub quote: u8,
+    /// the CSV escape character
+    pub escape: u8,
+}
+
+/// A COPY to or from a protected table: which fields to encrypt or decrypt.
+#[derive(Debug)]
+pub struct CopyPlan {
+    /// per field of each row: the protected column it holds
+    pub columns: Vec<Option<Arc<Column>>>,
+    /// the data format
+    pub format: CopyFormat,
+}
+
 /// A statement phigate rewrote.
 #[derive(Debug)]
 pub struct Plan {
@@ -60,6 +86,8 @@ pub struct Plan {
     pub params: Vec<Option<ParamUse>>,
     /// the protected tables the statement touches
     pub tables: Vec<Arc<catalog::Table>>,
+    /// the COPY the statement runs, when it copies a protected table
+    pub copy: Option<CopyPlan>,
     /// false when a literal was encrypted in randomized mode: the text must then not be
     /// reused for another execution, or equal values would share a ciphertext
     pub reusable: bool,
@@ -219,7 +247,10 @@ fn analyse_touched(
     for stmt in &mut statements {
         walker.statement(stmt)?;
     }
-    if walker.tables.is_empty() && walker.params.iter().all(Option::is_none) {
+    if walker.tables.is_empty()
+        && walker.params.iter().all(Option::is_none)
+        && walker.copy.is_none()
+    {
         return Ok(None);
     }
     let sql = statements
@@ -231,6 +262,7 @@ fn analyse_touched(
         sql,
         params: walker.params,
         tables: walker.tables,
+        copy: walker.copy,
         reusable: !walker.randomized_literal,
     }))
 }
