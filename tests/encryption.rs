@@ -449,7 +449,7 @@ async fn refusals_keep_the_session_usable() {
         ),
         ("select upper(full_name) from patients", "0A000"),
         (
-            "select ssn from patients union select patient_ssn from claims",
+            "select full_name from patients union select full_name from patients",
             "0A000",
         ),
         (
@@ -652,4 +652,120 @@ async fn copy_in_and_out() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000");
+}
+
+/// Reads decrypt through aliases, t.*, joins, subqueries, CTEs, UNION ALL, cursors and
+/// row-limited portals; INSERT ... SELECT encrypts its literals and copies within a domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_every_query_shape() {
+    let (_pg, proxy, _db) = setup().await;
+    let mut app = proxy.alice().await;
+    patients(&app).await;
+    let strings = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    for (sql, expected) in [
+        (
+            "select p.full_name as who from patients p where p.id = 1",
+            vec!["Ada Lovelace"],
+        ),
+        (
+            "select p.* from patients p join claims c on c.patient_ssn = p.ssn where c.amount = 7",
+            vec![],
+        ),
+        (
+            "select s.n from (select full_name as n, id from patients) s where s.id = 2",
+            vec!["Alan Turing"],
+        ),
+        (
+            "with x as (select ssn, full_name from patients) select full_name from x where ssn = '333-33-3333'",
+            vec!["Grace Hopper"],
+        ),
+        (
+            "select ssn from patients where id = 1 union all select patient_ssn from claims where amount = 7",
+            vec!["111-11-1111", "333-33-3333"],
+        ),
+        (
+            "select full_name from patients where ssn in (select patient_ssn from claims) order by id",
+            vec!["Ada Lovelace", "Grace Hopper"],
+        ),
+    ] {
+        let rows = app
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        if sql.starts_with("select p.*") {
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].get::<_, String>("full_name"), "Grace Hopper");
+            assert_eq!(
+                rows[0]
+                    .get::<_, chrono::NaiveDate>("birth_date")
+                    .to_string(),
+                "1906-12-09"
+            );
+            continue;
+        }
+        assert_eq!(strings(rows), expected, "{sql}");
+        // The same through the simple protocol (text format).
+        let simple = app.simple_query(sql).await.unwrap();
+        let texts: Vec<String> = simple
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, expected, "simple {sql}");
+    }
+
+    // A cursor, fetched through the simple protocol and as a prepared FETCH.
+    app.batch_execute(
+        "begin; declare c cursor for select full_name, birth_date from patients order by id",
+    )
+    .await
+    .unwrap();
+    let fetched = app.simple_query("fetch 2 from c").await.unwrap();
+    let texts: Vec<String> = fetched
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(1).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["1815-12-10", "1912-06-23"]);
+    let rows = app.query("fetch 1 from c", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "Grace Hopper");
+    app.batch_execute("commit").await.unwrap();
+
+    // A row-limited portal: two rows at a time.
+    let tx = app.transaction().await.unwrap();
+    let stmt = tx
+        .prepare("select full_name from patients where ssn is not null order by id")
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    let first = tx.query_portal(&portal, 2).await.unwrap();
+    let rest = tx.query_portal(&portal, 2).await.unwrap();
+    assert_eq!(strings(first), ["Ada Lovelace", "Alan Turing"]);
+    assert_eq!(strings(rest), ["Grace Hopper"]);
+    tx.commit().await.unwrap();
+
+    // INSERT ... SELECT: a literal is encrypted; a same-domain column is copied as is.
+    app.execute(
+        "insert into claims (patient_ssn, amount) select ssn, 99 from patients where full_name is not null and id = $1",
+        &[&2i32],
+    )
+    .await
+    .unwrap();
+    app.execute(
+        "insert into patients (id, ssn, full_name) select 10 + g, '555-55-555' || g::text, 'x' from generate_series(1, 1) g",
+        &[],
+    )
+    .await
+    .expect_err("a computed value cannot be encrypted");
+    let rows = app
+        .query("select patient_ssn from claims where amount = 99", &[])
+        .await
+        .unwrap();
+    assert_eq!(strings(rows), ["222-22-2222"]);
 }

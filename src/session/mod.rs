@@ -91,7 +91,7 @@ enum Pending {
     /// `plan` rewrites ParameterDescription; `rows` rewrites RowDescription
     Describe {
         plan: Option<Arc<Plan>>,
-        rows: Option<Arc<OnceLock<Shape>>>,
+        rows: Option<(Arc<Plan>, Arc<OnceLock<Shape>>)>,
     },
     Close,
     Execute {
@@ -110,7 +110,7 @@ enum Pending {
     },
     /// The Describe phigate adds after the Parse of a rewritten statement, to learn its
     /// result columns; its responses are not shown to the client.
-    HiddenDescribe(Arc<OnceLock<Shape>>),
+    HiddenDescribe(Arc<Plan>, Arc<OnceLock<Shape>>),
     /// A refused extended-protocol message: PostgreSQL answers the replacement with
     /// ParseComplete, BindComplete and CloseComplete (hidden), then the error (replaced).
     Refused {
@@ -344,7 +344,7 @@ impl Session {
                         build::describe(b'S', name, &mut out.upstream);
                         let shape = Arc::new(OnceLock::new());
                         self.push_unflushed(Pending::Parse);
-                        self.push_unflushed(Pending::HiddenDescribe(shape.clone()));
+                        self.push_unflushed(Pending::HiddenDescribe(plan.clone(), shape.clone()));
                         if !keep {
                             let declared = param_types.clone();
                             self.statements.insert(
@@ -388,14 +388,14 @@ impl Session {
                     Target::Statement => match self.statements.get(*name) {
                         Some(p) => Pending::Describe {
                             plan: Some(p.plan.clone()),
-                            rows: Some(p.shape.clone()),
+                            rows: Some((p.plan.clone(), p.shape.clone())),
                         },
                         None => return false,
                     },
                     Target::Portal => match self.portals.get(*name) {
                         Some(r) => Pending::Describe {
                             plan: None,
-                            rows: Some(r.shape.clone()),
+                            rows: Some((r.plan.clone(), r.shape.clone())),
                         },
                         None => return false,
                     },
@@ -504,7 +504,7 @@ impl Session {
                 self.complete_head();
             }
             b'n' => {
-                if let Some(Pending::HiddenDescribe(shape)) = self.pending.front() {
+                if let Some(Pending::HiddenDescribe(_, shape)) = self.pending.front() {
                     let _ = shape.set(Arc::from(Vec::new()));
                     self.complete_head();
                     return Ok(());
@@ -512,7 +512,7 @@ impl Session {
                 self.complete_head();
             }
             b't' => match self.pending.front() {
-                Some(Pending::HiddenDescribe(_)) => return Ok(()),
+                Some(Pending::HiddenDescribe(..)) => return Ok(()),
                 Some(Pending::Describe {
                     plan: Some(plan), ..
                 }) => {
@@ -631,7 +631,7 @@ impl Session {
                     | Pending::Describe { .. }
                     | Pending::Close
                     | Pending::Execute { .. }
-                    | Pending::HiddenDescribe(_)
+                    | Pending::HiddenDescribe(..)
                     | Pending::Refused { .. }
             )
         )
@@ -671,24 +671,40 @@ impl Session {
         };
         let catalog = guard.analyzer.catalog();
         match self.pending.front() {
-            Some(Pending::HiddenDescribe(cell)) => {
+            Some(Pending::HiddenDescribe(plan, cell)) => {
                 let mut scratch = BytesMut::new();
+                let fallback = plan.outputs.as_deref();
                 let (shape, _) =
-                    transform::row_description(body, catalog, &guard.role, &mut scratch)?;
+                    transform::row_description(body, catalog, &guard.role, fallback, &mut scratch)?;
                 let _ = cell.set(shape);
                 self.complete_head();
             }
             Some(Pending::Describe {
-                rows: Some(cell), ..
+                rows: Some((plan, cell)),
+                ..
             }) => {
-                let (shape, _) =
-                    transform::row_description(body, catalog, &guard.role, &mut out.client)?;
+                let fallback = plan.outputs.as_deref();
+                let (shape, _) = transform::row_description(
+                    body,
+                    catalog,
+                    &guard.role,
+                    fallback,
+                    &mut out.client,
+                )?;
                 let _ = cell.set(shape);
                 self.complete_head();
             }
-            Some(Pending::Query { plan: Some(_), .. }) => {
-                let (shape, formats) =
-                    transform::row_description(body, catalog, &guard.role, &mut out.client)?;
+            Some(Pending::Query {
+                plan: Some(plan), ..
+            }) => {
+                let fallback = plan.outputs.as_deref();
+                let (shape, formats) = transform::row_description(
+                    body,
+                    catalog,
+                    &guard.role,
+                    fallback,
+                    &mut out.client,
+                )?;
                 self.simple_rows = Some((shape, formats));
             }
             _ => self.pass_row_description(frame, out),

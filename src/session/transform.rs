@@ -253,12 +253,13 @@ pub(super) fn parameter_description(
 }
 
 /// Reads a RowDescription: which fields come from protected columns (by the origin
-/// PostgreSQL reports), and the description the client sees (logical types). Also
-/// returns each field's format code.
+/// PostgreSQL reports, else by the statement's analysis, `fallback`), and the description
+/// the client sees (logical types). Also returns each field's format code.
 pub(super) fn row_description(
     body: &[u8],
     catalog: &Catalog,
     role: &str,
+    fallback: Option<&[Option<Arc<Column>>]>,
     out: &mut BytesMut,
 ) -> Result<(Shape, Vec<i16>), ProtocolError> {
     let mut r = Reader::new(body, "RowDescription");
@@ -267,7 +268,7 @@ pub(super) fn row_description(
     let mut formats = Vec::with_capacity(n);
     let mut rewritten = BytesMut::with_capacity(body.len());
     put_count(&mut rewritten, n);
-    for _ in 0..n {
+    for i in 0..n {
         let name = r.cstr()?;
         let table = r.i32()? as u32;
         let attnum = r.i16()?;
@@ -275,7 +276,13 @@ pub(super) fn row_description(
         let mut type_len = r.i16()?;
         let mut type_mod = r.i32()?;
         let format = r.i16()?;
-        let field = catalog.by_origin(table, attnum).map(|c| FieldOut {
+        let origin = catalog.by_origin(table, attnum);
+        let analysed = || {
+            // Only a bytea field can carry an envelope.
+            let c = fallback?.get(i)?.as_ref()?;
+            (table == 0 && type_oid == 17).then_some(c)
+        };
+        let field = origin.or_else(analysed).map(|c| FieldOut {
             column: c.clone(),
             outcome: c.outcome(role),
         });

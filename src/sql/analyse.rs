@@ -37,13 +37,16 @@ enum RelKind {
 }
 
 /// Where a query's output goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 enum Output {
-    /// to the client or into an enclosing FROM: PostgreSQL reports each protected
-    /// column's origin, so it can be decrypted
+    /// to the client, into an enclosing FROM, CTE or set operation: phigate knows which
+    /// protected column each output is, so it can be decrypted
     Origin,
-    /// into an expression or a set operation: protected columns may not appear
+    /// into an expression: protected columns may not appear
     Opaque,
+    /// into the columns of INSERT ... SELECT: values written to protected columns must be
+    /// literals, parameters or columns of the same cipher
+    Insert(Arc<[Option<Arc<Column>>]>),
 }
 
 /// What an operand of a comparison is.
@@ -67,6 +70,13 @@ pub(super) struct Walker<'a> {
     pub(super) randomized_literal: bool,
     /// the COPY of a protected table the statement runs
     pub(super) copy: Option<CopyPlan>,
+    /// the protected column of each output of the last statement, when phigate can list
+    /// them all (decrypts outputs whose origin PostgreSQL does not report)
+    pub(super) outputs: Option<Vec<Option<Arc<Column>>>>,
+    /// the statement fetches from a cursor (its rows may come from a protected table)
+    pub(super) fetch: bool,
+    /// common table expressions in scope, innermost last
+    ctes: Vec<Vec<(String, Outputs)>>,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -113,6 +123,9 @@ impl<'a> Walker<'a> {
             tables: Vec::new(),
             randomized_literal: false,
             copy: None,
+            outputs: None,
+            fetch: false,
+            ctes: Vec::new(),
         }
     }
 
@@ -133,7 +146,23 @@ impl<'a> Walker<'a> {
     /// The whole statement.
     pub(super) fn statement(&mut self, stmt: &mut Statement) -> Res {
         match stmt {
-            Statement::Query(q) => self.query(q, Output::Origin).map(|_| ()),
+            Statement::Query(q) => {
+                let outputs = self.query(q, Output::Origin)?;
+                self.set_outputs(outputs);
+                Ok(())
+            }
+            Statement::Declare { stmts, .. } => {
+                for d in stmts {
+                    if let Some(q) = &mut d.for_query {
+                        self.query(q, Output::Origin)?;
+                    }
+                }
+                Ok(())
+            }
+            Statement::Fetch { .. } => {
+                self.fetch = true;
+                Ok(())
+            }
             Statement::Insert(ins) => self.insert(ins),
             Statement::Update(up) => {
                 self.scope.push(Vec::new());
@@ -160,7 +189,8 @@ impl<'a> Walker<'a> {
                     self.predicate(w)?;
                 }
                 if let Some(r) = &mut up.returning {
-                    self.projection(r, Output::Origin)?;
+                    let outputs = self.projection(r, &Output::Origin)?;
+                    self.set_outputs(outputs);
                 }
                 if !up.order_by.is_empty() || up.limit.is_some() {
                     return Err(Refusal::unsupported(
@@ -188,7 +218,8 @@ impl<'a> Walker<'a> {
                     self.predicate(w)?;
                 }
                 if let Some(r) = &mut del.returning {
-                    self.projection(r, Output::Origin)?;
+                    let outputs = self.projection(r, &Output::Origin)?;
+                    self.set_outputs(outputs);
                 }
                 self.scope.pop();
                 Ok(())
@@ -277,6 +308,10 @@ impl<'a> Walker<'a> {
         }
     }
 
+    fn set_outputs(&mut self, (named, complete): Outputs) {
+        self.outputs = complete.then(|| named.into_iter().map(|(_, c)| c).collect());
+    }
+
     /// The first protected table the statement names, for messages.
     fn first(&self) -> String {
         self.tables
@@ -338,14 +373,9 @@ impl<'a> Walker<'a> {
                     }
                 }
                 _ if (0..columns.len()).any(|i| column(i).is_some()) => {
-                    return Err(Refusal::unsupported(
-                        "INSERT ... SELECT into encrypted columns",
-                        self.first(),
-                    )
-                    .with_hint(
-                        "insert the values themselves (literals or parameters) through phigate, \
-                         or convert existing data with `phigate encrypt-existing`",
-                    ));
+                    let targets: Arc<[Option<Arc<Column>>]> =
+                        (0..columns.len()).map(column).collect();
+                    self.query(source, Output::Insert(targets))?;
                 }
                 _ => {
                     self.query(source, Output::Opaque)?;
@@ -388,7 +418,8 @@ impl<'a> Walker<'a> {
             Some(_) => return Err(Refusal::unsupported("this ON clause", self.first())),
         }
         if let Some(r) = &mut ins.returning {
-            self.projection(r, Output::Origin)?;
+            let outputs = self.projection(r, &Output::Origin)?;
+            self.set_outputs(outputs);
         }
         self.scope.pop();
         Ok(())
@@ -445,9 +476,11 @@ impl<'a> Walker<'a> {
             Operand::Literal(text) => self.encrypt_literal(e, col, &text),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
             Operand::Null => Ok(()),
+            Operand::Column(c) if c.identity == col.identity => Ok(()),
             Operand::Column(_) | Operand::Other => Err(Refusal::encrypted(
                 col,
-                "only a literal, a parameter, NULL or DEFAULT can be written to it",
+                "only a literal, a parameter, NULL, DEFAULT or a column of the same cipher \
+                 (same column or domain) can be written to it",
                 "compute the value in the application and send it as a parameter",
             )),
         }
@@ -657,6 +690,21 @@ impl<'a> Walker<'a> {
         let rel = match f {
             TableFactor::Table {
                 name, alias, args, ..
+            } if args.is_none() && self.cte(name).is_some() => {
+                let (mut cols, complete) = self.cte(name).cloned().unwrap_or_default();
+                if let Some(a) = alias {
+                    for (slot, renamed) in cols.iter_mut().zip(&a.columns) {
+                        slot.0 = fold(&renamed.name);
+                    }
+                }
+                let own = idents(name).pop().unwrap_or_default();
+                Rel {
+                    name: alias.as_ref().map(|a| fold(&a.name)).unwrap_or(own),
+                    kind: RelKind::Derived(cols, complete),
+                }
+            }
+            TableFactor::Table {
+                name, alias, args, ..
             } => {
                 let protected = self.protected_table(name);
                 let own = idents(name).pop().unwrap_or_default();
@@ -732,52 +780,54 @@ impl<'a> Walker<'a> {
     /// A query; returns its output columns (name, protected column) and whether the list
     /// is complete.
     fn query(&mut self, q: &mut Query, out: Output) -> Res<Outputs> {
-        if q.with.is_some() {
-            return Err(Refusal::unsupported(
-                "WITH (common table expressions)",
-                self.first(),
-            ));
-        }
+        self.with(q)?;
         // ORDER BY sees the select's FROM items: keep its scope level until the end.
         self.scope.push(Vec::new());
         let result = self.query_in_level(q, out);
         self.scope.pop();
+        self.ctes.pop();
         result
     }
 
-    fn query_in_level(&mut self, q: &mut Query, out: Output) -> Res<Outputs> {
-        let result = match q.body.as_mut() {
-            SetExpr::Select(s) => self.select(s, out)?,
-            SetExpr::Query(inner) => self.query(inner, out)?,
-            SetExpr::SetOperation { left, right, .. } => {
-                for side in [left, right] {
-                    let mut wrapped = Query {
-                        with: None,
-                        body: side.clone(),
-                        order_by: None,
-                        limit_clause: None,
-                        fetch: None,
-                        locks: Vec::new(),
-                        for_clause: None,
-                        settings: None,
-                        format_clause: None,
-                        pipe_operators: Vec::new(),
-                    };
-                    self.query(&mut wrapped, Output::Opaque)?;
-                    *side = wrapped.body;
-                }
-                (Vec::new(), false)
-            }
-            SetExpr::Values(v) => {
-                for row in &v.rows {
-                    for e in &row.content {
-                        self.forbid(e, "a VALUES list")?;
-                    }
-                }
-                (Vec::new(), false)
-            }
-            _ => return Err(Refusal::unsupported("this query form", self.first())),
+    /// A common table expression named `name` in scope.
+    fn cte(&self, name: &ObjectName) -> Option<&Outputs> {
+        let [ObjectNamePart::Identifier(id)] = name.0.as_slice() else {
+            return None;
         };
+        let id = fold(id);
+        self.ctes
+            .iter()
+            .rev()
+            .flat_map(|level| level.iter().rev())
+            .find(|(n, _)| *n == id)
+            .map(|(_, o)| o)
+    }
+
+    /// Analyses a WITH clause and brings its CTEs into scope (always pushes a level).
+    fn with(&mut self, q: &mut Query) -> Res {
+        let mut level = Vec::new();
+        if let Some(w) = &mut q.with {
+            if w.recursive {
+                return Err(Refusal::unsupported("WITH RECURSIVE", self.first()));
+            }
+            for cte in &mut w.cte_tables {
+                // Each CTE sees the ones before it.
+                self.ctes.push(std::mem::take(&mut level));
+                let result = self.query(&mut cte.query, Output::Origin);
+                level = self.ctes.pop().unwrap_or_default();
+                let (mut cols, complete) = result?;
+                for (slot, renamed) in cols.iter_mut().zip(&cte.alias.columns) {
+                    slot.0 = fold(&renamed.name);
+                }
+                level.push((fold(&cte.alias.name), (cols, complete)));
+            }
+        }
+        self.ctes.push(level);
+        Ok(())
+    }
+
+    fn query_in_level(&mut self, q: &mut Query, out: Output) -> Res<Outputs> {
+        let result = self.body(&mut q.body, &out)?;
         if let Some(ob) = &q.order_by {
             match &ob.kind {
                 OrderByKind::Expressions(items) => {
@@ -800,6 +850,84 @@ impl<'a> Walker<'a> {
             return Err(Refusal::unsupported("this query form", self.first()));
         }
         Ok(result)
+    }
+
+    /// A query body: SELECT, a set operation, VALUES.
+    fn body(&mut self, body: &mut SetExpr, out: &Output) -> Res<Outputs> {
+        Ok(match body {
+            SetExpr::Select(s) => self.select(s, out.clone())?,
+            SetExpr::Query(inner) => self.query(inner, out.clone())?,
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let mut sides = Vec::with_capacity(2);
+                for side in [left, right] {
+                    self.scope.push(Vec::new());
+                    let r = self.body(side, out);
+                    self.scope.pop();
+                    sides.push(r?);
+                }
+                let all = matches!(set_quantifier, sqlparser::ast::SetQuantifier::All);
+                self.set_operation(&sides[0], &sides[1], all, &op.to_string())?
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    for e in &row.content {
+                        self.forbid(e, "a VALUES list")?;
+                    }
+                }
+                (Vec::new(), false)
+            }
+            _ => return Err(Refusal::unsupported("this query form", self.first())),
+        })
+    }
+
+    /// The outputs of `left <op> right`: each position must be plain on both sides, or the
+    /// same cipher on both (deterministic unless ALL, since duplicates are compared).
+    fn set_operation(&self, left: &Outputs, right: &Outputs, all: bool, op: &str) -> Res<Outputs> {
+        let protected = |o: &Outputs| o.0.iter().any(|(_, c)| c.is_some());
+        if !(left.1 && right.1) {
+            if let Some(c) = left.0.iter().chain(&right.0).find_map(|(_, c)| c.as_ref()) {
+                return Err(Refusal::encrypted(
+                    c,
+                    &format!("phigate cannot line up the columns of this {op}"),
+                    "list the columns of each side explicitly",
+                ));
+            }
+            return Ok((Vec::new(), false));
+        }
+        if !protected(left) && !protected(right) {
+            return Ok((left.0.clone(), true));
+        }
+        let mut cols = Vec::with_capacity(left.0.len());
+        for (i, (name, l)) in left.0.iter().enumerate() {
+            let r = right.0.get(i).and_then(|(_, c)| c.as_ref());
+            let col = match (l, r) {
+                (None, None) => None,
+                (Some(a), Some(b))
+                    if a.identity == b.identity && a.logical_type() == b.logical_type() =>
+                {
+                    if !all && !a.deterministic() {
+                        return Err(Refusal::randomized(a, &format!("{op} without ALL")));
+                    }
+                    Some(a.clone())
+                }
+                (Some(c), _) | (None, Some(c)) => {
+                    return Err(Refusal::encrypted(
+                        c,
+                        &format!(
+                            "each side of {op} must hold the same encrypted column (or domain) in this position"
+                        ),
+                        "select the same column, or a column of the same domain, on both sides",
+                    ));
+                }
+            };
+            cols.push((name.clone(), col));
+        }
+        Ok((cols, true))
     }
 
     /// ORDER BY on an encrypted column would sort ciphertext: refused.
@@ -875,7 +1003,7 @@ impl<'a> Walker<'a> {
                 self.group_key(e)?;
             }
         }
-        let outputs = self.projection(&mut s.projection, out)?;
+        let outputs = self.projection(&mut s.projection, &out)?;
         if matches!(s.distinct, Some(Distinct::Distinct))
             && let Some(col) = outputs
                 .0
@@ -897,9 +1025,12 @@ impl<'a> Walker<'a> {
     }
 
     /// A select list or RETURNING list.
-    fn projection(&mut self, items: &mut [SelectItem], out: Output) -> Res<Outputs> {
+    fn projection(&mut self, items: &mut [SelectItem], out: &Output) -> Res<Outputs> {
         let mut cols = Vec::new();
         let mut complete = true;
+        if let Output::Insert(targets) = out {
+            return self.insert_values(items, targets);
+        }
         for item in items.iter() {
             match item {
                 SelectItem::Wildcard(opts) => {
@@ -966,8 +1097,39 @@ impl<'a> Walker<'a> {
         Ok((cols, complete))
     }
 
+    /// The select list of INSERT ... SELECT: what goes into protected columns must be a
+    /// literal (encrypted here), a parameter, NULL, or a column of the same cipher.
+    fn insert_values(
+        &mut self,
+        items: &mut [SelectItem],
+        targets: &[Option<Arc<Column>>],
+    ) -> Res<Outputs> {
+        for (i, item) in items.iter_mut().enumerate() {
+            let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
+            else {
+                return Err(Refusal::unsupported(
+                    "INSERT ... SELECT * into a table with encrypted columns",
+                    self.first(),
+                ));
+            };
+            match targets.get(i).and_then(Option::as_ref) {
+                Some(col) => self.write_value(e, &col.clone(), None)?,
+                None => {
+                    if self.resolve(e)?.is_some() {
+                        return Err(Refusal::unsupported(
+                            "INSERT ... SELECT of an encrypted column into a plain column",
+                            self.first(),
+                        ));
+                    }
+                    self.forbid(e, "a value")?;
+                }
+            }
+        }
+        Ok((Vec::new(), false))
+    }
+
     /// Expands `*` over relation `i` of the innermost level.
-    fn expand(&mut self, i: usize, cols: &mut Named, out: Output) -> Res<bool> {
+    fn expand(&mut self, i: usize, cols: &mut Named, out: &Output) -> Res<bool> {
         let Some(rel) = self.scope.last().and_then(|l| l.get(i)) else {
             return Ok(false);
         };
@@ -1005,12 +1167,11 @@ impl<'a> Walker<'a> {
     }
 
     /// A protected column in an output list.
-    fn output(&self, col: &Arc<Column>, out: Output) -> Res {
-        if out == Output::Opaque {
+    fn output(&self, col: &Arc<Column>, out: &Output) -> Res {
+        if !matches!(out, Output::Origin) {
             return Err(Refusal::encrypted(
                 col,
-                "an encrypted column cannot be an output of a set operation, an expression \
-                 subquery or INSERT ... SELECT",
+                "an encrypted column cannot be the output of an expression subquery",
                 "select the column directly from its table",
             ));
         }
@@ -1083,6 +1244,29 @@ impl<'a> Walker<'a> {
                     items.iter().try_for_each(|i| self.forbid(i, "a condition"))
                 }
             },
+            Expr::In {
+                expr,
+                target: InTarget::Subquery(q),
+                ..
+            } => match self.resolve(expr)? {
+                Some(col) => {
+                    self.need_deterministic(&col, "IN")?;
+                    let (named, _) = self.query(q, Output::Origin)?;
+                    match named.as_slice() {
+                        [(_, Some(c))] if c.identity == col.identity => Ok(()),
+                        _ => Err(Refusal::encrypted(
+                            &col,
+                            "IN (subquery) must select one column of the same column or domain",
+                            "select the matching encrypted column in the subquery",
+                        )),
+                    }
+                }
+                None => {
+                    self.forbid(expr, "a condition")?;
+                    self.query(q, Output::Opaque).map(|_| ())
+                }
+            },
+            Expr::Exists { subquery, .. } => self.query(subquery, Output::Opaque).map(|_| ()),
             Expr::AnyOp {
                 left,
                 compare_op: BinaryOperator::Eq,

@@ -204,9 +204,10 @@ impl Catalog {
         Some(matches.find(|t| t.name.schema == "public").unwrap_or(first))
     }
 
-    /// False when `sql` cannot name a protected table: no protected table name occurs in
-    /// it (ignoring case) and it holds no Unicode-escaped identifier. The cheap test that
-    /// lets unrelated statements through unparsed.
+    /// False when `sql` cannot touch a protected table: no protected table name occurs in
+    /// it (ignoring case), and it holds no Unicode-escaped identifier and no FETCH (from a
+    /// cursor that may be declared over a protected table). The cheap test that lets
+    /// unrelated statements through unparsed.
     pub fn may_touch(&self, sql: &str) -> bool {
         if self.needles.is_empty() {
             return false;
@@ -216,7 +217,7 @@ impl Catalog {
             hay.windows(needle.len())
                 .any(|w| w.eq_ignore_ascii_case(needle))
         };
-        self.needles.iter().any(|n| has(n.as_bytes())) || has(b"u&\"")
+        self.needles.iter().any(|n| has(n.as_bytes())) || has(b"u&\"") || has(b"fetch")
     }
 
     /// Lower-cased names of the protected tables.

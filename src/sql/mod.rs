@@ -88,6 +88,10 @@ pub struct Plan {
     pub tables: Vec<Arc<catalog::Table>>,
     /// the COPY the statement runs, when it copies a protected table
     pub copy: Option<CopyPlan>,
+    /// the protected column behind each result column, when the text is one statement
+    /// whose outputs phigate can list: used where PostgreSQL reports no origin (set
+    /// operations, expressions over CTEs)
+    pub outputs: Option<Vec<Option<Arc<Column>>>>,
     /// false when a literal was encrypted in randomized mode: the text must then not be
     /// reused for another execution, or equal values would share a ciphertext
     pub reusable: bool,
@@ -170,11 +174,6 @@ impl Refusal {
         )
     }
 
-    fn with_hint(mut self, hint: &str) -> Self {
-        hint.clone_into(&mut self.hint);
-        self
-    }
-
     fn syntax(message: &str) -> Self {
         Self::new("42601", message.to_owned(), "check the statement's syntax")
     }
@@ -230,7 +229,8 @@ fn analyse_touched(
             "write the identifier plainly",
         ));
     }
-    if protected_names(catalog, sql)?.is_empty() {
+    let fetch = mentions_fetch(sql);
+    if !fetch && protected_names(catalog, sql)?.is_empty() {
         return Ok(None);
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
@@ -250,9 +250,15 @@ fn analyse_touched(
     if walker.tables.is_empty()
         && walker.params.iter().all(Option::is_none)
         && walker.copy.is_none()
+        && !walker.fetch
     {
         return Ok(None);
     }
+    let outputs = if statements.len() == 1 {
+        walker.outputs.take()
+    } else {
+        None
+    };
     let sql = statements
         .iter()
         .map(ToString::to_string)
@@ -263,8 +269,17 @@ fn analyse_touched(
         params: walker.params,
         tables: walker.tables,
         copy: walker.copy,
+        outputs,
         reusable: !walker.randomized_literal,
     }))
+}
+
+/// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
+/// the result is inspected even though the text names none.
+fn mentions_fetch(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"fetch"))
 }
 
 /// Where the parser stopped, without the tokens it found there (they may be values).
