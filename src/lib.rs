@@ -2,8 +2,12 @@
 //!
 //! Where things happen, by module:
 //! - [`protocol`]: wire-protocol framing, checked decoding, encoding (pure)
-//! - [`session`]: the per-connection state machine between client and server (pure)
+//! - [`session`]: the per-connection state machine between client and server (pure): where
+//!   bound parameters are encrypted and result rows (and COPY data) decrypted
+//! - [`sql`]: statement analysis and rewriting (pure): where literals are encrypted and
+//!   what phigate cannot run correctly on ciphertext is refused
 //! - [`crypto`]: keyring, value envelope, randomized and deterministic column encryption (pure)
+//! - [`migrate`]: `encrypt-existing`, converting live plaintext columns in batches
 //! - [`server`]: sockets: listener, TLS, authentication, upstream connections, cancel
 //! - [`policy`]: the users and roles declared under `policies/`
 //! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
@@ -14,6 +18,7 @@
 pub mod config;
 pub mod crypto;
 pub mod metrics;
+pub mod migrate;
 pub mod policy;
 pub mod protocol;
 pub mod server;

@@ -42,6 +42,27 @@ enum Command {
     },
     /// Print the SQL that creates the `phigate_encrypted` domain protected columns use.
     Schema,
+    /// Encrypt the existing plaintext of a column a table policy declares, in batches
+    /// (resumable: run it again after an interruption), then convert the column to
+    /// `phigate_encrypted`. With --rekey, re-encrypt an encrypted column's values under
+    /// the active key (after `phigate keys rotate`).
+    EncryptExisting {
+        /// the table (`schema.table`, or `table` in public)
+        #[arg(long)]
+        table: String,
+        /// the column
+        #[arg(long)]
+        column: String,
+        /// re-encrypt values not under the active key
+        #[arg(long)]
+        rekey: bool,
+        /// rows per transaction
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// the configuration file
+        #[arg(long, short, default_value = "phigate.toml")]
+        config: PathBuf,
+    },
     /// Manage the keyring of column-encryption master keys.
     Keys {
         #[command(subcommand)]
@@ -106,6 +127,32 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check { config } => check(config),
         Command::Schema => {
             print!("{}", phigate::crypto::BACKSTOP_SQL);
+            Ok(())
+        }
+        Command::EncryptExisting {
+            table,
+            column,
+            rekey,
+            batch,
+            config,
+        } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(phigate::migrate::encrypt_existing(
+                &config,
+                &table,
+                &column,
+                rekey,
+                batch,
+                |rows| eprintln!("{table}.{column}: {rows} row(s) done"),
+            ))?;
+            let verb = if rekey { "re-encrypted" } else { "encrypted" };
+            println!("{table}.{column}: {} row(s) {verb}", summary.rows);
+            if summary.swapped {
+                println!("{table}.{column} is now phigate_encrypted");
+            }
             Ok(())
         }
         Command::Keys {

@@ -438,3 +438,228 @@ async fn table_policies_are_checked_against_the_schema() {
         "{err}"
     );
 }
+
+const LEGACY: &str = r#"
+[table]
+name = "public.legacy"
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+[columns.dob]
+type = "date"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+"#;
+
+/// `encrypt-existing` converts live plaintext columns in batches; killed half-way it
+/// resumes without losing or duplicating a row, re-encrypts rows changed meanwhile, and
+/// `--rekey` moves every value to the active key after `keys rotate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypt_existing_survives_being_killed() {
+    const ROWS: i64 = 5000;
+    let pg = Pg::start();
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    db.batch_execute(&format!(
+        "create table legacy (id int primary key, ssn text, dob date, note text);
+         insert into legacy select g, 'S-' || lpad(g::text, 6, '0'), date '1950-01-01' + g, 'n'
+           from generate_series(1, {ROWS}) g;
+         update legacy set ssn = null where id = 3;
+         alter table legacy owner to svc_scram;"
+    ))
+    .await
+    .unwrap();
+    let setup = Setup::new(
+        &pg,
+        &Options {
+            tables: &[("legacy.toml", LEGACY)],
+            ..Options::default()
+        },
+    );
+    let migrated = || async {
+        common::count(
+            &db,
+            "select count(*) from legacy where ssn__phigate is not null",
+        )
+        .await
+    };
+
+    // Start, let some batches commit, kill it.
+    let mut child = phigate()
+        .args([
+            "encrypt-existing",
+            "--table",
+            "legacy",
+            "--column",
+            "ssn",
+            "--batch",
+            "20",
+        ])
+        .arg("--config")
+        .arg(&setup.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let has_shadow = common::count(
+            &db,
+            "select count(*) from pg_attribute where attrelid = 'legacy'::regclass and attname = 'ssn__phigate'",
+        )
+        .await;
+        if has_shadow == 1 && migrated().await >= 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = migrated().await;
+    assert!(
+        done < ROWS - 1,
+        "killed too late to test resumption ({done})"
+    );
+    assert_eq!(
+        common::count(&db, "select count(*) from legacy").await,
+        ROWS
+    );
+
+    // A row changed meanwhile loses its ciphertext and is encrypted again.
+    assert_eq!(
+        common::count(
+            &db,
+            "select count(*) from legacy where id = 1 and ssn__phigate is not null"
+        )
+        .await,
+        1
+    );
+    db.batch_execute("update legacy set ssn = 'CHANGED' where id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        common::count(
+            &db,
+            "select count(*) from legacy where id = 1 and ssn__phigate is null"
+        )
+        .await,
+        1
+    );
+
+    // Run again to the end.
+    let out = run(
+        &setup,
+        &["encrypt-existing", "--table", "legacy", "--column", "ssn"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("legacy.ssn is now phigate_encrypted"),
+        "{stdout}"
+    );
+    let out = run(
+        &setup,
+        &["encrypt-existing", "--table", "legacy", "--column", "dob"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::count(&db, "select count(*) from legacy").await,
+        ROWS
+    );
+    assert_eq!(
+        common::count(
+            &db,
+            "select count(*) from information_schema.columns where table_name = 'legacy' \
+             and (column_name like '%phigate' or (column_name in ('ssn', 'dob') and domain_name <> 'phigate_encrypted'))"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        common::count(
+            &db,
+            "select count(*) from legacy where position('S-0' in encode(ssn, 'escape')) > 0"
+        )
+        .await,
+        0
+    );
+    // Idempotent once done.
+    let out = run(
+        &setup,
+        &["encrypt-existing", "--table", "legacy", "--column", "ssn"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 row(s) encrypted"));
+
+    // Rotate and re-key.
+    assert!(run(&setup, &["keys", "rotate"]).status.success());
+    let out = run(
+        &setup,
+        &[
+            "encrypt-existing",
+            "--table",
+            "legacy",
+            "--column",
+            "ssn",
+            "--rekey",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{} row(s) re-encrypted", ROWS - 1)),
+        "{stdout}"
+    );
+    assert_eq!(
+        common::count(
+            &db,
+            "select count(*) from legacy where ssn is not null and substring(ssn::bytea from 3 for 4) <> '\\x00000002'::bytea"
+        )
+        .await,
+        0
+    );
+
+    // Every value reads back through phigate.
+    let proxy = common::Proxy::with_setup(setup).await;
+    let app = proxy.alice().await;
+    let rows = app
+        .query("select id, ssn, dob from legacy order by id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len() as i64, ROWS);
+    for r in &rows {
+        let id: i32 = r.get(0);
+        let ssn: Option<String> = r.get(1);
+        let expected = match id {
+            1 => Some("CHANGED".to_owned()),
+            3 => None,
+            _ => Some(format!("S-{id:06}")),
+        };
+        assert_eq!(ssn, expected, "row {id}");
+        let dob: chrono::NaiveDate = r.get(2);
+        assert_eq!(
+            dob,
+            chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap() + chrono::Days::new(id as u64)
+        );
+    }
+    let found = app
+        .query("select id from legacy where ssn = $1", &[&"S-004321"])
+        .await
+        .unwrap();
+    assert_eq!(found[0].get::<_, i32>(0), 4321);
+}

@@ -165,6 +165,24 @@ pub enum ColumnStatus {
     Missing,
 }
 
+/// A session of phigate's own service login, for administrative work (schema checks,
+/// migrations); never a client's session.
+pub struct ServiceSession(upstream::Connected);
+
+impl ServiceSession {
+    /// Logs in upstream as the configured service user.
+    pub async fn open(config: &Config, application_name: &str) -> Result<Self, ServerError> {
+        let target = upstream_target(config)?;
+        let conn = upstream::connect(&target, &[("application_name", application_name)]).await?;
+        Ok(Self(conn))
+    }
+
+    /// Runs a simple query (one or more statements); returns the rows as text.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        self.0.query_text(sql).await
+    }
+}
+
 /// The tables and columns of the live database, as read by [`LiveSchema::read`].
 pub struct LiveSchema {
     /// every ordinary or partitioned table, with its columns in attribute order
@@ -174,8 +192,7 @@ pub struct LiveSchema {
 impl LiveSchema {
     /// Reads every table's columns over a session of phigate's own service login.
     pub async fn read(config: &Config) -> Result<Self, ServerError> {
-        let target = upstream_target(config)?;
-        let mut conn = upstream::connect(&target, &[("application_name", "phigate:check")]).await?;
+        let mut conn = ServiceSession::open(config, "phigate:check").await?;
         let sql = "SELECT n.nspname, c.relname, c.oid, a.attnum, a.attname, t.typname, coalesce(b.typname, '') \
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
                    JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
@@ -183,7 +200,7 @@ impl LiveSchema {
                    WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
                    ORDER BY c.oid, a.attnum";
         let mut tables: HashMap<TableName, LiveTable> = HashMap::new();
-        for row in conn.query_text(sql).await? {
+        for row in conn.query(sql).await? {
             let Ok(
                 [
                     Some(schema),

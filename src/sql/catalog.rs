@@ -160,7 +160,13 @@ impl Catalog {
         Ok(catalog)
     }
 
-    fn column(table: &TableName, name: &str, col: &ProtectedColumn, keyring: &Keyring) -> Column {
+    /// A protected column with its cipher derived from `keyring`.
+    pub fn column(
+        table: &TableName,
+        name: &str,
+        col: &ProtectedColumn,
+        keyring: &Keyring,
+    ) -> Column {
         let ty = col.logical_type.name();
         let identity = match &col.domain {
             Some(domain) => crypto::domain_aad(domain, ty),

@@ -424,7 +424,11 @@ impl Drop for Proxy {
 
 impl Proxy {
     pub async fn start(pg: &Pg, opts: &Options) -> Proxy {
-        let setup = Setup::new(pg, opts);
+        Self::with_setup(Setup::new(pg, opts)).await
+    }
+
+    /// phigate on an existing configuration directory.
+    pub async fn with_setup(setup: Setup) -> Proxy {
         let config = phigate::config::Config::load(&setup.config).unwrap();
         let server = phigate::server::Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
