@@ -2,7 +2,10 @@
 # pgbench harness: the same PostgreSQL measured directly, through phigate and through
 # PgBouncer (session mode), alternating target by target in every round so that all three
 # see the same machine state. Prints TPS per round, medians and ratios, phigate's CPU time
-# per statement, and phigate's memory with 1,000 idle client sessions.
+# per statement, and phigate's memory with 1,000 idle client sessions. phigate runs with a
+# protected table declared, so every statement goes through analysis.
+# Then: the same SELECT through phigate on a plaintext table and on an encrypted one,
+# alternating, for phigate's extra CPU per encrypted statement.
 #
 # usage: benches/pgbench.sh [rounds] [seconds-per-run] [clients]
 # needs: PostgreSQL 15 server binaries, pgbench, psql, pgbouncer (Debian: apt-get install
@@ -49,6 +52,11 @@ until pg_isready -q -h 127.0.0.1 -p "$PGPORT"; do sleep 0.1; done
 PSQL="psql -X -q -h 127.0.0.1 -p $PGPORT -U postgres"
 $PSQL -d postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench-pw'" -c "CREATE DATABASE bench OWNER bench"
 PGPASSWORD=bench-pw pgbench -i -q -s 10 -h 127.0.0.1 -p "$PGPORT" -U bench bench >/dev/null 2>&1
+"$PHIGATE" schema | $PSQL -d bench >/dev/null
+$PSQL -d bench -c "CREATE TABLE patients (id int PRIMARY KEY, ssn phigate_encrypted, full_name phigate_encrypted, birth_date phigate_encrypted)" \
+  -c "CREATE TABLE plain_patients (id int PRIMARY KEY, ssn text, full_name text, birth_date date)" \
+  -c "ALTER TABLE patients OWNER TO bench" -c "ALTER TABLE plain_patients OWNER TO bench" \
+  -c "INSERT INTO plain_patients SELECT g, 'S-' || lpad(g::text, 9, '0'), 'Patient number ' || g, date '1950-01-01' + g FROM generate_series(1, 10000) g"
 
 # phigate
 PHPORT=$(free_port)
@@ -66,6 +74,23 @@ user = "bench"
 password_file = "upstream.pw"
 tls = "disable"
 TOML
+cat >"$WORK/phigate/policies/patients.toml" <<TOML
+[table]
+name = "public.patients"
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+read = { app = "plaintext" }
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { app = "plaintext" }
+[columns.birth_date]
+type = "date"
+encrypt = "randomized"
+read = { app = "plaintext" }
+TOML
+"$PHIGATE" keys generate --config "$WORK/phigate/phigate.toml" >/dev/null
 RUST_LOG=warn "$PHIGATE" serve --config "$WORK/phigate/phigate.toml" 2>"$WORK/phigate.log" &
 PHPID=$!
 PIDS+=($PHPID)
@@ -96,6 +121,9 @@ PIDS+=($PBPID)
 for port in "$PHPORT" "$PBPORT"; do
   until pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null; do sleep 0.1; done
 done
+# The encrypted table is filled through phigate (COPY FROM STDIN is encrypted in flight).
+$PSQL -d bench -Atc "COPY plain_patients TO STDOUT" |
+  PGPASSWORD=bench-pw psql -X -q -h 127.0.0.1 -p "$PHPORT" -U bench bench -c "\\copy patients FROM pstdin"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A TPS TICKS TXS
@@ -156,3 +184,28 @@ kill $IDLE 2>/dev/null || true
 wait $IDLE 2>/dev/null || true
 [ "$sessions" -ge 1000 ] || { echo "idle sessions did not open:"; tail -5 "$WORK/idle.log"; }
 echo "  1,000 idle sessions: $sessions upstream sessions open after ${opened}s, phigate RSS $((held / 1024)) MiB (before: $((base / 1024)) MiB)"
+
+# Encrypted against plaintext, both through phigate: phigate's CPU per statement.
+printf '\\set id random(1, 10000)\nSELECT id, ssn, full_name, birth_date FROM plain_patients WHERE id = :id;\n' >"$WORK/plain.sql"
+printf '\\set id random(1, 10000)\nSELECT id, ssn, full_name, birth_date FROM patients WHERE id = :id;\n' >"$WORK/enc.sql"
+declare -A ETICKS ETXS
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for table in plain enc; do
+      before=$(cpu_ticks "$PHPID")
+      out=$(PGPASSWORD=bench-pw pgbench -n -M "$mode" -f "$WORK/$table.sql" -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -p "$PHPORT" -U bench bench 2>&1) ||
+        { echo "pgbench on $table failed:"; echo "$out"; exit 1; }
+      after=$(cpu_ticks "$PHPID")
+      tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+      ETICKS[$mode,$table]=$(( ${ETICKS[$mode,$table]:-0} + after - before ))
+      ETXS[$mode,$table]=$(( ${ETXS[$mode,$table]:-0} + tx ))
+    done
+  done
+done
+echo "  SELECT of 4 columns by id through phigate, plaintext table vs 3 encrypted columns:"
+for mode in simple prepared; do
+  awk -v m="$mode" -v hz="$HZ" -v pt="${ETICKS[$mode,plain]}" -v pn="${ETXS[$mode,plain]}" \
+      -v et="${ETICKS[$mode,enc]}" -v en="${ETXS[$mode,enc]}" 'BEGIN {
+    p = pt / hz * 1e6 / pn; e = et / hz * 1e6 / en
+    printf "    %-8s phigate CPU per statement: plaintext %.1f us, encrypted %.1f us, difference %.1f us (%d vs %d statements)\n", m, p, e, e - p, pn, en }'
+done

@@ -193,7 +193,8 @@ impl LiveSchema {
     /// Reads every table's columns over a session of phigate's own service login.
     pub async fn read(config: &Config) -> Result<Self, ServerError> {
         let mut conn = ServiceSession::open(config, "phigate:check").await?;
-        let sql = "SELECT n.nspname, c.relname, c.oid, a.attnum, a.attname, t.typname, coalesce(b.typname, '') \
+        let sql = "SELECT n.nspname, c.relname, c.oid, a.attnum, a.attname, t.typname, coalesce(b.typname, ''), \
+                   a.atthasdef \
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
                    JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype \
@@ -210,8 +211,9 @@ impl LiveSchema {
                     Some(name),
                     Some(ty),
                     Some(base),
+                    Some(has_default),
                 ],
-            ) = <[Option<String>; 7]>::try_from(row)
+            ) = <[Option<String>; 8]>::try_from(row)
             else {
                 continue;
             };
@@ -230,6 +232,7 @@ impl LiveSchema {
                     attnum,
                     type_name: ty,
                     base_type: base,
+                    has_default: has_default == "t",
                 });
         }
         Ok(Self { tables })

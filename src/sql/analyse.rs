@@ -346,6 +346,15 @@ impl<'a> Walker<'a> {
             let t = target.as_ref()?;
             t.protected.get(columns.get(i)?).cloned()
         };
+        // A protected column left to its database default would receive plaintext.
+        if let Some(t) = &target {
+            let omitted = |name: &String| ins.source.is_none() || !columns.contains(name);
+            if let Some(name) = t.defaulted.iter().find(|n| omitted(n))
+                && let Some(col) = t.protected.get(name)
+            {
+                return Err(default_refusal(col));
+            }
+        }
         self.scope.push(Vec::new());
         if let Some(source) = &mut ins.source {
             match source.body.as_mut() {
@@ -470,7 +479,15 @@ impl<'a> Walker<'a> {
             && i.quote_style.is_none()
             && i.value.eq_ignore_ascii_case("default")
         {
-            return Ok(());
+            let defaulted = self
+                .tables
+                .iter()
+                .any(|t| t.name == col.table && t.defaulted.contains(&col.name));
+            return if defaulted {
+                Err(default_refusal(col))
+            } else {
+                Ok(())
+            };
         }
         match self.operand(e)? {
             Operand::Literal(text) => self.encrypt_literal(e, col, &text),
@@ -1403,6 +1420,14 @@ impl<'a> Walker<'a> {
             ControlFlow::Continue(()) => Ok(()),
         }
     }
+}
+
+fn default_refusal(col: &Column) -> Refusal {
+    Refusal::encrypted(
+        col,
+        "it has a database default, which PostgreSQL would store unencrypted",
+        "give the column a value (or NULL) in the statement, and drop the column's default",
+    )
 }
 
 /// The COPY format phigate can transform, from the statement's options; `None` for

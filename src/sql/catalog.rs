@@ -20,6 +20,8 @@ pub struct LiveColumn {
     pub type_name: String,
     /// the base type's name when the type is a domain, else empty
     pub base_type: String,
+    /// the column has a default (or is generated)
+    pub has_default: bool,
 }
 
 /// One live table: its OID and its columns in attribute order.
@@ -102,6 +104,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// the protected columns
     pub protected: HashMap<String, Arc<Column>>,
+    /// protected columns with a database default: PostgreSQL would compute plaintext
+    pub defaulted: Vec<String>,
 }
 
 /// Every protected table, by name and by catalog position.
@@ -149,10 +153,17 @@ impl Catalog {
                 protected.insert(name.clone(), column);
             }
             catalog.needles.push(policy.name.table.to_lowercase());
+            let defaulted = table
+                .columns
+                .iter()
+                .filter(|c| c.has_default && protected.contains_key(&c.name))
+                .map(|c| c.name.clone())
+                .collect();
             catalog.tables.push(Arc::new(Table {
                 name: policy.name.clone(),
                 columns: table.columns.iter().map(|c| c.name.clone()).collect(),
                 protected,
+                defaulted,
             }));
         }
         catalog.needles.sort();

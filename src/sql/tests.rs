@@ -43,6 +43,7 @@ fn live(oid: u32, cols: &[&str]) -> LiveTable {
             .map(|(i, c)| LiveColumn {
                 name: (*c).to_owned(),
                 attnum: i16::try_from(i + 1).expect("few columns"),
+                has_default: *c == "patient_ssn",
                 type_name: if ["ssn", "full_name", "birth_date", "patient_ssn"].contains(c) {
                     "phigate_encrypted".into()
                 } else {
@@ -373,4 +374,19 @@ fn ctes_set_operations_and_subqueries() {
             run(&a, fetch)
         );
     }
+}
+
+#[test]
+fn database_defaults_of_protected_columns_are_refused() {
+    let a = analyzer();
+    // claims.patient_ssn has a default in this catalog: leaving it to it would store
+    // plaintext.
+    for sql in [
+        "INSERT INTO claims (id) VALUES (1)",
+        "INSERT INTO claims (id, patient_ssn) VALUES (1, DEFAULT)",
+        "INSERT INTO claims DEFAULT VALUES",
+    ] {
+        assert_eq!(refused(&a, sql).code, "0A000", "{sql}");
+    }
+    plan(&a, "INSERT INTO claims (id, patient_ssn) VALUES (1, NULL)");
 }

@@ -1,0 +1,220 @@
+//! Cost of transparent encryption: statement analysis and rewriting (cold and cached), the
+//! byte scan that lets unrelated statements through, and one prepared-statement exchange
+//! on an encrypted column against the same exchange on a plaintext one.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use criterion::{Criterion, criterion_group, criterion_main};
+use phigate::crypto::{ColumnCipher, Keyring, Mode, domain_aad};
+use phigate::policy::{PolicySet, TableName};
+use phigate::protocol::frame::split_frame;
+use phigate::protocol::value::Context;
+use phigate::session::{Guard, Outbound, Session};
+use phigate::sql::catalog::{LiveColumn, LiveTable};
+use phigate::sql::{Analyzer, Catalog};
+
+const POLICY: &str = r#"
+[table]
+name = "public.patients"
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+domain = "ssn"
+read = { clinician = "plaintext" }
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+[columns.birth_date]
+type = "date"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+"#;
+
+fn keyring() -> Keyring {
+    Keyring::from_keys(1, vec![(1, [9u8; 32])])
+}
+
+fn catalog() -> Arc<Catalog> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("patients.toml"), POLICY).expect("policy");
+    std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("roles");
+    let policies = PolicySet::load(dir.path()).expect("policies");
+    let columns = ["id", "ssn", "full_name", "birth_date", "clinic_id"]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| LiveColumn {
+            name: (*c).into(),
+            attnum: i as i16 + 1,
+            has_default: false,
+            type_name: "phigate_encrypted".into(),
+            base_type: "bytea".into(),
+        })
+        .collect();
+    let mut live = HashMap::new();
+    live.insert(
+        TableName {
+            schema: "public".into(),
+            table: "patients".into(),
+        },
+        LiveTable { oid: 100, columns },
+    );
+    Arc::new(Catalog::new(&policies, &keyring(), &live).expect("catalog"))
+}
+
+const STATEMENTS: &[(&str, &str)] = &[
+    (
+        "lookup",
+        "SELECT id, ssn, full_name FROM patients WHERE ssn = $1",
+    ),
+    (
+        "insert",
+        "INSERT INTO patients (id, ssn, full_name, birth_date) VALUES ($1, $2, $3, $4)",
+    ),
+    (
+        "update-literal",
+        "UPDATE patients SET clinic_id = 3 WHERE ssn = '123-45-6789' AND birth_date = '1970-01-01'",
+    ),
+    (
+        "join",
+        "SELECT p.full_name, c.amount FROM patients p JOIN claims c ON c.patient_id = p.id \
+         WHERE p.ssn IN ($1, $2) AND c.amount > 10",
+    ),
+];
+
+fn analysis(c: &mut Criterion) {
+    let catalog = catalog();
+    let role: Arc<str> = Arc::from("clinician");
+    let ctx = Context { utc: true };
+    for (name, sql) in STATEMENTS {
+        c.bench_function(&format!("sql/analyse+rewrite cold/{name}"), |b| {
+            b.iter(|| {
+                let fresh = Analyzer::new(catalog.clone());
+                black_box(fresh.analyse(&role, ctx, sql))
+            })
+        });
+    }
+    let cached = Analyzer::new(catalog.clone());
+    c.bench_function("sql/analyse cached/lookup", |b| {
+        b.iter(|| black_box(cached.analyse(&role, ctx, STATEMENTS[0].1)))
+    });
+    c.bench_function("sql/pass-through scan/pgbench-S", |b| {
+        b.iter(|| {
+            black_box(cached.analyse(
+                &role,
+                ctx,
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;",
+            ))
+        })
+    });
+}
+
+fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+    out.put_u8(tag);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(body);
+}
+
+fn feed(session: &mut Session, bytes: &[u8], frontend: bool, out: &mut Outbound) {
+    let now = Instant::now();
+    let mut input = BytesMut::from(bytes);
+    while let Some(f) = split_frame(&mut input, 1 << 28).expect("frame") {
+        if frontend {
+            session.on_frontend(f, now, out);
+        } else {
+            session.on_backend(f, now, out);
+        }
+    }
+}
+
+/// Bind ($1 = an SSN in text) / Execute / Sync of statement "s", answered by one row
+/// holding `value` in binary format.
+fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
+    let mut session = Session::new("phigate:bench".into(), String::new(), guard);
+    let mut out = Outbound::default();
+    // Prepare once: Parse + Sync, answered (with the Describe phigate adds) by the
+    // server's ParseComplete, ParameterDescription, RowDescription and ReadyForQuery.
+    let mut parse = BytesMut::new();
+    msg(
+        &mut parse,
+        b'P',
+        b"s\0SELECT ssn FROM patients WHERE ssn = $1\0\0\0",
+    );
+    msg(&mut parse, b'S', b"");
+    feed(&mut session, &parse, true, &mut out);
+    let mut described = BytesMut::new();
+    msg(&mut described, b'1', b"");
+    msg(&mut described, b't', b"\0\x01\0\0\0\x11");
+    let mut row_desc = BytesMut::new();
+    row_desc.put_i16(1);
+    row_desc.put_slice(b"ssn\0");
+    row_desc.put_u32(100);
+    row_desc.put_i16(2);
+    row_desc.put_u32(17);
+    row_desc.put_i16(-1);
+    row_desc.put_i32(-1);
+    row_desc.put_i16(0);
+    msg(&mut described, b'T', &row_desc);
+    msg(&mut described, b'Z', b"I");
+    feed(&mut session, &described, false, &mut out);
+
+    let mut request = BytesMut::new();
+    let mut bind = BytesMut::new();
+    bind.put_slice(b"\0s\0");
+    bind.put_i16(0);
+    bind.put_i16(1);
+    bind.put_i32(11);
+    bind.put_slice(b"123-45-6789");
+    bind.put_i16(1);
+    bind.put_i16(1);
+    msg(&mut request, b'B', &bind);
+    msg(&mut request, b'E', b"\0\0\0\0\0");
+    msg(&mut request, b'S', b"");
+    let mut response = BytesMut::new();
+    msg(&mut response, b'2', b"");
+    let mut row = BytesMut::new();
+    row.put_i16(1);
+    row.put_i32(value.len() as i32);
+    row.put_slice(value);
+    msg(&mut response, b'D', &row);
+    msg(&mut response, b'C', b"SELECT 1\0");
+    msg(&mut response, b'Z', b"I");
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            feed(&mut session, &request, true, &mut out);
+            feed(&mut session, &response, false, &mut out);
+            black_box(&out.client);
+            out.client.clear();
+            out.upstream.clear();
+            out.events.clear();
+        })
+    });
+}
+
+fn session(c: &mut Criterion) {
+    let guard = Guard {
+        analyzer: Arc::new(Analyzer::new(catalog())),
+        role: Arc::from("clinician"),
+    };
+    let cipher = ColumnCipher::new(&keyring(), Mode::Deterministic, &domain_aad("ssn", "text"));
+    let envelope = cipher.encrypt(b"123-45-6789");
+    exchange(
+        c,
+        "session/prepared lookup, plaintext column",
+        None,
+        b"123-45-6789",
+    );
+    exchange(
+        c,
+        "session/prepared lookup, encrypted column",
+        Some(guard),
+        &envelope,
+    );
+}
+
+criterion_group!(benches, analysis, session);
+criterion_main!(benches);
