@@ -632,7 +632,11 @@ impl<'a> Walker<'a> {
                 // column further out: refuse rather than guess.
                 let outer = self.scope.iter().flatten().find_map(|r| match &r.kind {
                     RelKind::Table(t) => t.protected.get(col),
-                    _ => None,
+                    RelKind::Derived(cols, _) => cols
+                        .iter()
+                        .find(|(n, _)| n == col)
+                        .and_then(|(_, c)| c.as_ref()),
+                    RelKind::Opaque => None,
                 });
                 if let Some(c) = outer {
                     return Err(Refusal::encrypted(

@@ -241,6 +241,10 @@ fn unsupported_uses_are_refused_with_their_sqlstate() {
             "SELECT id FROM patients p WHERE EXISTS (SELECT 1 FROM visits v WHERE ssn = '1')",
             "0A000",
         ),
+        (
+            "SELECT * FROM (SELECT ssn FROM patients) s WHERE EXISTS (SELECT 1 FROM visits WHERE ssn = '1')",
+            "0A000",
+        ),
     ] {
         assert_eq!(refused(&a, sql).code, code, "{sql}");
     }
