@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod metrics;

@@ -42,6 +42,11 @@ enum Command {
     },
     /// Print the SQL that creates the `phigate_encrypted` domain protected columns use.
     Schema,
+    /// Work with the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Encrypt the existing plaintext of a column a table policy declares, in batches
     /// (resumable: run it again after an interruption), then convert the column to
     /// `phigate_encrypted`. With --rekey, re-encrypt an encrypted column's values under
@@ -73,6 +78,22 @@ enum Command {
         /// the keyring file (overrides the configuration)
         #[arg(long, global = true)]
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify an audit directory: sequence, links, checkpoint digests and signatures, and
+    /// (given the signing key) every record's MAC. Exits non-zero at the first problem.
+    Verify {
+        /// the audit directory
+        dir: PathBuf,
+        /// the instance's public key (`<signing key file>.pub`): checks checkpoints
+        #[arg(long, conflicts_with = "key")]
+        public_key: Option<PathBuf>,
+        /// the instance's signing key file: also checks every record's MAC
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -128,6 +149,48 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schema => {
             print!("{}", phigate::crypto::BACKSTOP_SQL);
             Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    dir,
+                    public_key,
+                    key,
+                },
+        } => {
+            let keys = key
+                .as_deref()
+                .map(phigate::audit::AuditKeys::load)
+                .transpose()?;
+            let public = match (&keys, public_key) {
+                (Some(k), _) => k.public(),
+                (None, Some(p)) => phigate::audit::PublicKey::load(&p)?,
+                (None, None) => anyhow::bail!("give --public-key FILE or --key FILE"),
+            };
+            match phigate::audit::verify(&dir, &public, keys.as_ref()) {
+                Ok(r) => {
+                    println!(
+                        "ok: {} records, {} checkpoints, {} segments, last seq {}",
+                        r.records, r.checkpoints, r.segments, r.last_seq
+                    );
+                    if r.unsigned_tail > 0 {
+                        let how = if keys.is_some() {
+                            "checked by their MACs"
+                        } else {
+                            "not covered by a checkpoint yet: give --key to check their MACs"
+                        };
+                        println!(
+                            "  {} record(s) after the last checkpoint: {how}",
+                            r.unsigned_tail
+                        );
+                    }
+                    Ok(())
+                }
+                Err(p) => {
+                    println!("FAILED: {p}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::EncryptExisting {
             table,

@@ -1,0 +1,83 @@
+//! The tamper-evident audit log (DESIGN section 7): records, the hash chain that links
+//! them, Ed25519-signed checkpoints, the segment files they are written to, and the
+//! verifier security teams run.
+//!
+//! Every line of a segment is one JSON object. A record's `mac` is
+//! HMAC-SHA256(chain key, previous mac || the line without its `mac` field); a checkpoint
+//! (also a chained line) signs the range of records since the previous checkpoint with the
+//! instance's Ed25519 key, including a SHA-256 digest of those lines, so a verifier holding
+//! only the public key detects any edit up to the last checkpoint, and a verifier holding
+//! the chain key detects any edit at all. Each segment ends with a checkpoint; `HEAD`
+//! holds the newest one, so truncating the log below it is detected too.
+
+mod chain;
+mod keys;
+mod record;
+mod store;
+mod verify;
+
+pub use keys::{AuditKeys, PublicKey};
+pub use record::{Decision, Kind, Record};
+pub use store::{AuditLog, Durability, LogOptions};
+pub use verify::{Problem, Report, verify};
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why the audit log cannot be written or read. Never contains key material.
+#[derive(Debug, Error)]
+pub enum AuditError {
+    /// A file operation failed.
+    #[error("{path}: {cause}")]
+    Io {
+        /// the file or directory
+        path: PathBuf,
+        /// why
+        cause: std::io::Error,
+    },
+    /// A key file is unusable.
+    #[error("{path}: {problem}")]
+    Key {
+        /// the key file
+        path: PathBuf,
+        /// what is wrong
+        problem: String,
+    },
+    /// Existing segments cannot be continued (the chain is broken where it would resume).
+    #[error("{path}: cannot continue the audit chain: {problem}")]
+    Corrupt {
+        /// the segment
+        path: PathBuf,
+        /// what is wrong
+        problem: String,
+    },
+}
+
+fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuditError {
+    let path = path.into();
+    move |cause| AuditError::Io { path, cause }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! Segment files: appending records, checkpoints, rotation by size and by day, and
+//! recovery after a restart (the chain continues from the last line; a torn last line is
+//! cut off).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::chain::{Chain, split_mac};
+use super::keys::AuditKeys;
+use super::record::{Kind, Record, now};
+use super::{AuditError, io, unhex};
+
+/// When a record counts as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// handed to the operating system (write); fsync in the background
+    Group,
+    /// on disk (fdatasync) before `append` returns
+    Fsync,
+}
+
+/// How the log is kept.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// the instance name written into every record
+    pub instance: String,
+    /// a segment is closed once it reaches this size
+    pub segment_bytes: u64,
+    /// a checkpoint is written after this many records
+    pub checkpoint_every: u64,
+    /// when a record counts as written
+    pub durability: Durability,
+}
+
+/// The audit log of one instance, open for appending.
+#[derive(Debug)]
+pub struct AuditLog {
+    dir: PathBuf,
+    keys: Arc<AuditKeys>,
+    opts: LogOptions,
+    chain: Chain,
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    /// UTC date (YYYY-MM-DD) the segment was started on
+    day: String,
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.jsonl")
+}
+
+/// The segments of `dir`, oldest first.
+pub(super) fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The fields of a line recovery and verification look at.
+pub(super) struct LineInfo {
+    pub(super) seq: u64,
+    pub(super) prev: String,
+    pub(super) kind: Option<Kind>,
+    pub(super) ts: String,
+    pub(super) covers: Option<[u64; 3]>,
+    pub(super) digest: Option<String>,
+    pub(super) signature: Option<String>,
+}
+
+pub(super) fn parse_line(line: &str) -> Option<LineInfo> {
+    let r: Record = serde_json::from_str(line).ok()?;
+    Some(LineInfo {
+        seq: r.seq,
+        prev: r.prev,
+        kind: r.kind,
+        ts: r.ts,
+        covers: r.covers,
+        digest: r.digest,
+        signature: r.signature,
+    })
+}
+
+fn today() -> String {
+    now().chars().take(10).collect()
+}
+
+impl AuditLog {
+    /// Opens (creating when needed) the log in `dir`, continuing its chain.
+    pub fn open(dir: &Path, keys: Arc<AuditKeys>, opts: LogOptions) -> Result<Self, AuditError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        let existing = segments(dir)?;
+        let mut chain = Chain::new(1, [0u8; 32]);
+        let Some(last) = existing.last() else {
+            let path = dir.join(segment_name(1));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            return Ok(Self {
+                dir: dir.to_owned(),
+                keys,
+                opts,
+                chain,
+                file,
+                path,
+                bytes: 0,
+                day: today(),
+            });
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(last)
+            .map_err(io(last))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io(last))?;
+        // A torn last line (a crash mid-write) was never acknowledged: cut it off.
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            file.set_len(whole as u64).map_err(io(last))?;
+            file.seek(SeekFrom::End(0)).map_err(io(last))?;
+            text.truncate(whole);
+        }
+        let corrupt = |problem: String| AuditError::Corrupt {
+            path: last.clone(),
+            problem,
+        };
+        // The segment's chain starts after the previous segment's last line.
+        if existing.len() > 1 {
+            let before = &existing[existing.len() - 2];
+            let prev_text = std::fs::read_to_string(before).map_err(io(before))?;
+            let line = prev_text.lines().last().unwrap_or_default();
+            let (_, mac) =
+                split_mac(line).ok_or_else(|| corrupt("the previous segment ends badly".into()))?;
+            let info = parse_line(line)
+                .ok_or_else(|| corrupt("the previous segment ends badly".into()))?;
+            chain = Chain::new(info.seq + 1, mac);
+        }
+        let mut day = today();
+        for (i, line) in text.lines().enumerate() {
+            let (body, mac) =
+                split_mac(line).ok_or_else(|| corrupt(format!("line {} has no mac", i + 1)))?;
+            let info = parse_line(line)
+                .ok_or_else(|| corrupt(format!("line {} is not a record", i + 1)))?;
+            if info.seq != chain.next_seq || keys.mac(&chain.prev, body.as_bytes()) != mac {
+                return Err(corrupt(format!(
+                    "line {} (seq {}) does not continue the chain; run `phigate audit verify`",
+                    i + 1,
+                    info.seq
+                )));
+            }
+            if i == 0 {
+                day = info.ts.chars().take(10).collect();
+            }
+            let checkpoint = match info.kind {
+                Some(Kind::Checkpoint) => Some(
+                    info.digest
+                        .as_deref()
+                        .and_then(unhex::<32>)
+                        .ok_or_else(|| corrupt(format!("line {} has no digest", i + 1)))?,
+                ),
+                _ => None,
+            };
+            chain.absorb(line, info.seq, mac, checkpoint);
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            keys,
+            opts,
+            chain,
+            file,
+            path: last.clone(),
+            bytes: whole as u64,
+            day,
+        })
+    }
+
+    /// The seq the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.chain.next_seq
+    }
+
+    /// Appends a record (its `seq`, `prev`, `instance` and, when empty, `ts` are filled
+    /// in); returns its seq once it is written as the durability mode requires.
+    pub fn append(&mut self, mut record: Record) -> Result<u64, AuditError> {
+        if self.bytes > 0 && (self.bytes >= self.opts.segment_bytes || today() != self.day) {
+            self.rotate()?;
+        }
+        if record.ts.is_empty() {
+            record.ts = now();
+        }
+        record.instance.clone_from(&self.opts.instance);
+        let line = self.chain.seal(&self.keys, &mut record);
+        self.write(&line)?;
+        if self.opts.durability == Durability::Fsync {
+            self.sync()?;
+        }
+        if self.chain.count >= self.opts.checkpoint_every {
+            self.checkpoint()?;
+        }
+        Ok(record.seq)
+    }
+
+    fn write(&mut self, line: &str) -> Result<(), AuditError> {
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io(&self.path))?;
+        self.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Writes a signed checkpoint over the records since the last one (if any), syncs,
+    /// and records it in `HEAD`.
+    pub fn checkpoint(&mut self) -> Result<(), AuditError> {
+        if self.chain.count == 0 {
+            return Ok(());
+        }
+        let record = Record {
+            ts: now(),
+            instance: self.opts.instance.clone(),
+            ..Record::default()
+        };
+        let line = self.chain.checkpoint(&self.keys, record);
+        self.write(&line)?;
+        self.sync()?;
+        let head = self.dir.join("HEAD");
+        let tmp = self.dir.join("HEAD.tmp");
+        std::fs::write(&tmp, &line)
+            .and_then(|()| File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &head))
+            .map_err(io(&head))
+    }
+
+    /// Flushes written records to disk.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
+
+    /// Closes the current segment with a checkpoint and starts the next.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.checkpoint()?;
+        let path = self.dir.join(segment_name(self.chain.next_seq));
+        self.file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        self.path = path;
+        self.bytes = 0;
+        self.day = today();
+        self.chain.new_segment();
+        Ok(())
+    }
+
+    /// Ends the log cleanly: a final checkpoint, synced.
+    pub fn close(mut self) -> Result<(), AuditError> {
+        self.checkpoint()?;
+        self.sync()
+    }
+}

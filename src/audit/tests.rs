@@ -1,0 +1,237 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+
+fn keys() -> Arc<AuditKeys> {
+    Arc::new(AuditKeys::from_seed(&[1u8; 32]))
+}
+
+fn options() -> LogOptions {
+    LogOptions {
+        instance: "test".into(),
+        segment_bytes: 3000,
+        checkpoint_every: 7,
+        durability: Durability::Group,
+    }
+}
+
+fn record(i: u64) -> Record {
+    Record {
+        kind: Some(Kind::Statement),
+        session: Some(i % 3),
+        user: Some(format!("user{}", i % 4)),
+        role: Some("clinician".into()),
+        statement: Some("SELECT * FROM patients WHERE ssn = $1".into()),
+        decision: Some(Decision::Allowed),
+        ..Record::default()
+    }
+}
+
+/// A closed log of `n` records in several segments.
+fn write_log(dir: &Path, keys: Arc<AuditKeys>, n: u64) {
+    let mut log = AuditLog::open(dir, keys, options()).expect("open");
+    for i in 0..n {
+        log.append(record(i)).expect("append");
+    }
+    log.close().expect("close");
+}
+
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.path().join(e.file_name())).expect("copy");
+    }
+    to
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write");
+}
+
+fn segment(dir: &Path, i: usize) -> std::path::PathBuf {
+    store::segments(dir).expect("segments")[i].clone()
+}
+
+fn check_both(dir: &Path) -> (Result<Report, Problem>, Result<Report, Problem>) {
+    let k = keys();
+    (
+        verify(dir, &k.public(), Some(&k)),
+        verify(dir, &k.public(), None),
+    )
+}
+
+#[test]
+fn a_clean_log_verifies_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), keys(), 60);
+    let (full, public) = check_both(dir.path());
+    let report = full.expect("verifies");
+    assert_eq!(report.records, 60);
+    assert!(report.segments >= 3, "{report:?}");
+    assert_eq!(report.unsigned_tail, 0);
+    assert_eq!(public.expect("verifies with the public key"), report);
+}
+
+#[test]
+fn every_kind_of_tampering_is_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), keys(), 60);
+    type Tamper = fn(&Path);
+    let cases: [(&str, &str, &str, Tamper); 7] = [
+        (
+            "one changed byte",
+            "mac does not match",
+            "digest does not match",
+            |d| {
+                let f = segment(d, 1);
+                let mut l = lines_of(&f);
+                l[2] = l[2].replacen("user", "usfr", 1);
+                write_lines(&f, &l);
+            },
+        ),
+        ("a deleted record", "found seq", "found seq", |d| {
+            let f = segment(d, 1);
+            let mut l = lines_of(&f);
+            l.remove(3);
+            write_lines(&f, &l);
+        }),
+        ("an inserted record", "found seq", "found seq", |d| {
+            let f = segment(d, 1);
+            let mut l = lines_of(&f);
+            let copy = l[1].clone();
+            l.insert(2, copy);
+            write_lines(&f, &l);
+        }),
+        ("two records swapped", "found seq", "found seq", |d| {
+            let f = segment(d, 0);
+            let mut l = lines_of(&f);
+            l.swap(1, 2);
+            write_lines(&f, &l);
+        }),
+        ("a truncated tail", "HEAD", "HEAD", |d| {
+            let segs = store::segments(d).expect("segments");
+            let f = segs.last().expect("a segment");
+            let mut l = lines_of(f);
+            let last_checkpoint = l
+                .iter()
+                .rposition(|x| x.contains("\"checkpoint\""))
+                .expect("cp");
+            l.truncate(last_checkpoint);
+            write_lines(f, &l);
+        }),
+        ("a removed segment", "missing", "missing", |d| {
+            std::fs::remove_file(segment(d, 1)).expect("remove");
+        }),
+        (
+            "a segment re-signed with another key",
+            "mac does not match",
+            "signature",
+            |d| {
+                let forged = tempfile::tempdir().expect("tempdir");
+                write_log(
+                    forged.path(),
+                    Arc::new(AuditKeys::from_seed(&[2u8; 32])),
+                    60,
+                );
+                for seg in store::segments(d).expect("segments") {
+                    std::fs::remove_file(seg).expect("remove");
+                }
+                for seg in store::segments(forged.path()).expect("segments") {
+                    std::fs::copy(&seg, d.join(seg.file_name().expect("name"))).expect("copy");
+                }
+                std::fs::copy(forged.path().join("HEAD"), d.join("HEAD")).expect("head");
+            },
+        ),
+    ];
+    for (name, with_keys, with_public_key, tamper) in cases {
+        let copy = copy_dir(dir.path());
+        tamper(copy.path());
+        let (full, public) = check_both(copy.path());
+        let full = full.expect_err(name);
+        let public = public.expect_err(name);
+        assert!(full.seq.is_some(), "{name}: {full}");
+        assert!(full.what.contains(with_keys), "{name}: {full}");
+        assert!(public.what.contains(with_public_key), "{name}: {public}");
+    }
+}
+
+#[test]
+fn the_chain_continues_after_a_restart_and_a_torn_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = AuditLog::open(dir.path(), keys(), options()).expect("open");
+        for i in 0..10 {
+            log.append(record(i)).expect("append");
+        }
+        // dropped without a final checkpoint: a crash
+    }
+    let last = store::segments(dir.path())
+        .expect("segments")
+        .pop()
+        .expect("one");
+    let mut text = std::fs::read_to_string(&last).expect("read");
+    text.push_str("{\"seq\":11,\"ts\":\"torn");
+    std::fs::write(&last, text).expect("write");
+    let complete: usize = store::segments(dir.path())
+        .expect("segments")
+        .iter()
+        .map(|s| lines_of(s).len())
+        .sum();
+    let mut log = AuditLog::open(dir.path(), keys(), options()).expect("reopen");
+    // The torn line is gone (its record was never acknowledged); the chain goes on.
+    assert_eq!(log.next_seq(), complete as u64);
+    for i in 0..30 {
+        log.append(record(i)).expect("append");
+    }
+    log.close().expect("close");
+    let (full, public) = check_both(dir.path());
+    assert_eq!(full.expect("verifies").records, 40);
+    public.expect("verifies");
+    // A tampered chain is not continued.
+    let f = segment(dir.path(), 0);
+    let mut l = lines_of(&f);
+    l[0] = l[0].replacen("user0", "user9", 1);
+    write_lines(&f, &l);
+    let seg_count = store::segments(dir.path()).expect("segments").len();
+    if seg_count == 1 {
+        assert!(AuditLog::open(dir.path(), keys(), options()).is_err());
+    }
+}
+
+#[test]
+fn value_hashes_are_keyed_and_stable() {
+    let a = AuditKeys::from_seed(&[1u8; 32]);
+    let b = AuditKeys::from_seed(&[2u8; 32]);
+    assert_eq!(a.value_hash(b"999-12-3456"), a.value_hash(b"999-12-3456"));
+    assert_ne!(a.value_hash(b"999-12-3456"), a.value_hash(b"999-12-3457"));
+    assert_ne!(a.value_hash(b"999-12-3456"), b.value_hash(b"999-12-3456"));
+    assert!(!format!("{a:?}").contains("chain"));
+}
+
+#[test]
+fn key_files_are_created_private_and_refused_when_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("secrets/audit.ed25519");
+    let k = AuditKeys::load_or_create(&path).expect("create");
+    let again = AuditKeys::load_or_create(&path).expect("load");
+    assert_eq!(k.public(), again.public());
+    let public = PublicKey::load(&keys::public_path(&path)).expect("public key");
+    assert_eq!(public, k.public());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(AuditKeys::load_or_create(&path).is_err());
+}
