@@ -56,6 +56,9 @@ pub struct Config {
     /// the keyring for column encryption
     #[serde(default)]
     pub keys: Keys,
+    /// the audit log
+    #[serde(default)]
+    pub audit: Audit,
     /// the directory of the configuration file, against which defaults resolve
     #[serde(skip)]
     base: PathBuf,
@@ -150,6 +153,83 @@ pub struct Keys {
     pub file: Option<RelativePathBuf>,
 }
 
+/// When an audit record counts as written (`audit.durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDurability {
+    /// written to the operating system before the statement is forwarded; fsync every 5 ms
+    #[default]
+    Group,
+    /// on disk before the statement is forwarded
+    Fsync,
+}
+
+/// What happens when the audit log cannot be written (`audit.on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailure {
+    /// statements are refused with SQLSTATE 58030
+    #[default]
+    Reject,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// false turns the audit log off (a warning is logged at startup)
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// the log directory; `audit` beside the configuration when absent
+    pub dir: Option<RelativePathBuf>,
+    /// when a record counts as written
+    #[serde(default)]
+    pub durability: AuditDurability,
+    /// what happens when the log cannot be written
+    #[serde(default)]
+    pub on_failure: AuditFailure,
+    /// how long segments are kept at least; less than six years is refused
+    #[serde(default = "defaults::retention", deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// the Ed25519 signing key (created, mode 0600, with a `.pub` beside it, when absent);
+    /// `secrets/audit.ed25519` beside the configuration when absent
+    pub signing_key_file: Option<RelativePathBuf>,
+    /// the name written into every record; the host name when absent
+    pub instance: Option<String>,
+    /// a segment is closed at this size (it is also closed at midnight UTC)
+    #[serde(default = "defaults::segment_size", deserialize_with = "de_size")]
+    pub segment_size: usize,
+    /// a checkpoint is written after this many records ...
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ... or after this long, whichever comes first
+    #[serde(
+        default = "defaults::checkpoint_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            durability: AuditDurability::default(),
+            on_failure: AuditFailure::default(),
+            retention: defaults::retention(),
+            signing_key_file: None,
+            instance: None,
+            segment_size: defaults::segment_size(),
+            checkpoint_every: defaults::checkpoint_every(),
+            checkpoint_interval: defaults::checkpoint_interval(),
+        }
+    }
+}
+
+/// Six years (HIPAA's retention for audit documentation), as humantime counts years.
+pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(6 * 31_557_600);
+
 /// `[session]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +286,21 @@ mod defaults {
     }
     pub fn max_lifetime() -> Duration {
         Duration::from_secs(12 * 3600)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn retention() -> Duration {
+        super::MIN_AUDIT_RETENTION
+    }
+    pub fn segment_size() -> usize {
+        64 << 20
+    }
+    pub fn checkpoint_every() -> u64 {
+        1000
+    }
+    pub fn checkpoint_interval() -> Duration {
+        Duration::from_secs(10)
     }
 }
 
@@ -317,7 +412,39 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        let a = &self.audit;
+        if a.retention < MIN_AUDIT_RETENTION {
+            return Err(invalid(
+                "audit.retention",
+                "must be at least 6y (HIPAA keeps audit records six years)",
+            ));
+        }
+        if a.checkpoint_every == 0 || a.checkpoint_interval.is_zero() {
+            return Err(invalid(
+                "audit.checkpoint_every",
+                "checkpoint_every and checkpoint_interval must be above zero",
+            ));
+        }
+        if a.segment_size < 4096 {
+            return Err(invalid("audit.segment_size", "must be at least 4KiB"));
+        }
         Ok(())
+    }
+
+    /// The audit directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        match &self.audit.dir {
+            Some(d) => d.relative(),
+            None => self.base.join("audit"),
+        }
+    }
+
+    /// The audit signing key file.
+    pub fn audit_key_file(&self) -> PathBuf {
+        match &self.audit.signing_key_file {
+            Some(f) => f.relative(),
+            None => self.base.join("secrets/audit.ed25519"),
+        }
     }
 
     /// The policy directory.

@@ -10,14 +10,18 @@
 //! the chain key detects any edit at all. Each segment ends with a checkpoint; `HEAD`
 //! holds the newest one, so truncating the log below it is detected too.
 
+mod auditor;
 mod chain;
 mod keys;
 mod record;
+mod redact;
 mod store;
 mod verify;
 
+pub use auditor::Auditor;
 pub use keys::{AuditKeys, PublicKey};
 pub use record::{Decision, Kind, Record};
+pub use redact::{Redacted, redact};
 pub use store::{AuditLog, Durability, LogOptions};
 pub use verify::{Problem, Report, verify};
 

@@ -98,6 +98,9 @@ pub struct Record {
     /// the break-glass reason in force
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<String>,
+    /// statement outcomes: the seq of the statement's record
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin: Option<u64>,
     /// free-form, PHI-free detail (reload errors, checkpoint ranges)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -47,6 +47,10 @@ pub struct AuditLog {
     bytes: u64,
     /// UTC date (YYYY-MM-DD) the segment was started on
     day: String,
+    /// when the last checkpoint was written
+    last_checkpoint: std::time::Instant,
+    /// records written since the last sync
+    dirty: bool,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -59,7 +63,7 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
         .map_err(io(dir))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file())
         .collect();
     found.sort();
     Ok(found)
@@ -119,6 +123,8 @@ impl AuditLog {
                 path,
                 bytes: 0,
                 day: today(),
+                last_checkpoint: std::time::Instant::now(),
+                dirty: false,
             });
         };
         let mut file = OpenOptions::new()
@@ -186,6 +192,8 @@ impl AuditLog {
             path: last.clone(),
             bytes: whole as u64,
             day,
+            last_checkpoint: std::time::Instant::now(),
+            dirty: false,
         })
     }
 
@@ -204,8 +212,14 @@ impl AuditLog {
             record.ts = now();
         }
         record.instance.clone_from(&self.opts.instance);
+        let saved = self.chain.clone();
         let line = self.chain.seal(&self.keys, &mut record);
-        self.write(&line)?;
+        if let Err(e) = self.write(&line) {
+            // Nothing half-written stays behind, and the chain does not move.
+            self.chain = saved;
+            let _ = self.file.set_len(self.bytes);
+            return Err(e);
+        }
         if self.opts.durability == Durability::Fsync {
             self.sync()?;
         }
@@ -220,6 +234,19 @@ impl AuditLog {
             .write_all(line.as_bytes())
             .map_err(io(&self.path))?;
         self.bytes += line.len() as u64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes a checkpoint when records have waited longer than `interval` for one, and
+    /// syncs when anything is unsynced.
+    pub fn tick(&mut self, interval: std::time::Duration) -> Result<(), AuditError> {
+        if self.chain.count > 0 && self.last_checkpoint.elapsed() >= interval {
+            self.checkpoint()?;
+        }
+        if self.dirty {
+            self.sync()?;
+        }
         Ok(())
     }
 
@@ -234,8 +261,14 @@ impl AuditLog {
             instance: self.opts.instance.clone(),
             ..Record::default()
         };
+        let saved = self.chain.clone();
         let line = self.chain.checkpoint(&self.keys, record);
-        self.write(&line)?;
+        if let Err(e) = self.write(&line) {
+            self.chain = saved;
+            let _ = self.file.set_len(self.bytes);
+            return Err(e);
+        }
+        self.last_checkpoint = std::time::Instant::now();
         self.sync()?;
         let head = self.dir.join("HEAD");
         let tmp = self.dir.join("HEAD.tmp");
@@ -247,7 +280,9 @@ impl AuditLog {
 
     /// Flushes written records to disk.
     pub fn sync(&mut self) -> Result<(), AuditError> {
-        self.file.sync_data().map_err(io(&self.path))
+        self.file.sync_data().map_err(io(&self.path))?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Closes the current segment with a checkpoint and starts the next.

@@ -292,6 +292,14 @@ async fn login_failed(
 ) -> Opened {
     shared.metrics.auth_failures.inc();
     tracing::warn!(%peer, user, reason = %why, "login failed");
+    let record = crate::audit::Record {
+        user: Some(user.to_owned()),
+        client_addr: Some(peer.ip().to_string()),
+        tls: Some(stream.is_tls()),
+        detail: Some(why.to_string()),
+        ..crate::audit::Record::default()
+    };
+    let _ = shared.audit(record, crate::audit::Kind::AuthFailure);
     let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
     tokio::time::sleep(pause).await;
     refuse(

@@ -25,12 +25,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::{Auditor, Durability, Kind, LogOptions, Record};
+use crate::config::AuditDurability;
 use crate::config::{Config, UpstreamTls};
 use crate::crypto::Keyring;
 use crate::metrics::{Metrics, serve_admin};
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::build::{self, PgError};
-use crate::session::{Guard, Session};
+use crate::session::{Guard, Session, SessionAudit};
 use crate::sql::catalog::{CatalogError, LiveColumn, LiveTable};
 use crate::sql::{Analyzer, Catalog};
 use cancel::CancelRegistry;
@@ -60,6 +62,9 @@ pub enum ServerError {
     /// The keyring protected columns need cannot be loaded.
     #[error("keys.file: {0}")]
     Keyring(#[from] crate::crypto::KeyringError),
+    /// The audit log cannot be opened.
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// The table policies do not fit the live database.
     #[error("the table policies do not match the database: {0}")]
     Catalog(#[from] CatalogError),
@@ -91,6 +96,57 @@ pub(crate) struct Shared {
     connections: Arc<Semaphore>,
     /// statement analysis over the protected tables (shared cache)
     analyzer: Arc<Analyzer>,
+    /// the audit log (absent only when `audit.enabled = false`)
+    auditor: Option<Arc<Auditor>>,
+    /// numbers sessions for the audit log
+    session_ids: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Writes an audit record built on `template`; a failure is logged (the caller decides
+    /// whether it refuses anything).
+    fn audit(&self, mut record: Record, kind: Kind) -> Result<(), crate::audit::AuditError> {
+        let Some(auditor) = &self.auditor else {
+            return Ok(());
+        };
+        record.kind = Some(kind);
+        auditor.record(record).map(|_| ()).inspect_err(|e| {
+            tracing::error!(error = %e, "audit log unwritable");
+        })
+    }
+}
+
+/// The instance name: `audit.instance`, or the host name.
+fn instance_name(config: &Config) -> String {
+    config.audit.instance.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "phigate".to_owned())
+    })
+}
+
+fn open_auditor(config: &Config) -> Result<Option<Arc<Auditor>>, ServerError> {
+    let a = &config.audit;
+    if !a.enabled {
+        tracing::warn!("audit.enabled = false: statements are NOT audited");
+        return Ok(None);
+    }
+    let opts = LogOptions {
+        instance: instance_name(config),
+        segment_bytes: a.segment_size as u64,
+        checkpoint_every: a.checkpoint_every,
+        durability: match a.durability {
+            AuditDurability::Group => Durability::Group,
+            AuditDurability::Fsync => Durability::Fsync,
+        },
+    };
+    let auditor = Auditor::open(
+        &config.audit_dir(),
+        &config.audit_key_file(),
+        opts,
+        a.checkpoint_interval,
+    )?;
+    Ok(Some(Arc::new(auditor)))
 }
 
 impl Shared {
@@ -264,6 +320,7 @@ impl Server {
         } else {
             Catalog::default()
         };
+        let auditor = open_auditor(&config)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
                 &cert.relative(),
@@ -296,6 +353,8 @@ impl Server {
                 throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),
                 connections,
                 analyzer: Arc::new(Analyzer::new(Arc::new(catalog))),
+                auditor,
+                session_ids: std::sync::atomic::AtomicU64::new(1),
                 config,
             }),
         })
@@ -367,6 +426,23 @@ impl Server {
     }
 
     fn start_admin(&mut self) -> Arc<Shared> {
+        if let Some(auditor) = &self.shared.auditor {
+            // Group commit's background sync, and checkpoints when records wait too long;
+            // it ends with the server.
+            let auditor = Arc::downgrade(auditor);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+                loop {
+                    tick.tick().await;
+                    let Some(auditor) = auditor.upgrade() else {
+                        return;
+                    };
+                    if let Err(e) = auditor.tick() {
+                        tracing::error!(error = %e, "audit log sync failed");
+                    }
+                }
+            });
+        }
         if let Some(admin) = self.admin.take() {
             tokio::spawn(serve_admin(
                 admin,
@@ -454,7 +530,36 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         analyzer: shared.analyzer.clone(),
         role: Arc::from(role.as_str()),
     };
+    let template = Record {
+        session: Some(
+            shared
+                .session_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ),
+        user: Some(user.clone()),
+        role: Some(role.clone()),
+        client_addr: Some(peer.ip().to_string()),
+        application_name: Some(client_app.clone()),
+        tls: Some(stream.is_tls()),
+        ..Record::default()
+    };
+    if shared.audit(template.clone(), Kind::SessionStart).is_err() {
+        let mut out = BytesMut::new();
+        PgError::fatal(
+            "58030",
+            "the audit log cannot be written; no session can start",
+        )
+        .encode(&mut out);
+        let _ = stream.write_all(&out).await;
+        return;
+    }
     let mut session = Session::new(upstream_app, client_app, Some(guard));
+    if let Some(auditor) = &shared.auditor {
+        session = session.with_audit(SessionAudit {
+            auditor: auditor.clone(),
+            template: template.clone(),
+        });
+    }
     let key = shared.cancels.register(connected.backend_key.clone());
     let mut out = BytesMut::new();
     for (name, value) in &connected.parameters {
@@ -483,6 +588,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             upstream_buf: connected.leftover,
         };
         relay::relay(ends, session, limits, &shared.metrics).await;
+        let _ = shared.audit(template, Kind::SessionEnd);
         shared.metrics.sessions_active.dec();
         tracing::info!(%peer, user, "session ended");
     }

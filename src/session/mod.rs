@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::audit::{Auditor, Decision, Kind, Record, Redacted, redact};
 use crate::protocol::message::Target;
 use crate::protocol::value::Context;
 use crate::sql::{Analysis, Analyzer, Plan, Refusal};
@@ -65,6 +66,27 @@ pub struct Guard {
     pub role: Arc<str>,
 }
 
+/// What a session writes to the audit log.
+#[derive(Debug, Clone)]
+pub struct SessionAudit {
+    /// the instance's log
+    pub auditor: Arc<Auditor>,
+    /// the fields every record of the session carries (session, user, role, client
+    /// address, application name, TLS)
+    pub template: Record,
+}
+
+/// The refusal of a statement the audit log cannot record.
+fn audit_refusal() -> Refusal {
+    Refusal {
+        code: "58030",
+        message: "the audit log cannot be written, so the statement was not run".into(),
+        hint: "phigate runs no statement it cannot audit; ask the administrator to restore \
+               the audit directory"
+            .into(),
+    }
+}
+
 /// A prepared statement phigate rewrote.
 #[derive(Debug)]
 struct Prepared {
@@ -97,6 +119,8 @@ enum Pending {
     Execute {
         since: Instant,
         rows: Option<Rows>,
+        /// the seq of its audit record
+        audit: Option<u64>,
     },
     Sync,
     /// A simple Query (or FunctionCall): completed by ReadyForQuery; each statement in it
@@ -107,6 +131,8 @@ enum Pending {
         plan: Option<Arc<Plan>>,
         /// phigate refused it: PostgreSQL raises the error phigate then replaces
         refused: Option<Arc<Refusal>>,
+        /// the seqs of its statements' audit records, in order
+        audit: VecDeque<u64>,
     },
     /// The Describe phigate adds after the Parse of a rewritten statement, to learn its
     /// result columns; its responses are not shown to the client.
@@ -165,6 +191,14 @@ pub struct Session {
     copy_refusal: Option<Arc<Refusal>>,
     /// a COPY TO STDOUT of a protected table is streaming (and whether its header is next)
     copy_out: Option<(Arc<Plan>, bool)>,
+    audit: Option<SessionAudit>,
+    /// audited prepared statements' text, by name
+    audit_statements: HashMap<String, Arc<Redacted>>,
+    /// audited portals: their statement's text and the hashes of their parameters
+    audit_portals: HashMap<String, (Option<Arc<Redacted>>, Vec<String>)>,
+    /// audit records written for the message being handled, for its pending entry
+    audit_query: VecDeque<u64>,
+    audit_execute: Option<u64>,
 }
 
 impl Session {
@@ -188,7 +222,19 @@ impl Session {
             copy_in_rows: None,
             copy_refusal: None,
             copy_out: None,
+            audit: None,
+            audit_statements: HashMap::new(),
+            audit_portals: HashMap::new(),
+            audit_query: VecDeque::new(),
+            audit_execute: None,
         }
+    }
+
+    /// Writes an audit record for every statement (before it is forwarded) and its
+    /// outcome; statements that cannot be recorded are refused with 58030.
+    pub fn with_audit(mut self, audit: SessionAudit) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Notes a parameter the server reported (at login or later); returns the value the
@@ -248,6 +294,9 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
         };
+        if self.audit.is_some() && !self.audit_frontend(&msg, now, out) {
+            return;
+        }
         if let Some(guard) = self.guard.clone()
             && self.guarded(&guard, &frame, &msg, now, out)
         {
@@ -259,6 +308,7 @@ impl Session {
                     since: now,
                     plan: None,
                     refused: None,
+                    audit: std::mem::take(&mut self.audit_query),
                 });
                 self.unflushed = 0;
             }
@@ -269,10 +319,14 @@ impl Session {
                 rows: None,
             }),
             Frontend::Close { .. } => self.push_unflushed(Pending::Close),
-            Frontend::Execute { .. } => self.push_unflushed(Pending::Execute {
-                since: now,
-                rows: None,
-            }),
+            Frontend::Execute { .. } => {
+                let audit = self.audit_execute.take();
+                self.push_unflushed(Pending::Execute {
+                    since: now,
+                    rows: None,
+                    audit,
+                });
+            }
             // PostgreSQL ignores Sync and Flush while a COPY FROM STDIN is streaming.
             Frontend::Sync if !self.copy_in => {
                 self.pending.push_back(Pending::Sync);
@@ -291,6 +345,179 @@ impl Session {
             Frontend::Terminate => self.phase = Phase::Closed,
         }
         out.upstream.extend_from_slice(frame.raw());
+    }
+
+    /// The audit record of a message, written before it is forwarded. Returns false when
+    /// the record cannot be written: the message has then been replaced by a 58030 refusal.
+    fn audit_frontend(&mut self, msg: &Frontend<'_>, now: Instant, out: &mut Outbound) -> bool {
+        let Some(audit) = self.audit.clone() else {
+            return true;
+        };
+        let ctx = Context { utc: self.utc };
+        let analyse = |sql: &str| {
+            self.guard
+                .as_ref()
+                .map(|g| g.analyzer.analyse(&g.role, ctx, sql))
+        };
+        match msg {
+            Frontend::Query { sql } => {
+                let analysis = analyse(sql);
+                let statements = redact(sql);
+                let mut seqs = VecDeque::with_capacity(statements.len());
+                for stmt in &statements {
+                    let record = self.statement_record(&audit, stmt, &[], analysis.as_ref());
+                    match audit.auditor.record(record) {
+                        Ok(seq) => seqs.push_back(seq),
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit log unwritable: statement refused");
+                            build::query(transform::REFUSAL_SQL, &mut out.upstream);
+                            self.pending.push_back(Pending::Query {
+                                since: now,
+                                plan: None,
+                                refused: Some(Arc::new(audit_refusal())),
+                                audit: VecDeque::new(),
+                            });
+                            self.unflushed = 0;
+                            return false;
+                        }
+                    }
+                }
+                if !matches!(analysis, Some(Analysis::Refuse(_))) {
+                    self.audit_query = seqs;
+                }
+            }
+            Frontend::FunctionCall => {
+                let call = Redacted {
+                    text: "<fast-path function call>".into(),
+                    values: Vec::new(),
+                };
+                match audit
+                    .auditor
+                    .record(self.statement_record(&audit, &call, &[], None))
+                {
+                    Ok(seq) => self.audit_query = VecDeque::from([seq]),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit log unwritable: statement refused");
+                        audit_refusal().to_error().encode(&mut out.client);
+                        build::ready_for_query(self.tx_status, &mut out.client);
+                        return false;
+                    }
+                }
+            }
+            Frontend::Parse { name, sql, .. } => {
+                let text = redact(sql).into_iter().next().map(Arc::new);
+                if let Some(Analysis::Refuse(_)) = analyse(sql)
+                    && let Some(t) = &text
+                {
+                    let analysis = analyse(sql);
+                    let record = self.statement_record(&audit, t, &[], analysis.as_ref());
+                    if let Err(e) = audit.auditor.record(record) {
+                        tracing::error!(error = %e, "audit log unwritable");
+                    }
+                }
+                match text {
+                    Some(t) => self.audit_statements.insert((*name).to_owned(), t),
+                    None => self.audit_statements.remove(*name),
+                };
+            }
+            Frontend::Bind(b) => {
+                let text = self.audit_statements.get(b.statement).cloned();
+                let hashes = b
+                    .params
+                    .iter()
+                    .flatten()
+                    .map(|v| audit.auditor.value_hash(v))
+                    .collect();
+                self.audit_portals
+                    .insert(b.portal.to_owned(), (text, hashes));
+            }
+            Frontend::Execute { portal, .. } => {
+                let (text, hashes) = self
+                    .audit_portals
+                    .get(*portal)
+                    .cloned()
+                    .unwrap_or((None, Vec::new()));
+                let unknown = Redacted {
+                    text: "<unknown portal>".into(),
+                    values: Vec::new(),
+                };
+                let text = text.as_deref().unwrap_or(&unknown);
+                let plan = self
+                    .portals
+                    .get(*portal)
+                    .map(|r| Analysis::Rewrite(r.plan.clone()));
+                let record = self.statement_record(&audit, text, &hashes, plan.as_ref());
+                match audit.auditor.record(record) {
+                    Ok(seq) => self.audit_execute = Some(seq),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit log unwritable: statement refused");
+                        self.refuse_extended(Arc::new(audit_refusal()), out);
+                        return false;
+                    }
+                }
+            }
+            Frontend::Close { target, name } => {
+                match target {
+                    Target::Statement => self.audit_statements.remove(*name).map(|_| ()),
+                    Target::Portal => self.audit_portals.remove(*name).map(|_| ()),
+                };
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The begin record of one statement.
+    fn statement_record(
+        &self,
+        audit: &SessionAudit,
+        stmt: &Redacted,
+        params: &[String],
+        analysis: Option<&Analysis>,
+    ) -> Record {
+        let mut r = audit.template.clone();
+        r.kind = Some(Kind::Statement);
+        r.statement = Some(stmt.text.clone());
+        r.values = stmt
+            .values
+            .iter()
+            .map(|v| audit.auditor.value_hash(v))
+            .chain(params.iter().cloned())
+            .collect();
+        r.decision = Some(Decision::Allowed);
+        match analysis {
+            Some(Analysis::Rewrite(plan)) => {
+                r.tables = plan.tables.iter().map(|t| t.name.to_string()).collect();
+                r.phi_columns.clone_from(&plan.columns);
+            }
+            Some(Analysis::Refuse(refusal)) => {
+                r.decision = Some(Decision::Denied);
+                r.sqlstate = Some(refusal.code.to_owned());
+            }
+            _ => {}
+        }
+        r
+    }
+
+    /// The outcome record of a statement whose begin record is `begin`.
+    fn audit_end(&self, begin: u64, rows: Option<u64>, sqlstate: Option<&str>, elapsed: Duration) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let mut r = audit.template.clone();
+        r.kind = Some(Kind::StatementEnd);
+        r.begin = Some(begin);
+        r.rows = rows;
+        r.sqlstate = sqlstate.map(str::to_owned);
+        r.decision = Some(if sqlstate.is_some() {
+            Decision::Error
+        } else {
+            Decision::Allowed
+        });
+        r.duration_us = Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        if let Err(e) = audit.auditor.record(r) {
+            tracing::error!(error = %e, "audit log unwritable: a statement's outcome is not recorded");
+        }
     }
 
     /// The frontend messages encryption changes. Returns true when the message was handled
@@ -317,10 +544,12 @@ impl Session {
                         (None, Some(r))
                     }
                 };
+                let audit = std::mem::take(&mut self.audit_query);
                 self.pending.push_back(Pending::Query {
                     since: now,
                     plan,
                     refused,
+                    audit,
                 });
                 self.unflushed = 0;
                 true
@@ -408,9 +637,11 @@ impl Session {
                 let Some(rows) = self.portals.get(*portal).cloned() else {
                     return false;
                 };
+                let audit = self.audit_execute.take();
                 self.push_unflushed(Pending::Execute {
                     since: now,
                     rows: Some(rows),
+                    audit,
                 });
                 out.upstream.extend_from_slice(frame.raw());
                 true
@@ -526,12 +757,16 @@ impl Session {
             b'C' | b'I' | b's' => {
                 self.simple_rows = None;
                 self.copy_out = None;
-                let kind = match frame.tag() {
-                    b'C' => StatementKind::from_tag(message::decode_command_tag(body)?),
-                    _ => StatementKind::Other,
+                let (kind, rows) = match frame.tag() {
+                    b'C' => {
+                        let tag = message::decode_command_tag(body)?;
+                        let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
+                        (StatementKind::from_tag(tag), rows)
+                    }
+                    _ => (StatementKind::Other, None),
                 };
                 self.copy_in = false;
-                self.statement_done(kind, now, out);
+                self.statement_done(kind, rows, None, now, out);
             }
             b'E' => {
                 let fields = message::decode_error_fields(body)?;
@@ -561,7 +796,8 @@ impl Session {
                     _ => false,
                 };
                 self.copy_in = false;
-                self.statement_done(StatementKind::Failed, now, out);
+                let code = fields.code.to_owned();
+                self.statement_done(StatementKind::Failed, None, Some(&code), now, out);
                 if self.front_is_extended() {
                     // The server skips every message up to the next Sync.
                     while let Some(p) = self.pending.front() {
@@ -577,6 +813,13 @@ impl Session {
             }
             b'Z' => {
                 self.tx_status = message::decode_ready_status(body)?;
+                if let Some(Pending::Query { audit, .. }) = self.pending.front_mut() {
+                    // Statements after a failed one in a simple query do not run.
+                    let skipped = std::mem::take(audit);
+                    for begin in skipped {
+                        self.audit_end(begin, None, Some("not run"), Duration::ZERO);
+                    }
+                }
                 self.complete_head();
             }
             b'G' | b'W' => {
@@ -639,19 +882,34 @@ impl Session {
 
     /// A statement finished: an Execute is complete; within a simple query, the next
     /// statement's clock starts.
-    fn statement_done(&mut self, kind: StatementKind, now: Instant, out: &mut Outbound) {
+    fn statement_done(
+        &mut self,
+        kind: StatementKind,
+        rows: Option<u64>,
+        sqlstate: Option<&str>,
+        now: Instant,
+        out: &mut Outbound,
+    ) {
         match self.pending.front_mut() {
-            Some(Pending::Execute { since, .. }) => {
+            Some(Pending::Execute { since, audit, .. }) => {
                 let elapsed = now.saturating_duration_since(*since);
+                let begin = audit.take();
                 out.events.push(Event::Statement { kind, elapsed });
+                if let Some(begin) = begin {
+                    self.audit_end(begin, rows, sqlstate, elapsed);
+                }
                 if kind != StatementKind::Failed {
                     self.complete_head();
                 }
             }
-            Some(Pending::Query { since, .. }) => {
+            Some(Pending::Query { since, audit, .. }) => {
                 let elapsed = now.saturating_duration_since(*since);
                 *since = now;
+                let begin = audit.pop_front();
                 out.events.push(Event::Statement { kind, elapsed });
+                if let Some(begin) = begin {
+                    self.audit_end(begin, rows, sqlstate, elapsed);
+                }
             }
             // A Parse, Bind or COMMIT-at-Sync that failed is a failed statement too.
             Some(_) if kind == StatementKind::Failed => out.events.push(Event::Statement {
@@ -825,6 +1083,15 @@ impl Session {
     pub fn terminate(&mut self, err: &PgError, out: &mut Outbound) {
         if self.phase != Phase::Open {
             return;
+        }
+        if err.code == "57P05"
+            && let Some(audit) = &self.audit
+        {
+            let mut r = audit.template.clone();
+            r.kind = Some(Kind::IdleTimeout);
+            if let Err(e) = audit.auditor.record(r) {
+                tracing::error!(error = %e, "audit log unwritable: idle timeout not recorded");
+            }
         }
         let mut msg = BytesMut::new();
         err.encode(&mut msg);

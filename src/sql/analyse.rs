@@ -77,6 +77,8 @@ pub(super) struct Walker<'a> {
     pub(super) fetch: bool,
     /// common table expressions in scope, innermost last
     ctes: Vec<Vec<(String, Outputs)>>,
+    /// the protected columns the statement reads or writes (`schema.table.column`)
+    pub(super) columns: std::cell::RefCell<Vec<String>>,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -126,6 +128,7 @@ impl<'a> Walker<'a> {
             outputs: None,
             fetch: false,
             ctes: Vec::new(),
+            columns: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -288,6 +291,9 @@ impl<'a> Walker<'a> {
                 let format = copy_format(options, legacy_options).ok_or_else(|| {
                     Refusal::unsupported("these COPY options (text or CSV with DELIMITER, NULL, HEADER, QUOTE, ESCAPE)", self.first())
                 })?;
+                for c in columns.iter().flatten() {
+                    self.note(c);
+                }
                 self.copy = Some(CopyPlan { columns, format });
                 Ok(())
             }
@@ -305,6 +311,15 @@ impl<'a> Walker<'a> {
                     name,
                 ))
             }
+        }
+    }
+
+    /// Notes a protected column the statement touches (for the audit log).
+    fn note(&self, col: &Column) {
+        let name = format!("{}.{}", col.table, col.name);
+        let mut cols = self.columns.borrow_mut();
+        if !cols.contains(&name) {
+            cols.push(name);
         }
     }
 
@@ -468,6 +483,7 @@ impl<'a> Walker<'a> {
     /// A value written to an encrypted column: a literal (encrypted here), a parameter
     /// (encrypted at Bind), NULL, DEFAULT, or the same column of EXCLUDED.
     fn write_value(&mut self, e: &mut Expr, col: &Arc<Column>, excluded: Option<&str>) -> Res {
+        self.note(col);
         if let (Some(ex), Expr::CompoundIdentifier(parts)) = (excluded, unnest(e))
             && let [rel, name] = parts.as_slice()
             && fold(rel) == ex
@@ -585,10 +601,11 @@ impl<'a> Walker<'a> {
             [.., rel, col] => self.qualified(rel, col),
             [] => None,
         };
-        if let Some(c) = &found
-            && c.outcome(self.role) == ReadOutcome::Deny
-        {
-            return Err(Refusal::denied(c));
+        if let Some(c) = &found {
+            if c.outcome(self.role) == ReadOutcome::Deny {
+                return Err(Refusal::denied(c));
+            }
+            self.note(c);
         }
         Ok(found)
     }
@@ -1177,6 +1194,7 @@ impl<'a> Walker<'a> {
         };
         for (_, c) in &expanded {
             if let Some(c) = c {
+                self.note(c);
                 if c.outcome(self.role) == ReadOutcome::Deny {
                     return Err(Refusal::denied(c));
                 }

@@ -86,6 +86,8 @@ pub struct Plan {
     pub params: Vec<Option<ParamUse>>,
     /// the protected tables the statement touches
     pub tables: Vec<Arc<catalog::Table>>,
+    /// the protected columns it reads or writes (`schema.table.column`)
+    pub columns: Vec<String>,
     /// the COPY the statement runs, when it copies a protected table
     pub copy: Option<CopyPlan>,
     /// the protected column behind each result column, when the text is one statement
@@ -267,6 +269,7 @@ fn analyse_touched(
     Ok(Some(Plan {
         sql,
         params: walker.params,
+        columns: walker.columns.take(),
         tables: walker.tables,
         copy: walker.copy,
         outputs,

@@ -327,6 +327,8 @@ pub struct Options {
     pub roles: &'static str,
     /// table policy files (name, contents); a keyring is generated when there are any
     pub tables: &'static [(&'static str, &'static str)],
+    /// lines for the [audit] section
+    pub audit: &'static str,
 }
 
 impl Default for Options {
@@ -340,6 +342,7 @@ impl Default for Options {
             listen_extra: "",
             roles: "[roles.clinician]\n[roles.nurse_station]\nidle_timeout = \"1s\"\n",
             tables: &[],
+            audit: "",
         }
     }
 }
@@ -393,7 +396,7 @@ impl Setup {
              [upstream]\naddress = \"{}\"\ndatabase = \"ehr\"\nuser = \"{}\"\npassword_file = \"upstream.pw\"\n\
              tls = \"{}\"\nca_file = \"{}\"\nserver_name = \"localhost\"\n\
              [admin]\naddress = \"127.0.0.1:0\"\n\
-             [session]\n{}\n",
+             [session]\n{}\n[audit]\n{}\n",
             opts.require_tls,
             opts.listen_extra,
             pg.address(),
@@ -401,6 +404,7 @@ impl Setup {
             opts.upstream_tls,
             pg.certs.ca.display(),
             opts.session,
+            opts.audit,
         );
         let path = dir.path().join("phigate.toml");
         std::fs::write(&path, config).unwrap();
@@ -413,12 +417,15 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub setup: Setup,
-    task: tokio::task::JoinHandle<()>,
+    task: AbortOnDrop,
 }
 
-impl Drop for Proxy {
+/// Stops the server task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 
@@ -433,13 +440,20 @@ impl Proxy {
         let server = phigate::server::Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let admin = server.admin_addr().unwrap();
-        let task = tokio::spawn(server.run());
+        let task = AbortOnDrop(tokio::spawn(server.run()));
         Proxy {
             addr,
             admin,
             setup,
             task,
         }
+    }
+
+    /// Stops the server (as a crash would: no clean shutdown) and returns its directory.
+    pub async fn crash(self) -> Setup {
+        drop(self.task);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.setup
     }
 
     /// A libpq-style connection string for `user` through phigate.
