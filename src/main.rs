@@ -95,6 +95,74 @@ enum AuditCommand {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// Find records: by user, role, table, column, decision, kind, time range, or a value
+    /// (hashed with the instance's lookup key, so the log itself never holds it).
+    Search {
+        /// the audit directory
+        dir: PathBuf,
+        /// the user
+        #[arg(long)]
+        user: Option<String>,
+        /// the role
+        #[arg(long)]
+        role: Option<String>,
+        /// a protected table touched
+        #[arg(long)]
+        table: Option<String>,
+        /// a PHI column touched
+        #[arg(long)]
+        column: Option<String>,
+        /// allowed, denied or error
+        #[arg(long)]
+        decision: Option<String>,
+        /// statement, statement_end, session_start, session_end, auth_failure, ...
+        #[arg(long)]
+        kind: Option<String>,
+        /// from this time on (RFC 3339, or a prefix such as 2026-11-24)
+        #[arg(long)]
+        since: Option<String>,
+        /// before this time
+        #[arg(long)]
+        until: Option<String>,
+        /// statements that used this value (needs --key)
+        #[arg(long, requires = "key")]
+        value: Option<String>,
+        /// the instance's signing key file (for --value)
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// JSON Lines instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last records, and with -f the ones appended from now on.
+    Tail {
+        /// the audit directory
+        dir: PathBuf,
+        /// how many of the last records to print first
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+        /// keep following the log
+        #[arg(short, long)]
+        follow: bool,
+        /// JSON Lines instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: Option<String>) -> Result<Option<T>> {
+    v.map(|s| {
+        serde_json::from_str(&format!("\"{s}\"")).with_context(|| format!("unknown {what} `{s}`"))
+    })
+    .transpose()
+}
+
+fn print_record(r: &phigate::audit::Record, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        println!("{}", phigate::audit::table_row(r));
+    }
 }
 
 #[derive(Subcommand)]
@@ -191,6 +259,70 @@ fn run(cli: Cli) -> Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Search {
+                    dir,
+                    user,
+                    role,
+                    table,
+                    column,
+                    decision,
+                    kind,
+                    since,
+                    until,
+                    value,
+                    key,
+                    json,
+                },
+        } => {
+            let value_hash = match (value, key) {
+                (Some(v), Some(k)) => {
+                    Some(phigate::audit::AuditKeys::load(&k)?.value_hash(v.as_bytes()))
+                }
+                _ => None,
+            };
+            let filter = phigate::audit::Filter {
+                user,
+                role,
+                table,
+                column,
+                decision: parse_enum("decision", decision)?,
+                kind: parse_enum("kind", kind)?,
+                since,
+                until,
+                value_hash,
+            };
+            for r in phigate::audit::read_all(&dir)?
+                .iter()
+                .filter(|r| filter.matches(r))
+            {
+                print_record(r, json);
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    dir,
+                    n,
+                    follow,
+                    json,
+                },
+        } => {
+            if follow {
+                phigate::audit::follow(&dir, n, |r| {
+                    print_record(r, json);
+                    true
+                })?;
+            } else {
+                let all = phigate::audit::read_all(&dir)?;
+                for r in &all[all.len().saturating_sub(n)..] {
+                    print_record(r, json);
+                }
+            }
+            Ok(())
         }
         Command::EncryptExisting {
             table,

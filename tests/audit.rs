@@ -118,6 +118,67 @@ async fn statements_are_recorded_without_their_values() {
     );
     assert!(grep_dir(&audit, "wrong-password").is_empty());
     check_chain(dir);
+
+    // Security teams: who queried this SSN? (the value is hashed with the lookup key)
+    let key = dir.join("secrets/audit.ed25519");
+    let search = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "search"])
+            .arg(&audit)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let found = search(&[
+        "--value",
+        "888-77-6666",
+        "--key",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    let hits: Vec<Record> = found
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 1, "{found}");
+    assert_eq!(hits[0].user.as_deref(), Some("alice"));
+    assert_eq!(hits[0].statement.as_deref(), Some("select $1::text || ?"));
+    let errors = search(&["--user", "alice", "--decision", "error"]);
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(errors.contains("22012"), "{errors}");
+    let failures = search(&["--kind", "auth_failure", "--since", "2000-01-01"]);
+    assert_eq!(failures.lines().count(), 1, "{failures}");
+    assert!(search(&["--until", "2000-01-01"]).is_empty());
+
+    // tail -f shows what happens next.
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["audit", "tail", "-n", "0", "-f", "--json"])
+        .arg(&audit)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let app = proxy.alice().await;
+    app.simple_query("select 'tail me'").await.unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map(Result::unwrap)
+            .find(|l| l.contains("\"statement\":\"select ?\""))
+    })
+    .await
+    .unwrap();
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    assert!(line.is_some());
 }
 
 /// 16 concurrent sessions x 1000 statements: exactly 16,000 statement records, and the

@@ -1,0 +1,161 @@
+//! Reading the log back for reviewers: `phigate audit search` and `phigate audit tail`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::record::{Decision, Kind, Record};
+use super::store::segments;
+use super::{AuditError, io};
+
+/// What a search looks for; every given criterion must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// the user
+    pub user: Option<String>,
+    /// the role
+    pub role: Option<String>,
+    /// a protected table touched (`schema.table`, or just `table`)
+    pub table: Option<String>,
+    /// a PHI column touched (`column`, or `schema.table.column`)
+    pub column: Option<String>,
+    /// the decision
+    pub decision: Option<Decision>,
+    /// the record kind
+    pub kind: Option<Kind>,
+    /// records at or after this time (an RFC 3339 prefix such as `2026-11-24` works)
+    pub since: Option<String>,
+    /// records before this time
+    pub until: Option<String>,
+    /// the keyed hash of a value (see [`super::AuditKeys::value_hash`])
+    pub value_hash: Option<String>,
+}
+
+impl Filter {
+    /// True when `r` matches.
+    pub fn matches(&self, r: &Record) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        let names = |want: &Option<String>, have: &[String]| {
+            want.as_ref()
+                .is_none_or(|w| have.iter().any(|h| h == w || h.ends_with(&format!(".{w}"))))
+        };
+        eq(&self.user, &r.user)
+            && eq(&self.role, &r.role)
+            && names(&self.table, &r.tables)
+            && names(&self.column, &r.phi_columns)
+            && self.decision.is_none_or(|d| r.decision == Some(d))
+            && self.kind.is_none_or(|k| r.kind == Some(k))
+            && self
+                .since
+                .as_ref()
+                .is_none_or(|s| r.ts.as_str() >= s.as_str())
+            && self
+                .until
+                .as_ref()
+                .is_none_or(|u| r.ts.as_str() < u.as_str())
+            && self
+                .value_hash
+                .as_ref()
+                .is_none_or(|h| r.values.contains(h))
+    }
+}
+
+/// Every record in `dir`, oldest first (checkpoints included).
+pub fn read_all(dir: &Path) -> Result<Vec<Record>, AuditError> {
+    let mut out = Vec::new();
+    for seg in segments(dir)? {
+        let text = std::fs::read_to_string(&seg).map_err(io(&seg))?;
+        for line in text.lines() {
+            out.push(parse(&seg, line)?);
+        }
+    }
+    Ok(out)
+}
+
+fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
+    serde_json::from_str(line).map_err(|e| AuditError::Corrupt {
+        path: seg.to_owned(),
+        problem: format!("a line is not a record: {e}"),
+    })
+}
+
+/// One record as a line of a table: seq, time, user, role, kind, decision, outcome,
+/// statement.
+pub fn table_row(r: &Record) -> String {
+    let kind = r
+        .kind
+        .map(|k| serde_json::to_string(&k).unwrap_or_default())
+        .unwrap_or_default();
+    let decision = r
+        .decision
+        .map(|d| serde_json::to_string(&d).unwrap_or_default())
+        .unwrap_or_default();
+    let outcome = match (&r.sqlstate, r.rows) {
+        (Some(s), _) => s.clone(),
+        (None, Some(n)) => format!("{n} rows"),
+        _ => String::new(),
+    };
+    format!(
+        "{:>8} {} {:<12} {:<12} {:<16} {:<9} {:<10} {}",
+        r.seq,
+        r.ts,
+        r.user.as_deref().unwrap_or("-"),
+        r.role.as_deref().unwrap_or("-"),
+        kind.trim_matches('"'),
+        decision.trim_matches('"'),
+        outcome,
+        r.statement.as_deref().or(r.detail.as_deref()).unwrap_or(""),
+    )
+}
+
+/// Follows the log: calls `each` for every record appended after the last `n` ones,
+/// across segment rotations, until `each` returns false.
+pub fn follow(
+    dir: &Path,
+    n: usize,
+    mut each: impl FnMut(&Record) -> bool,
+) -> Result<(), AuditError> {
+    let all = read_all(dir)?;
+    for r in &all[all.len().saturating_sub(n)..] {
+        if !each(r) {
+            return Ok(());
+        }
+    }
+    let mut current: Option<(PathBuf, u64)> = segments(dir)?.last().map(|p| {
+        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        (p.clone(), len)
+    });
+    let mut partial = String::new();
+    loop {
+        let segs = segments(dir)?;
+        let Some((path, offset)) = current
+            .clone()
+            .or_else(|| segs.first().map(|p| (p.clone(), 0)))
+        else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+        f.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
+        let mut text = String::new();
+        let read = f.read_to_string(&mut text).map_err(io(&path))? as u64;
+        partial.push_str(&text);
+        while let Some(i) = partial.find('\n') {
+            let line: String = partial.drain(..=i).collect();
+            if !each(&parse(&path, line.trim_end())?) {
+                return Ok(());
+            }
+        }
+        let next = segs.iter().find(|p| **p > path).cloned();
+        current = match next {
+            // The segment is closed (a newer one exists) once everything was read.
+            Some(n) if read == 0 && partial.is_empty() => Some((n, 0)),
+            _ => Some((path, offset + read)),
+        };
+        if read == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
