@@ -5,7 +5,8 @@
 # per statement, and phigate's memory with 1,000 idle client sessions. phigate runs with a
 # protected table declared, so every statement goes through analysis.
 # Then: the same SELECT through phigate on a plaintext table and on an encrypted one,
-# alternating, for phigate's extra CPU per encrypted statement.
+# alternating, for phigate's extra CPU per encrypted statement. Then: phigate with the
+# audit log off, in group mode and in fsync mode, alternating.
 #
 # usage: benches/pgbench.sh [rounds] [seconds-per-run] [clients]
 # needs: PostgreSQL 15 server binaries, pgbench, psql, pgbouncer (Debian: apt-get install
@@ -91,6 +92,17 @@ encrypt = "randomized"
 read = { app = "plaintext" }
 TOML
 "$PHIGATE" keys generate --config "$WORK/phigate/phigate.toml" >/dev/null
+# Variants for the audit comparison, each in its own directory (own audit log).
+for variant in off group fsync; do
+  cp -a "$WORK/phigate" "$WORK/phigate-$variant"
+  port=$(free_port)
+  sed -i "s/^address = \"127.0.0.1:$PHPORT\"/address = \"127.0.0.1:$port\"/" "$WORK/phigate-$variant/phigate.toml"
+  case $variant in
+    off) printf '[audit]\nenabled = false\n' ;;
+    *) printf '[audit]\ndurability = "%s"\n' "$variant" ;;
+  esac >>"$WORK/phigate-$variant/phigate.toml"
+  echo "$port" >"$WORK/phigate-$variant/port"
+done
 RUST_LOG=warn "$PHIGATE" serve --config "$WORK/phigate/phigate.toml" 2>"$WORK/phigate.log" &
 PHPID=$!
 PIDS+=($PHPID)
@@ -126,6 +138,33 @@ $PSQL -d bench -Atc "COPY plain_patients TO STDOUT" |
   PGPASSWORD=bench-pw psql -X -q -h 127.0.0.1 -p "$PHPORT" -U bench bench -c "\\copy patients FROM pstdin"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# measure PID LABEL PGBENCH-ARGS...: runs pgbench; sets TPS_OUT, TX_OUT and TICKS_OUT (the
+# CPU ticks PID used meanwhile).
+measure() {
+  local pid=$1 label=$2 before after out
+  shift 2
+  before=$(cpu_ticks "$pid")
+  out=$(PGPASSWORD=bench-pw pgbench -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -U bench "$@" bench 2>&1) ||
+    { echo "pgbench ($label) failed:"; echo "$out"; exit 1; }
+  after=$(cpu_ticks "$pid")
+  TPS_OUT=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  TX_OUT=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  TICKS_OUT=$((after - before))
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# medians_of ARRAY MODE NAME...: the median TPS of each NAME (ARRAY[MODE,NAME] holds a run's
+# TPS per round), on one line.
+medians_of() {
+  local -n runs=$1
+  local mode=$2 name
+  shift 2
+  for name in "$@"; do echo "${runs[$mode,$name]}" | median; done | xargs
+}
+# per_statement LABEL TICKS STATEMENTS: prints CPU microseconds per statement.
+per_statement() {
+  awk -v w="$1" -v t="$2" -v hz="$(getconf CLK_TCK)" -v n="$3" 'BEGIN {
+    printf "  %s CPU per statement: %.1f us\n", w, t / hz * 1e6 / n }'
+}
 declare -A TPS TICKS TXS
 echo "round mode target tps"
 for round in $(seq 1 "$ROUNDS"); do
@@ -133,34 +172,25 @@ for round in $(seq 1 "$ROUNDS"); do
     for target in direct phigate pgbouncer; do
       case $target in direct) port=$PGPORT ;; phigate) port=$PHPORT ;; pgbouncer) port=$PBPORT ;; esac
       case $target in phigate) pid=$PHPID ;; pgbouncer) pid=$PBPID ;; *) pid=$$ ;; esac
-      before=$(cpu_ticks "$pid")
-      out=$(PGPASSWORD=bench-pw pgbench -S -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -p "$port" -U bench bench 2>&1) ||
-        { echo "pgbench against $target failed:"; echo "$out"; exit 1; }
-      after=$(cpu_ticks "$pid")
-      tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
-      tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
-      TICKS[$target]=$(( ${TICKS[$target]:-0} + after - before ))
-      TXS[$target]=$(( ${TXS[$target]:-0} + tx ))
-      TPS[$mode,$target]="${TPS[$mode,$target]:-} $tps"
-      echo "$round $mode $target $tps"
+      measure "$pid" "$target" -S -M "$mode" -p "$port"
+      TICKS[$target]=$(( ${TICKS[$target]:-0} + TICKS_OUT ))
+      TXS[$target]=$(( ${TXS[$target]:-0} + TX_OUT ))
+      TPS[$mode,$target]="${TPS[$mode,$target]:-} $TPS_OUT"
+      echo "$round $mode $target $TPS_OUT"
     done
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "medians over $ROUNDS rounds, pgbench -S, $CLIENTS clients, ${SECS}s per run:"
 for mode in simple prepared; do
-  d=$(echo "${TPS[$mode,direct]}" | median)
-  p=$(echo "${TPS[$mode,phigate]}" | median)
-  b=$(echo "${TPS[$mode,pgbouncer]}" | median)
+  read -r d p b <<<"$(medians_of TPS "$mode" direct phigate pgbouncer)"
   awk -v m="$mode" -v d="$d" -v p="$p" -v b="$b" 'BEGIN {
     printf "  %-8s direct %9.0f  phigate %9.0f  pgbouncer %9.0f   phigate/pgbouncer %.2f  phigate/direct %.2f\n", m, d, p, b, p/b, p/d }'
 done
 HZ=$(getconf CLK_TCK)
 for target in phigate pgbouncer; do
-  awk -v w="$target" -v t="${TICKS[$target]}" -v hz="$HZ" -v n="${TXS[$target]}" 'BEGIN {
-    printf "  %s CPU per statement (user+sys over all its runs): %.1f us\n", w, t / hz * 1e6 / n }'
+  per_statement "$target (user+sys over all its runs)" "${TICKS[$target]}" "${TXS[$target]}"
 done
 
 # 1,000 idle sessions: pgbench clients that connect and then sleep client-side.
@@ -192,13 +222,9 @@ declare -A ETICKS ETXS
 for round in $(seq 1 "$ROUNDS"); do
   for mode in simple prepared; do
     for table in plain enc; do
-      before=$(cpu_ticks "$PHPID")
-      out=$(PGPASSWORD=bench-pw pgbench -n -M "$mode" -f "$WORK/$table.sql" -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -p "$PHPORT" -U bench bench 2>&1) ||
-        { echo "pgbench on $table failed:"; echo "$out"; exit 1; }
-      after=$(cpu_ticks "$PHPID")
-      tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
-      ETICKS[$mode,$table]=$(( ${ETICKS[$mode,$table]:-0} + after - before ))
-      ETXS[$mode,$table]=$(( ${ETXS[$mode,$table]:-0} + tx ))
+      measure "$PHPID" "$table" -n -M "$mode" -f "$WORK/$table.sql" -p "$PHPORT"
+      ETICKS[$mode,$table]=$(( ${ETICKS[$mode,$table]:-0} + TICKS_OUT ))
+      ETXS[$mode,$table]=$(( ${ETXS[$mode,$table]:-0} + TX_OUT ))
     done
   done
 done
@@ -208,4 +234,37 @@ for mode in simple prepared; do
       -v et="${ETICKS[$mode,enc]}" -v en="${ETXS[$mode,enc]}" 'BEGIN {
     p = pt / hz * 1e6 / pn; e = et / hz * 1e6 / en
     printf "    %-8s phigate CPU per statement: plaintext %.1f us, encrypted %.1f us, difference %.1f us (%d vs %d statements)\n", m, p, e, e - p, pn, en }'
+done
+
+# The audit log's cost: pgbench -S through phigate with the audit log off, in group mode
+# and in fsync mode (three instances, alternating).
+declare -A APORT APID
+for variant in off group fsync; do
+  APORT[$variant]=$(cat "$WORK/phigate-$variant/port")
+  RUST_LOG=warn "$PHIGATE" serve --config "$WORK/phigate-$variant/phigate.toml" 2>"$WORK/phigate-$variant.log" &
+  APID[$variant]=$!
+  PIDS+=($!)
+done
+for variant in off group fsync; do
+  until pg_isready -q -h 127.0.0.1 -p "${APORT[$variant]}" 2>/dev/null; do sleep 0.1; done
+done
+declare -A ATPS ATICKS ATXS
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for variant in off group fsync; do
+      measure "${APID[$variant]}" "audit $variant" -S -M "$mode" -p "${APORT[$variant]}"
+      ATPS[$mode,$variant]="${ATPS[$mode,$variant]:-} $TPS_OUT"
+      ATICKS[$variant]=$(( ${ATICKS[$variant]:-0} + TICKS_OUT ))
+      ATXS[$variant]=$(( ${ATXS[$variant]:-0} + TX_OUT ))
+    done
+  done
+done
+echo "  audit log: pgbench -S through phigate, medians (TPS) and phigate CPU per statement:"
+for mode in simple prepared; do
+  read -r o g f <<<"$(medians_of ATPS "$mode" off group fsync)"
+  awk -v m="$mode" -v o="$o" -v g="$g" -v f="$f" 'BEGIN {
+    printf "    %-8s off %8.0f  group %8.0f (%.2f)  fsync %8.0f (%.2f)\n", m, o, g, g/o, f, f/o }'
+done
+for variant in off group fsync; do
+  per_statement "  audit $variant" "${ATICKS[$variant]}" "${ATXS[$variant]}"
 done

@@ -518,10 +518,15 @@ fn serve(path: PathBuf) -> Result<()> {
         let server = Server::bind(config).await?;
         tracing::info!(address = %server.local_addr()?, admin = ?server.admin_addr(), threads, "phigate listening");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let auditor = server.auditor();
         tokio::select! {
             r = server.run_threaded(threads) => r.context("starting session threads")?,
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
             _ = term.recv() => tracing::info!("terminated; shutting down"),
+        }
+        if let Some(a) = auditor {
+            // Sign what the log holds, so verifiers need no secret for any of it.
+            a.close().context("closing the audit log")?;
         }
         Ok(())
     })

@@ -685,11 +685,14 @@ fn audit_verify_reports_the_first_bad_record() {
     )
     .unwrap();
     for i in 0..25 {
-        log.append(Record {
-            kind: Some(Kind::Statement),
-            user: Some(format!("u{i}")),
-            ..Record::default()
-        })
+        log.append(
+            Record {
+                kind: Some(Kind::Statement),
+                user: Some(format!("u{i}")),
+                ..Record::default()
+            },
+            true,
+        )
         .unwrap();
     }
     drop(log);

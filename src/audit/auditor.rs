@@ -38,7 +38,7 @@ impl Auditor {
     ) -> Result<Self, AuditError> {
         let keys = Arc::new(AuditKeys::load_or_create(key_file)?);
         let durability = opts.durability;
-        // The log itself never syncs per record: the auditor groups syncs.
+        // The log itself never syncs per record: the auditor shares syncs.
         let log = AuditLog::open(
             dir,
             keys.clone(),
@@ -63,20 +63,45 @@ impl Auditor {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a record; returns its seq once it is written as the durability mode
-    /// requires.
-    pub fn record(&self, record: Record) -> Result<u64, AuditError> {
-        let seq = self.log().append(record)?;
-        if self.durability == Durability::Fsync {
-            let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
-            if self.synced.load(Ordering::Acquire) < seq {
-                let mut log = self.log();
-                let through = log.next_seq().saturating_sub(1);
-                log.sync()?;
-                self.synced.fetch_max(through, Ordering::AcqRel);
-            }
+    /// Appends a record and returns its seq. With `gate` (a statement waits for it), it
+    /// returns once the record is written as the durability mode requires: handed to the
+    /// operating system (`group`) or on disk (`fsync`, sharing syncs with concurrent
+    /// sessions). Without, the record may wait in memory for the next flush (a few
+    /// milliseconds).
+    pub fn record(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
+        let seq = self.log().append(record, gate)?;
+        if gate && self.durability == Durability::Fsync {
+            self.sync_through(seq)?;
         }
         Ok(seq)
+    }
+
+    /// Makes sure `seq` is on disk; one sync covers everything written before it.
+    fn sync_through(&self, seq: u64) -> Result<(), AuditError> {
+        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        self.sync_out(AuditLog::write_out)
+    }
+
+    /// Under the log's lock, `prepare` (flush, checkpoint); then, outside it, the sync of
+    /// what the log has written. The caller holds the sync lock.
+    fn sync_out(
+        &self,
+        prepare: impl FnOnce(&mut AuditLog) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let job = {
+            let mut log = self.log();
+            prepare(&mut log)?;
+            log.sync_job()?
+        };
+        if let Some(job) = job {
+            let through = job.through;
+            job.run()?;
+            self.synced.fetch_max(through, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// The keyed hash a value is recorded under.
@@ -84,17 +109,17 @@ impl Auditor {
         self.keys.value_hash(value)
     }
 
-    /// Periodic work: a checkpoint when one is due, and a sync of what is unsynced.
-    pub fn tick(&self) -> Result<(), AuditError> {
-        let mut log = self.log();
-        let through = log.next_seq().saturating_sub(1);
-        log.tick(self.checkpoint_interval)?;
-        self.synced.fetch_max(through, Ordering::AcqRel);
-        Ok(())
+    /// A final checkpoint, synced (at shutdown).
+    pub fn close(&self) -> Result<(), AuditError> {
+        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_out(AuditLog::checkpoint)
     }
 
-    /// A final checkpoint, synced (at shutdown).
-    pub fn checkpoint(&self) -> Result<(), AuditError> {
-        self.log().checkpoint()
+    /// Periodic work (every few milliseconds): a checkpoint when one is due, buffered
+    /// records written out, and a sync, which runs outside the log's lock so appends
+    /// never wait for the disk.
+    pub fn tick(&self) -> Result<(), AuditError> {
+        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_out(|log| log.tick(self.checkpoint_interval))
     }
 }

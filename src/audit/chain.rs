@@ -26,6 +26,12 @@ pub(super) fn checkpoint_message(
     m
 }
 
+/// SHA-256 of a line without its `mac` field: what the mac and the checkpoint digests
+/// cover, so each line is hashed once.
+pub(super) fn line_hash(body: &str) -> [u8; 32] {
+    Sha256::digest(body.as_bytes()).into()
+}
+
 /// Splits a line (without its newline) into the part the mac covers, with the `mac`
 /// field removed, and the mac itself.
 pub(super) fn split_mac(line: &str) -> Option<(String, [u8; 32])> {
@@ -81,8 +87,8 @@ impl Chain {
     /// Takes a line read back from a segment into the state (recovery).
     pub(super) fn absorb(
         &mut self,
-        line: &str,
         seq: u64,
+        hash: &[u8; 32],
         mac: [u8; 32],
         checkpoint: Option<[u8; 32]>,
     ) {
@@ -90,13 +96,12 @@ impl Chain {
         self.prev = mac;
         match checkpoint {
             Some(digest) => self.after_checkpoint(&digest),
-            None => self.count_line(line, seq),
+            None => self.count_line(hash, seq),
         }
     }
 
-    fn count_line(&mut self, line: &str, seq: u64) {
-        self.hasher.update(line.as_bytes());
-        self.hasher.update(b"\n");
+    fn count_line(&mut self, hash: &[u8; 32], seq: u64) {
+        self.hasher.update(hash);
         if self.count == 0 {
             self.first = seq;
         }
@@ -108,14 +113,15 @@ impl Chain {
         record.seq = self.next_seq;
         record.prev = hex(&self.prev);
         let body = serde_json::to_string(&record).unwrap_or_default();
-        let mac = keys.mac(&self.prev, body.as_bytes());
+        let hash = line_hash(&body);
+        let mac = keys.mac(&self.prev, &hash);
         let line = format!(
             "{},\"mac\":\"{}\"}}",
             &body[..body.len().saturating_sub(1)],
             hex(&mac)
         );
         if record.kind != Some(Kind::Checkpoint) {
-            self.count_line(&line, record.seq);
+            self.count_line(&hash, record.seq);
         }
         self.prev = mac;
         self.next_seq += 1;

@@ -19,8 +19,10 @@ use super::{AuditError, hex, unhex};
 /// The secret audit keys of one instance.
 pub struct AuditKeys {
     signing: SigningKey,
-    chain: Zeroizing<[u8; 32]>,
-    lookup: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed with the chain key (cloned per use)
+    chain: Hmac<Sha256>,
+    /// HMAC-SHA256 keyed with the lookup key
+    lookup: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for AuditKeys {
@@ -67,10 +69,15 @@ fn derive(seed: &[u8; 32], info: &str) -> Zeroizing<[u8; 32]> {
 impl AuditKeys {
     /// Keys from a seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let keyed = |info| {
+            let key = derive(seed, info);
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref())
+                .expect("HMAC takes keys of any length")
+        };
         Self {
             signing: SigningKey::from_bytes(seed),
-            chain: derive(seed, "phigate audit chain v1"),
-            lookup: derive(seed, "phigate audit lookup v1"),
+            chain: keyed("phigate audit chain v1"),
+            lookup: keyed("phigate audit lookup v1"),
         }
     }
 
@@ -135,8 +142,7 @@ impl AuditKeys {
 
     /// HMAC-SHA256 under the chain key of `prev || line`.
     pub(super) fn mac(&self, prev: &[u8; 32], line: &[u8]) -> [u8; 32] {
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(self.chain.as_ref())
-            .expect("HMAC takes keys of any length");
+        let mut m = self.chain.clone();
         m.update(prev);
         m.update(line);
         m.finalize().into_bytes().into()
@@ -150,8 +156,7 @@ impl AuditKeys {
     /// The keyed hash under which a statement value is recorded (hex): equal values give
     /// equal hashes, so `audit search --value` finds them, and nothing reveals the value.
     pub fn value_hash(&self, value: &[u8]) -> String {
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(self.lookup.as_ref())
-            .expect("HMAC takes keys of any length");
+        let mut m = self.lookup.clone();
         m.update(value);
         hex(&m.finalize().into_bytes()[..16])
     }

@@ -8,7 +8,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::chain::{Chain, split_mac};
+use super::chain::{Chain, line_hash, split_mac};
 use super::keys::AuditKeys;
 use super::record::{Kind, Record, now};
 use super::{AuditError, io, unhex};
@@ -49,9 +49,18 @@ pub struct AuditLog {
     day: String,
     /// when the last checkpoint was written
     last_checkpoint: std::time::Instant,
-    /// records written since the last sync
+    /// lines written to the file since the last sync
     dirty: bool,
+    /// sealed lines not yet written to the file
+    buf: Vec<u8>,
+    /// the chain as of the last line written to the file
+    written: Chain,
+    /// a checkpoint to publish in HEAD once synced
+    pending_head: Option<String>,
 }
+
+/// Buffered lines are written out beyond this size even when nobody waits for them.
+const FLUSH_ABOVE: usize = 64 << 10;
 
 fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.jsonl")
@@ -118,13 +127,16 @@ impl AuditLog {
                 dir: dir.to_owned(),
                 keys,
                 opts,
-                chain,
                 file,
                 path,
                 bytes: 0,
                 day: today(),
                 last_checkpoint: std::time::Instant::now(),
                 dirty: false,
+                buf: Vec::new(),
+                written: chain.clone(),
+                chain,
+                pending_head: None,
             });
         };
         let mut file = OpenOptions::new()
@@ -162,7 +174,8 @@ impl AuditLog {
                 split_mac(line).ok_or_else(|| corrupt(format!("line {} has no mac", i + 1)))?;
             let info = parse_line(line)
                 .ok_or_else(|| corrupt(format!("line {} is not a record", i + 1)))?;
-            if info.seq != chain.next_seq || keys.mac(&chain.prev, body.as_bytes()) != mac {
+            let hash = line_hash(&body);
+            if info.seq != chain.next_seq || keys.mac(&chain.prev, &hash) != mac {
                 return Err(corrupt(format!(
                     "line {} (seq {}) does not continue the chain; run `phigate audit verify`",
                     i + 1,
@@ -181,19 +194,22 @@ impl AuditLog {
                 ),
                 _ => None,
             };
-            chain.absorb(line, info.seq, mac, checkpoint);
+            chain.absorb(info.seq, &hash, mac, checkpoint);
         }
         Ok(Self {
             dir: dir.to_owned(),
             keys,
             opts,
-            chain,
             file,
             path: last.clone(),
             bytes: whole as u64,
             day,
             last_checkpoint: std::time::Instant::now(),
             dirty: false,
+            buf: Vec::new(),
+            written: chain.clone(),
+            chain,
+            pending_head: None,
         })
     }
 
@@ -203,91 +219,110 @@ impl AuditLog {
     }
 
     /// Appends a record (its `seq`, `prev`, `instance` and, when empty, `ts` are filled
-    /// in); returns its seq once it is written as the durability mode requires.
-    pub fn append(&mut self, mut record: Record) -> Result<u64, AuditError> {
-        if self.bytes > 0 && (self.bytes >= self.opts.segment_bytes || today() != self.day) {
-            self.rotate()?;
-        }
+    /// in) and returns its seq. With `flush`, it (and everything buffered before it) is
+    /// written to the operating system before this returns; otherwise it may wait in
+    /// memory for the next flush. In `fsync` durability mode every flush also syncs.
+    pub fn append(&mut self, mut record: Record, flush: bool) -> Result<u64, AuditError> {
         if record.ts.is_empty() {
             record.ts = now();
         }
+        if self.bytes + self.buf.len() as u64 > 0
+            && (self.bytes >= self.opts.segment_bytes || !record.ts.starts_with(&self.day))
+        {
+            self.rotate()?;
+        }
         record.instance.clone_from(&self.opts.instance);
-        let saved = self.chain.clone();
         let line = self.chain.seal(&self.keys, &mut record);
-        if let Err(e) = self.write(&line) {
-            // Nothing half-written stays behind, and the chain does not move.
-            self.chain = saved;
-            let _ = self.file.set_len(self.bytes);
-            return Err(e);
-        }
-        if self.opts.durability == Durability::Fsync {
-            self.sync()?;
-        }
+        self.buf.extend_from_slice(line.as_bytes());
         if self.chain.count >= self.opts.checkpoint_every {
             self.checkpoint()?;
+        } else if flush || self.buf.len() >= FLUSH_ABOVE {
+            self.write_out()?;
+        }
+        if flush && self.opts.durability == Durability::Fsync {
+            self.sync()?;
         }
         Ok(record.seq)
     }
 
-    fn write(&mut self, line: &str) -> Result<(), AuditError> {
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(io(&self.path))?;
-        self.bytes += line.len() as u64;
+    /// Writes the buffered lines to the file. On failure nothing of them stays (the file
+    /// is cut back to its last complete line) and the chain returns to where it was.
+    pub fn write_out(&mut self) -> Result<(), AuditError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let _ = self.file.set_len(self.bytes);
+            self.chain = self.written.clone();
+            self.buf.clear();
+            self.pending_head = None;
+            return Err(io(&self.path)(e));
+        }
+        self.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        self.written = self.chain.clone();
         self.dirty = true;
         Ok(())
     }
 
     /// Writes a checkpoint when records have waited longer than `interval` for one, and
-    /// syncs when anything is unsynced.
+    /// flushes the buffer.
     pub fn tick(&mut self, interval: std::time::Duration) -> Result<(), AuditError> {
         if self.chain.count > 0 && self.last_checkpoint.elapsed() >= interval {
             self.checkpoint()?;
         }
-        if self.dirty {
-            self.sync()?;
-        }
-        Ok(())
+        self.write_out()
     }
 
-    /// Writes a signed checkpoint over the records since the last one (if any), syncs,
-    /// and records it in `HEAD`.
+    /// Writes a signed checkpoint over the records since the last one (if any). `HEAD`
+    /// is updated once the checkpoint is synced (see [`AuditLog::sync`]).
     pub fn checkpoint(&mut self) -> Result<(), AuditError> {
         if self.chain.count == 0 {
-            return Ok(());
+            return self.write_out();
         }
         let record = Record {
             ts: now(),
             instance: self.opts.instance.clone(),
             ..Record::default()
         };
-        let saved = self.chain.clone();
         let line = self.chain.checkpoint(&self.keys, record);
-        if let Err(e) = self.write(&line) {
-            self.chain = saved;
-            let _ = self.file.set_len(self.bytes);
-            return Err(e);
-        }
+        self.buf.extend_from_slice(line.as_bytes());
         self.last_checkpoint = std::time::Instant::now();
-        self.sync()?;
-        let head = self.dir.join("HEAD");
-        let tmp = self.dir.join("HEAD.tmp");
-        std::fs::write(&tmp, &line)
-            .and_then(|()| File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &head))
-            .map_err(io(&head))
+        self.write_out()?;
+        self.pending_head = Some(line);
+        Ok(())
     }
 
-    /// Flushes written records to disk.
-    pub fn sync(&mut self) -> Result<(), AuditError> {
-        self.file.sync_data().map_err(io(&self.path))?;
+    /// What a sync needs, taken under the lock and used outside it: a handle on the
+    /// current segment, the seq it covers, and the checkpoint to publish in `HEAD` once
+    /// synced. `None` when nothing is unsynced.
+    pub fn sync_job(&mut self) -> Result<Option<SyncJob>, AuditError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let file = self.file.try_clone().map_err(io(&self.path))?;
         self.dirty = false;
+        Ok(Some(SyncJob {
+            file,
+            path: self.path.clone(),
+            through: self.written.next_seq.saturating_sub(1),
+            head: self.pending_head.take().map(|h| (self.dir.join("HEAD"), h)),
+        }))
+    }
+
+    /// Flushes and syncs now, under the caller's lock.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.write_out()?;
+        if let Some(job) = self.sync_job()? {
+            job.run()?;
+        }
         Ok(())
     }
 
     /// Closes the current segment with a checkpoint and starts the next.
     fn rotate(&mut self) -> Result<(), AuditError> {
         self.checkpoint()?;
+        self.sync()?;
         let path = self.dir.join(segment_name(self.chain.next_seq));
         self.file = OpenOptions::new()
             .create_new(true)
@@ -298,6 +333,7 @@ impl AuditLog {
         self.bytes = 0;
         self.day = today();
         self.chain.new_segment();
+        self.written = self.chain.clone();
         Ok(())
     }
 
@@ -305,5 +341,31 @@ impl AuditLog {
     pub fn close(mut self) -> Result<(), AuditError> {
         self.checkpoint()?;
         self.sync()
+    }
+}
+
+/// Lines written to the operating system but not yet synced, and the checkpoint to
+/// publish once they are.
+#[derive(Debug)]
+pub struct SyncJob {
+    file: File,
+    path: PathBuf,
+    /// the last seq the sync covers
+    pub through: u64,
+    head: Option<(PathBuf, String)>,
+}
+
+impl SyncJob {
+    /// Syncs the segment, then publishes the checkpoint in `HEAD` (temporary file and
+    /// rename, so `HEAD` is always whole).
+    pub fn run(self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(io(&self.path))?;
+        if let Some((head, line)) = self.head {
+            let tmp = head.with_extension("tmp");
+            std::fs::write(&tmp, line)
+                .and_then(|()| std::fs::rename(&tmp, &head))
+                .map_err(io(&head))?;
+        }
+        Ok(())
     }
 }

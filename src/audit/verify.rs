@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::chain::{checkpoint_message, split_mac};
+use super::chain::{checkpoint_message, line_hash, split_mac};
 use super::keys::{AuditKeys, PublicKey};
 use super::record::Kind;
 use super::store::{parse_line, segments};
@@ -127,8 +127,9 @@ pub fn verify(dir: &Path, public: &PublicKey, keys: Option<&AuditKeys>) -> Resul
                         .into(),
                 ));
             }
+            let hash = line_hash(&body);
             if let Some(k) = keys
-                && k.mac(&prev, body.as_bytes()) != mac
+                && k.mac(&prev, &hash) != mac
             {
                 return Err(at("the mac does not match: the line was altered".into()));
             }
@@ -160,8 +161,7 @@ pub fn verify(dir: &Path, public: &PublicKey, keys: Option<&AuditKeys>) -> Resul
                 first = expected + 1;
                 count = 0;
             } else {
-                hasher.update(line.as_bytes());
-                hasher.update(b"\n");
+                hasher.update(hash);
                 count += 1;
                 report.records += 1;
             }

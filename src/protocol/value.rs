@@ -405,12 +405,10 @@ fn canonical_to_text(ty: LogicalType, c: &[u8]) -> Res<Vec<u8>> {
         T::Timestamptz => format_timestamp(i64::from_be_bytes(fixed(c)?), true).into_bytes(),
         T::Uuid => format_uuid(&fixed(c)?).into_bytes(),
         T::Bytea => {
-            let mut s = String::with_capacity(2 + 2 * c.len());
-            s.push_str("\\x");
-            for b in c {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s.into_bytes()
+            let mut s = Vec::with_capacity(2 + 2 * c.len());
+            s.extend_from_slice(b"\\x");
+            s.extend_from_slice(hex::encode(c).as_bytes());
+            s
         }
     })
 }
@@ -788,14 +786,15 @@ fn parse_uuid(s: &str) -> Res<[u8; 16]> {
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push_str(&format!("{byte:02x}"));
-    }
-    s
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn hex_digit(c: u8) -> Res<u8> {

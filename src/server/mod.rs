@@ -110,7 +110,9 @@ impl Shared {
             return Ok(());
         };
         record.kind = Some(kind);
-        auditor.record(record).map(|_| ()).inspect_err(|e| {
+        // A session may start only once its start is recorded.
+        let gate = kind == Kind::SessionStart;
+        auditor.record(record, gate).map(|_| ()).inspect_err(|e| {
             tracing::error!(error = %e, "audit log unwritable");
         })
     }
@@ -358,6 +360,11 @@ impl Server {
                 config,
             }),
         })
+    }
+
+    /// The audit log, for a final checkpoint at shutdown.
+    pub fn auditor(&self) -> Option<Arc<Auditor>> {
+        self.shared.auditor.clone()
     }
 
     /// The address clients connect to.

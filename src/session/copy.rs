@@ -341,9 +341,7 @@ impl CopyIn {
                     let sealed = col.cipher.encrypt(&canonical);
                     let mut hex = Vec::with_capacity(2 + sealed.len() * 2);
                     hex.extend_from_slice(b"\\x");
-                    for b in sealed {
-                        hex.extend_from_slice(format!("{b:02x}").as_bytes());
-                    }
+                    hex.extend_from_slice(hex::encode(sealed).as_bytes());
                     Ok(hex)
                 },
                 &mut buf,

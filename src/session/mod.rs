@@ -366,7 +366,7 @@ impl Session {
                 let mut seqs = VecDeque::with_capacity(statements.len());
                 for stmt in &statements {
                     let record = self.statement_record(&audit, stmt, &[], analysis.as_ref());
-                    match audit.auditor.record(record) {
+                    match audit.auditor.record(record, true) {
                         Ok(seq) => seqs.push_back(seq),
                         Err(e) => {
                             tracing::error!(error = %e, "audit log unwritable: statement refused");
@@ -393,7 +393,7 @@ impl Session {
                 };
                 match audit
                     .auditor
-                    .record(self.statement_record(&audit, &call, &[], None))
+                    .record(self.statement_record(&audit, &call, &[], None), true)
                 {
                     Ok(seq) => self.audit_query = VecDeque::from([seq]),
                     Err(e) => {
@@ -411,7 +411,7 @@ impl Session {
                 {
                     let analysis = analyse(sql);
                     let record = self.statement_record(&audit, t, &[], analysis.as_ref());
-                    if let Err(e) = audit.auditor.record(record) {
+                    if let Err(e) = audit.auditor.record(record, false) {
                         tracing::error!(error = %e, "audit log unwritable");
                     }
                 }
@@ -447,7 +447,7 @@ impl Session {
                     .get(*portal)
                     .map(|r| Analysis::Rewrite(r.plan.clone()));
                 let record = self.statement_record(&audit, text, &hashes, plan.as_ref());
-                match audit.auditor.record(record) {
+                match audit.auditor.record(record, true) {
                     Ok(seq) => self.audit_execute = Some(seq),
                     Err(e) => {
                         tracing::error!(error = %e, "audit log unwritable: statement refused");
@@ -515,7 +515,7 @@ impl Session {
             Decision::Allowed
         });
         r.duration_us = Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-        if let Err(e) = audit.auditor.record(r) {
+        if let Err(e) = audit.auditor.record(r, false) {
             tracing::error!(error = %e, "audit log unwritable: a statement's outcome is not recorded");
         }
     }
@@ -1089,7 +1089,7 @@ impl Session {
         {
             let mut r = audit.template.clone();
             r.kind = Some(Kind::IdleTimeout);
-            if let Err(e) = audit.auditor.record(r) {
+            if let Err(e) = audit.auditor.record(r, false) {
                 tracing::error!(error = %e, "audit log unwritable: idle timeout not recorded");
             }
         }

@@ -297,10 +297,7 @@ fn parse_position(e: &sqlparser::parser::ParserError) -> String {
 /// `pg_catalog.decode('<hex>', 'hex')`: a bytea value whatever `standard_conforming_strings`
 /// says.
 fn bytea_literal(bytes: &[u8]) -> Expr {
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        hex.push_str(&format!("{b:02x}"));
-    }
+    let hex = hex::encode(bytes);
     let arg = |s: String| {
         FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
             Value::SingleQuotedString(s),
