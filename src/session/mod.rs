@@ -294,12 +294,17 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
         };
-        if self.audit.is_some() && !self.audit_frontend(&msg, now, out) {
+        // Statements are analysed once, for the audit record and for the rewrite.
+        let analysis = match (&self.guard, &msg) {
+            (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {
+                Some(g.analyzer.analyse(&g.role, Context { utc: self.utc }, sql))
+            }
+            _ => None,
+        };
+        if self.audit.is_some() && !self.audit_frontend(&msg, analysis.as_ref(), now, out) {
             return;
         }
-        if let Some(guard) = self.guard.clone()
-            && self.guarded(&guard, &frame, &msg, now, out)
-        {
+        if self.guard.is_some() && self.guarded(&frame, &msg, analysis, now, out) {
             return;
         }
         match msg {
@@ -349,23 +354,22 @@ impl Session {
 
     /// The audit record of a message, written before it is forwarded. Returns false when
     /// the record cannot be written: the message has then been replaced by a 58030 refusal.
-    fn audit_frontend(&mut self, msg: &Frontend<'_>, now: Instant, out: &mut Outbound) -> bool {
+    fn audit_frontend(
+        &mut self,
+        msg: &Frontend<'_>,
+        analysis: Option<&Analysis>,
+        now: Instant,
+        out: &mut Outbound,
+    ) -> bool {
         let Some(audit) = self.audit.clone() else {
             return true;
         };
-        let ctx = Context { utc: self.utc };
-        let analyse = |sql: &str| {
-            self.guard
-                .as_ref()
-                .map(|g| g.analyzer.analyse(&g.role, ctx, sql))
-        };
         match msg {
             Frontend::Query { sql } => {
-                let analysis = analyse(sql);
                 let statements = redact(sql);
                 let mut seqs = VecDeque::with_capacity(statements.len());
                 for stmt in &statements {
-                    let record = self.statement_record(&audit, stmt, &[], analysis.as_ref());
+                    let record = self.statement_record(&audit, stmt, &[], analysis);
                     match audit.auditor.record(record, true) {
                         Ok(seq) => seqs.push_back(seq),
                         Err(e) => {
@@ -406,11 +410,10 @@ impl Session {
             }
             Frontend::Parse { name, sql, .. } => {
                 let text = redact(sql).into_iter().next().map(Arc::new);
-                if let Some(Analysis::Refuse(_)) = analyse(sql)
+                if let Some(Analysis::Refuse(_)) = analysis
                     && let Some(t) = &text
                 {
-                    let analysis = analyse(sql);
-                    let record = self.statement_record(&audit, t, &[], analysis.as_ref());
+                    let record = self.statement_record(&audit, t, &[], analysis);
                     if let Err(e) = audit.auditor.record(record, false) {
                         tracing::error!(error = %e, "audit log unwritable");
                     }
@@ -524,22 +527,22 @@ impl Session {
     /// (forwarded in rewritten form, or replaced by a refusal).
     fn guarded(
         &mut self,
-        guard: &Guard,
         frame: &Frame,
         msg: &Frontend<'_>,
+        analysis: Option<Analysis>,
         now: Instant,
         out: &mut Outbound,
     ) -> bool {
         let ctx = Context { utc: self.utc };
         match msg {
-            Frontend::Query { sql } => {
-                let (plan, refused) = match guard.analyzer.analyse(&guard.role, ctx, sql) {
-                    Analysis::Pass => return false,
-                    Analysis::Rewrite(plan) => {
+            Frontend::Query { .. } => {
+                let (plan, refused) = match analysis {
+                    None | Some(Analysis::Pass) => return false,
+                    Some(Analysis::Rewrite(plan)) => {
                         build::query(&plan.sql, &mut out.upstream);
                         (Some(plan), None)
                     }
-                    Analysis::Refuse(r) => {
+                    Some(Analysis::Refuse(r)) => {
                         build::query(transform::REFUSAL_SQL, &mut out.upstream);
                         (None, Some(r))
                     }
@@ -555,11 +558,11 @@ impl Session {
                 true
             }
             Frontend::Parse {
-                name,
-                sql,
-                param_types,
+                name, param_types, ..
             } => {
-                let analysis = guard.analyzer.analyse(&guard.role, ctx, sql);
+                let Some(analysis) = analysis else {
+                    return false;
+                };
                 // A named statement that exists is not replaced (PostgreSQL refuses the
                 // Parse); the unnamed one always is.
                 let keep = !name.is_empty() && self.statements.contains_key(*name);
