@@ -374,14 +374,7 @@ impl Session {
                         Ok(seq) => seqs.push_back(seq),
                         Err(e) => {
                             tracing::error!(error = %e, "audit log unwritable: statement refused");
-                            build::query(transform::REFUSAL_SQL, &mut out.upstream);
-                            self.pending.push_back(Pending::Query {
-                                since: now,
-                                plan: None,
-                                refused: Some(Arc::new(audit_refusal())),
-                                audit: VecDeque::new(),
-                            });
-                            self.unflushed = 0;
+                            self.refuse_query(audit_refusal(), now, out);
                             return false;
                         }
                     }
@@ -402,8 +395,7 @@ impl Session {
                     Ok(seq) => self.audit_query = VecDeque::from([seq]),
                     Err(e) => {
                         tracing::error!(error = %e, "audit log unwritable: statement refused");
-                        audit_refusal().to_error().encode(&mut out.client);
-                        build::ready_for_query(self.tx_status, &mut out.client);
+                        self.refuse_query(audit_refusal(), now, out);
                         return false;
                     }
                 }
@@ -468,6 +460,19 @@ impl Session {
             _ => {}
         }
         true
+    }
+
+    /// Replaces a simple Query (or function call) by a statement that makes PostgreSQL
+    /// raise `refusal` in its place, in protocol order.
+    fn refuse_query(&mut self, refusal: Refusal, now: Instant, out: &mut Outbound) {
+        build::query(transform::REFUSAL_SQL, &mut out.upstream);
+        self.pending.push_back(Pending::Query {
+            since: now,
+            plan: None,
+            refused: Some(Arc::new(refusal)),
+            audit: VecDeque::new(),
+        });
+        self.unflushed = 0;
     }
 
     /// The begin record of one statement.
