@@ -158,10 +158,15 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: Option<String>) -> 
 }
 
 fn print_record(r: &phigate::audit::Record, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    use std::io::Write;
+    let line = if json {
+        serde_json::to_string(r).unwrap_or_default()
     } else {
-        println!("{}", phigate::audit::table_row(r));
+        phigate::audit::table_row(r)
+    };
+    // A reader that goes away (`| head`) ends the command quietly.
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
     }
 }
 

@@ -356,7 +356,12 @@ impl Server {
                 connections,
                 analyzer: Arc::new(Analyzer::new(Arc::new(catalog))),
                 auditor,
-                session_ids: std::sync::atomic::AtomicU64::new(1),
+                // Session numbers keep growing across restarts: they start at the time.
+                session_ids: std::sync::atomic::AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1)),
+                ),
                 config,
             }),
         })
