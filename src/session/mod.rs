@@ -935,45 +935,42 @@ impl Session {
             self.pass_row_description(frame, out);
             return Ok(());
         };
-        let catalog = guard.analyzer.catalog();
-        match self.pending.front() {
-            Some(Pending::HiddenDescribe(plan, cell)) => {
-                let mut scratch = BytesMut::new();
-                let fallback = plan.outputs.as_deref();
-                let (shape, _) =
-                    transform::row_description(body, catalog, &guard.role, fallback, &mut scratch)?;
-                let _ = cell.set(shape);
-                self.complete_head();
-            }
+        // The statement it describes, and whether the client sees the description.
+        let (plan, shown) = match self.pending.front() {
+            Some(Pending::HiddenDescribe(plan, _)) => (plan.clone(), false),
             Some(Pending::Describe {
-                rows: Some((plan, cell)),
+                rows: Some((plan, _)),
                 ..
-            }) => {
-                let fallback = plan.outputs.as_deref();
-                let (shape, _) = transform::row_description(
-                    body,
-                    catalog,
-                    &guard.role,
-                    fallback,
-                    &mut out.client,
-                )?;
+            })
+            | Some(Pending::Query {
+                plan: Some(plan), ..
+            }) => (plan.clone(), true),
+            _ => {
+                self.pass_row_description(frame, out);
+                return Ok(());
+            }
+        };
+        let mut hidden = BytesMut::new();
+        let (shape, formats) = transform::row_description(
+            body,
+            guard.analyzer.catalog(),
+            &guard.role,
+            plan.outputs.as_deref(),
+            if shown { &mut out.client } else { &mut hidden },
+        )?;
+        match self.pending.front() {
+            Some(
+                Pending::HiddenDescribe(_, cell)
+                | Pending::Describe {
+                    rows: Some((_, cell)),
+                    ..
+                },
+            ) => {
                 let _ = cell.set(shape);
                 self.complete_head();
             }
-            Some(Pending::Query {
-                plan: Some(plan), ..
-            }) => {
-                let fallback = plan.outputs.as_deref();
-                let (shape, formats) = transform::row_description(
-                    body,
-                    catalog,
-                    &guard.role,
-                    fallback,
-                    &mut out.client,
-                )?;
-                self.simple_rows = Some((shape, formats));
-            }
-            _ => self.pass_row_description(frame, out),
+            // a simple Query: its rows follow
+            _ => self.simple_rows = Some((shape, formats)),
         }
         Ok(())
     }
