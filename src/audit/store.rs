@@ -106,39 +106,37 @@ fn today() -> String {
     now().chars().take(10).collect()
 }
 
-impl AuditLog {
-    /// Opens (creating when needed) the log in `dir`, continuing its chain.
-    pub fn open(dir: &Path, keys: Arc<AuditKeys>, opts: LogOptions) -> Result<Self, AuditError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir))?;
-        let existing = segments(dir)?;
+/// Where appending starts: the current segment, its length and day, and the chain state.
+struct Position {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    day: String,
+    chain: Chain,
+}
+
+impl Position {
+    /// A new log: the first segment, empty.
+    fn first(dir: &Path) -> Result<Self, AuditError> {
+        let path = dir.join(segment_name(1));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Self {
+            file,
+            path,
+            bytes: 0,
+            day: today(),
+            chain: Chain::new(1, [0u8; 32]),
+        })
+    }
+
+    /// An existing log: the last segment `last` of `existing`, its torn last line cut off,
+    /// every line after its chain's start checked.
+    fn resume(existing: &[PathBuf], last: &Path, keys: &AuditKeys) -> Result<Self, AuditError> {
         let mut chain = Chain::new(1, [0u8; 32]);
-        let Some(last) = existing.last() else {
-            let path = dir.join(segment_name(1));
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io(&path))?;
-            return Ok(Self {
-                dir: dir.to_owned(),
-                keys,
-                opts,
-                file,
-                path,
-                bytes: 0,
-                day: today(),
-                last_checkpoint: std::time::Instant::now(),
-                dirty: false,
-                buf: Vec::new(),
-                written: chain.clone(),
-                chain,
-                pending_head: None,
-            });
-        };
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -154,7 +152,7 @@ impl AuditLog {
             text.truncate(whole);
         }
         let corrupt = |problem: String| AuditError::Corrupt {
-            path: last.clone(),
+            path: last.to_owned(),
             problem,
         };
         // The segment's chain starts after the previous segment's last line.
@@ -197,18 +195,41 @@ impl AuditLog {
             chain.absorb(info.seq, &hash, mac, checkpoint);
         }
         Ok(Self {
+            file,
+            path: last.to_owned(),
+            bytes: whole as u64,
+            day,
+            chain,
+        })
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating when needed) the log in `dir`, continuing its chain.
+    pub fn open(dir: &Path, keys: Arc<AuditKeys>, opts: LogOptions) -> Result<Self, AuditError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        let existing = segments(dir)?;
+        let at = match existing.last() {
+            None => Position::first(dir)?,
+            Some(last) => Position::resume(&existing, last, &keys)?,
+        };
+        Ok(Self {
             dir: dir.to_owned(),
             keys,
             opts,
-            file,
-            path: last.clone(),
-            bytes: whole as u64,
-            day,
+            file: at.file,
+            path: at.path,
+            bytes: at.bytes,
+            day: at.day,
             last_checkpoint: std::time::Instant::now(),
             dirty: false,
             buf: Vec::new(),
-            written: chain.clone(),
-            chain,
+            written: at.chain.clone(),
+            chain: at.chain,
             pending_head: None,
         })
     }
