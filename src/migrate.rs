@@ -89,10 +89,6 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 /// The names a migration of one column uses.
 struct Names {
     table: String,
@@ -339,7 +335,7 @@ impl Migration<'_> {
             values.push(format!(
                 "({}::tid, pg_catalog.decode('{}', 'hex'))",
                 literal(tid),
-                hex(&sealed)
+                hex::encode(&sealed)
             ));
         }
         self.db
@@ -362,7 +358,7 @@ impl Migration<'_> {
     /// Re-encrypts every value not under the active key, batch by batch.
     async fn rekey(&mut self, progress: &mut impl FnMut(u64)) -> Result<Summary, MigrateError> {
         let Names { table, column, .. } = self.names;
-        let active = hex(&self.active.to_be_bytes());
+        let active = hex::encode(self.active.to_be_bytes());
         let stale = format!(
             "{column} IS NOT NULL AND substring({column}::bytea from 3 for 4) <> pg_catalog.decode('{active}', 'hex')"
         );
@@ -392,7 +388,7 @@ impl Migration<'_> {
                 values.push(format!(
                     "({}::tid, pg_catalog.decode('{}', 'hex'))",
                     literal(tid),
-                    hex(&self.col.cipher.encrypt(&plain))
+                    hex::encode(self.col.cipher.encrypt(&plain))
                 ));
             }
             if !values.is_empty() {

@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 use super::keys::AuditKeys;
 use super::record::{Kind, Record};
-use super::{hex, unhex};
+use super::unhex;
 
 /// Prefix of every signed checkpoint message.
 const CHECKPOINT_CONTEXT: &[u8] = b"phigate-audit-checkpoint-v1";
@@ -111,14 +111,14 @@ impl Chain {
     /// Numbers, links and MACs a record; returns its line (with the newline).
     pub(super) fn seal(&mut self, keys: &AuditKeys, record: &mut Record) -> String {
         record.seq = self.next_seq;
-        record.prev = hex(&self.prev);
+        record.prev = hex::encode(self.prev);
         let body = serde_json::to_string(&record).unwrap_or_default();
         let hash = line_hash(&body);
         let mac = keys.mac(&self.prev, &hash);
         let line = format!(
             "{},\"mac\":\"{}\"}}",
             &body[..body.len().saturating_sub(1)],
-            hex(&mac)
+            hex::encode(mac)
         );
         if record.kind != Some(Kind::Checkpoint) {
             self.count_line(&hash, record.seq);
@@ -135,7 +135,7 @@ impl Chain {
         let message = checkpoint_message(covers, &self.prev, &digest);
         record.kind = Some(Kind::Checkpoint);
         record.covers = Some(covers);
-        record.digest = Some(hex(&digest));
+        record.digest = Some(hex::encode(digest));
         record.signature = Some(keys.sign(&message));
         let line = self.seal(keys, &mut record);
         self.after_checkpoint(&digest);

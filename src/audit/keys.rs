@@ -14,7 +14,7 @@ use rand::Rng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::{AuditError, hex, unhex};
+use super::{AuditError, unhex};
 
 /// The secret audit keys of one instance.
 pub struct AuditKeys {
@@ -28,7 +28,10 @@ pub struct AuditKeys {
 impl std::fmt::Debug for AuditKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditKeys")
-            .field("public", &hex(self.signing.verifying_key().as_bytes()))
+            .field(
+                "public",
+                &hex::encode(self.signing.verifying_key().as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -118,13 +121,16 @@ impl AuditKeys {
                     .mode(0o600)
                     .open(path)
                     .map_err(super::io(path))?;
-                f.write_all(format!("{}\n", hex(seed.as_ref())).as_bytes())
+                f.write_all(format!("{}\n", hex::encode(seed.as_ref())).as_bytes())
                     .and_then(|()| f.sync_all())
                     .map_err(super::io(path))?;
                 let keys = Self::from_seed(&seed);
                 let public = public_path(path);
-                std::fs::write(&public, format!("{}\n", hex(keys.public_bytes().as_ref())))
-                    .map_err(super::io(public))?;
+                std::fs::write(
+                    &public,
+                    format!("{}\n", hex::encode(keys.public_bytes().as_ref())),
+                )
+                .map_err(super::io(public))?;
                 Ok(keys)
             }
             Err(e) => Err(super::io(path)(e)),
@@ -150,7 +156,7 @@ impl AuditKeys {
 
     /// Signs a checkpoint message; hex.
     pub(super) fn sign(&self, message: &[u8]) -> String {
-        hex(&self.signing.sign(message).to_bytes())
+        hex::encode(self.signing.sign(message).to_bytes())
     }
 
     /// The keyed hash under which a statement value is recorded (hex): equal values give
@@ -158,7 +164,7 @@ impl AuditKeys {
     pub fn value_hash(&self, value: &[u8]) -> String {
         let mut m = self.lookup.clone();
         m.update(value);
-        hex(&m.finalize().into_bytes()[..16])
+        hex::encode(&m.finalize().into_bytes()[..16])
     }
 }
 

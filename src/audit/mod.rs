@@ -65,10 +65,6 @@ fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuditError {
     move |cause| AuditError::Io { path, cause }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).ok()?;

@@ -12,7 +12,7 @@ use super::chain::{checkpoint_message, line_hash, split_mac};
 use super::keys::{AuditKeys, PublicKey};
 use super::record::Kind;
 use super::store::{parse_line, segments};
-use super::{hex, unhex};
+use super::unhex;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub fn verify(dir: &Path, public: &PublicKey, keys: Option<&AuditKeys>) -> Resul
                     info.seq
                 )));
             }
-            if info.prev != hex(&prev) {
+            if info.prev != hex::encode(prev) {
                 return Err(at(
                     "prev does not match the previous line's mac (a line was removed or altered)"
                         .into(),
