@@ -15,7 +15,7 @@ use phigate::protocol::frame::split_frame;
 use phigate::protocol::value::Context;
 use phigate::session::{Guard, Outbound, Session};
 use phigate::sql::catalog::{LiveColumn, LiveTable};
-use phigate::sql::{Analyzer, Catalog};
+use phigate::sql::{Analyzer, Catalog, Enforcement, Subject};
 
 const POLICY: &str = r#"
 [table]
@@ -39,10 +39,13 @@ fn keyring() -> Keyring {
     Keyring::from_keys(1, vec![(1, [9u8; 32])])
 }
 
-fn catalog() -> Arc<Catalog> {
+/// The catalog and the policy set it comes from.
+fn catalog() -> (Arc<Catalog>, Arc<PolicySet>) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("patients.toml"), POLICY).expect("policy");
     std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("roles");
+    phigate::policy::add_user(&dir.path().join("users.toml"), "carol", "clinician", "pw")
+        .expect("user");
     let policies = PolicySet::load(dir.path()).expect("policies");
     let columns = ["id", "ssn", "full_name", "birth_date", "clinic_id"]
         .iter()
@@ -63,7 +66,16 @@ fn catalog() -> Arc<Catalog> {
         },
         LiveTable { oid: 100, columns },
     );
-    Arc::new(Catalog::new(&policies, &keyring(), &live).expect("catalog"))
+    let catalog = Catalog::new(&policies, &keyring(), &live).expect("catalog");
+    (Arc::new(catalog), Arc::new(policies))
+}
+
+fn subject() -> Subject {
+    Subject {
+        user: Arc::from("carol"),
+        role: Arc::from("clinician"),
+        emergency: false,
+    }
 }
 
 const STATEMENTS: &[(&str, &str)] = &[
@@ -87,18 +99,18 @@ const STATEMENTS: &[(&str, &str)] = &[
 ];
 
 fn analysis(c: &mut Criterion) {
-    let catalog = catalog();
-    let role: Arc<str> = Arc::from("clinician");
+    let (catalog, policies) = catalog();
+    let role = subject();
     let ctx = Context { utc: true };
     for (name, sql) in STATEMENTS {
         c.bench_function(&format!("sql/analyse+rewrite cold/{name}"), |b| {
             b.iter(|| {
-                let fresh = Analyzer::new(catalog.clone());
+                let fresh = Analyzer::new(catalog.clone(), policies.clone());
                 black_box(fresh.analyse(&role, ctx, sql))
             })
         });
     }
-    let cached = Analyzer::new(catalog.clone());
+    let cached = Analyzer::new(catalog.clone(), policies.clone());
     c.bench_function("sql/analyse cached/lookup", |b| {
         b.iter(|| black_box(cached.analyse(&role, ctx, STATEMENTS[0].1)))
     });
@@ -196,9 +208,11 @@ fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
 }
 
 fn session(c: &mut Criterion) {
+    let (catalog, policies) = catalog();
     let guard = Guard {
-        analyzer: Arc::new(Analyzer::new(catalog())),
-        role: Arc::from("clinician"),
+        enforcement: Arc::new(Enforcement::new(Analyzer::new(catalog, policies))),
+        subject: subject(),
+        break_glass_for: std::time::Duration::from_secs(1800),
     };
     let cipher = ColumnCipher::new(&keyring(), Mode::Deterministic, &domain_aad("ssn", "text"));
     let envelope = cipher.encrypt(b"123-45-6789");

@@ -120,6 +120,11 @@ pub struct Upstream {
     pub user: String,
     /// file holding that login's password (not needed for trust auth)
     pub password_file: Option<RelativePathBuf>,
+    /// a login that owns the protected tables, for administrative work only (`policies
+    /// apply`, `encrypt-existing`); never used for client sessions
+    pub admin_user: Option<String>,
+    /// file holding the admin login's password
+    pub admin_password_file: Option<RelativePathBuf>,
     /// disable | require | verify-full
     #[serde(default = "defaults::upstream_tls")]
     pub tls: UpstreamTls,
@@ -142,6 +147,22 @@ pub struct Policies {
     /// directory of `*.toml` policy files (`users.toml`, `roles.toml`, ...); `policies`
     /// beside the configuration file when absent
     pub dir: Option<RelativePathBuf>,
+    /// the native row-level security policies behind row policies: `verify` (at start-up
+    /// and reload, refuse to serve unless `phigate policies apply` installed the current
+    /// ones) or `apply` (install them with the admin login)
+    #[serde(default)]
+    pub native: NativePolicies,
+}
+
+/// `policies.native`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NativePolicies {
+    /// check that the installed policies are the current ones
+    #[default]
+    Verify,
+    /// install them (needs `upstream.admin_user`)
+    Apply,
 }
 
 /// `[keys]`
@@ -240,6 +261,12 @@ pub struct SessionLimits {
     /// a session this old ends (57P01) at its next idle moment
     #[serde(default = "defaults::max_lifetime", deserialize_with = "de_duration")]
     pub max_lifetime: Duration,
+    /// how long a declared emergency (`SET phigate.break_glass`) lasts
+    #[serde(
+        default = "defaults::break_glass_duration",
+        deserialize_with = "de_duration"
+    )]
+    pub break_glass_duration: Duration,
 }
 
 impl Default for SessionLimits {
@@ -247,6 +274,7 @@ impl Default for SessionLimits {
         Self {
             idle_timeout: defaults::idle_timeout(),
             max_lifetime: defaults::max_lifetime(),
+            break_glass_duration: defaults::break_glass_duration(),
         }
     }
 }
@@ -286,6 +314,9 @@ mod defaults {
     }
     pub fn max_lifetime() -> Duration {
         Duration::from_secs(12 * 3600)
+    }
+    pub fn break_glass_duration() -> Duration {
+        Duration::from_secs(30 * 60)
     }
     pub fn yes() -> bool {
         true
@@ -407,6 +438,10 @@ impl Config {
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("session.idle_timeout", self.session.idle_timeout),
             ("session.max_lifetime", self.session.max_lifetime),
+            (
+                "session.break_glass_duration",
+                self.session.break_glass_duration,
+            ),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));

@@ -35,6 +35,11 @@ enum Command {
         #[arg(long, short, default_value = "phigate.toml")]
         config: PathBuf,
     },
+    /// Manage the native row-level security policies behind row policies.
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
     /// Manage the users file.
     User {
         #[command(subcommand)]
@@ -78,6 +83,17 @@ enum Command {
         /// the keyring file (overrides the configuration)
         #[arg(long, global = true)]
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Install the native PostgreSQL row-level security policies of every table with row
+    /// policies (over `upstream.admin_user`, the tables' owner). `serve` checks them.
+    Apply {
+        /// the configuration file
+        #[arg(long, short, default_value = "phigate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -219,6 +235,24 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Policies {
+            command: PoliciesCommand::Apply { config },
+        } => {
+            let config = Config::load(&config)?;
+            let policies = phigate::policy::PolicySet::load(&config.policies_dir())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let done =
+                runtime.block_on(phigate::server::apply_native_policies(&config, &policies))?;
+            if done.is_empty() {
+                println!("no table has row policies; nothing to install");
+            }
+            for line in done {
+                println!("installed {line}");
+            }
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", phigate::crypto::BACKSTOP_SQL);
             Ok(())
@@ -478,9 +512,9 @@ fn check(path: PathBuf) -> Result<()> {
                 );
             }
         }
-        println!(
-            "  NOTE: this version does not yet enforce table policies; `serve` refuses to start while any are declared"
-        );
+    }
+    for line in policies.access_report() {
+        println!("  {line}");
     }
     let keyring = config.keyring_file();
     match Keyring::load(&keyring) {
@@ -523,6 +557,15 @@ fn serve(path: PathBuf) -> Result<()> {
         let server = Server::bind(config).await?;
         tracing::info!(address = %server.local_addr()?, admin = ?server.admin_addr(), threads, "phigate listening");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloader = server.reloader();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!(error = %e, "policy reload refused; the policies in force stay");
+                }
+            }
+        });
         let auditor = server.auditor();
         tokio::select! {
             r = server.run_threaded(threads) => r.context("starting session threads")?,

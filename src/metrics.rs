@@ -38,6 +38,8 @@ pub struct Metrics {
     pub idle_timeouts: IntCounter,
     /// client protocol violations
     pub protocol_errors: IntCounter,
+    /// emergencies declared (break-glass)
+    pub break_glass: IntCounter,
 }
 
 impl Metrics {
@@ -107,6 +109,10 @@ impl Metrics {
             protocol_errors: counter(
                 "phigate_protocol_errors_total",
                 "Client protocol violations",
+            ),
+            break_glass: counter(
+                "phigate_break_glass_total",
+                "Emergencies declared (SET phigate.break_glass)",
             ),
             registry,
         }

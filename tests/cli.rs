@@ -425,16 +425,21 @@ async fn table_policies_are_checked_against_the_schema() {
         "{err}"
     );
 
-    // A policy that would not be applied is refused at load, naming file and key.
+    // A row policy whose users lack the attribute it uses is refused at load, naming the
+    // file and the user.
     std::fs::write(
         &policy,
-        format!("{}[[policy]]\nname = \"own-clinic\"\n", columns("")),
+        format!(
+            "{}[[policy]]\nname = \"own-clinic\"\nroles = [\"clinician\"]\ncommands = [\"select\"]\n\
+             using = \"clinic_id = :user.clinic_id\"\n",
+            columns("")
+        ),
     )
     .unwrap();
     let out = check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("patients.toml") && err.contains("not enforced"),
+        !out.status.success() && err.contains("users.toml") && err.contains("lacks `clinic_id`"),
         "{err}"
     );
 }

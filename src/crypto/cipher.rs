@@ -70,6 +70,9 @@ pub struct ColumnCipher {
     aad: Vec<u8>,
     active: u32,
     keys: HashMap<u32, ColumnKeys>,
+    /// HMAC key for `mask:hash`, from the oldest master key so that a value masks the same
+    /// way across key rotations
+    mask_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ColumnCipher {
@@ -99,12 +102,31 @@ impl ColumnCipher {
                 (id, ColumnKeys { aead, nonce_key })
             })
             .collect();
+        let mut mask_key = Zeroizing::new([0u8; 32]);
+        if let Some((_, master)) = keyring.keys().min_by_key(|(id, _)| *id) {
+            Hkdf::<Sha256>::new(None, master)
+                .expand(format!("mask:{aad}").as_bytes(), mask_key.as_mut())
+                .expect("32 bytes is a valid HKDF-SHA256 output length");
+        }
         Self {
             mode,
             aad: aad.as_bytes().to_vec(),
             active: keyring.active(),
             keys,
+            mask_key,
         }
+    }
+
+    /// A keyed hash of a canonical plaintext for `mask:hash` reads: equal values give equal
+    /// hashes within the column (or domain); without the key nothing about the value shows.
+    pub fn mask_hash(&self, plaintext: &[u8]) -> [u8; 16] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.mask_key.as_ref())
+            .expect("HMAC takes keys of any length");
+        mac.update(plaintext);
+        let tag = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag[..16]);
+        out
     }
 
     /// The column's mode.

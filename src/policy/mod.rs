@@ -2,11 +2,14 @@
 //! their roles allow. Loaded and validated as a whole; a set that does not validate is never
 //! used.
 
+pub mod native;
 mod roles;
+mod rows;
 mod tables;
 mod users;
 
-pub use roles::Role;
+pub use roles::{Role, StatementKind, StatementKinds};
+pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
 pub use users::{ScramVerifier, User, add_user};
 
@@ -52,6 +55,83 @@ pub struct PolicySet {
     users: HashMap<String, User>,
     roles: HashMap<String, Role>,
     tables: BTreeMap<TableName, TablePolicy>,
+    attribute_types: BTreeMap<String, AttributeType>,
+}
+
+/// Every attribute has one type across all users, a type a policy can use.
+fn attribute_types(
+    file: &Path,
+    users: &HashMap<String, User>,
+) -> Result<BTreeMap<String, AttributeType>, PolicyError> {
+    let mut names: Vec<_> = users.keys().collect();
+    names.sort();
+    let mut types: BTreeMap<String, (AttributeType, &str)> = BTreeMap::new();
+    for name in names {
+        for (attr, value) in &users[name].attributes {
+            let invalid = |problem: String| PolicyError::Invalid {
+                file: file.to_owned(),
+                key: format!("users.{}.attributes.{}", toml_key(name), toml_key(attr)),
+                problem,
+            };
+            if attr.is_empty()
+                || !attr
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(invalid(
+                    "an attribute name has lower-case letters, digits and _ only".into(),
+                ));
+            }
+            let ty = AttributeType::of(value).ok_or_else(|| {
+                invalid(
+                    "an attribute is an integer, a float, a boolean or a string (without NUL)"
+                        .into(),
+                )
+            })?;
+            let (first, seen_at) = *types.entry(attr.clone()).or_insert((ty, name));
+            if first != ty {
+                return Err(invalid(format!(
+                    "has a different type than for user `{seen_at}`: one attribute, one type"
+                )));
+            }
+        }
+    }
+    Ok(types.into_iter().map(|(k, (t, _))| (k, t)).collect())
+}
+
+/// Every user a row policy applies to has the attributes the policy refers to.
+fn check_attributes(
+    file: &Path,
+    users: &HashMap<String, User>,
+    tables: &BTreeMap<TableName, TablePolicy>,
+) -> Result<(), PolicyError> {
+    let mut names: Vec<_> = users.keys().collect();
+    names.sort();
+    for t in tables.values() {
+        for p in &t.policies {
+            for name in &names {
+                let user = &users[*name];
+                if !p.roles.contains(&user.role) {
+                    continue;
+                }
+                let exprs = p.using.iter().chain(&p.check);
+                if let Some(attr) = exprs
+                    .flat_map(PolicyExpr::attributes)
+                    .find(|a| !user.attributes.contains_key(*a))
+                {
+                    return Err(PolicyError::Invalid {
+                        file: file.to_owned(),
+                        key: format!("users.{}.attributes", toml_key(name)),
+                        problem: format!(
+                            "lacks `{attr}`, which policy `{}` of {} uses for role `{}`",
+                            p.name, t.name, user.role
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PolicySet {
@@ -82,11 +162,105 @@ impl PolicySet {
             }
         }
         let tables = load_tables(dir, &roles)?;
+        let mut role_names: Vec<_> = roles.keys().collect();
+        role_names.sort();
+        for name in role_names {
+            if let Some(t) = roles[name]
+                .tables
+                .iter()
+                .flatten()
+                .find(|t| !tables.contains_key(t))
+            {
+                return Err(PolicyError::Invalid {
+                    file: roles_file,
+                    key: format!("roles.{}.tables", toml_key(name)),
+                    problem: format!("{t} has no table policy"),
+                });
+            }
+        }
+        let attribute_types = attribute_types(&users_file, &users)?;
+        check_attributes(&users_file, &users, &tables)?;
         Ok(Self {
             users,
             roles,
             tables,
+            attribute_types,
         })
+    }
+
+    /// The type of each user attribute (one per name across all users).
+    pub fn attribute_types(&self) -> &BTreeMap<String, AttributeType> {
+        &self.attribute_types
+    }
+
+    /// What each role may do, for `phigate check`: the statements it may run, and for each
+    /// protected table the columns it reads (and how) and the rows it sees.
+    pub fn access_report(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut roles: Vec<_> = self.roles.iter().collect();
+        roles.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, role) in roles {
+            let mut flags = Vec::new();
+            if role.bypass_row_policies {
+                flags.push("bypasses row policies");
+            }
+            if role.break_glass {
+                flags.push("may declare an emergency");
+            }
+            lines.push(format!(
+                "role {name}: statements {}{}",
+                role.statements.names().join(", "),
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", flags.join("; "))
+                }
+            ));
+            for t in self.tables.values() {
+                if !role.may_use(&t.name) {
+                    lines.push(format!("  {}: no access", t.name));
+                    continue;
+                }
+                let columns: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|(c, p)| {
+                        let outcome = p.read.get(name).copied().unwrap_or(ReadOutcome::Deny);
+                        format!("{c} {}", outcome.name())
+                    })
+                    .collect();
+                let rows = if t.policies.is_empty() || role.bypass_row_policies {
+                    "all rows".to_owned()
+                } else {
+                    let terms: Vec<String> = t
+                        .policies
+                        .iter()
+                        .filter(|p| p.commands.has(Commands::SELECT) && p.roles.contains(name))
+                        .map(|p| match &p.using {
+                            Some(u) => format!("({})", u.text()),
+                            None => "all rows".to_owned(),
+                        })
+                        .collect();
+                    if terms.is_empty() {
+                        "no rows (no policy names the role)".to_owned()
+                    } else {
+                        format!("rows where {}", terms.join(" OR "))
+                    }
+                };
+                let columns = if columns.is_empty() {
+                    String::new()
+                } else {
+                    format!("columns {}; ", columns.join(", "))
+                };
+                lines.push(format!("  {}: {columns}{rows}", t.name));
+            }
+        }
+        lines
+    }
+
+    /// The roles, by name.
+    pub fn roles(&self) -> impl Iterator<Item = (&String, &Role)> {
+        self.roles.iter()
     }
 
     /// The protected tables.
@@ -227,5 +401,50 @@ mod tests {
         let set = PolicySet::load(dir.path()).unwrap();
         assert_eq!(set.user("dr.smith").unwrap().role, "clinician");
         assert_eq!(set.counts(), (1, 1));
+    }
+
+    #[test]
+    fn policy_attributes_must_exist_and_keep_one_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        add_user(&users, "dr.smith", "clinician", "pw").unwrap();
+        add_user(&users, "dr.jones", "clinician", "pw").unwrap();
+        std::fs::write(
+            dir.path().join("roles.toml"),
+            "[roles.clinician]\n[roles.admin]\ntables = [\"visits\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("visits.toml"),
+            "[table]\nname = \"visits\"\n[[policy]]\nname = \"own\"\nroles = [\"clinician\"]\n\
+             commands = [\"all\"]\nusing = \"clinic = :user.clinic\"\n",
+        )
+        .unwrap();
+        let e = PolicySet::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("lacks `clinic`"), "{e}");
+        let text = std::fs::read_to_string(&users).unwrap();
+        let with = |jones: &str| {
+            text.replace(
+                "[users.\"dr.smith\"]",
+                "[users.\"dr.smith\"]\nattributes = { clinic = 3 }",
+            )
+            .replace(
+                "[users.\"dr.jones\"]",
+                &format!("[users.\"dr.jones\"]\nattributes = {{ clinic = {jones} }}"),
+            )
+        };
+        std::fs::write(&users, with("\"3\"")).unwrap();
+        let e = PolicySet::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("different type"), "{e}");
+        std::fs::write(&users, with("4")).unwrap();
+        let set = PolicySet::load(dir.path()).unwrap();
+        assert_eq!(set.attribute_types()["clinic"], AttributeType::Integer);
+        std::fs::write(
+            dir.path().join("roles.toml"),
+            "[roles.clinician]\n[roles.admin]\ntables = [\"patients\"]\n",
+        )
+        .unwrap();
+        let e = PolicySet::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("roles.admin.tables"), "{e}");
     }
 }

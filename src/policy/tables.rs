@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::PolicyError;
+use super::rows::{Commands, PolicyExpr, RowPolicy};
 use crate::crypto::Mode;
 
 /// A table's name as PostgreSQL stores it in its catalog.
@@ -128,6 +129,20 @@ pub enum ReadOutcome {
 }
 
 impl ReadOutcome {
+    /// The outcome as written in policies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Mask(MaskKind::Last4) => "mask:last4",
+            Self::Mask(MaskKind::Year) => "mask:year",
+            Self::Mask(MaskKind::Redact) => "mask:redact",
+            Self::Mask(MaskKind::Hash) => "mask:hash",
+            Self::Null => "null",
+            Self::Ciphertext => "ciphertext",
+            Self::Deny => "deny",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "plaintext" => Self::Plaintext,
@@ -163,6 +178,8 @@ pub struct TablePolicy {
     pub name: TableName,
     /// its protected columns, by name
     pub columns: BTreeMap<String, ProtectedColumn>,
+    /// its row policies, in file order
+    pub policies: Vec<RowPolicy>,
     /// the file that declared it
     pub file: std::path::PathBuf,
 }
@@ -174,7 +191,17 @@ struct RawFile {
     #[serde(default)]
     columns: BTreeMap<String, RawColumn>,
     #[serde(default)]
-    policy: Vec<toml::Value>,
+    policy: Vec<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: String,
+    roles: Vec<String>,
+    commands: Vec<String>,
+    using: Option<String>,
+    check: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -213,30 +240,88 @@ pub(super) fn parse(
         key,
         problem,
     };
-    if !raw.policy.is_empty() {
-        return Err(invalid(
-            "policy".into(),
-            "row policies are not enforced by this version of phigate; remove the [[policy]] entries (refusing to load a policy that would not be applied)".into(),
-        ));
-    }
-    let (schema, table) = match raw.table.name.split_once('.') {
-        Some((s, t)) => (s.to_owned(), t.to_owned()),
-        None => ("public".to_owned(), raw.table.name.clone()),
-    };
-    if !plain_identifier(&schema) || !plain_identifier(&table) {
-        return Err(invalid(
+    let name = table_name(&raw.table.name).ok_or_else(|| {
+        invalid(
             "table.name".into(),
             format!(
                 "`{}` is not schema.table (plain identifiers as stored in the catalog)",
                 raw.table.name
             ),
-        ));
-    }
-    if raw.columns.is_empty() {
+        )
+    })?;
+    if raw.columns.is_empty() && raw.policy.is_empty() {
         return Err(invalid(
             "columns".into(),
-            "a table policy names at least one protected column".into(),
+            "a table policy names at least one protected column or row policy".into(),
         ));
+    }
+    let mut policies: Vec<RowPolicy> = Vec::new();
+    for (i, p) in raw.policy.into_iter().enumerate() {
+        let key = |k: &str| format!("policy[{i}].{k}");
+        if !plain_identifier(&p.name) || policies.iter().any(|q| q.name == p.name) {
+            return Err(invalid(
+                key("name"),
+                format!("`{}` is not a plain name used once per table", p.name),
+            ));
+        }
+        if p.roles.is_empty() {
+            return Err(invalid(key("roles"), "names at least one role".into()));
+        }
+        if let Some(r) = p.roles.iter().find(|r| !roles(r)) {
+            return Err(invalid(
+                key("roles"),
+                format!("role `{r}` is not declared in roles.toml"),
+            ));
+        }
+        let mut commands = Commands::default();
+        for c in &p.commands {
+            commands.0 |= match c.as_str() {
+                "select" => Commands::SELECT,
+                "insert" => Commands::INSERT,
+                "update" => Commands::UPDATE,
+                "delete" => Commands::DELETE,
+                "all" => Commands::ALL,
+                other => {
+                    return Err(invalid(
+                        key("commands"),
+                        format!("`{other}` is not select, insert, update, delete or all"),
+                    ));
+                }
+            };
+        }
+        if commands.0 == 0 {
+            return Err(invalid(
+                key("commands"),
+                "names at least one command".into(),
+            ));
+        }
+        let using = p
+            .using
+            .map(|u| PolicyExpr::parse(&u).map_err(|e| invalid(key("using"), e)))
+            .transpose()?;
+        let check = p
+            .check
+            .map(|c| PolicyExpr::parse(&c).map_err(|e| invalid(key("check"), e)))
+            .transpose()?;
+        if using.is_some() && commands.0 == Commands::INSERT {
+            return Err(invalid(
+                key("using"),
+                "an insert-only policy filters no rows; write `check`".into(),
+            ));
+        }
+        if check.is_some() && commands.0 & (Commands::INSERT | Commands::UPDATE) == 0 {
+            return Err(invalid(
+                key("check"),
+                "`check` applies to insert and update only".into(),
+            ));
+        }
+        policies.push(RowPolicy {
+            name: p.name,
+            roles: p.roles,
+            commands,
+            using,
+            check,
+        });
     }
     let mut columns = BTreeMap::new();
     for (name, c) in raw.columns {
@@ -314,9 +399,22 @@ pub(super) fn parse(
         );
     }
     Ok(TablePolicy {
-        name: TableName { schema, table },
+        name,
         columns,
+        policies,
         file: file.to_owned(),
+    })
+}
+
+/// `schema.table` or `table` (in `public`) as plain catalog names.
+pub(super) fn table_name(s: &str) -> Option<TableName> {
+    let (schema, table) = match s.split_once('.') {
+        Some((s, t)) => (s, t),
+        None => ("public", s),
+    };
+    (plain_identifier(schema) && plain_identifier(table)).then(|| TableName {
+        schema: schema.to_owned(),
+        table: table.to_owned(),
     })
 }
 
@@ -403,14 +501,37 @@ read = { clinician = "plaintext", researcher = "mask:year" }
             let e = parse(f, &text, &roles).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(problem), "{key}: {e}");
         }
-        let e = parse(
+        for (policy, key) in [
+            (
+                "roles = [\"intern\"]\ncommands = [\"select\"]",
+                "policy[0].roles",
+            ),
+            (
+                "roles = [\"billing\"]\ncommands = [\"read\"]",
+                "policy[0].commands",
+            ),
+            (
+                "roles = [\"billing\"]\ncommands = [\"select\"]\nusing = \"a = \"",
+                "policy[0].using",
+            ),
+            (
+                "roles = [\"billing\"]\ncommands = [\"select\"]\ncheck = \"a = 1\"",
+                "policy[0].check",
+            ),
+        ] {
+            let text = format!("{PATIENTS}\n[[policy]]\nname = \"x\"\n{policy}\n");
+            let e = parse(f, &text, &roles).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let t = parse(
             f,
-            &format!("{PATIENTS}\n[[policy]]\nname = \"x\"\n"),
+            "[table]\nname = \"visits\"\n[[policy]]\nname = \"own\"\nroles = [\"billing\"]\n\
+             commands = [\"select\", \"update\"]\nusing = \"clinic = :user.clinic\"\n",
             &roles,
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("not enforced"), "{e}");
+        .unwrap();
+        assert!(t.columns.is_empty());
+        assert_eq!(t.policies[0].commands.names(), ["select", "update"]);
         let e = parse(
             f,
             &PATIENTS.replace(

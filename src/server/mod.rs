@@ -5,12 +5,14 @@
 mod cancel;
 mod handshake;
 mod relay;
+mod row_security;
 mod scram;
 mod stream;
 mod throttle;
 mod tls;
 mod upstream;
 
+pub use row_security::apply as apply_native_policies;
 pub use scram::{ScramError, ScramExchange};
 pub use upstream::UpstreamError;
 
@@ -27,14 +29,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{Auditor, Durability, Kind, LogOptions, Record};
 use crate::config::AuditDurability;
-use crate::config::{Config, UpstreamTls};
+use crate::config::{Config, NativePolicies, UpstreamTls};
 use crate::crypto::Keyring;
 use crate::metrics::{Metrics, serve_admin};
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::build::{self, PgError};
 use crate::session::{Guard, Session, SessionAudit};
 use crate::sql::catalog::{CatalogError, LiveColumn, LiveTable};
-use crate::sql::{Analyzer, Catalog};
+use crate::sql::{Analyzer, Catalog, Enforcement, Subject};
 use cancel::CancelRegistry;
 use handshake::{Accepted, Opened};
 use std::collections::HashMap;
@@ -71,6 +73,12 @@ pub enum ServerError {
     /// The live schema could not be read.
     #[error("reading the database schema: {0}")]
     Schema(#[from] UpstreamError),
+    /// Native row-level security does not back the row policies.
+    #[error("row policies: {0}")]
+    NativePolicies(String),
+    /// The configuration lacks what a command needs.
+    #[error("{0}")]
+    Config(String),
     /// A listening address cannot be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -84,7 +92,6 @@ pub enum ServerError {
 /// State shared by every connection.
 pub(crate) struct Shared {
     config: Config,
-    policies: Arc<PolicySet>,
     tls: Option<TlsAcceptor>,
     upstream: UpstreamTarget,
     metrics: Arc<Metrics>,
@@ -94,8 +101,10 @@ pub(crate) struct Shared {
     /// failed logins per client address
     throttle: throttle::LoginThrottle,
     connections: Arc<Semaphore>,
-    /// statement analysis over the protected tables (shared cache)
-    analyzer: Arc<Analyzer>,
+    /// the policies in force: firewall, column access, row policies, encryption
+    enforcement: Arc<Enforcement>,
+    /// one reload at a time
+    reloading: tokio::sync::Mutex<()>,
     /// the audit log (absent only when `audit.enabled = false`)
     auditor: Option<Arc<Auditor>>,
     /// numbers sessions for the audit log
@@ -153,7 +162,64 @@ fn open_auditor(config: &Config) -> Result<Option<Arc<Auditor>>, ServerError> {
 
 impl Shared {
     fn policies(&self) -> Arc<PolicySet> {
-        self.policies.clone()
+        self.enforcement.current().policies().clone()
+    }
+}
+
+/// Loads the policy set and everything enforcing it needs: the keyring and the live schema
+/// for protected columns, the native row-level security check (or installation) for row
+/// policies.
+async fn load_analyzer(config: &Config) -> Result<Analyzer, ServerError> {
+    let policies = PolicySet::load(&config.policies_dir())?;
+    let catalog = if policies.tables().next().is_some() {
+        let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
+            Keyring::load(&config.keyring_file())?
+        } else {
+            Keyring::from_keys(1, vec![(1, [0; 32])])
+        };
+        let schema = LiveSchema::read(config).await?;
+        Catalog::new(&policies, &keyring, &schema.tables)?
+    } else {
+        Catalog::default()
+    };
+    if config.policies.native == NativePolicies::Apply
+        && policies.tables().any(|t| !t.policies.is_empty())
+    {
+        row_security::apply(config, &policies).await?;
+    }
+    row_security::verify(config, &policies).await?;
+    Ok(Analyzer::new(Arc::new(catalog), Arc::new(policies)))
+}
+
+/// Reloads the policies of a running server.
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Loads and checks the policy set again and puts it in force; on any error the set in
+    /// force stays. Sessions pick the new set up at their next statement. Audited either way.
+    pub async fn reload(&self) -> Result<(), ServerError> {
+        let shared = &self.0;
+        let _one = shared.reloading.lock().await;
+        let result = load_analyzer(&shared.config).await;
+        let mut record = Record::default();
+        match &result {
+            Ok(_) => record.decision = Some(crate::audit::Decision::Allowed),
+            Err(e) => {
+                record.decision = Some(crate::audit::Decision::Error);
+                record.detail = Some(e.to_string());
+            }
+        }
+        let audited = shared.audit(record, Kind::PolicyReload);
+        let analyzer = result?;
+        if audited.is_err() {
+            return Err(ServerError::Config(
+                "the audit log cannot record the reload; the policies in force stay".into(),
+            ));
+        }
+        let (users, roles) = analyzer.policies().counts();
+        shared.enforcement.replace(analyzer);
+        tracing::info!(users, roles, "policies reloaded");
+        Ok(())
     }
 }
 
@@ -164,19 +230,20 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
+fn read_password(path: &std::path::Path, key: &'static str) -> Result<String, ServerError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ServerError::File {
+        key,
+        path: path.display().to_string(),
+        cause,
+    })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Resolves the upstream settings: password file, TLS configuration.
 fn upstream_target(config: &Config) -> Result<UpstreamTarget, ServerError> {
     let u = &config.upstream;
     let password = match &u.password_file {
-        Some(p) => {
-            let path = p.relative();
-            let text = std::fs::read_to_string(&path).map_err(|cause| ServerError::File {
-                key: "upstream.password_file",
-                path: path.display().to_string(),
-                cause,
-            })?;
-            Some(text.trim_end_matches(['\r', '\n']).to_owned())
-        }
+        Some(p) => Some(read_password(&p.relative(), "upstream.password_file")?),
         None => None,
     };
     let tls = match u.tls {
@@ -231,6 +298,28 @@ impl ServiceSession {
     /// Logs in upstream as the configured service user.
     pub async fn open(config: &Config, application_name: &str) -> Result<Self, ServerError> {
         let target = upstream_target(config)?;
+        let conn = upstream::connect(&target, &[("application_name", application_name)]).await?;
+        Ok(Self(conn))
+    }
+
+    /// Logs in upstream as `upstream.admin_user`, the tables' owner.
+    pub async fn open_admin(config: &Config, application_name: &str) -> Result<Self, ServerError> {
+        let u = &config.upstream;
+        let Some(user) = &u.admin_user else {
+            return Err(ServerError::Config(
+                "upstream.admin_user is not set: this needs a login that owns the protected tables"
+                    .into(),
+            ));
+        };
+        let mut target = upstream_target(config)?;
+        target.user.clone_from(user);
+        target.password = match &u.admin_password_file {
+            Some(p) => Some(read_password(
+                &p.relative(),
+                "upstream.admin_password_file",
+            )?),
+            None => None,
+        };
         let conn = upstream::connect(&target, &[("application_name", application_name)]).await?;
         Ok(Self(conn))
     }
@@ -314,14 +403,7 @@ impl LiveSchema {
 impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let policies = PolicySet::load(&config.policies_dir())?;
-        let catalog = if policies.tables().next().is_some() {
-            let keyring = Keyring::load(&config.keyring_file())?;
-            let schema = LiveSchema::read(&config).await?;
-            Catalog::new(&policies, &keyring, &schema.tables)?
-        } else {
-            Catalog::default()
-        };
+        let analyzer = load_analyzer(&config).await?;
         let auditor = open_auditor(&config)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
@@ -346,7 +428,6 @@ impl Server {
             listener,
             admin,
             shared: Arc::new(Shared {
-                policies: Arc::new(policies),
                 tls,
                 upstream,
                 metrics: Arc::new(Metrics::new()),
@@ -354,7 +435,8 @@ impl Server {
                 decoy_secret: rand::rng().random(),
                 throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),
                 connections,
-                analyzer: Arc::new(Analyzer::new(Arc::new(catalog))),
+                enforcement: Arc::new(Enforcement::new(analyzer)),
+                reloading: tokio::sync::Mutex::new(()),
                 auditor,
                 // Session numbers keep growing across restarts: they start at the time.
                 session_ids: std::sync::atomic::AtomicU64::new(
@@ -365,6 +447,11 @@ impl Server {
                 config,
             }),
         })
+    }
+
+    /// A handle that reloads the policies (on SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
     }
 
     /// The audit log, for a final checkpoint at shutdown.
@@ -503,6 +590,41 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
+/// The upstream `options` startup parameter: the client's, then phigate's settings for
+/// the session (`-c phigate.role=... -c phigate.user.<attribute>=...`).
+fn session_options(
+    policies: &PolicySet,
+    user: &str,
+    role: &str,
+    params: &[(String, String)],
+) -> String {
+    // In `options`, whitespace separates arguments and a backslash escapes what follows.
+    let escape = |v: &str| {
+        let mut out = String::with_capacity(v.len());
+        for c in v.chars() {
+            if c == '\\' || c.is_whitespace() {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let mut options: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "options")
+        .map(|(_, v)| v.clone())
+        .collect();
+    options.push(format!("-c phigate.role={}", escape(role)));
+    if let Some(u) = policies.user(user) {
+        for (name, value) in &u.attributes {
+            if let Some(text) = crate::policy::setting_text(value) {
+                options.push(format!("-c phigate.user.{name}={}", escape(&text)));
+            }
+        }
+    }
+    options.join(" ")
+}
+
 async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     let Accepted {
         mut stream,
@@ -519,11 +641,31 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     } else {
         format!("phigate:{user}/{client_app}")
     };
-    let mut extra: Vec<(&str, &str)> = vec![("application_name", upstream_app.as_str())];
+    // phigate's own settings (read by the native row policies) travel in the startup
+    // packet: a client can never set them, and RESET ALL / DISCARD ALL restore them.
+    let tampering = params.iter().any(|(k, v)| {
+        k.to_ascii_lowercase().starts_with("phigate")
+            || (k == "options" && v.to_ascii_lowercase().contains("phigate"))
+    });
+    if tampering {
+        let mut out = BytesMut::new();
+        PgError::fatal(
+            "42501",
+            "phigate's session settings cannot be set by a client",
+        )
+        .encode(&mut out);
+        let _ = stream.write_all(&out).await;
+        return;
+    }
+    let options = session_options(&shared.policies(), &user, &role, &params);
+    let mut extra: Vec<(&str, &str)> = vec![
+        ("application_name", upstream_app.as_str()),
+        ("options", options.as_str()),
+    ];
     extra.extend(
         params
             .iter()
-            .filter(|(k, _)| k != "application_name")
+            .filter(|(k, _)| k != "application_name" && k != "options")
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let connected = match upstream::connect(&shared.upstream, &extra).await {
@@ -539,8 +681,13 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         }
     };
     let guard = Guard {
-        analyzer: shared.analyzer.clone(),
-        role: Arc::from(role.as_str()),
+        enforcement: shared.enforcement.clone(),
+        subject: Subject {
+            user: Arc::from(user.as_str()),
+            role: Arc::from(role.as_str()),
+            emergency: false,
+        },
+        break_glass_for: shared.config.session.break_glass_duration,
     };
     let template = Record {
         session: Some(
@@ -584,7 +731,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         shared.metrics.sessions_total.inc();
         tracing::info!(%peer, user, role, tls = stream.is_tls(), "session started");
         let idle_timeout = shared
-            .policies
+            .policies()
             .role(&role)
             .and_then(|r| r.idle_timeout)
             .unwrap_or(shared.config.session.idle_timeout);

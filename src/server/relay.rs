@@ -270,6 +270,14 @@ impl Relay<'_> {
             match event {
                 Event::Statement { kind, elapsed } => self.metrics.statement(kind, elapsed),
                 Event::ProtocolViolation => self.metrics.protocol_errors.inc(),
+                Event::BreakGlass { .. } => {
+                    self.metrics.break_glass.inc();
+                    // The reason is free text and may name a patient: it goes to the audit
+                    // log only.
+                    tracing::warn!(
+                        "break-glass declared: row policies and masks lifted for a session (reason in the audit log)"
+                    );
+                }
             }
         }
     }

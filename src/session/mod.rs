@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use crate::audit::{Auditor, Decision, Kind, Record, Redacted, redact};
 use crate::protocol::message::Target;
 use crate::protocol::value::Context;
-use crate::sql::{Analysis, Analyzer, Plan, Refusal};
+use crate::sql::{Analysis, Enforcement, Plan, Refusal, Subject};
 use transform::{RowError, Shape};
 
 use crate::protocol::ProtocolError;
@@ -55,15 +55,23 @@ pub enum Event {
     },
     /// The client broke the protocol; the session is closing.
     ProtocolViolation,
+    /// The user declared an emergency (break-glass) for the given reason.
+    BreakGlass {
+        /// the reason given
+        reason: String,
+    },
 }
 
-/// What a session enforces: the analyser over the protected tables, and the user's role.
+/// What a session enforces: the policies in force (firewall, column access, row policies,
+/// encryption) for its user.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    /// the shared analyser (and its cache)
-    pub analyzer: Arc<Analyzer>,
-    /// the session user's role
-    pub role: Arc<str>,
+    /// the policies in force, replaced whole when they reload
+    pub enforcement: Arc<Enforcement>,
+    /// the session's user and role (the emergency flag is the session's to keep)
+    pub subject: Subject,
+    /// how long a declared emergency lasts
+    pub break_glass_for: Duration,
 }
 
 /// What a session writes to the audit log.
@@ -199,6 +207,8 @@ pub struct Session {
     /// audit records written for the message being handled, for its pending entry
     audit_query: VecDeque<u64>,
     audit_execute: Option<u64>,
+    /// a declared emergency: until when, and why
+    emergency: Option<(Instant, String)>,
 }
 
 impl Session {
@@ -214,7 +224,7 @@ impl Session {
             phase: Phase::Open,
             upstream_app_name,
             client_app_name,
-            guard: guard.filter(|g| !g.analyzer.catalog().is_empty()),
+            guard,
             utc: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -227,6 +237,7 @@ impl Session {
             audit_portals: HashMap::new(),
             audit_query: VecDeque::new(),
             audit_execute: None,
+            emergency: None,
         }
     }
 
@@ -294,10 +305,22 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
         };
+        if self
+            .emergency
+            .as_ref()
+            .is_some_and(|(until, _)| now >= *until)
+        {
+            self.emergency = None;
+            if let Some(a) = &mut self.audit {
+                a.template.break_glass = None;
+            }
+        }
         // Statements are analysed once, for the audit record and for the rewrite.
-        let analysis = match (&self.guard, &msg) {
+        let analysis = match (&mut self.guard, &msg) {
             (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {
-                Some(g.analyzer.analyse(&g.role, Context { utc: self.utc }, sql))
+                g.subject.emergency = self.emergency.is_some();
+                let analyzer = g.enforcement.current();
+                Some(analyzer.analyse(&g.subject, Context { utc: self.utc }, sql))
             }
             _ => None,
         };
@@ -497,6 +520,11 @@ impl Session {
             Some(Analysis::Rewrite(plan)) => {
                 r.tables = plan.tables.iter().map(|t| t.name.to_string()).collect();
                 r.phi_columns.clone_from(&plan.columns);
+                r.policies_applied.clone_from(&plan.policies);
+            }
+            Some(Analysis::Declare { reason }) => {
+                r.kind = Some(Kind::BreakGlass);
+                r.break_glass = Some(reason.clone());
             }
             Some(Analysis::Refuse(refusal)) => {
                 r.decision = Some(Decision::Denied);
@@ -543,6 +571,27 @@ impl Session {
             Frontend::Query { .. } => {
                 let (plan, refused) = match analysis {
                     None | Some(Analysis::Pass) => return false,
+                    Some(Analysis::Declare { reason }) => {
+                        let lasts = self
+                            .guard
+                            .as_ref()
+                            .map_or(Duration::ZERO, |g| g.break_glass_for);
+                        // The native row policies read the expiry: they lift on their own.
+                        let until =
+                            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + lasts);
+                        build::query(
+                            &format!("SET phigate.emergency = '{until}'"),
+                            &mut out.upstream,
+                        );
+                        if let Some(a) = &mut self.audit {
+                            a.template.break_glass = Some(reason.clone());
+                        }
+                        out.events.push(Event::BreakGlass {
+                            reason: reason.clone(),
+                        });
+                        self.emergency = Some((now + lasts, reason));
+                        (None, None)
+                    }
                     Some(Analysis::Rewrite(plan)) => {
                         build::query(&plan.sql, &mut out.upstream);
                         (Some(plan), None)
@@ -576,6 +625,14 @@ impl Session {
                 }
                 match analysis {
                     Analysis::Pass => return false,
+                    Analysis::Declare { .. } => self.refuse_extended(
+                        Arc::new(Refusal {
+                            code: "0A000",
+                            message: "an emergency is declared with a simple query".into(),
+                            hint: "send SET phigate.break_glass = '<reason>' as a simple query (psql does)".into(),
+                        }),
+                        out,
+                    ),
                     Analysis::Rewrite(plan) => {
                         transform::parse(name, &plan, param_types, &mut out.upstream);
                         build::describe(b'S', name, &mut out.upstream);
@@ -953,8 +1010,8 @@ impl Session {
         let mut hidden = BytesMut::new();
         let (shape, formats) = transform::row_description(
             body,
-            guard.analyzer.catalog(),
-            &guard.role,
+            guard.enforcement.current().catalog(),
+            &guard.subject,
             plan.outputs.as_deref(),
             if shown { &mut out.client } else { &mut hidden },
         )?;

@@ -223,3 +223,20 @@ fn transaction_status_follows_ready_for_query() {
         }]
     );
 }
+
+#[test]
+fn masks_show_only_what_the_role_may_see() {
+    use crate::policy::MaskKind;
+    assert_eq!(
+        transform::mask(MaskKind::Last4, "123-45-6789"),
+        "***-**-6789"
+    );
+    assert_eq!(transform::mask(MaskKind::Last4, "abc"), "abc");
+    assert_eq!(transform::mask(MaskKind::Year, "1912-06-23"), "1912");
+    assert_eq!(
+        transform::mask(MaskKind::Year, "2020-01-02 03:04:05+00"),
+        "2020"
+    );
+    assert_eq!(transform::mask(MaskKind::Year, "0044-03-15 BC"), "0044 BC");
+    assert_eq!(transform::mask(MaskKind::Redact, "Ada Lovelace"), "***");
+}

@@ -8,13 +8,13 @@ use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
 use crate::crypto::CryptoError;
-use crate::policy::ReadOutcome;
+use crate::policy::{MaskKind, ReadOutcome};
 use crate::protocol::ProtocolError;
 use crate::protocol::build;
 use crate::protocol::message::Bind;
 use crate::protocol::reader::Reader;
 use crate::protocol::value::{self, Context, Format};
-use crate::sql::{Catalog, Column, ParamUse, Plan, Refusal};
+use crate::sql::{Catalog, Column, ParamUse, Plan, Refusal, Subject};
 
 /// What happens to one result column.
 #[derive(Debug, Clone)]
@@ -258,7 +258,7 @@ pub(super) fn parameter_description(
 pub(super) fn row_description(
     body: &[u8],
     catalog: &Catalog,
-    role: &str,
+    who: &Subject,
     fallback: Option<&[Option<Arc<Column>>]>,
     out: &mut BytesMut,
 ) -> Result<(Shape, Vec<i16>), ProtocolError> {
@@ -284,14 +284,24 @@ pub(super) fn row_description(
         };
         let field = origin.or_else(analysed).map(|c| FieldOut {
             column: c.clone(),
-            outcome: c.outcome(role),
+            outcome: who.outcome(c),
         });
-        if let Some(f) = &field
-            && f.outcome != ReadOutcome::Ciphertext
-        {
-            type_oid = value::type_oid(f.column.logical_type());
-            type_len = value::type_len(f.column.logical_type());
-            type_mod = -1;
+        match field.as_ref().map(|f| f.outcome) {
+            None | Some(ReadOutcome::Ciphertext) => {}
+            // A masked value is text whatever the column's type ("1912", "***-**-6789").
+            Some(ReadOutcome::Mask(_)) => {
+                type_oid = TEXT_OID;
+                type_len = -1;
+                type_mod = -1;
+            }
+            Some(_) => {
+                let ty = field.as_ref().map(|f| f.column.logical_type());
+                if let Some(ty) = ty {
+                    type_oid = value::type_oid(ty);
+                    type_len = value::type_len(ty);
+                }
+                type_mod = -1;
+            }
         }
         build::put_cstr(&mut rewritten, name);
         rewritten.put_u32(table);
@@ -350,12 +360,13 @@ fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>
         table: f.column.table.to_string(),
         problem,
     };
-    match f.outcome {
+    let masked = match f.outcome {
         ReadOutcome::Ciphertext => return Ok(Some(stored.to_vec())),
-        ReadOutcome::Plaintext => {}
+        ReadOutcome::Plaintext => None,
+        ReadOutcome::Mask(kind) => Some(kind),
         // Refused by the analysis; a field that still arrives reads as NULL.
-        ReadOutcome::Null | ReadOutcome::Deny | ReadOutcome::Mask(_) => return Ok(None),
-    }
+        ReadOutcome::Null | ReadOutcome::Deny => return Ok(None),
+    };
     let envelope = match format {
         Format::Binary => stored.to_vec(),
         Format::Text => {
@@ -364,7 +375,59 @@ fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>
             value::parse_bytea(text).map_err(|e| unreadable(e.into()))?
         }
     };
-    open(&f.column, &envelope, format).map(Some)
+    let Some(kind) = masked else {
+        return open(&f.column, &envelope, format).map(Some);
+    };
+    let plain = f
+        .column
+        .cipher
+        .decrypt(&envelope)
+        .map_err(|e: CryptoError| unreadable(e.to_string()))?;
+    if kind == MaskKind::Hash {
+        return Ok(Some(
+            hex::encode(f.column.cipher.mask_hash(&plain)).into_bytes(),
+        ));
+    }
+    let text = value::from_canonical(f.column.logical_type(), Format::Text, &plain)
+        .map_err(|e| unreadable(e.to_string()))?;
+    // Text and binary forms of `text` are the same UTF-8 bytes.
+    Ok(Some(
+        mask(kind, &String::from_utf8_lossy(&text)).into_bytes(),
+    ))
+}
+
+/// The OID of `text`, the type masked values are shown as.
+const TEXT_OID: u32 = 25;
+
+/// A masked value from the text form of a plaintext (`Hash` is keyed, see
+/// [`crate::crypto::ColumnCipher::mask_hash`]).
+pub(super) fn mask(kind: MaskKind, text: &str) -> String {
+    match kind {
+        // Every letter and digit but the last four hidden; separators stay.
+        MaskKind::Last4 => {
+            let total = text.chars().filter(|c| c.is_alphanumeric()).count();
+            let mut seen = 0;
+            text.chars()
+                .map(|c| {
+                    if !c.is_alphanumeric() {
+                        return c;
+                    }
+                    seen += 1;
+                    if seen + 4 > total { c } else { '*' }
+                })
+                .collect()
+        }
+        // The year of a date or timestamp's text form (`1912-06-23` -> `1912`).
+        MaskKind::Year => {
+            let year: String = text.chars().take_while(char::is_ascii_digit).collect();
+            if text.ends_with(" BC") {
+                format!("{year} BC")
+            } else {
+                year
+            }
+        }
+        MaskKind::Redact | MaskKind::Hash => "***".to_owned(),
+    }
 }
 
 /// Decrypts an envelope of `col` into the value in `format`.

@@ -15,7 +15,7 @@ use sqlparser::ast::{
 use std::ops::ControlFlow;
 
 use super::catalog::{Catalog, Column, Table};
-use super::{CopyFormat, CopyPlan, ParamUse, Refusal};
+use super::{Access, CopyFormat, CopyPlan, ParamUse, Refusal};
 use crate::crypto::Mode;
 use crate::policy::ReadOutcome;
 use crate::protocol::value::{self, Context, Format};
@@ -60,7 +60,7 @@ enum Operand {
 
 pub(super) struct Walker<'a> {
     catalog: &'a Catalog,
-    role: &'a str,
+    access: &'a Access<'a>,
     ctx: Context,
     /// scope levels, innermost last
     scope: Vec<Vec<Rel>>,
@@ -79,6 +79,13 @@ pub(super) struct Walker<'a> {
     ctes: Vec<Vec<(String, Outputs)>>,
     /// the protected columns the statement reads or writes (`schema.table.column`)
     pub(super) columns: std::cell::RefCell<Vec<String>>,
+    /// the next table factor is the target of UPDATE or DELETE (filtered in its WHERE
+    /// clause, not replaced by a subquery)
+    target: bool,
+    /// the outputs of the last RETURNING, by name (for data-modifying CTEs)
+    returned: Option<Outputs>,
+    /// the row policies applied (`schema.table.policy`)
+    pub(super) applied: std::cell::RefCell<Vec<String>>,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -115,10 +122,10 @@ fn unnest(e: &Expr) -> &Expr {
 }
 
 impl<'a> Walker<'a> {
-    pub(super) fn new(catalog: &'a Catalog, role: &'a str, ctx: Context) -> Self {
+    pub(super) fn new(catalog: &'a Catalog, access: &'a Access<'a>, ctx: Context) -> Self {
         Self {
             catalog,
-            role,
+            access,
             ctx,
             scope: Vec::new(),
             params: Vec::new(),
@@ -129,6 +136,9 @@ impl<'a> Walker<'a> {
             fetch: false,
             ctes: Vec::new(),
             columns: std::cell::RefCell::new(Vec::new()),
+            target: false,
+            returned: None,
+            applied: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -169,7 +179,12 @@ impl<'a> Walker<'a> {
             Statement::Insert(ins) => self.insert(ins),
             Statement::Update(up) => {
                 self.scope.push(Vec::new());
+                if !up.table.joins.is_empty() {
+                    return Err(Refusal::unsupported("UPDATE of a join", self.first()));
+                }
+                self.target = true;
                 self.add_from(&mut up.table)?;
+                self.target = false;
                 match &mut up.from {
                     Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) => {
                         for item in f {
@@ -195,6 +210,15 @@ impl<'a> Walker<'a> {
                     let outputs = self.projection(r, &Output::Origin)?;
                     self.set_outputs(outputs);
                 }
+                if let Some(t) = &target {
+                    let reads = up.selection.is_some() || up.returning.is_some();
+                    self.filter_target(
+                        t,
+                        crate::policy::Commands::UPDATE,
+                        &mut up.selection,
+                        reads,
+                    )?;
+                }
                 if !up.order_by.is_empty() || up.limit.is_some() {
                     return Err(Refusal::unsupported(
                         "UPDATE ... ORDER BY/LIMIT",
@@ -211,9 +235,21 @@ impl<'a> Walker<'a> {
                 self.scope.push(Vec::new());
                 let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
                     &mut del.from;
-                for item in from {
-                    self.add_from(item)?;
+                if from.len() != 1 || from.iter().any(|f| !f.joins.is_empty()) {
+                    return Err(Refusal::unsupported("this form of DELETE", self.first()));
                 }
+                for item in from {
+                    self.target = true;
+                    self.add_from(item)?;
+                    self.target = false;
+                }
+                let target = match self.scope.last().and_then(|l| l.first()) {
+                    Some(Rel {
+                        kind: RelKind::Table(t),
+                        ..
+                    }) => Some(t.clone()),
+                    _ => None,
+                };
                 for item in del.using.iter_mut().flatten() {
                     self.add_from(item)?;
                 }
@@ -223,6 +259,15 @@ impl<'a> Walker<'a> {
                 if let Some(r) = &mut del.returning {
                     let outputs = self.projection(r, &Output::Origin)?;
                     self.set_outputs(outputs);
+                }
+                if let Some(t) = &target {
+                    let reads = del.selection.is_some() || del.returning.is_some();
+                    self.filter_target(
+                        t,
+                        crate::policy::Commands::DELETE,
+                        &mut del.selection,
+                        reads,
+                    )?;
                 }
                 self.scope.pop();
                 Ok(())
@@ -236,6 +281,7 @@ impl<'a> Walker<'a> {
                 payload,
             } => {
                 use sqlparser::ast::{CopySource, CopyTarget};
+                let mut filtered: Option<Box<Query>> = None;
                 let columns = match source {
                     CopySource::Table {
                         table_name,
@@ -244,6 +290,48 @@ impl<'a> Walker<'a> {
                         let Some(t) = self.protected_table(table_name) else {
                             return Ok(());
                         };
+                        if !*to && !t.policies.is_empty() && self.access.filtered() {
+                            return Err(Refusal::new(
+                                "0A000",
+                                format!(
+                                    "COPY FROM into table {} is not supported: it has row policies",
+                                    t.name
+                                ),
+                                "use INSERT (its rows are checked against the policies)",
+                            ));
+                        }
+                        if *to
+                            && let Some(filter) =
+                                self.row_filter(&t, crate::policy::Commands::SELECT)?
+                        {
+                            let list = if columns.is_empty() {
+                                "*".to_owned()
+                            } else {
+                                columns
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            };
+                            let sql = format!(
+                                "SELECT {list} FROM {}.{} WHERE {filter}",
+                                Ident::with_quote('"', &t.name.schema),
+                                Ident::with_quote('"', &t.name.table),
+                            );
+                            let parsed = sqlparser::parser::Parser::parse_sql(
+                                &sqlparser::dialect::PostgreSqlDialect {},
+                                &sql,
+                            );
+                            match parsed.ok().and_then(|mut v| v.pop()) {
+                                Some(Statement::Query(q)) => filtered = Some(q),
+                                _ => {
+                                    return Err(Refusal::unsupported(
+                                        "a row policy that does not parse",
+                                        &t.name,
+                                    ));
+                                }
+                            }
+                        }
                         let names: Vec<String> = if columns.is_empty() {
                             t.columns.clone()
                         } else {
@@ -294,6 +382,9 @@ impl<'a> Walker<'a> {
                 for c in columns.iter().flatten() {
                     self.note(c);
                 }
+                if let Some(q) = filtered {
+                    *source = CopySource::Query(q);
+                }
                 self.copy = Some(CopyPlan { columns, format });
                 Ok(())
             }
@@ -324,7 +415,8 @@ impl<'a> Walker<'a> {
     }
 
     fn set_outputs(&mut self, (named, complete): Outputs) {
-        self.outputs = complete.then(|| named.into_iter().map(|(_, c)| c).collect());
+        self.outputs = complete.then(|| named.iter().map(|(_, c)| c.clone()).collect());
+        self.returned = Some((named, complete));
     }
 
     /// The first protected table the statement names, for messages.
@@ -597,17 +689,148 @@ impl<'a> Walker<'a> {
             _ => return Ok(None),
         };
         let found = match parts.as_slice() {
-            [col] => self.unqualified(col)?,
+            [col] => {
+                let found = self.unqualified(col)?;
+                if found.is_none()
+                    && let Some(table) = self.whole_row(col)
+                {
+                    return Err(Refusal::whole_row(&table));
+                }
+                found
+            }
             [.., rel, col] => self.qualified(rel, col),
             [] => None,
         };
         if let Some(c) = &found {
-            if c.outcome(self.role) == ReadOutcome::Deny {
+            if self.access.outcome(c) == ReadOutcome::Deny {
                 return Err(Refusal::denied(c));
             }
             self.note(c);
         }
         Ok(found)
+    }
+
+    /// The protected table whose whole row `name` would be (`SELECT p FROM patients p`,
+    /// `row_to_json(p)`), or a subquery with protected columns.
+    fn whole_row(&self, name: &str) -> Option<String> {
+        self.scope
+            .iter()
+            .rev()
+            .flatten()
+            .find(|r| r.name == name)
+            .and_then(|r| match &r.kind {
+                RelKind::Table(t) => Some(t.name.to_string()),
+                RelKind::Derived(cols, complete) => {
+                    (!complete || cols.iter().any(|(_, c)| c.is_some())).then(|| self.first())
+                }
+                RelKind::Opaque => None,
+            })
+    }
+
+    /// The row filter the role's policies put on `t` for `command` (a
+    /// [`crate::policy::Commands`] constant): `None` when no policy applies to the statement
+    /// (the table has none, or the role bypasses them); `false` when the table has policies
+    /// but none for this role and command.
+    fn row_filter(&self, t: &Table, command: u8) -> Res<Option<String>> {
+        if t.policies.is_empty() || !self.access.filtered() {
+            return Ok(None);
+        }
+        let mut terms = Vec::new();
+        for p in &t.policies {
+            if !p.commands.has(command) || !p.roles.iter().any(|r| r == self.access.role) {
+                continue;
+            }
+            let name = format!("{}.{}", t.name, p.name);
+            let mut applied = self.applied.borrow_mut();
+            if !applied.contains(&name) {
+                applied.push(name);
+            }
+            drop(applied);
+            match &p.using {
+                None => return Ok(Some("true".to_owned())),
+                Some(u) => match u.for_user(self.access.attributes) {
+                    Some(text) => terms.push(format!("({text})")),
+                    None => {
+                        return Err(Refusal::new(
+                            "42501",
+                            format!(
+                                "row policy {} of table {} needs a user attribute the user lacks",
+                                p.name, t.name
+                            ),
+                            "an administrator must give the user its attributes in users.toml",
+                        ));
+                    }
+                },
+            }
+        }
+        Ok(Some(if terms.is_empty() {
+            "false".to_owned()
+        } else {
+            terms.join(" OR ")
+        }))
+    }
+
+    /// `(SELECT * FROM schema.table WHERE filter OFFSET 0) AS alias`: the rows of `t` the
+    /// role may read. OFFSET 0 keeps the planner from pushing the caller's conditions below
+    /// the filter.
+    fn filtered_factor(&self, t: &Table, alias: &str, filter: &str) -> Res<TableFactor> {
+        let sql = format!(
+            "SELECT * FROM (SELECT * FROM {}.{} WHERE {filter} OFFSET 0) AS {}",
+            Ident::with_quote('"', &t.name.schema),
+            Ident::with_quote('"', &t.name.table),
+            Ident::with_quote('"', alias),
+        );
+        let broken = || Refusal::unsupported("a row policy that does not parse", &t.name);
+        let mut parsed =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
+                .map_err(|_| broken())?;
+        match parsed.pop() {
+            Some(Statement::Query(q)) => match *q.body {
+                SetExpr::Select(mut sel) if sel.from.len() == 1 => Ok(sel.from.remove(0).relation),
+                _ => Err(broken()),
+            },
+            _ => Err(broken()),
+        }
+    }
+
+    /// ANDs the row filter of the target of UPDATE or DELETE (`command`) into its WHERE
+    /// clause; reading the table (WHERE, RETURNING) also needs the SELECT policies, as
+    /// in PostgreSQL.
+    fn filter_target(
+        &self,
+        t: &Table,
+        command: u8,
+        selection: &mut Option<Expr>,
+        reads: bool,
+    ) -> Res {
+        let mut terms = Vec::new();
+        if let Some(f) = self.row_filter(t, command)? {
+            terms.push(f);
+        }
+        if reads
+            && let Some(f) = self.row_filter(t, crate::policy::Commands::SELECT)?
+            && !terms.contains(&f)
+        {
+            terms.push(f);
+        }
+        if terms.is_empty() {
+            return Ok(());
+        }
+        if let Some(w) = selection.take() {
+            terms.push(w.to_string());
+        }
+        let text = terms
+            .iter()
+            .map(|t| format!("({t})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let expr = sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))?;
+        *selection = Some(expr);
+        Ok(())
     }
 
     fn qualified(&self, rel: &str, col: &str) -> Option<Arc<Column>> {
@@ -754,6 +977,13 @@ impl<'a> Walker<'a> {
                                 "column aliases on a protected table",
                                 self.first(),
                             ));
+                        }
+                        let target = std::mem::take(&mut self.target);
+                        if !target
+                            && let Some(filter) =
+                                self.row_filter(&t, crate::policy::Commands::SELECT)?
+                        {
+                            *f = self.filtered_factor(&t, &rel_name, &filter)?;
                         }
                         Rel {
                             name: rel_name,
@@ -918,6 +1148,17 @@ impl<'a> Walker<'a> {
                     }
                 }
                 (Vec::new(), false)
+            }
+            SetExpr::Insert(stmt) | SetExpr::Update(stmt) | SetExpr::Delete(stmt)
+                if matches!(out, Output::Origin) =>
+            {
+                // A data-modifying CTE: the statement is analysed (and filtered) as it
+                // would be on its own; its RETURNING list is the CTE's output.
+                let outputs = self.outputs.take();
+                self.returned = None;
+                self.statement(stmt)?;
+                self.outputs = outputs;
+                self.returned.take().unwrap_or_default()
             }
             _ => return Err(Refusal::unsupported("this query form", self.first())),
         })
@@ -1195,7 +1436,7 @@ impl<'a> Walker<'a> {
         for (_, c) in &expanded {
             if let Some(c) = c {
                 self.note(c);
-                if c.outcome(self.role) == ReadOutcome::Deny {
+                if self.access.outcome(c) == ReadOutcome::Deny {
                     return Err(Refusal::denied(c));
                 }
                 self.output(c, out)?;
@@ -1214,20 +1455,15 @@ impl<'a> Walker<'a> {
                 "select the column directly from its table",
             ));
         }
-        match col.outcome(self.role) {
-            ReadOutcome::Plaintext | ReadOutcome::Null | ReadOutcome::Ciphertext => Ok(()),
+        match self.access.outcome(col) {
             ReadOutcome::Deny => Err(Refusal::denied(col)),
-            ReadOutcome::Mask(_) => Err(Refusal::encrypted(
-                col,
-                "masked reads are not available yet",
-                "ask an administrator for a role that reads the column in plaintext, null or ciphertext",
-            )),
+            _ => Ok(()),
         }
     }
 
     /// A protected column that COPY TO writes out: only plaintext readers may.
     fn copied_out(&self, col: &Arc<Column>) -> Res {
-        match col.outcome(self.role) {
+        match self.access.outcome(col) {
             ReadOutcome::Plaintext => Ok(()),
             ReadOutcome::Deny => Err(Refusal::denied(col)),
             _ => Err(Refusal::encrypted(

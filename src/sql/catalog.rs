@@ -7,7 +7,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::crypto::{self, ColumnCipher, Keyring, Mode};
-use crate::policy::{LogicalType, PolicySet, ProtectedColumn, ReadOutcome, TableName};
+use crate::policy::{LogicalType, PolicySet, ProtectedColumn, ReadOutcome, RowPolicy, TableName};
 
 /// One column of a live table, as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,8 @@ pub struct Table {
     pub protected: HashMap<String, Arc<Column>>,
     /// protected columns with a database default: PostgreSQL would compute plaintext
     pub defaulted: Vec<String>,
+    /// the table's row policies
+    pub policies: Vec<RowPolicy>,
 }
 
 /// Every protected table, by name and by catalog position.
@@ -164,6 +166,7 @@ impl Catalog {
                 columns: table.columns.iter().map(|c| c.name.clone()).collect(),
                 protected,
                 defaulted,
+                policies: policy.policies.clone(),
             }));
         }
         catalog.needles.sort();
@@ -219,6 +222,11 @@ impl Catalog {
             return Some(first);
         }
         Some(matches.find(|t| t.name.schema == "public").unwrap_or(first))
+    }
+
+    /// Every protected table called `name` (in any schema).
+    pub fn tables_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<Table>> {
+        self.tables.iter().filter(move |t| t.name.table == name)
     }
 
     /// False when `sql` cannot touch a protected table: no protected table name occurs in

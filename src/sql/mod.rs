@@ -7,6 +7,8 @@
 
 mod analyse;
 pub mod catalog;
+mod firewall;
+mod lex;
 
 use std::sync::Arc;
 
@@ -21,6 +23,9 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
 
+use std::collections::BTreeMap;
+
+use crate::policy::{PolicySet, ReadOutcome, Role};
 use crate::protocol::build::PgError;
 use crate::protocol::value::{Context, ValueError};
 
@@ -88,6 +93,8 @@ pub struct Plan {
     pub tables: Vec<Arc<catalog::Table>>,
     /// the protected columns it reads or writes (`schema.table.column`)
     pub columns: Vec<String>,
+    /// the row policies the rewrite applied (`schema.table.policy`)
+    pub policies: Vec<String>,
     /// the COPY the statement runs, when it copies a protected table
     pub copy: Option<CopyPlan>,
     /// the protected column behind each result column, when the text is one statement
@@ -176,6 +183,22 @@ impl Refusal {
         )
     }
 
+    fn whole_row(table: &str) -> Self {
+        Self::new(
+            "42501",
+            format!("phigate does not allow whole-row references to protected table {table}"),
+            "name the columns you need",
+        )
+    }
+
+    fn table_denied(role: &str, table: &crate::policy::TableName) -> Self {
+        Self::new(
+            "42501",
+            format!("permission denied for table {table}: role {role} may not use it"),
+            "the role's `tables` in roles.toml lists the protected tables it may use",
+        )
+    }
+
     fn syntax(message: &str) -> Self {
         Self::new("42601", message.to_owned(), "check the statement's syntax")
     }
@@ -195,6 +218,50 @@ pub enum Analysis {
     Rewrite(Arc<Plan>),
     /// refuse it
     Refuse(Arc<Refusal>),
+    /// `SET phigate.break_glass = '<reason>'` by a role that may declare an emergency
+    Declare {
+        /// the reason given
+        reason: String,
+    },
+}
+
+/// Who a statement runs for.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// the user (row policies read its attributes)
+    pub user: Arc<str>,
+    /// the user's role
+    pub role: Arc<str>,
+    /// an emergency is declared: row policies, masks and column denials are lifted
+    pub emergency: bool,
+}
+
+/// What the walk over a statement enforces for its subject.
+pub(crate) struct Access<'a> {
+    /// the role's name
+    pub role: &'a str,
+    /// the role's settings
+    pub settings: &'a Role,
+    /// the user's attributes
+    pub attributes: &'a BTreeMap<String, toml::Value>,
+    /// an emergency is declared
+    pub emergency: bool,
+}
+
+impl Access<'_> {
+    /// What the subject reads from `col`.
+    pub fn outcome(&self, col: &Column) -> ReadOutcome {
+        if self.emergency {
+            ReadOutcome::Plaintext
+        } else {
+            col.outcome(self.role)
+        }
+    }
+
+    /// Row policies apply.
+    fn filtered(&self) -> bool {
+        !self.emergency && !self.settings.bypass_row_policies
+    }
 }
 
 /// The protected table names that identifier tokens (not strings or comments) of `sql`
@@ -220,20 +287,22 @@ fn protected_names(catalog: &Catalog, sql: &str) -> Result<Vec<String>, Refusal>
 
 fn analyse_touched(
     catalog: &Catalog,
-    role: &str,
+    access: &Access<'_>,
     ctx: Context,
     sql: &str,
 ) -> Result<Option<Plan>, Refusal> {
-    if sql.to_ascii_lowercase().contains("u&\"") {
-        return Err(Refusal::new(
-            "0A000",
-            "phigate does not accept Unicode-escaped identifiers (U&\"...\") while tables are protected".into(),
-            "write the identifier plainly",
-        ));
-    }
     let fetch = mentions_fetch(sql);
-    if !fetch && protected_names(catalog, sql)?.is_empty() {
+    let names = protected_names(catalog, sql)?;
+    if !fetch && names.is_empty() {
         return Ok(None);
+    }
+    if !access.emergency
+        && let Some(t) = names
+            .iter()
+            .flat_map(|n| catalog.tables_named(n))
+            .find(|t| !access.settings.may_use(&t.name))
+    {
+        return Err(Refusal::table_denied(access.role, &t.name));
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
         Refusal::new(
@@ -245,9 +314,22 @@ fn analyse_touched(
             "phigate refuses what it cannot analyse; rewrite the statement in a simpler form",
         )
     })?;
-    let mut walker = analyse::Walker::new(catalog, role, ctx);
+    if !names.is_empty() {
+        for stmt in &statements {
+            allowed_functions(stmt, access)?;
+        }
+    }
+    let mut walker = analyse::Walker::new(catalog, access, ctx);
     for stmt in &mut statements {
         walker.statement(stmt)?;
+    }
+    if !access.emergency
+        && let Some(t) = walker
+            .tables
+            .iter()
+            .find(|t| !access.settings.may_use(&t.name))
+    {
+        return Err(Refusal::table_denied(access.role, &t.name));
     }
     if walker.tables.is_empty()
         && walker.params.iter().all(Option::is_none)
@@ -270,11 +352,175 @@ fn analyse_touched(
         sql,
         params: walker.params,
         columns: walker.columns.take(),
+        policies: walker.applied.take(),
         tables: walker.tables,
         copy: walker.copy,
         outputs,
         reusable: !walker.randomized_literal,
     }))
+}
+
+/// Functions any role may call in a statement that names a protected table: aggregates,
+/// window functions and scalar functions that compute over the values given to them and
+/// nothing else (no whole rows, no SQL in strings, no side channels such as sleeping).
+const BUILTIN_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "string_agg",
+    "array_agg",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "lower",
+    "upper",
+    "initcap",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "substr",
+    "substring",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "lpad",
+    "rpad",
+    "concat",
+    "concat_ws",
+    "replace",
+    "left",
+    "right",
+    "position",
+    "strpos",
+    "split_part",
+    "starts_with",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "trunc",
+    "mod",
+    "power",
+    "sqrt",
+    "sign",
+    "now",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "date_trunc",
+    "date_part",
+    "extract",
+    "age",
+    "make_date",
+    "make_interval",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_number",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "unnest",
+    "generate_series",
+    "format",
+    "md5",
+    "encode",
+    "decode",
+    "array_length",
+    "cardinality",
+    "jsonb_build_object",
+    "json_build_object",
+];
+
+/// Every function a statement naming a protected table calls must be built in or
+/// allowed to the role (`functions` in roles.toml).
+fn allowed_functions(stmt: &sqlparser::ast::Statement, access: &Access<'_>) -> Result<(), Refusal> {
+    use sqlparser::ast::{Visit, Visitor};
+    struct Calls<'a, 'b>(&'a Access<'b>);
+    impl Visitor for Calls<'_, '_> {
+        type Break = String;
+        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<String> {
+            if let Expr::Function(f) = e {
+                // Whole rows as arguments (`array_agg(p.*)`) carry every column.
+                if let sqlparser::ast::FunctionArguments::List(l) = &f.args
+                    && l.args.iter().any(|a| {
+                        matches!(
+                            a,
+                            FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(_))
+                                | FunctionArg::Named {
+                                    arg: FunctionArgExpr::QualifiedWildcard(_),
+                                    ..
+                                }
+                        )
+                    })
+                {
+                    return std::ops::ControlFlow::Break(format!("{} over a whole row", f.name));
+                }
+                let name = match f.name.0.last() {
+                    Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => match i.quote_style {
+                        Some(_) => i.value.clone(),
+                        None => i.value.to_lowercase(),
+                    },
+                    _ => String::new(),
+                };
+                if !BUILTIN_FUNCTIONS.contains(&name.as_str())
+                    && !self.0.settings.functions.contains(&name)
+                {
+                    return std::ops::ControlFlow::Break(name);
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    match stmt.visit(&mut Calls(access)) {
+        std::ops::ControlFlow::Break(name) => Err(Refusal::new(
+            "42501",
+            format!(
+                "role {} may not call function {name} in a statement on a protected table",
+                access.role
+            ),
+            "the role's `functions` in roles.toml lists functions allowed besides phigate's built-in list",
+        )),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The reason in `SET phigate.break_glass = '<reason>'` (or `TO`), if any.
+fn declared_reason(sql: &str) -> Option<String> {
+    let start = sql.find('\'')?;
+    let mut reason = String::new();
+    let mut chars = sql[start + 1..].chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            if chars.peek() == Some(&'\'') {
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        reason.push(c);
+    }
+    let reason = reason.trim().to_owned();
+    (!reason.is_empty()).then_some(reason)
 }
 
 /// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
@@ -322,18 +568,64 @@ fn bytea_literal(bytes: &[u8]) -> Expr {
 /// Most distinct statement texts kept per process; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 4096;
 
-/// [`analyse`] with a cache keyed by role, session context and text.
+/// The analyser in force, replaced whole when the policies reload: sessions pick up the
+/// new one at their next statement.
+#[derive(Debug)]
+pub struct Enforcement(std::sync::RwLock<Arc<Analyzer>>);
+
+impl Enforcement {
+    /// Enforces `analyzer`.
+    pub fn new(analyzer: Analyzer) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(analyzer)))
+    }
+
+    /// The analyser in force.
+    pub fn current(&self) -> Arc<Analyzer> {
+        match self.0.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `analyzer` in force.
+    pub fn replace(&self, analyzer: Analyzer) {
+        let new = Arc::new(analyzer);
+        match self.0.write() {
+            Ok(mut a) => *a = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+impl Subject {
+    /// What the subject reads from `col`.
+    pub fn outcome(&self, col: &Column) -> ReadOutcome {
+        if self.emergency {
+            ReadOutcome::Plaintext
+        } else {
+            col.outcome(&self.role)
+        }
+    }
+}
+
+/// The cache key: user, emergency, session-UTC flag, text.
+type CacheKey = (Arc<str>, bool, bool, Box<str>);
+
+/// The firewall and the analysis, for one policy set, with a cache keyed by user,
+/// emergency, session context and text.
 #[derive(Debug)]
 pub struct Analyzer {
     catalog: Arc<Catalog>,
-    cache: DashMap<(Arc<str>, bool, Box<str>), Analysis>,
+    policies: Arc<PolicySet>,
+    cache: DashMap<CacheKey, Analysis>,
 }
 
 impl Analyzer {
-    /// An analyser over `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    /// An analyser enforcing `policies` over `catalog`.
+    pub fn new(catalog: Arc<Catalog>, policies: Arc<PolicySet>) -> Self {
         Self {
             catalog,
+            policies,
             cache: DashMap::new(),
         }
     }
@@ -343,16 +635,63 @@ impl Analyzer {
         &self.catalog
     }
 
-    /// Analyses `sql` for `role`, from the cache when it was seen before.
-    pub fn analyse(&self, role: &Arc<str>, ctx: Context, sql: &str) -> Analysis {
+    /// The policy set.
+    pub fn policies(&self) -> &Arc<PolicySet> {
+        &self.policies
+    }
+
+    /// Screens and analyses `sql` for `who`, from the cache when it was seen before.
+    pub fn analyse(&self, who: &Subject, ctx: Context, sql: &str) -> Analysis {
+        let (Some(settings), Some(user)) =
+            (self.policies.role(&who.role), self.policies.user(&who.user))
+        else {
+            return Analysis::Refuse(Arc::new(Refusal::new(
+                "42501",
+                format!(
+                    "user {} or role {} is no longer declared in the policies",
+                    who.user, who.role
+                ),
+                "reconnect; an administrator changed the policies",
+            )));
+        };
+        match firewall::screen(sql, &who.role, settings) {
+            Err(r) => return Analysis::Refuse(Arc::new(r)),
+            Ok(firewall::Screened::Declare) => {
+                return match declared_reason(sql) {
+                    _ if !settings.break_glass => Analysis::Refuse(Arc::new(Refusal::new(
+                        "42501",
+                        format!("role {} may not declare an emergency", who.role),
+                        "roles.toml lists the roles that may (break_glass)",
+                    ))),
+                    None => Analysis::Refuse(Arc::new(Refusal::new(
+                        "22023",
+                        "an emergency declaration needs a reason".into(),
+                        "SET phigate.break_glass = '<reason>'",
+                    ))),
+                    Some(reason) => Analysis::Declare { reason },
+                };
+            }
+            Ok(firewall::Screened::Allowed) => {}
+        }
         if !self.catalog.may_touch(sql) {
             return Analysis::Pass;
         }
-        let key = (role.clone(), ctx.utc, Box::<str>::from(sql));
+        let key = (
+            who.user.clone(),
+            who.emergency,
+            ctx.utc,
+            Box::<str>::from(sql),
+        );
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
-        let (analysis, reusable) = match analyse_touched(&self.catalog, role, ctx, sql) {
+        let access = Access {
+            role: &who.role,
+            settings,
+            attributes: &user.attributes,
+            emergency: who.emergency,
+        };
+        let (analysis, reusable) = match analyse_touched(&self.catalog, &access, ctx, sql) {
             Ok(None) => (Analysis::Pass, true),
             Ok(Some(plan)) => {
                 let reusable = plan.reusable;

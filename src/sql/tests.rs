@@ -56,12 +56,36 @@ fn live(oid: u32, cols: &[&str]) -> LiveTable {
 }
 
 fn analyzer() -> Analyzer {
+    analyzer_with("")
+}
+
+/// Row policies on patients: clinicians see their clinic's rows, billing all rows it is
+/// given by the `billable` policy.
+const ROW_POLICIES: &str = r#"
+[[policy]]
+name = "own-clinic"
+roles = ["clinician"]
+commands = ["select", "update", "delete"]
+using = "clinic_id = :user.clinic_id"
+check = "clinic_id = :user.clinic_id"
+"#;
+
+fn analyzer_with(patients_extra: &str) -> Analyzer {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("patients.toml"), PATIENTS).expect("write");
+    std::fs::write(
+        dir.path().join("patients.toml"),
+        format!("{PATIENTS}{patients_extra}"),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("claims.toml"), CLAIMS).expect("write");
     std::fs::write(
         dir.path().join("roles.toml"),
         "[roles.clinician]\n[roles.billing]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("users.toml"),
+        format!("[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n[users.bill]\nrole = \"billing\"\nscram = \"{SCRAM}\"\n"),
     )
     .expect("write");
     let policies = PolicySet::load(dir.path()).expect("policies");
@@ -77,11 +101,22 @@ fn analyzer() -> Analyzer {
     );
     schema.insert(name("claims"), live(200, &["id", "patient_ssn", "amount"]));
     let catalog = Catalog::new(&policies, &keyring, &schema).expect("catalog");
-    Analyzer::new(Arc::new(catalog))
+    Analyzer::new(Arc::new(catalog), Arc::new(policies))
+}
+
+/// A verifier (of the password "pw"); the analysis never checks it.
+const SCRAM: &str = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$7i2t9s3m0V2bQ3u9Qyq3b9JmU9yqkqKpLq0h1h0n2p8=:1r9wq9ZQ0xY3+3W6b0vC8rXz0t4k9ZyQm2m1b1m0n4o=";
+
+fn subject(user: &str, role: &str) -> Subject {
+    Subject {
+        user: Arc::from(user),
+        role: Arc::from(role),
+        emergency: false,
+    }
 }
 
 fn run(a: &Analyzer, sql: &str) -> Analysis {
-    a.analyse(&Arc::from("clinician"), Context { utc: true }, sql)
+    a.analyse(&subject("carol", "clinician"), Context { utc: true }, sql)
 }
 
 fn plan(a: &Analyzer, sql: &str) -> Arc<Plan> {
@@ -232,10 +267,10 @@ fn unsupported_uses_are_refused_with_their_sqlstate() {
             "INSERT INTO patients (birth_date) VALUES ('not a date')",
             "22P02",
         ),
-        ("CREATE TABLE copy AS SELECT * FROM patients", "0A000"),
-        ("COPY patients TO '/tmp/x'", "0A000"),
+        ("CREATE TABLE copy AS SELECT * FROM patients", "42501"),
+        ("COPY patients TO '/tmp/x'", "42501"),
         ("COPY patients FROM STDIN WITH (FORMAT binary)", "0A000"),
-        ("SELECT * FROM U&\"p\\0061tients\"", "0A000"),
+        ("SELECT * FROM U&\"p\\0061tients\"", "42501"),
         ("SELECT ssn FROM patients WHERE", "0A000"),
         (
             "SELECT id FROM patients p WHERE EXISTS (SELECT 1 FROM visits v WHERE ssn = '1')",
@@ -253,7 +288,7 @@ fn unsupported_uses_are_refused_with_their_sqlstate() {
 #[test]
 fn denied_columns_refuse_any_reference_including_star() {
     let a = analyzer();
-    let billing: Arc<str> = Arc::from("billing");
+    let billing = subject("bill", "billing");
     for sql in [
         "SELECT ssn FROM patients",
         "SELECT * FROM patients",
@@ -393,4 +428,106 @@ fn database_defaults_of_protected_columns_are_refused() {
         assert_eq!(refused(&a, sql).code, "0A000", "{sql}");
     }
     plan(&a, "INSERT INTO claims (id, patient_ssn) VALUES (1, NULL)");
+}
+
+#[test]
+fn row_policies_filter_every_reference() {
+    let a = analyzer_with(ROW_POLICIES);
+    let filtered = "(SELECT * FROM \"public\".\"patients\" WHERE (clinic_id = 3) OFFSET 0)";
+    for (sql, wrapped) in [
+        ("SELECT id FROM patients", "AS \"patients\""),
+        ("SELECT p.id FROM patients AS p", "AS \"p\""),
+        ("SELECT id FROM PUBLIC.Patients", "AS \"patients\""),
+        (
+            "SELECT id FROM \"patients\" x JOIN claims c ON c.id = x.id",
+            "AS \"x\"",
+        ),
+        (
+            "SELECT * FROM (SELECT id FROM patients) s",
+            "AS \"patients\"",
+        ),
+        (
+            "WITH s AS (SELECT id FROM patients) SELECT * FROM s",
+            "AS \"patients\"",
+        ),
+        (
+            "SELECT id FROM claims WHERE id IN (SELECT id FROM patients)",
+            "AS \"patients\"",
+        ),
+        (
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM patients WHERE id = 1)",
+            "AS \"patients\"",
+        ),
+        (
+            "SELECT id FROM claims UNION SELECT id FROM patients",
+            "AS \"patients\"",
+        ),
+        ("SELECT id FROM patients FOR UPDATE", "AS \"patients\""),
+        (
+            "DECLARE c CURSOR FOR SELECT id FROM patients",
+            "AS \"patients\"",
+        ),
+        (
+            "INSERT INTO claims (id, patient_ssn) SELECT id, ssn FROM patients",
+            "AS \"patients\"",
+        ),
+        (
+            "SELECT c.id FROM claims c, LATERAL (SELECT id FROM patients p WHERE p.id = c.id) l",
+            "AS \"p\"",
+        ),
+    ] {
+        let p = plan(&a, sql);
+        assert!(
+            p.sql.contains(&format!("{filtered} {wrapped}")),
+            "{sql}\n=> {}",
+            p.sql
+        );
+        assert_eq!(p.policies, ["public.patients.own-clinic"], "{sql}");
+    }
+    for (sql, expected) in [
+        (
+            "UPDATE patients SET clinic_id = 4 WHERE id = 1",
+            "WHERE ((clinic_id = 3)) AND (id = 1)",
+        ),
+        (
+            "DELETE FROM patients",
+            "DELETE FROM patients WHERE ((clinic_id = 3))",
+        ),
+        (
+            "COPY patients (id) TO STDOUT",
+            "COPY (SELECT id FROM \"public\".\"patients\" WHERE (clinic_id = 3)) TO STDOUT",
+        ),
+        (
+            "WITH d AS (DELETE FROM patients WHERE id = 1 RETURNING id) SELECT * FROM d",
+            "WHERE ((clinic_id = 3)) AND (id = 1)",
+        ),
+    ] {
+        let p = plan(&a, sql);
+        assert!(p.sql.contains(expected), "{sql}\n=> {}", p.sql);
+    }
+    // billing has no policy: no rows
+    let bill = subject("bill", "billing");
+    match a.analyse(&bill, Context { utc: true }, "SELECT id FROM patients") {
+        Analysis::Rewrite(p) => assert!(p.sql.contains("WHERE false OFFSET 0"), "{}", p.sql),
+        other => panic!("{other:?}"),
+    }
+    // an emergency lifts the filter
+    let mut emergency = subject("carol", "clinician");
+    emergency.emergency = true;
+    match a.analyse(&emergency, Context { utc: true }, "SELECT id FROM patients") {
+        Analysis::Pass => {}
+        Analysis::Rewrite(p) => assert!(!p.sql.contains("clinic_id"), "{}", p.sql),
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        "COPY patients FROM STDIN",
+        "SELECT p FROM patients p",
+        "SELECT row_to_json(p) FROM patients p",
+        "SELECT count(p.*) FROM patients p",
+        "SELECT array_agg(p.*) FROM patients p",
+        "SELECT pg_sleep(1) FROM patients",
+    ] {
+        let r = refused(&a, sql);
+        assert!(["0A000", "42501"].contains(&r.code), "{sql}: {r:?}");
+    }
 }

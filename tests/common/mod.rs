@@ -340,7 +340,9 @@ impl Default for Options {
             require_tls: false,
             session: "",
             listen_extra: "",
-            roles: "[roles.clinician]\n[roles.nurse_station]\nidle_timeout = \"1s\"\n",
+            // alice may run anything (DDL, DO blocks): the protocol tests need it
+            roles: "[roles.clinician]\nstatements = [\"all\"]\nbypass_row_policies = true\n\
+                    [roles.nurse_station]\nidle_timeout = \"1s\"\n",
             tables: &[],
             audit: "",
         }
@@ -417,6 +419,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub setup: Setup,
+    /// reloads the policies, as SIGHUP does
+    pub reloader: phigate::server::Reloader,
     task: AbortOnDrop,
 }
 
@@ -440,11 +444,13 @@ impl Proxy {
         let server = phigate::server::Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let admin = server.admin_addr().unwrap();
+        let reloader = server.reloader();
         let task = AbortOnDrop(tokio::spawn(server.run()));
         Proxy {
             addr,
             admin,
             setup,
+            reloader,
             task,
         }
     }

@@ -1,0 +1,102 @@
+//! Installing and checking the native row-level security policies behind row policies
+//! (see [`crate::policy::native`]).
+
+use super::{ServerError, ServiceSession};
+use crate::config::Config;
+use crate::policy::PolicySet;
+use crate::policy::native::{self, NativeTable, PREFIX};
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The phigate policies installed on `t` now.
+async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<String>, ServerError> {
+    let rows = db
+        .query(&format!(
+            "SELECT policyname FROM pg_catalog.pg_policies WHERE schemaname = {} AND tablename = {} \
+             AND starts_with(policyname, {}) ORDER BY 1",
+            lit(&t.table.schema),
+            lit(&t.table.table),
+            lit(PREFIX)
+        ))
+        .await?;
+    Ok(rows.into_iter().filter_map(|mut r| r.remove(0)).collect())
+}
+
+/// Installs the current native policies of every table with row policies, over the admin
+/// login (one transaction).
+pub async fn apply(config: &Config, policies: &PolicySet) -> Result<Vec<String>, ServerError> {
+    let tables = native::tables(policies);
+    let mut db = ServiceSession::open_admin(config, "phigate:policies").await?;
+    let mut sql = String::from("BEGIN;\n");
+    let mut done = Vec::new();
+    for t in &tables {
+        let old = installed(&mut db, t).await?;
+        sql.push_str(&t.apply_sql(&old));
+        done.push(format!("{}: {} policies", t.table, t.policies.len()));
+    }
+    sql.push_str("COMMIT;");
+    if let Err(e) = db.query(&sql).await {
+        let _ = db.query("ROLLBACK").await;
+        return Err(e.into());
+    }
+    Ok(done)
+}
+
+/// Checks, over the service login, that native row-level security backs the row policies:
+/// the login is neither superuser, nor BYPASSRLS, nor a member of a table's owner; every
+/// table with row policies has row-level security enabled and forced, and exactly the
+/// current phigate policies.
+pub async fn verify(config: &Config, policies: &PolicySet) -> Result<(), ServerError> {
+    let tables = native::tables(policies);
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let fail = |m: String| ServerError::NativePolicies(m);
+    let mut db = ServiceSession::open(config, "phigate:check").await?;
+    let who = db
+        .query("SELECT rolsuper::text, rolbypassrls::text FROM pg_catalog.pg_roles WHERE rolname = current_user")
+        .await?;
+    if who
+        .first()
+        .is_none_or(|r| r.iter().any(|v| v.as_deref() != Some("false")))
+    {
+        return Err(fail(format!(
+            "the upstream login {} is a superuser or has BYPASSRLS: PostgreSQL would not apply row policies to it; use a login that is neither",
+            config.upstream.user
+        )));
+    }
+    for t in &tables {
+        let rows = db
+            .query(&format!(
+                "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text, \
+                 pg_catalog.pg_has_role(c.relowner, 'MEMBER')::text \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = {} AND c.relname = {}",
+                lit(&t.table.schema),
+                lit(&t.table.table)
+            ))
+            .await?;
+        let Some(row) = rows.first() else {
+            return Err(fail(format!("table {} does not exist", t.table)));
+        };
+        let flag = |i: usize| row.get(i).and_then(Option::as_deref) == Some("true");
+        if flag(2) {
+            return Err(fail(format!(
+                "the upstream login {} owns table {} (or is a member of its owner): PostgreSQL does not apply row-level security to owners reliably; give the table another owner",
+                config.upstream.user, t.table
+            )));
+        }
+        let mut expected: Vec<&str> = t.names();
+        expected.sort_unstable();
+        let found = installed(&mut db, t).await?;
+        if !flag(0) || !flag(1) || found != expected {
+            return Err(fail(format!(
+                "table {} lacks the current native row-level security policies (enabled and forced); run `phigate policies apply`, or set policies.native = \"apply\"",
+                t.table
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,687 @@
+//! Role policies against a real PostgreSQL: column read outcomes per role, row policies
+//! (rewritten by phigate and backed by native row-level security), the statement
+//! firewall, break-glass, and reloading.
+
+mod common;
+
+use common::{Options, Pg, Proxy, Setup, code};
+use tokio_postgres::SimpleQueryMessage;
+
+const PATIENTS: &str = r#"
+[table]
+name = "public.patients"
+
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+read = { clinician = "plaintext", billing = "mask:last4", researcher = "deny", auditor = "ciphertext", admin = "plaintext" }
+
+[columns.birth_date]
+type = "date"
+encrypt = "randomized"
+read = { clinician = "plaintext", billing = "mask:year", researcher = "mask:year", auditor = "null", admin = "plaintext" }
+
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext", billing = "mask:redact", researcher = "mask:hash", auditor = "null", admin = "plaintext" }
+
+[[policy]]
+name = "own-clinic"
+roles = ["clinician", "billing"]
+commands = ["select", "update", "delete"]
+using = "clinic_id = :user.clinic_id"
+check = "clinic_id = :user.clinic_id"
+
+[[policy]]
+name = "research"
+roles = ["researcher"]
+commands = ["select"]
+"#;
+
+const VISITS: &str = r#"
+[table]
+name = "public.visits"
+
+[[policy]]
+name = "own-clinic"
+roles = ["clinician"]
+commands = ["all"]
+using = "clinic_id = :user.clinic_id"
+check = "clinic_id = :user.clinic_id"
+"#;
+
+const ROLES: &str = r#"
+[roles.clinician]
+break_glass = ["clinician"]
+[roles.nurse_station]
+[roles.billing]
+[roles.researcher]
+[roles.auditor]
+tables = []
+[roles.admin]
+bypass_row_policies = true
+statements = ["all"]
+"#;
+
+/// (user, role, password, clinic)
+const MORE_USERS: &[(&str, &str, &str, Option<i64>)] = &[
+    ("bill", "billing", "bill-pw", Some(4)),
+    ("rita", "researcher", "rita-pw", None),
+    ("audrey", "auditor", "audrey-pw", None),
+    ("root", "admin", "root-pw", None),
+];
+
+struct World {
+    _pg: Pg,
+    proxy: Proxy,
+    db: tokio_postgres::Client,
+}
+
+async fn world() -> World {
+    let pg = Pg::start();
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    db.batch_execute(
+        "create table patients (id int primary key, clinic_id int not null, diagnosis text,
+                                ssn phigate_encrypted, birth_date phigate_encrypted, full_name phigate_encrypted);
+         create table visits (id int primary key, patient_id int, clinic_id int not null, note text);
+         create table clinics (id int primary key, name text);
+         insert into clinics values (3, 'north'), (4, 'south');
+         insert into visits values (1, 1, 3, 'v1'), (2, 3, 4, 'v2');
+         grant select, insert, update, delete on all tables in schema public to svc_scram;
+         alter database ehr set timezone = 'UTC';",
+    )
+    .await
+    .unwrap();
+    let tables: &'static [(&'static str, &'static str)] =
+        &[("patients.toml", PATIENTS), ("visits.toml", VISITS)];
+    let setup = Setup::new(
+        &pg,
+        &Options {
+            roles: ROLES,
+            tables,
+            session: "break_glass_duration = \"2s\"\n[policies]\nnative = \"apply\"",
+            ..Options::default()
+        },
+    );
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replacen("[upstream]\n", "[upstream]\nadmin_user = \"postgres\"\n", 1),
+    )
+    .unwrap();
+    let users = setup.dir.path().join("policies/users.toml");
+    for (user, role, pw, _) in MORE_USERS {
+        phigate::policy::add_user(&users, user, role, pw).unwrap();
+    }
+    let mut text = std::fs::read_to_string(&users).unwrap();
+    text = text.replace(
+        "[users.alice]\n",
+        "[users.alice]\nattributes = { clinic_id = 3 }\n",
+    );
+    text = text.replace(
+        "[users.bill]\n",
+        "[users.bill]\nattributes = { clinic_id = 4 }\n",
+    );
+    std::fs::write(&users, text).unwrap();
+    let proxy = Proxy::with_setup(setup).await;
+    let root = proxy.connect("root", "root-pw").await.unwrap();
+    root.batch_execute(
+        "insert into patients (id, clinic_id, diagnosis, ssn, birth_date, full_name) values
+           (1, 3, 'flu', '111-11-1111', '1950-03-02', 'Ann'),
+           (2, 3, 'cold', '222-22-2222', '1960-04-05', 'Bob'),
+           (3, 4, 'hiv', '333-33-3333', '1970-05-06', 'Cat'),
+           (4, 4, 'tb', '444-44-4444', '1980-06-07', 'Dan')",
+    )
+    .await
+    .unwrap();
+    World { _pg: pg, proxy, db }
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Every row of every statement of a simple query, as text; or the error's SQLSTATE.
+async fn simple(c: &tokio_postgres::Client, sql: &str) -> Result<Rows, String> {
+    let messages = c.simple_query(sql).await.map_err(|e| code(&e))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+fn rows(expected: &[&[&str]]) -> Rows {
+    expected
+        .iter()
+        .map(|r| r.iter().map(|v| Some((*v).to_owned())).collect())
+        .collect()
+}
+
+/// Each column outcome for each role, through the simple and the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reads_what_its_policy_says() {
+    let w = world().await;
+    let sql = "SELECT id, ssn, birth_date, full_name FROM patients ORDER BY id";
+    let alice = w.proxy.alice().await;
+    assert_eq!(
+        simple(&alice, sql).await.unwrap(),
+        rows(&[
+            &["1", "111-11-1111", "1950-03-02", "Ann"],
+            &["2", "222-22-2222", "1960-04-05", "Bob"],
+        ])
+    );
+    let r = alice.query(sql, &[]).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r[0].get::<_, chrono::NaiveDate>(2),
+        chrono::NaiveDate::from_ymd_opt(1950, 3, 2).unwrap()
+    );
+
+    // billing: its own clinic, masks; the masked columns are text
+    let bill = w.proxy.connect("bill", "bill-pw").await.unwrap();
+    assert_eq!(
+        simple(&bill, sql).await.unwrap(),
+        rows(&[
+            &["3", "***-**-3333", "1970", "***"],
+            &["4", "***-**-4444", "1980", "***"],
+        ])
+    );
+    let r = bill.query(sql, &[]).await.unwrap();
+    assert_eq!(r[1].get::<_, String>(1), "***-**-4444");
+    assert_eq!(r[1].get::<_, String>(2), "1980");
+
+    // researcher: every row (a policy without `using`), ssn denied even through *
+    let rita = w.proxy.connect("rita", "rita-pw").await.unwrap();
+    for denied in [
+        sql,
+        "SELECT * FROM patients",
+        "SELECT id FROM patients WHERE ssn = '1'",
+    ] {
+        assert_eq!(
+            simple(&rita, denied).await.unwrap_err(),
+            "42501",
+            "{denied}"
+        );
+        assert_eq!(code(&rita.query(denied, &[]).await.unwrap_err()), "42501");
+    }
+    let seen = simple(
+        &rita,
+        "SELECT id, birth_date, full_name FROM patients ORDER BY id",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0][1].as_deref(), Some("1950"));
+    let hash = seen[0][2].clone().unwrap();
+    assert_eq!(hash.len(), 32, "{hash}");
+    assert!(!hash.contains("Ann"));
+    let again = rita
+        .query("SELECT full_name FROM patients WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0].get::<_, String>(0),
+        hash,
+        "equal values mask equally"
+    );
+
+    // auditor: no protected table at all
+    let audrey = w.proxy.connect("audrey", "audrey-pw").await.unwrap();
+    assert_eq!(
+        simple(&audrey, "SELECT id FROM patients")
+            .await
+            .unwrap_err(),
+        "42501"
+    );
+    assert_eq!(
+        simple(&audrey, "SELECT id FROM clinics ORDER BY id")
+            .await
+            .unwrap(),
+        rows(&[&["3"], &["4"]])
+    );
+
+    // admin: everything, in plaintext
+    let root = w.proxy.connect("root", "root-pw").await.unwrap();
+    let all = simple(&root, sql).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3][3].as_deref(), Some("Dan"));
+
+    // writes by role: billing updates its own clinic's rows only; a row moved out of the
+    // clinic is refused by the check
+    assert_eq!(
+        simple(
+            &bill,
+            "UPDATE patients SET diagnosis = 'flu' WHERE id IN (1, 4) RETURNING id"
+        )
+        .await
+        .unwrap(),
+        rows(&[&["4"]])
+    );
+    assert_eq!(
+        simple(&bill, "UPDATE patients SET clinic_id = 3 WHERE id = 4")
+            .await
+            .unwrap_err(),
+        "42501"
+    );
+    assert_eq!(
+        simple(&rita, "UPDATE patients SET diagnosis = 'x'")
+            .await
+            .unwrap(),
+        rows(&[])
+    );
+    let diagnoses =
+        w.db.query("select diagnosis from patients order by id", &[])
+            .await
+            .unwrap();
+    let d: Vec<String> = diagnoses.iter().map(|r| r.get(0)).collect();
+    assert_eq!(d, ["flu", "cold", "hiv", "flu"]);
+}
+
+enum Expect {
+    Refused,
+    Rows(&'static [&'static [&'static str]]),
+}
+
+/// Statements that try to read rows or columns alice (clinician, clinic 3: patients 1 and
+/// 2, visit 1) must not see, or write rows she must not write. Each is refused or returns
+/// exactly the permitted rows; afterwards the database is as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bypass_suite_reveals_nothing() {
+    use Expect::{Refused, Rows as R};
+    let w = world().await;
+    let alice = w.proxy.alice().await;
+    let cases: &[(&str, Expect)] = &[
+        ("SELECT id FROM patients ORDER BY id", R(&[&["1"], &["2"]])),
+        ("select ID from PATIENTS order by 1", R(&[&["1"], &["2"]])),
+        (
+            "SELECT id FROM \"patients\" ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT id FROM public.patients ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT id FROM \"public\".\"patients\" ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT id FROM PUBLIC.PATIENTS p ORDER BY p.id",
+            R(&[&["1"], &["2"]]),
+        ),
+        ("SELECT id FROM U&\"p\\0061tients\"", Refused),
+        ("SELECT id FROM \"PATIENTS\"", Refused),
+        (
+            "SELECT id FROM /* a /* nested */ comment */ patients ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT id FROM patients -- comment\n WHERE clinic_id = 4",
+            R(&[]),
+        ),
+        ("SELECT id FROM patients WHERE diagnosis = $$hiv$$", R(&[])),
+        (
+            "SELECT id FROM patients WHERE diagnosis = E'h\\x69v'",
+            R(&[]),
+        ),
+        (
+            "WITH patients AS (SELECT 99 AS id) SELECT id FROM patients",
+            R(&[&["99"]]),
+        ),
+        (
+            "SELECT patients.id FROM visits AS patients ORDER BY 1",
+            R(&[&["1"]]),
+        ),
+        ("SELECT (SELECT count(*) FROM patients)", Refused),
+        (
+            "SELECT id FROM clinics c WHERE EXISTS (SELECT 1 FROM patients p WHERE p.clinic_id = c.id) ORDER BY id",
+            R(&[&["3"]]),
+        ),
+        (
+            "SELECT id FROM clinics WHERE id IN (SELECT clinic_id FROM patients) ORDER BY id",
+            R(&[&["3"]]),
+        ),
+        (
+            "SELECT c.id, l.id FROM clinics c, LATERAL (SELECT id FROM patients p WHERE p.clinic_id = c.id) l ORDER BY 2",
+            R(&[&["3", "1"], &["3", "2"]]),
+        ),
+        (
+            "SELECT id FROM patients UNION SELECT id FROM patients WHERE clinic_id = 4 ORDER BY 1",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT id FROM patients WHERE clinic_id = 4 INTERSECT SELECT id FROM patients",
+            R(&[]),
+        ),
+        (
+            "SELECT id FROM patients EXCEPT SELECT 1 ORDER BY 1",
+            R(&[&["2"]]),
+        ),
+        ("SELECT p FROM patients p", Refused),
+        ("SELECT row_to_json(p) FROM patients p", Refused),
+        ("SELECT to_json(p.*) FROM patients p", Refused),
+        (
+            "SELECT query_to_xml('select * from patients', true, true, '')",
+            Refused,
+        ),
+        ("SELECT table_to_xml('patients', true, true, '')", Refused),
+        (
+            "SELECT id::text || diagnosis FROM patients ORDER BY 1",
+            R(&[&["1flu"], &["2cold"]]),
+        ),
+        (
+            "SELECT id FROM patients WHERE CASE WHEN diagnosis = 'hiv' THEN 1/(id - id) ELSE 0 END = 0 ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        (
+            "SELECT count(*) FROM patients WHERE 1/(clinic_id - 4) = 0",
+            R(&[&["0"]]),
+        ),
+        (
+            "SELECT 1; SELECT id FROM patients WHERE clinic_id = 4",
+            R(&[&["1"]]),
+        ),
+        ("SELECT 1; DROP TABLE patients", Refused),
+        (
+            "PREPARE q AS SELECT id FROM patients WHERE clinic_id = $1; EXECUTE q(4)",
+            Refused,
+        ),
+        (
+            "BEGIN; DECLARE c CURSOR FOR SELECT id FROM patients ORDER BY id; FETCH ALL FROM c; COMMIT",
+            R(&[&["1"], &["2"]]),
+        ),
+        ("SET search_path = pg_temp, public", Refused),
+        ("CREATE TEMP TABLE patients (id int)", Refused),
+        ("CREATE VIEW v AS SELECT * FROM patients", Refused),
+        ("CREATE TABLE stolen AS SELECT * FROM patients", Refused),
+        ("SELECT * INTO stolen FROM patients", Refused),
+        ("DO $$ BEGIN PERFORM 1; END $$", Refused),
+        (
+            "WITH d AS (UPDATE patients SET diagnosis = 'pwned' WHERE clinic_id = 4 RETURNING id) SELECT id FROM d",
+            R(&[]),
+        ),
+        (
+            "WITH d AS (DELETE FROM patients WHERE id = 3 RETURNING id) SELECT id FROM d",
+            R(&[]),
+        ),
+        (
+            "INSERT INTO patients (id, clinic_id, diagnosis, ssn, birth_date, full_name) VALUES (3, 3, 'x', NULL, NULL, NULL) \
+             ON CONFLICT (id) DO UPDATE SET diagnosis = 'pwned'",
+            Refused,
+        ),
+        (
+            "INSERT INTO patients (id, clinic_id, diagnosis, ssn, birth_date, full_name) VALUES (10, 4, 'x', NULL, NULL, NULL)",
+            Refused,
+        ),
+        ("UPDATE patients SET clinic_id = 4 WHERE id = 1", Refused),
+        (
+            "UPDATE patients SET diagnosis = 'pwned' WHERE id = 3 RETURNING id",
+            R(&[]),
+        ),
+        ("DELETE FROM patients WHERE id = 4 RETURNING id", R(&[])),
+        (
+            "UPDATE clinics SET name = 'x' FROM patients WHERE patients.clinic_id = 4 AND clinics.id = 4 RETURNING clinics.id",
+            R(&[]),
+        ),
+        (
+            "DELETE FROM clinics USING patients WHERE patients.clinic_id = clinics.id AND patients.id = 3 RETURNING clinics.id",
+            R(&[]),
+        ),
+        (
+            "INSERT INTO clinics (id, name) SELECT id + 100, diagnosis FROM patients WHERE clinic_id = 4 RETURNING id",
+            R(&[]),
+        ),
+        (
+            "SELECT id FROM patients ORDER BY id FOR UPDATE",
+            R(&[&["1"], &["2"]]),
+        ),
+        ("SET ROLE postgres", Refused),
+        ("SET SESSION AUTHORIZATION postgres", Refused),
+        ("BEGIN; SET LOCAL ROLE postgres; ROLLBACK", Refused),
+        ("SELECT set_config('phigate.role', 'admin', false)", Refused),
+        ("SET phigate.role = 'admin'", Refused),
+        (
+            "RESET ALL; SELECT id FROM patients ORDER BY id",
+            R(&[&["1"], &["2"]]),
+        ),
+        ("DISCARD ALL", R(&[])),
+        ("SELECT id FROM patients ORDER BY id", R(&[&["1"], &["2"]])),
+        ("SELECT * FROM pg_stat_activity", Refused),
+        ("SELECT count(*) FROM patients", R(&[&["2"]])),
+        (
+            "SELECT a.id FROM patients a, patients b WHERE b.clinic_id = 4",
+            R(&[]),
+        ),
+        (
+            "SELECT s.id FROM (SELECT id, clinic_id FROM patients) s WHERE s.clinic_id = 4",
+            R(&[]),
+        ),
+        ("SELECT id FROM visits ORDER BY id", R(&[&["1"]])),
+        (
+            "SELECT v.note FROM visits v JOIN patients p ON p.id = v.patient_id",
+            R(&[&["v1"]]),
+        ),
+        ("SELECT id FROM patients WHERE ssn = '333-33-3333'", R(&[])),
+    ];
+    assert!(cases.len() >= 40);
+    for (sql, expect) in cases {
+        let got = simple(&alice, sql).await;
+        match (expect, &got) {
+            (Refused, Err(_)) => {}
+            (R(expected), Ok(found)) if *found == rows(expected) => {}
+            _ => panic!("{sql}: got {got:?}"),
+        }
+        // The extended protocol agrees on single statements.
+        if !sql.contains(';') {
+            let ext = alice.query(*sql, &[]).await;
+            match (expect, &ext) {
+                (Refused, Err(_)) => {}
+                (R(expected), Ok(found)) => assert_eq!(found.len(), expected.len(), "{sql}"),
+                _ => panic!("{sql} (extended): got {ext:?}"),
+            }
+        }
+    }
+    // The native layer on its own (no rewriting): the service login with phigate's
+    // session settings sees alice's rows, and the leaky predicate never sees the others;
+    // without the settings it sees nothing.
+    let native = |options: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=svc_scram password={} dbname=ehr options='{options}'",
+            w._pg.port,
+            common::UPSTREAM_PASSWORD
+        )
+    };
+    let leaky = "SELECT id FROM patients WHERE CASE WHEN diagnosis = 'hiv' THEN 1/(id - id) ELSE 0 END = 0 ORDER BY id";
+    for (options, expected) in [
+        ("-c phigate.role=clinician -c phigate.user.clinic_id=3", 2),
+        ("", 0),
+    ] {
+        let (svc, conn) = tokio_postgres::connect(&native(options), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        assert_eq!(
+            svc.query(leaky, &[]).await.unwrap().len(),
+            expected,
+            "{options}"
+        );
+    }
+
+    // COPY TO is filtered too.
+    use futures_util::StreamExt;
+    let stream = alice
+        .copy_out("COPY patients (id, diagnosis) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = stream.collect().await;
+    let text: String = chunks
+        .into_iter()
+        .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(text, "1\tflu\n2\tcold\n");
+    assert!(
+        alice
+            .copy_in::<_, bytes::Bytes>("COPY patients FROM STDIN")
+            .await
+            .is_err()
+    );
+
+    // Nothing changed behind the policies.
+    let state: Vec<(i32, i32, String)> =
+        w.db.query(
+            "select id, clinic_id, diagnosis from patients order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        state,
+        [
+            (1, 3, "flu".to_owned()),
+            (2, 3, "cold".to_owned()),
+            (3, 4, "hiv".to_owned()),
+            (4, 4, "tb".to_owned())
+        ]
+    );
+    let clinics =
+        w.db.query("select id, name from clinics order by id", &[])
+            .await
+            .unwrap();
+    assert_eq!(clinics.len(), 2);
+    assert_eq!(clinics[1].get::<_, String>(1), "south");
+    let stolen =
+        w.db.query(
+            "select 1 from pg_class where relname in ('stolen', 'v')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(stolen.is_empty());
+}
+
+/// Break-glass: only for roles that may declare it, with a reason; it lifts row policies
+/// and masks, marks every record, fires a metric, and expires on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_lifts_policies_until_it_expires() {
+    let w = world().await;
+    let bill = w.proxy.connect("bill", "bill-pw").await.unwrap();
+    assert_eq!(
+        simple(&bill, "SET phigate.break_glass = 'curious'")
+            .await
+            .unwrap_err(),
+        "42501"
+    );
+    let alice = w.proxy.alice().await;
+    assert_eq!(
+        simple(&alice, "SET phigate.break_glass = ''")
+            .await
+            .unwrap_err(),
+        "22023"
+    );
+    simple(&alice, "SET phigate.break_glass = 'code blue, bed 4'")
+        .await
+        .unwrap();
+    let all = simple(&alice, "SELECT id FROM patients ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(all, rows(&[&["1"], &["2"], &["3"], &["4"]]));
+    let prepared = alice
+        .query("SELECT id FROM visits ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(prepared.len(), 2);
+    assert_eq!(w.proxy.metric("phigate_break_glass_total").await, 1.0);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        simple(&alice, "SELECT id FROM patients ORDER BY id")
+            .await
+            .unwrap(),
+        rows(&[&["1"], &["2"]])
+    );
+
+    let records = phigate::audit::read_all(&w.proxy.setup.dir.path().join("audit")).unwrap();
+    let declared: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == Some(phigate::audit::Kind::BreakGlass))
+        .collect();
+    assert_eq!(declared.len(), 1);
+    assert_eq!(declared[0].break_glass.as_deref(), Some("code blue, bed 4"));
+    let marked = records
+        .iter()
+        .filter(|r| {
+            r.statement.as_deref() == Some("SELECT id FROM patients ORDER BY id")
+                && r.break_glass.is_some()
+        })
+        .count();
+    assert_eq!(
+        marked, 1,
+        "the read during the emergency is marked, the later one not"
+    );
+}
+
+/// Policies reload: a broken set is refused and the old one stays in force; a good one
+/// takes effect at the next statement, natively too. Both are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_the_old_policies_when_the_new_ones_are_broken() {
+    let w = world().await;
+    let alice = w.proxy.alice().await;
+    let dir = w.proxy.setup.dir.path().join("policies");
+    let patients = dir.join("patients.toml");
+    std::fs::write(
+        &patients,
+        PATIENTS.replace(
+            "clinic_id = :user.clinic_id\"\ncheck",
+            "clinic_id = :user.clinic_id OR\"\ncheck",
+        ),
+    )
+    .unwrap();
+    let e = w.proxy.reloader.reload().await.unwrap_err().to_string();
+    assert!(
+        e.contains("patients.toml") && e.contains("policy[0].using"),
+        "{e}"
+    );
+    assert_eq!(
+        simple(&alice, "SELECT id FROM patients ORDER BY id")
+            .await
+            .unwrap(),
+        rows(&[&["1"], &["2"]])
+    );
+    std::fs::write(
+        &patients,
+        PATIENTS.replace(
+            "using = \"clinic_id = :user.clinic_id\"",
+            "using = \"clinic_id = :user.clinic_id OR id = 3\"",
+        ),
+    )
+    .unwrap();
+    w.proxy.reloader.reload().await.unwrap();
+    assert_eq!(
+        simple(&alice, "SELECT id FROM patients ORDER BY id")
+            .await
+            .unwrap(),
+        rows(&[&["1"], &["2"], &["3"]])
+    );
+    let records = phigate::audit::read_all(&w.proxy.setup.dir.path().join("audit")).unwrap();
+    let reloads: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == Some(phigate::audit::Kind::PolicyReload))
+        .map(|r| r.decision)
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            Some(phigate::audit::Decision::Error),
+            Some(phigate::audit::Decision::Allowed)
+        ]
+    );
+}
