@@ -62,7 +62,7 @@ $PSQL -d bench -c "CREATE TABLE patients (id int PRIMARY KEY, ssn phigate_encryp
 # phigate
 PHPORT=$(free_port)
 mkdir -p "$WORK/phigate/policies"
-printf '[roles.app]\n' >"$WORK/phigate/policies/roles.toml"
+printf '[roles.app]\nstatements = ["read", "write", "copy", "transaction", "session", "prepare", "maintenance"]\n' >"$WORK/phigate/policies/roles.toml"
 echo bench-pw | "$PHIGATE" user add bench --role app --policies "$WORK/phigate/policies" >/dev/null
 echo bench-pw >"$WORK/phigate/upstream.pw"
 cat >"$WORK/phigate/phigate.toml" <<TOML

@@ -742,3 +742,144 @@ fn audit_verify_reports_the_first_bad_record() {
         "{text}"
     );
 }
+
+/// Row policies need their native layer: `serve` refuses to start without it, `policies
+/// apply` installs it, `check` reports what each role reads, and SIGHUP reloads the
+/// policies, keeping the old set when the new one is broken or not backed natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_policies_apply_check_and_reload_on_sighup() {
+    let pg = Pg::start();
+    let db = pg.direct().await;
+    db.batch_execute(
+        "create table visits (id int primary key, clinic_id int not null);
+         insert into visits values (1, 3), (2, 4);
+         grant select, insert, update, delete on visits to svc_scram",
+    )
+    .await
+    .unwrap();
+    let policy = |using: &str| {
+        format!(
+            "[table]\nname = \"visits\"\n[[policy]]\nname = \"own-clinic\"\nroles = [\"clinician\"]\n\
+             commands = [\"select\"]\nusing = \"{using}\"\n"
+        )
+    };
+    let tables: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(
+        "visits.toml",
+        &*Box::leak(policy("clinic_id = :user.clinic_id").into_boxed_str()),
+    )]));
+    let setup = Setup::new(
+        &pg,
+        &Options {
+            roles: "[roles.clinician]\n[roles.nurse_station]\n",
+            tables,
+            ..Options::default()
+        },
+    );
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replacen("[upstream]\n", "[upstream]\nadmin_user = \"postgres\"\n", 1),
+    )
+    .unwrap();
+    let users = setup.dir.path().join("policies/users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(
+        &users,
+        text.replace(
+            "[users.alice]\n",
+            "[users.alice]\nattributes = { clinic_id = 3 }\n",
+        ),
+    )
+    .unwrap();
+
+    let out = run(&setup, &["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("phigate policies apply"),
+        "{err}"
+    );
+
+    let out = run(&setup, &["policies", "apply"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("public.visits"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&setup, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "role clinician: statements read, write, copy, transaction, session, prepare"
+        ) && text.contains("public.visits: rows where (clinic_id = :user.clinic_id)")
+            && text.contains("role nurse_station")
+            && text.contains("no rows (no policy names the role)"),
+        "{text}"
+    );
+
+    let log = setup.dir.path().join("serve.log");
+    let (serve, port) = serve_logging(&setup, std::fs::File::create(&log).unwrap().into());
+    let ids = || async {
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=alice password=alice-pw dbname=ehr"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c.query("select id from visits order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids().await, [1]);
+    let pid = serve.0.id() as i32;
+    let hup = |expect: &'static str| {
+        let log = log.clone();
+        async move {
+            let before = std::fs::read_to_string(&log)
+                .unwrap()
+                .matches(expect)
+                .count();
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            for _ in 0..200 {
+                if std::fs::read_to_string(&log)
+                    .unwrap()
+                    .matches(expect)
+                    .count()
+                    > before
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!(
+                "no `{expect}` in {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+    };
+    let policies = setup.dir.path().join("policies");
+    // broken: the old policies stay
+    std::fs::write(
+        policies.join("roles.toml"),
+        "[roles.clinician]\nbogus = 1\n",
+    )
+    .unwrap();
+    hup("policy reload refused").await;
+    assert_eq!(ids().await, [1]);
+    std::fs::write(
+        policies.join("roles.toml"),
+        "[roles.clinician]\n[roles.nurse_station]\n",
+    )
+    .unwrap();
+    // valid, but the native policies are not installed yet: refused as well
+    std::fs::write(policies.join("visits.toml"), policy("true")).unwrap();
+    hup("policy reload refused").await;
+    assert_eq!(ids().await, [1]);
+    assert!(run(&setup, &["policies", "apply"]).status.success());
+    hup("policies reloaded").await;
+    assert_eq!(ids().await, [1, 2]);
+    drop(serve);
+}
