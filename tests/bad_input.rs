@@ -172,3 +172,38 @@ async fn random_garbage_never_panics_or_hangs() {
             .expect("other sessions are unaffected");
     }
 }
+
+/// A fast-path FunctionCall names its function by OID, out of the firewall's sight: only
+/// the large-object functions may run this way. A call to set_config is refused (42501),
+/// nothing changes upstream, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_calls_other_than_large_objects_are_refused() {
+    let (_pg, proxy) = start(opts()).await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let mut body = Vec::new();
+    body.extend_from_slice(&2078u32.to_be_bytes()); // set_config
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&3i16.to_be_bytes());
+    for arg in ["phigate.role", "admin", "false"] {
+        body.extend_from_slice(&(arg.len() as i32).to_be_bytes());
+        body.extend_from_slice(arg.as_bytes());
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    r.send(&msg(b'F', &body)).await;
+    let error = r.recv().await.unwrap();
+    assert_eq!(error.0, b'E');
+    assert_eq!(raw::sqlstate(&error.1), "42501");
+    assert_eq!(r.recv().await.unwrap().0, b'Z');
+    r.send(&query("select current_setting('phigate.role')"))
+        .await;
+    let mut values = Vec::new();
+    while let Some(m) = r.recv().await {
+        if m.0 == b'D' {
+            values.push(String::from_utf8_lossy(&m.1[6..]).into_owned());
+        }
+        if m.0 == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(values, ["clinician"]);
+}

@@ -193,6 +193,13 @@ async fn each_role_reads_what_its_policy_says() {
             &["4", "***-**-4444", "1980", "***"],
         ])
     );
+    // a masked column cannot be probed by searching on it
+    assert_eq!(
+        simple(&bill, "SELECT id FROM patients WHERE ssn = '333-33-3333'")
+            .await
+            .unwrap_err(),
+        "42501"
+    );
     let r = bill.query(sql, &[]).await.unwrap();
     assert_eq!(r[1].get::<_, String>(1), "***-**-4444");
     assert_eq!(r[1].get::<_, String>(2), "1980");

@@ -95,6 +95,32 @@ fn audit_refusal() -> Refusal {
     }
 }
 
+/// The client-side large-object functions (fixed OIDs in `pg_proc`): lo_open, lo_close,
+/// loread, lowrite, lo_lseek, lo_creat, lo_tell, lo_unlink, lo_create, lo_truncate and the
+/// 64-bit lo_lseek64, lo_tell64, lo_truncate64. Not the server-side lo_import/lo_export.
+const LARGE_OBJECT_FUNCTIONS: [u32; 13] = [
+    952, 953, 954, 955, 956, 957, 958, 964, 715, 1004, 3170, 3171, 3172,
+];
+
+/// True when a FunctionCall body calls one of [`LARGE_OBJECT_FUNCTIONS`].
+fn large_object_call(body: &[u8]) -> bool {
+    body.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .is_some_and(|oid| LARGE_OBJECT_FUNCTIONS.contains(&oid))
+}
+
+/// The refusal of a fast-path call to any other function (it names the function by OID, so
+/// the statement firewall cannot see which one runs).
+fn fast_path_refusal() -> Refusal {
+    Refusal {
+        code: "42501",
+        message: "phigate allows fast-path function calls only to the large-object functions"
+            .into(),
+        hint: "call the function in a SELECT".into(),
+    }
+}
+
 /// A prepared statement phigate rewrote.
 #[derive(Debug)]
 struct Prepared {
@@ -322,6 +348,11 @@ impl Session {
                 let analyzer = g.enforcement.current();
                 Some(analyzer.analyse(&g.subject, Context { utc: self.utc }, sql))
             }
+            // A fast-path call names its function by OID, out of the firewall's sight: only
+            // the large-object functions libpq calls this way may run.
+            (Some(_), Frontend::FunctionCall) if !large_object_call(frame.body()) => {
+                Some(Analysis::Refuse(Arc::new(fast_path_refusal())))
+            }
             _ => None,
         };
         if self.audit.is_some() && !self.audit_frontend(&msg, analysis.as_ref(), now, out) {
@@ -413,9 +444,10 @@ impl Session {
                 };
                 match audit
                     .auditor
-                    .record(self.statement_record(&audit, &call, &[], None), true)
+                    .record(self.statement_record(&audit, &call, &[], analysis), true)
                 {
-                    Ok(seq) => self.audit_query = VecDeque::from([seq]),
+                    Ok(seq) if analysis.is_none() => self.audit_query = VecDeque::from([seq]),
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "audit log unwritable: statement refused");
                         self.refuse_query(audit_refusal(), now, out);
@@ -568,6 +600,13 @@ impl Session {
     ) -> bool {
         let ctx = Context { utc: self.utc };
         match msg {
+            Frontend::FunctionCall => match analysis {
+                Some(Analysis::Refuse(r)) => {
+                    self.refuse_query((*r).clone(), now, out);
+                    true
+                }
+                _ => false,
+            },
             Frontend::Query { .. } => {
                 let (plan, refused) = match analysis {
                     None | Some(Analysis::Pass) => return false,

@@ -647,6 +647,20 @@ impl<'a> Walker<'a> {
     fn operand(&mut self, e: &Expr) -> Res<Operand> {
         Ok(match unnest(e) {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e)? {
+                // Searching on a column is reading it: a masked value could be probed.
+                Some(c) if self.access.outcome(&c) != ReadOutcome::Plaintext => {
+                    return Err(Refusal::new(
+                        "42501",
+                        format!(
+                            "role {} reads column {} of table {} as {}, so it may not search or join on it",
+                            self.access.role,
+                            c.name,
+                            c.table,
+                            self.access.outcome(&c).name()
+                        ),
+                        "only roles that read the column in plaintext may compare it",
+                    ));
+                }
                 Some(c) => Operand::Column(c),
                 None => Operand::Other,
             },
@@ -770,12 +784,13 @@ impl<'a> Walker<'a> {
         }))
     }
 
-    /// `(SELECT * FROM schema.table WHERE filter OFFSET 0) AS alias`: the rows of `t` the
-    /// role may read. OFFSET 0 keeps the planner from pushing the caller's conditions below
-    /// the filter.
+    /// `(SELECT * FROM schema.table WHERE filter) AS alias`: the rows of `t` the role may
+    /// read. The planner merges the filter with the caller's conditions (indexes keep
+    /// working); the native row-level security policies are what keeps a leaky condition
+    /// from seeing other rows.
     fn filtered_factor(&self, t: &Table, alias: &str, filter: &str) -> Res<TableFactor> {
         let sql = format!(
-            "SELECT * FROM (SELECT * FROM {}.{} WHERE {filter} OFFSET 0) AS {}",
+            "SELECT * FROM (SELECT * FROM {}.{} WHERE {filter}) AS {}",
             Ident::with_quote('"', &t.name.schema),
             Ident::with_quote('"', &t.name.table),
             Ident::with_quote('"', alias),

@@ -84,10 +84,10 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
                 "write the identifier plainly",
             ));
         }
-        if let Some(w) = words
-            .iter()
-            .find(|w| FORBIDDEN_WORDS.contains(w) || w.starts_with("dblink"))
-        {
+        if let Some(w) = words.iter().find(|w| {
+            FORBIDDEN_WORDS.iter().any(|f| f.eq_ignore_ascii_case(w))
+                || w.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("dblink"))
+        }) {
             return Err(forbidden(&format!("the function or view {w}")));
         }
         let Some(kind) = kind(stmt, &words)? else {
@@ -137,7 +137,13 @@ enum Kind {
 }
 
 fn has(words: &[&str], any: &[&str]) -> bool {
-    words.iter().any(|w| any.contains(w))
+    words
+        .iter()
+        .any(|w| any.iter().any(|a| a.eq_ignore_ascii_case(w)))
+}
+
+fn is(word: Option<&&str>, keyword: &str) -> bool {
+    word.is_some_and(|w| w.eq_ignore_ascii_case(keyword))
 }
 
 /// The kind of one statement; `None` for an empty one.
@@ -157,7 +163,8 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         ));
     };
     let writes = has(words, &["insert", "update", "delete", "merge"]);
-    let kind = match head.as_ref() {
+    let head = head.to_ascii_lowercase();
+    let kind = match head.as_str() {
         "select" | "values" | "table" | "with" if has(words, &["into"]) && !writes => K::Ddl,
         "with" if writes => K::Write,
         "explain" if has(words, &["analyze", "analyse"]) => {
@@ -170,7 +177,11 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "select" | "values" | "table" | "with" | "explain" | "fetch" | "move" | "close"
         | "declare" => K::Read,
         "show" => {
-            if words.get(1).is_some_and(|w| w.starts_with("phigate")) {
+            if words
+                .get(1)
+                .and_then(|w| w.get(..7))
+                .is_some_and(|p| p.eq_ignore_ascii_case("phigate"))
+            {
                 return Err(forbidden("reading phigate's session settings"));
             }
             K::Read
@@ -186,7 +197,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
                 return Err(forbidden("COPY ... PROGRAM"));
             }
             let file = stmt.windows(2).any(|w| {
-                matches!(&w[0], Token::Word { text, quoted: false } if text == "to" || text == "from")
+                matches!(&w[0], Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("to") || text.eq_ignore_ascii_case("from"))
                     && w[1] == Token::Str
             });
             if file {
@@ -197,14 +208,14 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
             K::Transaction
         }
-        "set" | "reset" => return settings(head, words),
+        "set" | "reset" => return settings(&head, words),
         "discard" => K::Session,
-        "prepare" if words.get(1) == Some(&"transaction") => K::Transaction,
+        "prepare" if is(words.get(1), "transaction") => K::Transaction,
         "prepare" => {
             // PREPARE name [(types)] AS statement: the statement decides.
             let at = stmt
                 .iter()
-                .position(|t| matches!(t, Token::Word { text, quoted: false } if text == "as"));
+                .position(|t| matches!(t, Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("as")));
             if let Some(at) = at {
                 let inner = &stmt[at + 1..];
                 let inner_words: Vec<&str> = inner
@@ -250,20 +261,29 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
 /// phigate's own settings; `SET phigate.break_glass` declares an emergency.
 fn settings(head: &str, words: &[&str]) -> Result<Option<Kind>, Refusal> {
     let mut rest = &words[1..];
-    if head == "set" && matches!(rest.first(), Some(&"session" | &"local")) {
+    if head == "set" && (is(rest.first(), "session") || is(rest.first(), "local")) {
         rest = &rest[1..];
     }
-    match rest {
-        ["role" | "authorization", ..] | ["session", "authorization", ..] => {
-            Err(forbidden("changing the session's role or authorization"))
-        }
-        ["search_path" | "schema", ..] => Err(forbidden("changing the search path")),
-        ["phigate", "break_glass", ..] if head == "set" => Ok(Some(Kind::Declare)),
-        [w, ..] if w.starts_with("phigate") => {
-            Err(forbidden("changing phigate's session settings"))
-        }
-        _ => Ok(Some(Kind::Is(StatementKind::Session))),
+    let (first, second) = (rest.first(), rest.get(1));
+    if is(first, "role")
+        || is(first, "authorization")
+        || (is(first, "session") && is(second, "authorization"))
+    {
+        return Err(forbidden("changing the session's role or authorization"));
     }
+    if is(first, "search_path") || is(first, "schema") {
+        return Err(forbidden("changing the search path"));
+    }
+    if head == "set" && is(first, "phigate") && is(second, "break_glass") {
+        return Ok(Some(Kind::Declare));
+    }
+    if first
+        .and_then(|w| w.get(..7))
+        .is_some_and(|p| p.eq_ignore_ascii_case("phigate"))
+    {
+        return Err(forbidden("changing phigate's session settings"));
+    }
+    Ok(Some(Kind::Is(StatementKind::Session)))
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! A single-pass PostgreSQL lexer for the statement firewall: words (keywords and
-//! identifiers, case-folded as PostgreSQL folds them), string literals, statement
-//! boundaries. Comments, whitespace and numbers are skipped. No allocation for unquoted
-//! words that are already lower case.
+//! identifiers, as written: compare them ignoring ASCII case), string literals, statement
+//! boundaries. Comments, whitespace and numbers are skipped. Words borrow from the text.
 
 use std::borrow::Cow;
 
 /// One token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Token<'a> {
-    /// a keyword or identifier; `quoted` for `"..."` (and `U&"..."`)
+    /// a keyword or identifier as written; `quoted` for `"..."`
     Word { text: Cow<'a, str>, quoted: bool },
     /// a string literal of any form (its value is not kept)
     Str,
@@ -106,17 +105,21 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
                 }
                 let word = &sql[start..i];
                 let next = b.get(i).copied();
-                let prefix = word.len() == 1 || word.eq_ignore_ascii_case("u&");
-                match (word.to_ascii_lowercase().as_str(), next) {
-                    ("e", Some(b'\'')) => {
+                let prefix = if word.len() == 1 {
+                    word.as_bytes()[0].to_ascii_lowercase()
+                } else {
+                    0
+                };
+                match (prefix, next) {
+                    (b'e', Some(b'\'')) => {
                         i = string_end(b, i + 1, true)?;
                         out.push(Token::Str);
                     }
-                    ("b" | "x" | "n", Some(b'\'')) if prefix => {
+                    (b'b' | b'x' | b'n', Some(b'\'')) => {
                         i = string_end(b, i + 1, false)?;
                         out.push(Token::Str);
                     }
-                    ("u", Some(b'&')) if matches!(b.get(i + 1), Some(b'\'' | b'"')) => {
+                    (b'u', Some(b'&')) if matches!(b.get(i + 1), Some(b'\'' | b'"')) => {
                         if b[i + 1] == b'\'' {
                             i = string_end(b, i + 2, false)?;
                             out.push(Token::Str);
@@ -126,17 +129,10 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
                             out.push(Token::UnicodeIdent);
                         }
                     }
-                    _ => {
-                        let text = if word.bytes().any(|x| x.is_ascii_uppercase()) {
-                            Cow::Owned(word.to_ascii_lowercase())
-                        } else {
-                            Cow::Borrowed(word)
-                        };
-                        out.push(Token::Word {
-                            text,
-                            quoted: false,
-                        });
-                    }
+                    _ => out.push(Token::Word {
+                        text: Cow::Borrowed(word),
+                        quoted: false,
+                    }),
                 }
             }
             c if c.is_ascii_digit() => {
@@ -222,7 +218,7 @@ mod tests {
                 "SELECT /* a /* nested */ c */ \"Set_Config\"(E'it\\'s', $x$;$x$) -- x;\n; Reset ALL"
             ),
             [
-                "select",
+                "SELECT",
                 "\"Set_Config\"",
                 "(",
                 "'s'",
@@ -230,8 +226,8 @@ mod tests {
                 "'s'",
                 ")",
                 ";",
-                "reset",
-                "all"
+                "Reset",
+                "ALL"
             ]
         );
         assert_eq!(

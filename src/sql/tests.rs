@@ -433,7 +433,7 @@ fn database_defaults_of_protected_columns_are_refused() {
 #[test]
 fn row_policies_filter_every_reference() {
     let a = analyzer_with(ROW_POLICIES);
-    let filtered = "(SELECT * FROM \"public\".\"patients\" WHERE (clinic_id = 3) OFFSET 0)";
+    let filtered = "(SELECT * FROM \"public\".\"patients\" WHERE (clinic_id = 3))";
     for (sql, wrapped) in [
         ("SELECT id FROM patients", "AS \"patients\""),
         ("SELECT p.id FROM patients AS p", "AS \"p\""),
@@ -508,7 +508,7 @@ fn row_policies_filter_every_reference() {
     // billing has no policy: no rows
     let bill = subject("bill", "billing");
     match a.analyse(&bill, Context { utc: true }, "SELECT id FROM patients") {
-        Analysis::Rewrite(p) => assert!(p.sql.contains("WHERE false OFFSET 0"), "{}", p.sql),
+        Analysis::Rewrite(p) => assert!(p.sql.contains("WHERE false)"), "{}", p.sql),
         other => panic!("{other:?}"),
     }
     // an emergency lifts the filter
