@@ -328,7 +328,7 @@ mod defaults {
         64 << 20
     }
     pub fn checkpoint_every() -> u64 {
-        1000
+        10_000
     }
     pub fn checkpoint_interval() -> Duration {
         Duration::from_secs(10)

@@ -111,14 +111,14 @@ impl Chain {
     /// Numbers, links and MACs a record; returns its line (with the newline).
     pub(super) fn seal(&mut self, keys: &AuditKeys, record: &mut Record) -> String {
         record.seq = self.next_seq;
-        record.prev = hex::encode(self.prev);
+        record.prev = super::to_hex(&self.prev);
         let body = serde_json::to_string(&record).unwrap_or_default();
         let hash = line_hash(&body);
         let mac = keys.mac(&self.prev, &hash);
         let line = format!(
             "{},\"mac\":\"{}\"}}",
             &body[..body.len().saturating_sub(1)],
-            hex::encode(mac)
+            super::to_hex(&mac)
         );
         if record.kind != Some(Kind::Checkpoint) {
             self.count_line(&hash, record.seq);

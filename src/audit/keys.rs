@@ -164,7 +164,7 @@ impl AuditKeys {
     pub fn value_hash(&self, value: &[u8]) -> String {
         let mut m = self.lookup.clone();
         m.update(value);
-        hex::encode(&m.finalize().into_bytes()[..16])
+        super::to_hex(&m.finalize().into_bytes()[..16])
     }
 }
 

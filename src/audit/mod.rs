@@ -73,3 +73,12 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 #[cfg(test)]
 mod tests;
+
+/// Lower-case hex of `bytes`. Several of these run for every record; `hex::encode` goes
+/// through a per-character iterator and costs several times as much.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    // Cannot fail: the buffer is exactly twice the input's length.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -415,15 +415,28 @@ impl Session {
         now: Instant,
         out: &mut Outbound,
     ) -> bool {
-        let Some(audit) = self.audit.clone() else {
+        let Some(audit) = self.audit.take() else {
             return true;
         };
+        let written = self.audit_message(&audit, msg, analysis, now, out);
+        self.audit = Some(audit);
+        written
+    }
+
+    fn audit_message(
+        &mut self,
+        audit: &SessionAudit,
+        msg: &Frontend<'_>,
+        analysis: Option<&Analysis>,
+        now: Instant,
+        out: &mut Outbound,
+    ) -> bool {
         match msg {
             Frontend::Query { sql } => {
                 let statements = redact(sql);
                 let mut seqs = VecDeque::with_capacity(statements.len());
                 for stmt in &statements {
-                    let record = self.statement_record(&audit, stmt, &[], analysis);
+                    let record = self.statement_record(audit, stmt, &[], analysis);
                     match audit.auditor.record(record, true) {
                         Ok(seq) => seqs.push_back(seq),
                         Err(e) => {
@@ -444,7 +457,7 @@ impl Session {
                 };
                 match audit
                     .auditor
-                    .record(self.statement_record(&audit, &call, &[], analysis), true)
+                    .record(self.statement_record(audit, &call, &[], analysis), true)
                 {
                     Ok(seq) if analysis.is_none() => self.audit_query = VecDeque::from([seq]),
                     Ok(_) => {}
@@ -460,7 +473,7 @@ impl Session {
                 if let Some(Analysis::Refuse(_)) = analysis
                     && let Some(t) = &text
                 {
-                    let record = self.statement_record(&audit, t, &[], analysis);
+                    let record = self.statement_record(audit, t, &[], analysis);
                     if let Err(e) = audit.auditor.record(record, false) {
                         tracing::error!(error = %e, "audit log unwritable");
                     }
@@ -496,7 +509,7 @@ impl Session {
                     .portals
                     .get(*portal)
                     .map(|r| Analysis::Rewrite(r.plan.clone()));
-                let record = self.statement_record(&audit, text, &hashes, plan.as_ref());
+                let record = self.statement_record(audit, text, &hashes, plan.as_ref());
                 match audit.auditor.record(record, true) {
                     Ok(seq) => self.audit_execute = Some(seq),
                     Err(e) => {
