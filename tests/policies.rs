@@ -260,6 +260,40 @@ async fn each_role_reads_what_its_policy_says() {
     assert_eq!(all.len(), 4);
     assert_eq!(all[3][3].as_deref(), Some("Dan"));
 
+    // RETURNING follows the same outcomes
+    assert_eq!(
+        simple(
+            &bill,
+            "UPDATE patients SET diagnosis = diagnosis WHERE id = 4 RETURNING ssn, full_name"
+        )
+        .await
+        .unwrap(),
+        rows(&[&["***-**-4444", "***"]])
+    );
+    let r = bill
+        .query(
+            "DELETE FROM patients WHERE id = 4 AND false RETURNING birth_date",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(r.is_empty());
+    assert_eq!(
+        simple(
+            &rita,
+            "UPDATE patients SET diagnosis = diagnosis WHERE id = 4 RETURNING ssn"
+        )
+        .await
+        .unwrap_err(),
+        "42501"
+    );
+    assert_eq!(
+        simple(&audrey, "DELETE FROM patients WHERE id = 4")
+            .await
+            .unwrap_err(),
+        "42501"
+    );
+
     // writes by role: billing updates its own clinic's rows only; a row moved out of the
     // clinic is refused by the check
     assert_eq!(
