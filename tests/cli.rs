@@ -775,22 +775,8 @@ async fn row_policies_apply_check_and_reload_on_sighup() {
             ..Options::default()
         },
     );
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        config.replacen("[upstream]\n", "[upstream]\nadmin_user = \"postgres\"\n", 1),
-    )
-    .unwrap();
-    let users = setup.dir.path().join("policies/users.toml");
-    let text = std::fs::read_to_string(&users).unwrap();
-    std::fs::write(
-        &users,
-        text.replace(
-            "[users.alice]\n",
-            "[users.alice]\nattributes = { clinic_id = 3 }\n",
-        ),
-    )
-    .unwrap();
+    setup.upstream_line("admin_user = \"postgres\"");
+    setup.attributes("alice", "{ clinic_id = 3 }");
 
     let out = run(&setup, &["serve"]);
     let err = String::from_utf8_lossy(&out.stderr);

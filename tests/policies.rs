@@ -64,12 +64,12 @@ bypass_row_policies = true
 statements = ["all"]
 "#;
 
-/// (user, role, password, clinic)
-const MORE_USERS: &[(&str, &str, &str, Option<i64>)] = &[
-    ("bill", "billing", "bill-pw", Some(4)),
-    ("rita", "researcher", "rita-pw", None),
-    ("audrey", "auditor", "audrey-pw", None),
-    ("root", "admin", "root-pw", None),
+/// (user, role, password)
+const MORE_USERS: &[(&str, &str, &str)] = &[
+    ("bill", "billing", "bill-pw"),
+    ("rita", "researcher", "rita-pw"),
+    ("audrey", "auditor", "audrey-pw"),
+    ("root", "admin", "root-pw"),
 ];
 
 struct World {
@@ -107,26 +107,13 @@ async fn world() -> World {
             ..Options::default()
         },
     );
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        config.replacen("[upstream]\n", "[upstream]\nadmin_user = \"postgres\"\n", 1),
-    )
-    .unwrap();
+    setup.upstream_line("admin_user = \"postgres\"");
     let users = setup.dir.path().join("policies/users.toml");
-    for (user, role, pw, _) in MORE_USERS {
+    for (user, role, pw) in MORE_USERS {
         phigate::policy::add_user(&users, user, role, pw).unwrap();
     }
-    let mut text = std::fs::read_to_string(&users).unwrap();
-    text = text.replace(
-        "[users.alice]\n",
-        "[users.alice]\nattributes = { clinic_id = 3 }\n",
-    );
-    text = text.replace(
-        "[users.bill]\n",
-        "[users.bill]\nattributes = { clinic_id = 4 }\n",
-    );
-    std::fs::write(&users, text).unwrap();
+    setup.attributes("alice", "{ clinic_id = 3 }");
+    setup.attributes("bill", "{ clinic_id = 4 }");
     let proxy = Proxy::with_setup(setup).await;
     let root = proxy.connect("root", "root-pw").await.unwrap();
     root.batch_execute(

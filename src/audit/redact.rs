@@ -39,21 +39,7 @@ pub fn redact(sql: &str) -> Vec<Redacted> {
                 space(&mut text);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
+                i = crate::sql::comment_end(b, i).unwrap_or(b.len());
                 space(&mut text);
             }
             b'\'' => {

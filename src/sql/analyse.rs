@@ -193,32 +193,16 @@ impl<'a> Walker<'a> {
                     }
                     None => {}
                 }
-                let target = match self.scope.last().and_then(|l| l.first()) {
-                    Some(Rel {
-                        kind: RelKind::Table(t),
-                        ..
-                    }) => Some(t.clone()),
-                    _ => None,
-                };
+                let target = self.target_table();
                 for a in &mut up.assignments {
                     self.assignment(a, target.as_ref(), None)?;
                 }
-                if let Some(w) = &mut up.selection {
-                    self.predicate(w)?;
-                }
-                if let Some(r) = &mut up.returning {
-                    let outputs = self.projection(r, &Output::Origin)?;
-                    self.set_outputs(outputs);
-                }
-                if let Some(t) = &target {
-                    let reads = up.selection.is_some() || up.returning.is_some();
-                    self.filter_target(
-                        t,
-                        crate::policy::Commands::UPDATE,
-                        &mut up.selection,
-                        reads,
-                    )?;
-                }
+                self.where_returning(
+                    target.as_ref(),
+                    crate::policy::Commands::UPDATE,
+                    &mut up.selection,
+                    &mut up.returning,
+                )?;
                 if !up.order_by.is_empty() || up.limit.is_some() {
                     return Err(Refusal::unsupported(
                         "UPDATE ... ORDER BY/LIMIT",
@@ -243,32 +227,16 @@ impl<'a> Walker<'a> {
                     self.add_from(item)?;
                     self.target = false;
                 }
-                let target = match self.scope.last().and_then(|l| l.first()) {
-                    Some(Rel {
-                        kind: RelKind::Table(t),
-                        ..
-                    }) => Some(t.clone()),
-                    _ => None,
-                };
+                let target = self.target_table();
                 for item in del.using.iter_mut().flatten() {
                     self.add_from(item)?;
                 }
-                if let Some(w) = &mut del.selection {
-                    self.predicate(w)?;
-                }
-                if let Some(r) = &mut del.returning {
-                    let outputs = self.projection(r, &Output::Origin)?;
-                    self.set_outputs(outputs);
-                }
-                if let Some(t) = &target {
-                    let reads = del.selection.is_some() || del.returning.is_some();
-                    self.filter_target(
-                        t,
-                        crate::policy::Commands::DELETE,
-                        &mut del.selection,
-                        reads,
-                    )?;
-                }
+                self.where_returning(
+                    target.as_ref(),
+                    crate::policy::Commands::DELETE,
+                    &mut del.selection,
+                    &mut del.returning,
+                )?;
                 self.scope.pop();
                 Ok(())
             }
@@ -403,6 +371,40 @@ impl<'a> Walker<'a> {
                 ))
             }
         }
+    }
+
+    /// The protected table UPDATE or DELETE changes: the first relation of its level.
+    fn target_table(&self) -> Option<Arc<Table>> {
+        match self.scope.last().and_then(|l| l.first()) {
+            Some(Rel {
+                kind: RelKind::Table(t),
+                ..
+            }) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// The WHERE clause and RETURNING list of UPDATE or DELETE (`command`), then the row
+    /// filter on its target.
+    fn where_returning(
+        &mut self,
+        target: Option<&Arc<Table>>,
+        command: u8,
+        selection: &mut Option<Expr>,
+        returning: &mut Option<Vec<SelectItem>>,
+    ) -> Res {
+        if let Some(w) = selection {
+            self.predicate(w)?;
+        }
+        if let Some(r) = returning {
+            let outputs = self.projection(r, &Output::Origin)?;
+            self.set_outputs(outputs);
+        }
+        if let Some(t) = target {
+            let reads = selection.is_some() || returning.is_some();
+            self.filter_target(t, command, selection, reads)?;
+        }
+        Ok(())
     }
 
     /// Notes a protected column the statement touches (for the audit log).

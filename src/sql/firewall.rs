@@ -71,13 +71,7 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
     let mut declare = false;
     let mut statements = 0;
     for stmt in tokens.split(|t| *t == Token::End) {
-        let words: Vec<&str> = stmt
-            .iter()
-            .filter_map(|t| match t {
-                Token::Word { text, .. } => Some(text.as_ref()),
-                _ => None,
-            })
-            .collect();
+        let words = words_of(stmt);
         if stmt.contains(&Token::UnicodeIdent) {
             return Err(refuse(
                 "phigate does not accept Unicode-escaped identifiers (U&\"...\")".into(),
@@ -134,6 +128,17 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
 enum Kind {
     Is(StatementKind),
     Declare,
+}
+
+/// The words of a statement's tokens.
+fn words_of<'a>(tokens: &'a [Token<'_>]) -> Vec<&'a str> {
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            Token::Word { text, .. } => Some(text.as_ref()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn has(words: &[&str], any: &[&str]) -> bool {
@@ -218,13 +223,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
                 .position(|t| matches!(t, Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("as")));
             if let Some(at) = at {
                 let inner = &stmt[at + 1..];
-                let inner_words: Vec<&str> = inner
-                    .iter()
-                    .filter_map(|t| match t {
-                        Token::Word { text, .. } => Some(text.as_ref()),
-                        _ => None,
-                    })
-                    .collect();
+                let inner_words = words_of(inner);
                 if let Some(Kind::Is(k)) = kind(inner, &inner_words)?
                     && k != K::Read
                     && k != K::Write

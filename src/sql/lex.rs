@@ -41,26 +41,7 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
                     i += 1;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0usize;
-                loop {
-                    if i >= b.len() {
-                        return None;
-                    }
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = comment_end(b, i)?,
             b'\'' => {
                 i = string_end(b, i + 1, false)?;
                 out.push(Token::Str);
@@ -148,6 +129,27 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
         }
     }
     Some(out)
+}
+
+/// The index after a (possibly nested) `/* ... */` comment starting at `i`; `None` when it
+/// is not closed.
+pub(crate) fn comment_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return Some(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 /// The index after the closing quote of a string starting at `i` (after the opening quote).

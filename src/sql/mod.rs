@@ -22,6 +22,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
+pub(crate) use lex::comment_end;
 
 use std::collections::BTreeMap;
 

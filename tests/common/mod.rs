@@ -414,6 +414,31 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Adds `line` to the `[upstream]` section of phigate.toml.
+    pub fn upstream_line(&self, line: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            config.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
+    /// Gives `user` (already in users.toml) the attributes in `inline` (`{ clinic_id = 3 }`).
+    pub fn attributes(&self, user: &str, inline: &str) {
+        let users = self.dir.path().join("policies/users.toml");
+        let text = std::fs::read_to_string(&users).unwrap();
+        let header = format!("[users.{user}]\n");
+        assert!(text.contains(&header), "{user} is not in users.toml");
+        std::fs::write(
+            &users,
+            text.replace(&header, &format!("{header}attributes = {inline}\n")),
+        )
+        .unwrap();
+    }
+}
+
 /// phigate running in this process.
 pub struct Proxy {
     pub addr: SocketAddr,
