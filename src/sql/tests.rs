@@ -505,6 +505,20 @@ fn row_policies_filter_every_reference() {
         let p = plan(&a, sql);
         assert!(p.sql.contains(expected), "{sql}\n=> {}", p.sql);
     }
+    // policies for one role are OR-ed
+    let two = analyzer_with(&format!(
+        "{ROW_POLICIES}[[policy]]\nname = \"flagged\"\nroles = [\"clinician\"]\ncommands = [\"select\"]\nusing = \"id < 0\"\n"
+    ));
+    let p = plan(&two, "SELECT id FROM patients");
+    assert!(
+        p.sql.contains("WHERE (clinic_id = 3) OR (id < 0))"),
+        "{}",
+        p.sql
+    );
+    assert_eq!(
+        p.policies,
+        ["public.patients.own-clinic", "public.patients.flagged"]
+    );
     // billing has no policy: no rows
     let bill = subject("bill", "billing");
     match a.analyse(&bill, Context { utc: true }, "SELECT id FROM patients") {
