@@ -542,6 +542,19 @@ async fn the_bypass_suite_reveals_nothing() {
         );
     }
 
+    // Startup options naming phigate's settings are refused.
+    for options in ["-c phigate.role=admin", "--phigate.user.clinic_id=4"] {
+        let conninfo = format!(
+            "{} options='{options}'",
+            w.proxy.conninfo("alice", "alice-pw")
+        );
+        let e = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .map(|_| ())
+            .expect_err(options);
+        assert_eq!(code(&e), "42501", "{options}: {e}");
+    }
+
     // COPY TO is filtered too.
     use futures_util::StreamExt;
     let stream = alice
