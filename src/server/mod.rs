@@ -175,6 +175,7 @@ async fn load_analyzer(config: &Config) -> Result<Analyzer, ServerError> {
         let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
             Keyring::load(&config.keyring_file())?
         } else {
+            // Row policies only: no column is encrypted, so no key is ever used.
             Keyring::from_keys(1, vec![(1, [0; 32])])
         };
         let schema = LiveSchema::read(config).await?;
