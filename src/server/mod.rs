@@ -754,3 +754,32 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     }
     shared.cancels.unregister(key);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_options_carry_role_and_attributes_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("roles.toml"), "[roles.\"night nurse\"]\n").unwrap();
+        let users = dir.path().join("users.toml");
+        crate::policy::add_user(&users, "ann", "night nurse", "pw").unwrap();
+        let text = std::fs::read_to_string(&users).unwrap();
+        std::fs::write(
+            &users,
+            text.replace(
+                "[users.ann]\n",
+                "[users.ann]\nattributes = { clinic_id = 3, ward = 'B 2\\x' }\n",
+            ),
+        )
+        .unwrap();
+        let policies = PolicySet::load(dir.path()).unwrap();
+        let client = vec![("options".to_owned(), "-c work_mem=4MB".to_owned())];
+        assert_eq!(
+            session_options(&policies, "ann", "night nurse", &client),
+            "-c work_mem=4MB -c phigate.role=night\\ nurse -c phigate.user.clinic_id=3 \
+             -c phigate.user.ward=B\\ 2\\\\x"
+        );
+    }
+}

@@ -55,11 +55,8 @@ pub enum Event {
     },
     /// The client broke the protocol; the session is closing.
     ProtocolViolation,
-    /// The user declared an emergency (break-glass) for the given reason.
-    BreakGlass {
-        /// the reason given
-        reason: String,
-    },
+    /// The user declared an emergency (break-glass); the reason is in the audit log only.
+    BreakGlass,
 }
 
 /// What a session enforces: the policies in force (firewall, column access, row policies,
@@ -638,9 +635,7 @@ impl Session {
                         if let Some(a) = &mut self.audit {
                             a.template.break_glass = Some(reason.clone());
                         }
-                        out.events.push(Event::BreakGlass {
-                            reason: reason.clone(),
-                        });
+                        out.events.push(Event::BreakGlass);
                         self.emergency = Some((now + lasts, reason));
                         (None, None)
                     }
