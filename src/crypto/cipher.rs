@@ -61,6 +61,17 @@ struct ColumnKeys {
     nonce_key: Zeroizing<[u8; 32]>,
 }
 
+/// The first `N` bytes of HMAC-SHA256(`key`, `data`).
+fn hmac_prefix<const N: usize>(key: &[u8], data: &[u8]) -> [u8; N] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    let tag = mac.finalize().into_bytes();
+    let mut out = [0u8; N];
+    out.copy_from_slice(&tag[..N]);
+    out
+}
+
 /// Encrypts with the active master key and decrypts with any key of the ring, for one
 /// column (or deterministic domain) identified by its AAD. Data keys are derived once, at
 /// construction: `HKDF-SHA256(master[key_id], info = mode ":" AAD)` gives 64 bytes, the
@@ -120,13 +131,7 @@ impl ColumnCipher {
     /// A keyed hash of a canonical plaintext for `mask:hash` reads: equal values give equal
     /// hashes within the column (or domain); without the key nothing about the value shows.
     pub fn mask_hash(&self, plaintext: &[u8]) -> [u8; 16] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.mask_key.as_ref())
-            .expect("HMAC takes keys of any length");
-        mac.update(plaintext);
-        let tag = mac.finalize().into_bytes();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&tag[..16]);
-        out
+        hmac_prefix(self.mask_key.as_ref(), plaintext)
     }
 
     /// The column's mode.
@@ -139,15 +144,7 @@ impl ColumnCipher {
         let keys = &self.keys[&self.active];
         let nonce: [u8; 12] = match self.mode {
             Mode::Randomized => rand::rng().random(),
-            Mode::Deterministic => {
-                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(keys.nonce_key.as_ref())
-                    .expect("HMAC takes keys of any length");
-                mac.update(plaintext);
-                let tag = mac.finalize().into_bytes();
-                let mut n = [0u8; 12];
-                n.copy_from_slice(&tag[..12]);
-                n
-            }
+            Mode::Deterministic => hmac_prefix(keys.nonce_key.as_ref(), plaintext),
         };
         let mut out = Vec::with_capacity(plaintext.len() + super::ENVELOPE_OVERHEAD);
         Envelope::write_header(self.mode, self.active, &nonce, &mut out);

@@ -591,6 +591,13 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
+/// Sends a FATAL error to a client whose session will not start.
+async fn send_fatal(stream: &mut (impl AsyncWriteExt + Unpin), error: PgError) {
+    let mut out = BytesMut::new();
+    error.encode(&mut out);
+    let _ = stream.write_all(&out).await;
+}
+
 /// The upstream `options` startup parameter: the client's, then phigate's settings for
 /// the session (`-c phigate.role=... -c phigate.user.<attribute>=...`).
 fn session_options(
@@ -649,14 +656,11 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             || (k == "options" && v.to_ascii_lowercase().contains("phigate"))
     });
     if tampering {
-        let mut out = BytesMut::new();
-        PgError::fatal(
+        let refusal = PgError::fatal(
             "42501",
             "phigate's session settings cannot be set by a client",
-        )
-        .encode(&mut out);
-        let _ = stream.write_all(&out).await;
-        return;
+        );
+        return send_fatal(&mut stream, refusal).await;
     }
     let options = session_options(&shared.policies(), &user, &role, &params);
     let mut extra: Vec<(&str, &str)> = vec![
@@ -704,14 +708,11 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         ..Record::default()
     };
     if shared.audit(template.clone(), Kind::SessionStart).is_err() {
-        let mut out = BytesMut::new();
-        PgError::fatal(
+        let refusal = PgError::fatal(
             "58030",
             "the audit log cannot be written; no session can start",
-        )
-        .encode(&mut out);
-        let _ = stream.write_all(&out).await;
-        return;
+        );
+        return send_fatal(&mut stream, refusal).await;
     }
     let mut session = Session::new(upstream_app, client_app, Some(guard));
     if let Some(auditor) = &shared.auditor {
