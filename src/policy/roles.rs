@@ -15,13 +15,13 @@ pub enum StatementKind {
     /// SELECT, VALUES, TABLE, SHOW, EXPLAIN without ANALYZE, cursors (DECLARE, FETCH, MOVE,
     /// CLOSE)
     Read,
-    /// INSERT, UPDATE, DELETE, MERGE
+    /// INSERT, UPDATE, DELETE, MERGE, LOCK
     Write,
     /// COPY to STDOUT or from STDIN
     Copy,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...
     Transaction,
-    /// SET, RESET, DISCARD of ordinary settings
+    /// SET, RESET, DISCARD of ordinary settings; LISTEN, NOTIFY, UNLISTEN
     Session,
     /// PREPARE, EXECUTE, DEALLOCATE
     Prepare,
@@ -29,7 +29,7 @@ pub enum StatementKind {
     Ddl,
     /// DO blocks and CALL
     Procedural,
-    /// VACUUM, ANALYZE, LOCK, LISTEN, NOTIFY, CLUSTER, REINDEX, CHECKPOINT, ...
+    /// VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT
     Maintenance,
 }
 

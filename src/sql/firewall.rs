@@ -243,8 +243,11 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "create" | "alter" | "drop" | "truncate" | "comment" | "grant" | "revoke" | "security"
         | "import" | "refresh" | "reassign" => K::Ddl,
         "do" | "call" => K::Procedural,
-        "vacuum" | "analyze" | "analyse" | "lock" | "listen" | "notify" | "unlisten"
-        | "cluster" | "reindex" | "checkpoint" => K::Maintenance,
+        // Applications lock rows and tables around their writes, and use LISTEN/NOTIFY as
+        // session features: neither is maintenance.
+        "lock" => K::Write,
+        "listen" | "notify" | "unlisten" => K::Session,
+        "vacuum" | "analyze" | "analyse" | "cluster" | "reindex" | "checkpoint" => K::Maintenance,
         "load" => return Err(forbidden("LOAD")),
         // Every PostgreSQL command starts with one of the words above.
         other => {
@@ -313,6 +316,8 @@ mod tests {
             "copy t to stdout",
             "declare c cursor for select 1; fetch 1 from c; close c",
             "reset all; discard all",
+            "listen jobs; notify jobs, 'x'; unlisten *",
+            "begin; lock table t in share mode; commit",
             "explain select 1",
             "",
             " ; ",
