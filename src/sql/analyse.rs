@@ -655,7 +655,7 @@ impl<'a> Walker<'a> {
                         "42501",
                         format!(
                             "role {} reads column {} of table {} as {}, so it may not search or join on it",
-                            self.access.role,
+                            self.access.role(),
                             c.name,
                             c.table,
                             self.access.outcome(&c).name()
@@ -753,7 +753,7 @@ impl<'a> Walker<'a> {
         }
         let mut terms = Vec::new();
         for p in &t.policies {
-            if !p.commands.has(command) || !p.roles.iter().any(|r| r == self.access.role) {
+            if !p.commands.has(command) || !p.roles.iter().any(|r| r == self.access.role()) {
                 continue;
             }
             let name = format!("{}.{}", t.name, p.name);

@@ -239,29 +239,28 @@ pub struct Subject {
 
 /// What the walk over a statement enforces for its subject.
 pub(crate) struct Access<'a> {
-    /// the role's name
-    pub role: &'a str,
+    /// who the statement runs for
+    pub who: &'a Subject,
     /// the role's settings
     pub settings: &'a Role,
     /// the user's attributes
     pub attributes: &'a BTreeMap<String, toml::Value>,
-    /// an emergency is declared
-    pub emergency: bool,
 }
 
 impl Access<'_> {
+    /// The role's name.
+    pub fn role(&self) -> &str {
+        &self.who.role
+    }
+
     /// What the subject reads from `col`.
     pub fn outcome(&self, col: &Column) -> ReadOutcome {
-        if self.emergency {
-            ReadOutcome::Plaintext
-        } else {
-            col.outcome(self.role)
-        }
+        self.who.outcome(col)
     }
 
     /// Row policies apply.
     fn filtered(&self) -> bool {
-        !self.emergency && !self.settings.bypass_row_policies
+        !self.who.emergency && !self.settings.bypass_row_policies
     }
 }
 
@@ -297,13 +296,13 @@ fn analyse_touched(
     if !fetch && names.is_empty() {
         return Ok(None);
     }
-    if !access.emergency
+    if !access.who.emergency
         && let Some(t) = names
             .iter()
             .flat_map(|n| catalog.tables_named(n))
             .find(|t| !access.settings.may_use(&t.name))
     {
-        return Err(Refusal::table_denied(access.role, &t.name));
+        return Err(Refusal::table_denied(access.role(), &t.name));
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
         Refusal::new(
@@ -323,14 +322,6 @@ fn analyse_touched(
     let mut walker = analyse::Walker::new(catalog, access, ctx);
     for stmt in &mut statements {
         walker.statement(stmt)?;
-    }
-    if !access.emergency
-        && let Some(t) = walker
-            .tables
-            .iter()
-            .find(|t| !access.settings.may_use(&t.name))
-    {
-        return Err(Refusal::table_denied(access.role, &t.name));
     }
     if walker.tables.is_empty()
         && walker.params.iter().all(Option::is_none)
@@ -497,7 +488,7 @@ fn allowed_functions(stmt: &sqlparser::ast::Statement, access: &Access<'_>) -> R
             "42501",
             format!(
                 "role {} may not call function {name} in a statement on a protected table",
-                access.role
+                access.role()
             ),
             "the role's `functions` in roles.toml lists functions allowed besides phigate's built-in list",
         )),
@@ -687,10 +678,9 @@ impl Analyzer {
             return hit.clone();
         }
         let access = Access {
-            role: &who.role,
+            who,
             settings,
             attributes: &user.attributes,
-            emergency: who.emergency,
         };
         let (analysis, reusable) = match analyse_touched(&self.catalog, &access, ctx, sql) {
             Ok(None) => (Analysis::Pass, true),
