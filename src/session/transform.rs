@@ -355,11 +355,6 @@ pub(super) fn data_row(
 }
 
 fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>, RowError> {
-    let unreadable = |problem: String| RowError::Unreadable {
-        column: f.column.name.clone(),
-        table: f.column.table.to_string(),
-        problem,
-    };
     let masked = match f.outcome {
         ReadOutcome::Ciphertext => return Ok(Some(stored.to_vec())),
         ReadOutcome::Plaintext => None,
@@ -370,26 +365,22 @@ fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>
     let envelope = match format {
         Format::Binary => stored.to_vec(),
         Format::Text => {
-            let text = std::str::from_utf8(stored)
-                .map_err(|_| unreadable("the server sent a bytea that is not text".into()))?;
-            value::parse_bytea(text).map_err(|e| unreadable(e.into()))?
+            let text = std::str::from_utf8(stored).map_err(|_| {
+                unreadable(&f.column, "the server sent a bytea that is not text".into())
+            })?;
+            value::parse_bytea(text).map_err(|e| unreadable(&f.column, e.into()))?
         }
     };
     let Some(kind) = masked else {
         return open(&f.column, &envelope, format).map(Some);
     };
-    let plain = f
-        .column
-        .cipher
-        .decrypt(&envelope)
-        .map_err(|e: CryptoError| unreadable(e.to_string()))?;
     if kind == MaskKind::Hash {
+        let plain = decrypt(&f.column, &envelope)?;
         return Ok(Some(
             hex::encode(f.column.cipher.mask_hash(&plain)).into_bytes(),
         ));
     }
-    let text = value::from_canonical(f.column.logical_type(), Format::Text, &plain)
-        .map_err(|e| unreadable(e.to_string()))?;
+    let text = open(&f.column, &envelope, Format::Text)?;
     // Text and binary forms of `text` are the same UTF-8 bytes.
     Ok(Some(
         mask(kind, &String::from_utf8_lossy(&text)).into_bytes(),
@@ -430,16 +421,24 @@ pub(super) fn mask(kind: MaskKind, text: &str) -> String {
     }
 }
 
-/// Decrypts an envelope of `col` into the value in `format`.
-pub(super) fn open(col: &Column, envelope: &[u8], format: Format) -> Result<Vec<u8>, RowError> {
-    let unreadable = |problem: String| RowError::Unreadable {
+fn unreadable(col: &Column, problem: String) -> RowError {
+    RowError::Unreadable {
         column: col.name.clone(),
         table: col.table.to_string(),
         problem,
-    };
-    let plain = col
-        .cipher
+    }
+}
+
+/// Decrypts an envelope of `col` into its canonical plaintext.
+fn decrypt(col: &Column, envelope: &[u8]) -> Result<Vec<u8>, RowError> {
+    col.cipher
         .decrypt(envelope)
-        .map_err(|e: CryptoError| unreadable(e.to_string()))?;
-    value::from_canonical(col.logical_type(), format, &plain).map_err(|e| unreadable(e.to_string()))
+        .map_err(|e: CryptoError| unreadable(col, e.to_string()))
+}
+
+/// Decrypts an envelope of `col` into the value in `format`.
+pub(super) fn open(col: &Column, envelope: &[u8], format: Format) -> Result<Vec<u8>, RowError> {
+    let plain = decrypt(col, envelope)?;
+    value::from_canonical(col.logical_type(), format, &plain)
+        .map_err(|e| unreadable(col, e.to_string()))
 }
