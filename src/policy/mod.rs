@@ -9,7 +9,7 @@ mod tables;
 mod users;
 
 pub use roles::{Role, StatementKind, StatementKinds};
-pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, setting_text};
+pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
 pub use users::{ScramVerifier, User, add_user};
 

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::rows::{Commands, literal};
+use super::rows::{Commands, quote_text};
 use super::{PolicySet, TableName, TablePolicy};
 
 /// The native policies of one table.
@@ -58,10 +58,7 @@ fn qualified(t: &TableName) -> String {
 
 /// `current_setting('phigate.role') = ANY (roles)`.
 fn role_check(roles: &[String]) -> String {
-    let list: Vec<String> = roles
-        .iter()
-        .filter_map(|r| literal(&toml::Value::String(r.clone())))
-        .collect();
+    let list: Vec<String> = roles.iter().map(|r| quote_text(r)).collect();
     format!(
         "pg_catalog.current_setting('phigate.role', true) = ANY (ARRAY[{}]::text[])",
         list.join(", ")

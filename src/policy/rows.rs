@@ -113,11 +113,14 @@ pub fn literal(v: &toml::Value) -> Option<String> {
         toml::Value::Integer(i) => i.to_string(),
         toml::Value::Float(f) if f.is_finite() => format!("{f:?}::double precision"),
         toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::String(s) if !s.contains('\0') => {
-            format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-        }
+        toml::Value::String(s) if !s.contains('\0') => quote_text(s),
         _ => return None,
     })
+}
+
+/// `s` as an SQL string literal whatever `standard_conforming_strings` says: `E'...'`.
+pub fn quote_text(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// `v` as the text of a setting (`phigate.user.NAME`) that the native policies cast back.

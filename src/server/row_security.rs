@@ -3,12 +3,8 @@
 
 use super::{ServerError, ServiceSession};
 use crate::config::Config;
-use crate::policy::PolicySet;
 use crate::policy::native::{self, NativeTable, PREFIX};
-
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+use crate::policy::{PolicySet, quote_text};
 
 /// The phigate policies installed on `t` now.
 async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<String>, ServerError> {
@@ -16,9 +12,9 @@ async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<Strin
         .query(&format!(
             "SELECT policyname FROM pg_catalog.pg_policies WHERE schemaname = {} AND tablename = {} \
              AND starts_with(policyname, {}) ORDER BY 1",
-            lit(&t.table.schema),
-            lit(&t.table.table),
-            lit(PREFIX)
+            quote_text(&t.table.schema),
+            quote_text(&t.table.table),
+            quote_text(PREFIX)
         ))
         .await?;
     Ok(rows.into_iter().filter_map(|mut r| r.remove(0)).collect())
@@ -74,8 +70,8 @@ pub async fn verify(config: &Config, policies: &PolicySet) -> Result<(), ServerE
                  pg_catalog.pg_has_role(c.relowner, 'MEMBER')::text \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = {} AND c.relname = {}",
-                lit(&t.table.schema),
-                lit(&t.table.table)
+                quote_text(&t.table.schema),
+                quote_text(&t.table.table)
             ))
             .await?;
         let Some(row) = rows.first() else {
