@@ -213,6 +213,10 @@ fn session(c: &mut Criterion) {
         enforcement: Arc::new(Enforcement::new(Analyzer::new(catalog, policies))),
         subject: subject(),
         break_glass_for: std::time::Duration::from_secs(1800),
+        session_key: Arc::new(phigate::policy::session_key::SessionKey::from_bytes(
+            [0; 32],
+        )),
+        backend_pid: 1,
     };
     let cipher = ColumnCipher::new(&keyring(), Mode::Deterministic, &domain_aad("ssn", "text"));
     let envelope = cipher.encrypt(b"123-45-6789");

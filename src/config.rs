@@ -152,6 +152,9 @@ pub struct Policies {
     /// ones) or `apply` (install them with the admin login)
     #[serde(default)]
     pub native: NativePolicies,
+    /// the key that tags phigate's session settings for the native policies (created,
+    /// mode 0600, when absent); `secrets/session.key` beside the configuration file
+    pub session_key_file: Option<RelativePathBuf>,
 }
 
 /// `policies.native`
@@ -487,6 +490,14 @@ impl Config {
         match &self.policies.dir {
             Some(d) => d.relative(),
             None => self.base.join("policies"),
+        }
+    }
+
+    /// The session-settings key file.
+    pub fn session_key_file(&self) -> PathBuf {
+        match &self.policies.session_key_file {
+            Some(f) => f.relative(),
+            None => self.base.join("secrets/session.key"),
         }
     }
 

@@ -36,6 +36,8 @@ async fn malformed_messages_get_08p01_and_a_close() {
     let (_pg, proxy) = start(opts()).await;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unknown type", msg(b'?', b"")),
+        // refused from the header, without waiting for the 32 KiB it announces
+        ("unknown type, header only", vec![0, 0, 0, 0x80, 0]),
         ("password after login", msg(b'p', b"secret\0")),
         ("query without terminator", msg(b'Q', b"select 1")),
         ("truncated bind", msg(b'B', b"\0\0\0\x01")),
@@ -174,8 +176,8 @@ async fn random_garbage_never_panics_or_hangs() {
 }
 
 /// A fast-path FunctionCall names its function by OID, out of the firewall's sight: only
-/// the large-object functions may run this way. A call to set_config is refused (42501),
-/// nothing changes upstream, and the session goes on.
+/// the large-object functions may run this way. A call to set_config is refused (42501)
+/// and the session goes on (phigate's settings cannot be read back through phigate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_calls_other_than_large_objects_are_refused() {
     let (_pg, proxy) = start(opts()).await;
@@ -196,6 +198,10 @@ async fn fast_path_calls_other_than_large_objects_are_refused() {
     assert_eq!(r.recv().await.unwrap().0, b'Z');
     r.send(&query("select current_setting('phigate.role')"))
         .await;
+    let error = r.recv().await.unwrap();
+    assert_eq!(raw::sqlstate(&error.1), "42501");
+    assert_eq!(r.recv().await.unwrap().0, b'Z');
+    r.send(&query("select 'still open'")).await;
     let mut values = Vec::new();
     while let Some(m) = r.recv().await {
         if m.0 == b'D' {
@@ -205,5 +211,5 @@ async fn fast_path_calls_other_than_large_objects_are_refused() {
             break;
         }
     }
-    assert_eq!(values, ["clinician"]);
+    assert_eq!(values, ["still open"]);
 }

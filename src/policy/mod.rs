@@ -5,6 +5,8 @@
 pub mod native;
 mod roles;
 mod rows;
+pub mod session_key;
+pub mod settings;
 mod tables;
 mod users;
 

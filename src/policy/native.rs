@@ -1,8 +1,10 @@
 //! The row policies as native PostgreSQL row-level security: the second layer, which makes
 //! the filter a security barrier (PostgreSQL evaluates a caller's leaky conditions only on
 //! rows the policy lets through). The policies read session settings that phigate sets
-//! upstream for each session and that clients can never change: `phigate.role`,
-//! `phigate.user.<attribute>`, and `phigate.emergency` (the end of a declared emergency).
+//! upstream for each session: `phigate.role`, `phigate.user.<attribute>`, and
+//! `phigate.emergency` (the end of a declared emergency), each through a function that
+//! accepts only values tagged with phigate's session key ([`super::session_key`]), so a
+//! setting a client managed to make itself counts for nothing.
 //!
 //! Each native policy's name carries a digest of everything phigate generates for its
 //! table, so `serve` can tell whether the installed policies are the current ones.
@@ -56,11 +58,18 @@ fn qualified(t: &TableName) -> String {
     format!("{}.{}", ident(&t.schema), ident(&t.table))
 }
 
-/// `current_setting('phigate.role') = ANY (roles)`.
+/// The verified value of one of phigate's session settings, evaluated once per statement
+/// (a scalar subquery becomes an InitPlan).
+pub(super) fn setting(name: &str) -> String {
+    format!("(SELECT phigate.setting({}))", quote_text(name))
+}
+
+/// `phigate.role` is one of `roles`.
 fn role_check(roles: &[String]) -> String {
     let list: Vec<String> = roles.iter().map(|r| quote_text(r)).collect();
     format!(
-        "pg_catalog.current_setting('phigate.role', true) = ANY (ARRAY[{}]::text[])",
+        "{} = ANY (ARRAY[{}]::text[])",
+        setting("phigate.role"),
         list.join(", ")
     )
 }
@@ -73,7 +82,7 @@ fn bypass(policies: &PolicySet) -> String {
         .map(|(n, _)| n.clone())
         .collect();
     roles.sort();
-    let emergency = "(NULLIF(pg_catalog.current_setting('phigate.emergency', true), ''))::timestamptz > pg_catalog.now()";
+    let emergency = "(SELECT phigate.emergency())";
     if roles.is_empty() {
         emergency.to_owned()
     } else {
@@ -210,7 +219,7 @@ mod tests {
         assert!(sql.contains("FORCE ROW LEVEL SECURITY"), "{sql}");
         assert!(sql.contains("DROP POLICY \"phigate_old\""), "{sql}");
         assert!(
-            sql.contains("ARRAY[E'clinician', E'billing']::text[]) AND (clinic_id = (NULLIF(pg_catalog.current_setting('phigate.user.clinic_id', true), ''))::bigint)"),
+            sql.contains("(SELECT phigate.setting(E'phigate.role')) = ANY (ARRAY[E'clinician', E'billing']::text[]) AND (clinic_id = (NULLIF((SELECT phigate.setting(E'phigate.user.clinic_id')), ''))::bigint)"),
             "{sql}"
         );
         assert!(sql.contains("ARRAY[E'admin']::text[]) OR"), "{sql}");

@@ -238,7 +238,8 @@ impl PolicyExpr {
         self.render(|a| {
             let ty = types.get(a).copied().unwrap_or(AttributeType::Text);
             format!(
-                "(NULLIF(pg_catalog.current_setting('phigate.user.{a}', true), ''))::{}",
+                "(NULLIF({}, ''))::{}",
+                super::native::setting(&format!("phigate.user.{a}")),
                 ty.cast()
             )
         })
@@ -276,9 +277,11 @@ mod tests {
         assert!(e.for_user(&BTreeMap::new()).is_none());
         let mut types = BTreeMap::new();
         types.insert("clinic_id".to_owned(), AttributeType::Integer);
-        assert!(e.native(&types).contains(
-            "(NULLIF(pg_catalog.current_setting('phigate.user.clinic_id', true), ''))::bigint"
-        ));
+        assert!(
+            e.native(&types).contains(
+                "(NULLIF((SELECT phigate.setting(E'phigate.user.clinic_id')), ''))::bigint"
+            )
+        );
         assert_eq!(
             e.text(),
             "clinic_id = :user.clinic_id AND ward <> ':user.x'"

@@ -72,6 +72,21 @@ pub fn split_frame(buf: &mut BytesMut, limit: usize) -> Result<Option<Frame>, Pr
     }))
 }
 
+/// The message types a client may send after startup (password and SASL messages share `p`).
+const FRONTEND_TYPES: &[u8] = b"BCdcfDEHFpPQSX";
+
+/// [`split_frame`] for client messages: a type the protocol does not define for clients is
+/// refused from its first byte, as PostgreSQL does, without waiting for the body it announces.
+pub fn split_client_frame(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<Frame>, ProtocolError> {
+    match buf.first() {
+        Some(tag) if !FRONTEND_TYPES.contains(tag) => Err(ProtocolError::UnexpectedType(*tag)),
+        _ => split_frame(buf, limit),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +104,17 @@ mod tests {
         let f = split_frame(&mut buf, 1024).unwrap().unwrap();
         assert_eq!((f.tag(), f.body()), (b'S', &b""[..]));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_client_type_is_refused_from_its_header() {
+        let mut buf = BytesMut::from(&[0u8][..]);
+        assert_eq!(
+            split_client_frame(&mut buf, 1 << 20),
+            Err(ProtocolError::UnexpectedType(0))
+        );
+        let mut buf = BytesMut::from(&[b'Q', 0, 0][..]);
+        assert_eq!(split_client_frame(&mut buf, 1 << 20), Ok(None));
     }
 
     #[test]

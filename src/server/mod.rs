@@ -12,7 +12,15 @@ mod throttle;
 mod tls;
 mod upstream;
 
-pub use row_security::apply as apply_native_policies;
+/// Installs the native row policies (`phigate policies apply`), with the session key of
+/// `config`.
+pub async fn apply_native_policies(
+    config: &Config,
+    policies: &PolicySet,
+) -> Result<Vec<String>, ServerError> {
+    let key = SessionKey::load_or_create(&config.session_key_file())?;
+    row_security::apply(config, policies, &key).await
+}
 pub use scram::{ScramError, ScramExchange};
 pub use upstream::UpstreamError;
 
@@ -32,6 +40,7 @@ use crate::config::AuditDurability;
 use crate::config::{Config, NativePolicies, UpstreamTls};
 use crate::crypto::Keyring;
 use crate::metrics::{Metrics, serve_admin};
+use crate::policy::session_key::SessionKey;
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::build::{self, PgError};
 use crate::session::{Guard, Session, SessionAudit};
@@ -92,6 +101,8 @@ pub enum ServerError {
 /// State shared by every connection.
 pub(crate) struct Shared {
     config: Config,
+    /// tags phigate's session settings for the native row policies
+    session_key: Arc<SessionKey>,
     tls: Option<TlsAcceptor>,
     upstream: UpstreamTarget,
     metrics: Arc<Metrics>,
@@ -169,7 +180,7 @@ impl Shared {
 /// Loads the policy set and everything enforcing it needs: the keyring and the live schema
 /// for protected columns, the native row-level security check (or installation) for row
 /// policies.
-async fn load_analyzer(config: &Config) -> Result<Analyzer, ServerError> {
+async fn load_analyzer(config: &Config, key: &SessionKey) -> Result<Analyzer, ServerError> {
     let policies = PolicySet::load(&config.policies_dir())?;
     let catalog = if policies.tables().next().is_some() {
         let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
@@ -186,9 +197,9 @@ async fn load_analyzer(config: &Config) -> Result<Analyzer, ServerError> {
     if config.policies.native == NativePolicies::Apply
         && policies.tables().any(|t| !t.policies.is_empty())
     {
-        row_security::apply(config, &policies).await?;
+        row_security::apply(config, &policies, key).await?;
     }
-    row_security::verify(config, &policies).await?;
+    row_security::verify(config, &policies, key).await?;
     Ok(Analyzer::new(Arc::new(catalog), Arc::new(policies)))
 }
 
@@ -201,7 +212,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<(), ServerError> {
         let shared = &self.0;
         let _one = shared.reloading.lock().await;
-        let result = load_analyzer(&shared.config).await;
+        let result = load_analyzer(&shared.config, &shared.session_key).await;
         let mut record = Record::default();
         match &result {
             Ok(_) => record.decision = Some(crate::audit::Decision::Allowed),
@@ -404,7 +415,8 @@ impl LiveSchema {
 impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        let analyzer = load_analyzer(&config).await?;
+        let session_key = Arc::new(SessionKey::load_or_create(&config.session_key_file())?);
+        let analyzer = load_analyzer(&config, &session_key).await?;
         let auditor = open_auditor(&config)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
@@ -439,6 +451,7 @@ impl Server {
                 enforcement: Arc::new(Enforcement::new(analyzer)),
                 reloading: tokio::sync::Mutex::new(()),
                 auditor,
+                session_key,
                 // Session numbers keep growing across restarts: they start at the time.
                 session_ids: std::sync::atomic::AtomicU64::new(
                     std::time::SystemTime::now()
@@ -598,39 +611,31 @@ async fn send_fatal(stream: &mut (impl AsyncWriteExt + Unpin), error: PgError) {
     let _ = stream.write_all(&out).await;
 }
 
-/// The upstream `options` startup parameter: the client's, then phigate's settings for
-/// the session (`-c phigate.role=... -c phigate.user.<attribute>=...`).
+/// The upstream `options` startup parameter: the client's settings as phigate parsed them,
+/// then phigate's own for the session (`phigate.role`, `phigate.user.<attribute>`), which
+/// PostgreSQL applies last.
 fn session_options(
     policies: &PolicySet,
-    user: &str,
-    role: &str,
-    params: &[(String, String)],
+    key: &SessionKey,
+    (user, role): (&str, &str),
+    client: &[(String, String)],
 ) -> String {
-    // In `options`, whitespace separates arguments and a backslash escapes what follows.
-    let escape = |v: &str| {
-        let mut out = String::with_capacity(v.len());
-        for c in v.chars() {
-            if c == '\\' || c.is_whitespace() {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out
-    };
-    let mut options: Vec<String> = params
-        .iter()
-        .filter(|(k, _)| k == "options")
-        .map(|(_, v)| v.clone())
-        .collect();
-    options.push(format!("-c phigate.role={}", escape(role)));
+    let mut own = vec![("phigate.role".to_owned(), key.sign("phigate.role", role))];
     if let Some(u) = policies.user(user) {
         for (name, value) in &u.attributes {
             if let Some(text) = crate::policy::setting_text(value) {
-                options.push(format!("-c phigate.user.{name}={}", escape(&text)));
+                let name = format!("phigate.user.{name}");
+                let tagged = key.sign(&name, &text);
+                own.push((name, tagged));
             }
         }
     }
-    options.join(" ")
+    crate::policy::settings::encode_options(
+        client
+            .iter()
+            .chain(&own)
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
@@ -650,29 +655,29 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         format!("phigate:{user}/{client_app}")
     };
     // phigate's own settings (read by the native row policies) travel in the startup
-    // packet: a client can never set them, and RESET ALL / DISCARD ALL restore them.
-    let tampering = params.iter().any(|(k, v)| {
-        k.to_ascii_lowercase().starts_with("phigate")
-            || (k == "options" && v.to_ascii_lowercase().contains("phigate"))
-    });
-    if tampering {
-        let refusal = PgError::fatal(
-            "42501",
-            "phigate's session settings cannot be set by a client",
-        );
-        return send_fatal(&mut stream, refusal).await;
-    }
-    let options = session_options(&shared.policies(), &user, &role, &params);
-    let mut extra: Vec<(&str, &str)> = vec![
+    // packet: RESET ALL / DISCARD ALL restore them. The client's settings are parsed as
+    // PostgreSQL parses them and re-encoded, so no spelling can reach phigate's.
+    let client_params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| k != "application_name")
+        .collect();
+    let client_settings = match crate::policy::settings::startup_settings(&client_params) {
+        Ok(s) => s,
+        Err(e) => {
+            let refusal = PgError::fatal(e.code(), e.to_string()).with_hint(e.hint());
+            return send_fatal(&mut stream, refusal).await;
+        }
+    };
+    let options = session_options(
+        &shared.policies(),
+        &shared.session_key,
+        (&user, &role),
+        &client_settings,
+    );
+    let extra: Vec<(&str, &str)> = vec![
         ("application_name", upstream_app.as_str()),
         ("options", options.as_str()),
     ];
-    extra.extend(
-        params
-            .iter()
-            .filter(|(k, _)| k != "application_name" && k != "options")
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
     let connected = match upstream::connect(&shared.upstream, &extra).await {
         Ok(c) => c,
         Err(e) => {
@@ -693,6 +698,8 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             emergency: false,
         },
         break_glass_for: shared.config.session.break_glass_duration,
+        session_key: shared.session_key.clone(),
+        backend_pid: connected.backend_key.0,
     };
     let template = Record {
         session: Some(
@@ -776,11 +783,23 @@ mod tests {
         )
         .unwrap();
         let policies = PolicySet::load(dir.path()).unwrap();
-        let client = vec![("options".to_owned(), "-c work_mem=4MB".to_owned())];
+        let client = vec![("work_mem".to_owned(), "4MB".to_owned())];
+        let key = SessionKey::from_bytes([1; 32]);
+        let options = session_options(&policies, &key, ("ann", "night nurse"), &client);
+        let parsed = crate::policy::settings::split_options(&options);
+        let tagged = |name: &str, value: &str| format!("{name}={}", key.sign(name, value));
         assert_eq!(
-            session_options(&policies, "ann", "night nurse", &client),
-            "-c work_mem=4MB -c phigate.role=night\\ nurse -c phigate.user.clinic_id=3 \
-             -c phigate.user.ward=B\\ 2\\\\x"
+            parsed,
+            [
+                "-c".to_owned(),
+                "work_mem=4MB".to_owned(),
+                "-c".to_owned(),
+                tagged("phigate.role", "night nurse"),
+                "-c".to_owned(),
+                tagged("phigate.user.clinic_id", "3"),
+                "-c".to_owned(),
+                tagged("phigate.user.ward", "B 2\\x"),
+            ]
         );
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::io::poll_read_buf;
 use super::stream::Stream;
 use crate::metrics::Metrics;
 use crate::protocol::build::{self, PgError};
-use crate::protocol::frame::split_frame;
+use crate::protocol::frame::{split_client_frame, split_frame};
 use crate::session::{Event, Outbound, Phase, Session};
 
 /// The largest backend message: PostgreSQL's own limit is 1 GiB.
@@ -297,7 +297,7 @@ impl Relay<'_> {
     /// Feeds every complete message to the session; `now` is when the bytes arrived.
     fn drain_client(&mut self, now: std::time::Instant) {
         while self.session.phase() == Phase::Open {
-            match split_frame(&mut self.client_buf, self.limits.max_message_size) {
+            match split_client_frame(&mut self.client_buf, self.limits.max_message_size) {
                 Ok(Some(frame)) => self.session.on_frontend(frame, now, &mut self.out),
                 Ok(None) => break,
                 Err(e) => {

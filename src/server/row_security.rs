@@ -4,6 +4,7 @@
 use super::{ServerError, ServiceSession};
 use crate::config::Config;
 use crate::policy::native::{self, NativeTable, PREFIX};
+use crate::policy::session_key::SessionKey;
 use crate::policy::{PolicySet, quote_text};
 
 /// The phigate policies installed on `t` now.
@@ -20,12 +21,18 @@ async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<Strin
     Ok(rows.into_iter().filter_map(|mut r| r.remove(0)).collect())
 }
 
-/// Installs the current native policies of every table with row policies, over the admin
+/// Installs the current native policies of every table with row policies, and the
+/// functions through which they read phigate's tagged session settings, over the admin
 /// login (one transaction).
-pub async fn apply(config: &Config, policies: &PolicySet) -> Result<Vec<String>, ServerError> {
+pub async fn apply(
+    config: &Config,
+    policies: &PolicySet,
+    key: &SessionKey,
+) -> Result<Vec<String>, ServerError> {
     let tables = native::tables(policies);
     let mut db = ServiceSession::open_admin(config, "phigate:policies").await?;
-    let mut sql = String::from("BEGIN;\n");
+    let mut sql = zeroize::Zeroizing::new(String::from("BEGIN;\n"));
+    sql.push_str(&key.install_sql());
     let mut done = Vec::new();
     for t in &tables {
         let old = installed(&mut db, t).await?;
@@ -33,7 +40,7 @@ pub async fn apply(config: &Config, policies: &PolicySet) -> Result<Vec<String>,
         done.push(format!("{}: {} policies", t.table, t.policies.len()));
     }
     sql.push_str("COMMIT;");
-    if let Err(e) = db.query(&sql).await {
+    if let Err(e) = db.query(sql.as_str()).await {
         let _ = db.query("ROLLBACK").await;
         return Err(e.into());
     }
@@ -43,8 +50,13 @@ pub async fn apply(config: &Config, policies: &PolicySet) -> Result<Vec<String>,
 /// Checks, over the service login, that native row-level security backs the row policies:
 /// the login is neither superuser, nor BYPASSRLS, nor a member of a table's owner; every
 /// table with row policies has row-level security enabled and forced, and exactly the
-/// current phigate policies.
-pub async fn verify(config: &Config, policies: &PolicySet) -> Result<(), ServerError> {
+/// current phigate policies; the settings functions accept values tagged with `key`, and
+/// the login can neither read nor change their secret.
+pub async fn verify(
+    config: &Config,
+    policies: &PolicySet,
+    key: &SessionKey,
+) -> Result<(), ServerError> {
     let tables = native::tables(policies);
     if tables.is_empty() {
         return Ok(());
@@ -63,6 +75,7 @@ pub async fn verify(config: &Config, policies: &PolicySet) -> Result<(), ServerE
             config.upstream.user
         )));
     }
+    verify_key(&mut db, config, key).await?;
     for t in &tables {
         let rows = db
             .query(&format!(
@@ -93,6 +106,52 @@ pub async fn verify(config: &Config, policies: &PolicySet) -> Result<(), ServerE
                 t.table
             )));
         }
+    }
+    Ok(())
+}
+
+/// The settings functions read what `key` tags, and the service login cannot reach the
+/// secret behind them.
+async fn verify_key(
+    db: &mut ServiceSession,
+    config: &Config,
+    key: &SessionKey,
+) -> Result<(), ServerError> {
+    let fail = |m: String| ServerError::NativePolicies(m);
+    let apply = "run `phigate policies apply` (with the same policies.session_key_file as serve), or set policies.native = \"apply\"";
+    let installed = db
+        .query(
+            "SELECT to_regclass('phigate.secret') IS NOT NULL AND to_regprocedure('phigate.setting(text)') IS NOT NULL \
+             AND to_regprocedure('phigate.emergency()') IS NOT NULL",
+        )
+        .await?;
+    if installed.first().and_then(|r| r.first()).cloned().flatten() != Some("t".into()) {
+        return Err(fail(format!(
+            "the functions through which native policies read phigate's session settings are missing; {apply}"
+        )));
+    }
+    let probe = key.sign("phigate.check", "ok");
+    let rows = db
+        .query(&format!(
+            "SELECT pg_catalog.set_config('phigate.check', {}, false) IS NULL, phigate.setting('phigate.check'), \
+             has_table_privilege('phigate.secret', 'SELECT') OR has_table_privilege('phigate.secret', 'UPDATE') \
+             OR has_table_privilege('phigate.secret', 'INSERT') \
+             OR (SELECT pg_has_role(c.relowner, 'MEMBER') FROM pg_class c WHERE c.oid = 'phigate.secret'::regclass)",
+            quote_text(&probe)
+        ))
+        .await?;
+    let row = rows.first().cloned().unwrap_or_default();
+    if row.get(1).cloned().flatten().as_deref() != Some("ok") {
+        return Err(fail(format!(
+            "the database holds another session key than {}; {apply}",
+            config.session_key_file().display()
+        )));
+    }
+    if row.get(2).cloned().flatten().as_deref() != Some("f") {
+        return Err(fail(format!(
+            "the upstream login {} can read or change phigate.secret (or owns it): install it with the admin login; {apply}",
+            config.upstream.user
+        )));
     }
     Ok(())
 }

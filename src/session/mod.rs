@@ -69,6 +69,10 @@ pub struct Guard {
     pub subject: Subject,
     /// how long a declared emergency lasts
     pub break_glass_for: Duration,
+    /// tags the emergency setting so that only this backend's native policies accept it
+    pub session_key: Arc<crate::policy::session_key::SessionKey>,
+    /// the upstream backend's process id
+    pub backend_pid: i32,
 }
 
 /// What a session writes to the audit log.
@@ -621,15 +625,17 @@ impl Session {
                 let (plan, refused) = match analysis {
                     None | Some(Analysis::Pass) => return false,
                     Some(Analysis::Declare { reason }) => {
-                        let lasts = self
-                            .guard
-                            .as_ref()
-                            .map_or(Duration::ZERO, |g| g.break_glass_for);
+                        let Some(g) = self.guard.as_ref() else {
+                            return false;
+                        };
+                        let lasts = g.break_glass_for;
                         // The native row policies read the expiry: they lift on their own.
                         let until =
-                            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + lasts);
+                            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + lasts)
+                                .to_string();
+                        let tagged = g.session_key.emergency(&until, g.backend_pid);
                         build::query(
-                            &format!("SET phigate.emergency = '{until}'"),
+                            &format!("SET phigate.emergency = '{tagged}'"),
                             &mut out.upstream,
                         );
                         if let Some(a) = &mut self.audit {

@@ -10,7 +10,7 @@ use sqlparser::ast::{
     InTarget, Insert, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query,
     Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
     TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, visit_expressions,
-    visit_relations,
+    visit_expressions_mut, visit_relations,
 };
 use std::ops::ControlFlow;
 
@@ -501,15 +501,11 @@ impl<'a> Walker<'a> {
             }
         }
         // The target table is in scope for ON CONFLICT and RETURNING, and so is EXCLUDED.
+        let alias = ins.table_alias.as_ref().map(|a| a.alias.clone());
         let level = self.scope.last_mut();
         if let (Some(level), Some(t)) = (level, &target) {
-            let alias = ins
-                .table_alias
-                .as_ref()
-                .map(|a| fold(&a.alias))
-                .unwrap_or_else(|| t.name.table.clone());
             level.push(Rel {
-                name: alias,
+                name: alias.as_ref().map_or_else(|| t.name.table.clone(), fold),
                 kind: RelKind::Table(t.clone()),
             });
         }
@@ -530,6 +526,13 @@ impl<'a> Walker<'a> {
                     }
                     if let Some(w) = &mut du.selection {
                         self.predicate(w)?;
+                    }
+                    if let Some(t) = &target {
+                        let name = alias.clone().unwrap_or_else(|| match name.0.last() {
+                            Some(ObjectNamePart::Identifier(i)) => i.clone(),
+                            _ => Ident::new(t.name.table.clone()),
+                        });
+                        self.filter_conflict(t, &name, &mut du.selection)?;
                     }
                 }
             }
@@ -846,6 +849,70 @@ impl<'a> Walker<'a> {
             .try_with_sql(&text)
             .and_then(|mut p| p.parse_expr())
             .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))?;
+        *selection = Some(expr);
+        Ok(())
+    }
+
+    /// ANDs the row filters of UPDATE and SELECT on `t` into the WHERE clause of
+    /// `ON CONFLICT DO UPDATE`, so that the conflicting row is updated only when the role
+    /// may read and update it. The policies' columns are qualified with the target's name
+    /// (`EXCLUDED` is in scope there too); a policy with a subquery, whose columns cannot be
+    /// told apart that way, is refused here.
+    fn filter_conflict(&self, t: &Table, target: &Ident, selection: &mut Option<Expr>) -> Res {
+        let mut terms: Vec<String> = Vec::new();
+        for command in [
+            crate::policy::Commands::UPDATE,
+            crate::policy::Commands::SELECT,
+        ] {
+            if let Some(f) = self.row_filter(t, command)?
+                && !terms.contains(&f)
+            {
+                terms.push(f);
+            }
+        }
+        if terms.is_empty() {
+            return Ok(());
+        }
+        let text = terms
+            .iter()
+            .map(|t| format!("({t})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let broken = || Refusal::unsupported("a row policy that does not parse", &t.name);
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let mut expr = sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|_| broken())?;
+        let mut nested = false;
+        let _ = visit_expressions_mut(&mut expr, |e| {
+            match e {
+                Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::In {
+                    target: InTarget::Subquery(_),
+                    ..
+                } => nested = true,
+                Expr::Identifier(id) if t.columns.contains(&fold(id)) => {
+                    *e = Expr::CompoundIdentifier(vec![target.clone(), id.clone()]);
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if nested {
+            return Err(Refusal::unsupported(
+                "INSERT ... ON CONFLICT DO UPDATE under a row policy with a subquery",
+                &t.name,
+            ));
+        }
+        if let Some(w) = selection.take() {
+            expr = Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(expr))),
+                op: BinaryOperator::And,
+                right: Box::new(Expr::Nested(Box::new(w))),
+            };
+        }
         *selection = Some(expr);
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use super::Refusal;
 use super::lex::{self, Token};
+use crate::policy::settings::forbidden_setting;
 use crate::policy::{Role, StatementKind};
 
 /// What the firewall lets through.
@@ -17,10 +18,12 @@ pub(super) enum Screened {
 }
 
 /// Functions and relations no client may use through phigate: they run SQL held in a
-/// string (which phigate cannot analyse), change or bypass session settings, reach the
-/// server's files, end other sessions, or show other sessions' statements.
-const FORBIDDEN_WORDS: &[&str] = &[
-    "set_config",
+/// string or read a table or cursor given by name (which phigate cannot analyse; the list
+/// is checked against PostgreSQL's catalogue by `tests/firewall_catalogue.rs`), show every
+/// setting (phigate's among them), reach the server's files, end other sessions, or show
+/// other sessions' statements.
+pub const FORBIDDEN_WORDS: &[&str] = &[
+    "ts_stat",
     "query_to_xml",
     "query_to_xml_and_xmlschema",
     "query_to_xmlschema",
@@ -47,6 +50,8 @@ const FORBIDDEN_WORDS: &[&str] = &[
     "pg_stat_activity",
     "pg_stat_get_activity",
     "pg_stat_statements",
+    "pg_settings",
+    "pg_show_all_settings",
 ];
 
 fn refuse(message: String, hint: &str) -> Refusal {
@@ -84,6 +89,7 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
         }) {
             return Err(forbidden(&format!("the function or view {w}")));
         }
+        calls(stmt)?;
         let Some(kind) = kind(stmt, &words)? else {
             continue;
         };
@@ -182,11 +188,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "select" | "values" | "table" | "with" | "explain" | "fetch" | "move" | "close"
         | "declare" => K::Read,
         "show" => {
-            if words
-                .get(1)
-                .and_then(|w| w.get(..7))
-                .is_some_and(|p| p.eq_ignore_ascii_case("phigate"))
-            {
+            if is(words.get(1), "all") || words.get(1).is_some_and(|w| is_phigate(w)) {
                 return Err(forbidden("reading phigate's session settings"));
             }
             K::Read
@@ -203,7 +205,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
             }
             let file = stmt.windows(2).any(|w| {
                 matches!(&w[0], Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("to") || text.eq_ignore_ascii_case("from"))
-                    && w[1] == Token::Str
+                    && matches!(w[1], Token::Str(_))
             });
             if file {
                 return Err(forbidden("COPY to or from a server file"));
@@ -213,7 +215,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
             K::Transaction
         }
-        "set" | "reset" => return settings(&head, words),
+        "set" | "reset" => return settings(&head, stmt),
         "discard" => K::Session,
         "prepare" if is(words.get(1), "transaction") => K::Transaction,
         "prepare" => {
@@ -240,8 +242,12 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
             K::Prepare
         }
         "execute" | "deallocate" => K::Prepare,
-        "create" | "alter" | "drop" | "truncate" | "comment" | "grant" | "revoke" | "security"
-        | "import" | "refresh" | "reassign" => K::Ddl,
+        "create" | "alter" => {
+            ddl_settings(stmt, words)?;
+            K::Ddl
+        }
+        "drop" | "truncate" | "comment" | "grant" | "revoke" | "security" | "import"
+        | "refresh" | "reassign" => K::Ddl,
         "do" | "call" => K::Procedural,
         // Applications lock rows and tables around their writes, and use LISTEN/NOTIFY as
         // session features: neither is maintenance.
@@ -259,33 +265,159 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
     Ok(Some(Kind::Is(kind)))
 }
 
+fn is_phigate(name: &str) -> bool {
+    name.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("phigate"))
+}
+
+/// The setting name at `tokens[i..]`: a word, or words joined by `.`.
+fn setting_name(tokens: &[Token<'_>]) -> Option<String> {
+    let mut name = String::new();
+    let mut rest = tokens;
+    loop {
+        let Some(Token::Word { text, .. }) = rest.first() else {
+            return None;
+        };
+        name.push_str(text);
+        match rest.get(1) {
+            Some(Token::Punct(b'.')) => {
+                name.push('.');
+                rest = &rest[2..];
+            }
+            _ => return Some(name),
+        }
+    }
+}
+
+fn forbidden_to_set(name: &str) -> Refusal {
+    match forbidden_setting(name) {
+        Some(why) => forbidden(&format!("setting {name} ({why})")),
+        None => forbidden(&format!("setting {name}")),
+    }
+}
+
 /// SET and RESET: never of the role, the session authorization, the search path or
-/// phigate's own settings; `SET phigate.break_glass` declares an emergency.
-fn settings(head: &str, words: &[&str]) -> Result<Option<Kind>, Refusal> {
-    let mut rest = &words[1..];
-    if head == "set" && (is(rest.first(), "session") || is(rest.first(), "local")) {
+/// phigate's own settings (the rule of [`forbidden_setting`]); `SET phigate.break_glass`
+/// declares an emergency.
+fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
+    let mut rest = &stmt[1..];
+    let word = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w));
+    if head == "set" && (word(rest.first(), "session") || word(rest.first(), "local")) {
         rest = &rest[1..];
     }
-    let (first, second) = (rest.first(), rest.get(1));
-    if is(first, "role")
-        || is(first, "authorization")
-        || (is(first, "session") && is(second, "authorization"))
+    if word(rest.first(), "authorization")
+        || (word(rest.first(), "session") && word(rest.get(1), "authorization"))
     {
         return Err(forbidden("changing the session's role or authorization"));
     }
-    if is(first, "search_path") || is(first, "schema") {
-        return Err(forbidden("changing the search path"));
+    if word(rest.first(), "schema") {
+        return Err(forbidden_to_set("search_path"));
     }
-    if head == "set" && is(first, "phigate") && is(second, "break_glass") {
+    let Some(name) = setting_name(rest) else {
+        return Ok(Some(Kind::Is(StatementKind::Session)));
+    };
+    if head == "set" && name.eq_ignore_ascii_case("phigate.break_glass") {
         return Ok(Some(Kind::Declare));
     }
-    if first
-        .and_then(|w| w.get(..7))
-        .is_some_and(|p| p.eq_ignore_ascii_case("phigate"))
-    {
-        return Err(forbidden("changing phigate's session settings"));
+    if forbidden_setting(&name).is_some() {
+        return Err(forbidden_to_set(&name));
     }
     Ok(Some(Kind::Is(StatementKind::Session)))
+}
+
+/// `SET name ...` inside CREATE and ALTER (`ALTER ROLE ... SET`, `ALTER DATABASE ... SET`,
+/// `ALTER SYSTEM SET`, a function's `SET` clause): the same rule as a session's SET. A
+/// function may set its own search path.
+fn ddl_settings(stmt: &[Token<'_>], words: &[&str]) -> Result<(), Refusal> {
+    let routine = has(words, &["function", "procedure", "routine"]);
+    for (i, t) in stmt.iter().enumerate() {
+        if !matches!(t, Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("set")) {
+            continue;
+        }
+        let Some(name) = setting_name(&stmt[i + 1..]) else {
+            continue;
+        };
+        if routine && name.eq_ignore_ascii_case("search_path") {
+            continue;
+        }
+        if forbidden_setting(&name).is_some() {
+            return Err(forbidden_to_set(&name));
+        }
+    }
+    Ok(())
+}
+
+/// The arguments of the call whose `(` is at `tokens[0]`, split at top-level commas.
+fn arguments<'t, 'a>(tokens: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
+    let mut args = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 1;
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::Punct(b'(') | Token::Punct(b'[') => depth += 1,
+            Token::Punct(b')') | Token::Punct(b']') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    if i > start {
+                        args.push(&tokens[start..i]);
+                    }
+                    return args;
+                }
+            }
+            Token::Punct(b',') if depth == 1 => {
+                args.push(&tokens[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    args
+}
+
+/// Calls whose danger depends on their arguments: `set_config` and `current_setting` only
+/// with a literal setting name the rule allows (`current_setting` may read anything but
+/// phigate's settings); `ts_rewrite` not with a query held in a string.
+fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
+    for (i, t) in stmt.iter().enumerate() {
+        let Token::Word { text, .. } = t else {
+            continue;
+        };
+        let function = text.to_ascii_lowercase();
+        if !matches!(
+            function.as_str(),
+            "set_config" | "current_setting" | "ts_rewrite"
+        ) {
+            continue;
+        }
+        let args = match stmt.get(i + 1) {
+            Some(Token::Punct(b'(')) => arguments(&stmt[i + 1..]),
+            _ => Vec::new(),
+        };
+        if function == "ts_rewrite" {
+            if args.len() == 2 {
+                return Err(forbidden(
+                    "ts_rewrite with a query held in a string (phigate cannot see the tables it reads)",
+                ));
+            }
+            continue;
+        }
+        let name = match args.first() {
+            Some([Token::Str(Some(name))]) => name,
+            _ => {
+                return Err(refuse(
+                    format!("phigate allows {function} only with a literal setting name"),
+                    "write the setting's name as a plain string literal",
+                ));
+            }
+        };
+        if function == "set_config" && forbidden_setting(name).is_some() {
+            return Err(forbidden_to_set(name));
+        }
+        if function == "current_setting" && is_phigate(name) {
+            return Err(forbidden("reading phigate's session settings"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -319,6 +451,9 @@ mod tests {
             "listen jobs; notify jobs, 'x'; unlisten *",
             "begin; lock table t in share mode; commit",
             "explain select 1",
+            "select set_config('TimeZone', 'UTC', false), current_setting('server_version_num')",
+            "select pg_catalog.current_setting('role'), current_setting('it''s', true)",
+            "select ts_rewrite('a'::tsquery, 'a'::tsquery, 'b'::tsquery)",
             "",
             " ; ",
         ] {
@@ -340,9 +475,44 @@ mod tests {
             ("show phigate.role", "phigate"),
             (
                 "select set_config('phigate.role', 'admin', false)",
-                "set_config",
+                "phigate.role",
             ),
-            ("select \"set_config\"('role', 'x', false)", "set_config"),
+            ("select \"set_config\"('role', 'x', false)", "setting role"),
+            (
+                "select set_config('search_path', 'x', false)",
+                "search_path",
+            ),
+            ("select set_config(name, 'x', false) from t", "literal"),
+            (
+                "select set_config('phi' 'gate.role', 'x', false)",
+                "literal",
+            ),
+            ("select set_config(E'phigate.role', 'x', false)", "literal"),
+            (
+                "select current_setting('PHIGATE.emergency', true)",
+                "phigate",
+            ),
+            ("select current_setting('phigate.' || 'role')", "literal"),
+            (
+                "select * from pg_settings where name like 'phi%'",
+                "pg_settings",
+            ),
+            (
+                "select * from pg_show_all_settings()",
+                "pg_show_all_settings",
+            ),
+            ("show all", "phigate"),
+            ("show \"PHIGATE.role\"", "phigate"),
+            ("set \"phigate.role\" = 'admin'", "phigate"),
+            ("set phigate . role to 'admin'", "phigate"),
+            (
+                "select count(*) from ts_stat('select to_tsvector(''simple'', x) from pati' || 'ents')",
+                "ts_stat",
+            ),
+            (
+                "select ts_rewrite('a'::tsquery, 'select ''a''::tsquery, ''b''::tsquery from t')",
+                "ts_rewrite",
+            ),
             (
                 "select query_to_xml('select * from patients', true, true, '')",
                 "query_to_xml",
@@ -371,5 +541,29 @@ mod tests {
         let admin = role("bypass_row_policies = true\nstatements = [\"all\"]");
         assert!(screen("create table x (a int); do $$ begin end $$", "r", &admin).is_ok());
         assert!(screen("set role postgres", "r", &admin).is_err());
+        for allowed in [
+            "alter function f() set search_path = public",
+            "alter table t alter column c set default 1",
+            "alter table t set schema s",
+            "alter role bob set work_mem = '8MB'",
+        ] {
+            assert_eq!(
+                screen(allowed, "r", &admin),
+                Ok(Screened::Allowed),
+                "{allowed}"
+            );
+        }
+        for refused in [
+            "alter role svc set phigate.role = 'admin'",
+            "alter database ehr set \"PHIGATE.emergency\" = '2099-01-01'",
+            "alter system set phigate.emergency = '2099-01-01'",
+            "alter role svc in database ehr set search_path = evil",
+            "alter role svc set role = 'postgres'",
+            "create function f() returns int language sql set phigate.emergency = '2099-01-01' as 'select 1'",
+            "create function f() returns int language sql set phigate.role from current as 'select 1'",
+        ] {
+            let e = screen(refused, "r", &admin).expect_err(refused);
+            assert!(e.message.contains("setting"), "{refused}: {}", e.message);
+        }
     }
 }

@@ -9,8 +9,9 @@ use std::borrow::Cow;
 pub(super) enum Token<'a> {
     /// a keyword or identifier as written; `quoted` for `"..."`
     Word { text: Cow<'a, str>, quoted: bool },
-    /// a string literal of any form (its value is not kept)
-    Str,
+    /// a string literal of any form; its value only for a plain `'...'` without
+    /// backslashes (which reads the same whatever `standard_conforming_strings` says)
+    Str(Option<Cow<'a, str>>),
     /// `;`
     End,
     /// a Unicode-escaped identifier, `U&"..."`: its name cannot be read without decoding
@@ -43,8 +44,17 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
             }
             b'/' if b.get(i + 1) == Some(&b'*') => i = comment_end(b, i)?,
             b'\'' => {
-                i = string_end(b, i + 1, false)?;
-                out.push(Token::Str);
+                let end = string_end(b, i + 1, false)?;
+                let raw = &sql[i + 1..end - 1];
+                let value = (!raw.contains('\\')).then(|| {
+                    if raw.contains("''") {
+                        Cow::Owned(raw.replace("''", "'"))
+                    } else {
+                        Cow::Borrowed(raw)
+                    }
+                });
+                i = end;
+                out.push(Token::Str(value));
             }
             b'"' => {
                 let (text, end) = quoted_ident(sql, i + 1)?;
@@ -73,7 +83,7 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
                 let body = tag_end + 1;
                 let close = b[body..].windows(tag.len()).position(|w| w == tag)?;
                 i = body + close + tag.len();
-                out.push(Token::Str);
+                out.push(Token::Str(None));
             }
             b';' => {
                 out.push(Token::End);
@@ -94,16 +104,16 @@ pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
                 match (prefix, next) {
                     (b'e', Some(b'\'')) => {
                         i = string_end(b, i + 1, true)?;
-                        out.push(Token::Str);
+                        out.push(Token::Str(None));
                     }
                     (b'b' | b'x' | b'n', Some(b'\'')) => {
                         i = string_end(b, i + 1, false)?;
-                        out.push(Token::Str);
+                        out.push(Token::Str(None));
                     }
                     (b'u', Some(b'&')) if matches!(b.get(i + 1), Some(b'\'' | b'"')) => {
                         if b[i + 1] == b'\'' {
                             i = string_end(b, i + 2, false)?;
-                            out.push(Token::Str);
+                            out.push(Token::Str(None));
                         } else {
                             let (_, end) = quoted_ident(sql, i + 2)?;
                             i = end;
@@ -205,7 +215,8 @@ mod tests {
                         text.into_owned()
                     }
                 }
-                Token::Str => "'s'".into(),
+                Token::Str(Some(v)) => format!("'{v}'"),
+                Token::Str(None) => "'s'".into(),
                 Token::End => ";".into(),
                 Token::UnicodeIdent => "U&".into(),
                 Token::Punct(c) => (c as char).to_string(),
@@ -233,8 +244,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            words("select u&\"\\0070atients\", U&'x', b'01', $1, 1.5e3"),
-            ["select", "U&", ",", "'s'", ",", "'s'", ",", "$", ",", "0"]
+            words("select u&\"\\0070atients\", U&'x', b'01', $1, 1.5e3, 'it''s', 'a\\b'"),
+            [
+                "select", "U&", ",", "'s'", ",", "'s'", ",", "$", ",", "0", ",", "'it's'", ",",
+                "'s'"
+            ]
         );
         assert_eq!(words("select \"a\"\"b\""), ["select", "\"a\"b\""]);
         for open in [

@@ -22,6 +22,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
+pub use firewall::FORBIDDEN_WORDS;
 pub(crate) use lex::comment_end;
 
 use std::collections::BTreeMap;
@@ -559,6 +560,12 @@ fn bytea_literal(bytes: &[u8]) -> Expr {
 
 /// Most distinct statement texts kept per process; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 4096;
+/// Most bytes of statement text (counted twice: the key and the rewritten plan) the cache
+/// holds; beyond it the cache starts over.
+const CACHE_BYTES: usize = 32 << 20;
+/// Statements longer than this are analysed every time, never kept: generated bulk
+/// statements are rarely sent twice, and would crowd out the ones that are.
+const CACHEABLE_LEN: usize = 64 << 10;
 
 /// The analyser in force, replaced whole when the policies reload: sessions pick up the
 /// new one at their next statement.
@@ -610,6 +617,8 @@ pub struct Analyzer {
     catalog: Arc<Catalog>,
     policies: Arc<PolicySet>,
     cache: DashMap<CacheKey, Analysis>,
+    /// the bytes the cache holds, by the measure of [`CACHE_BYTES`]
+    cached_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Analyzer {
@@ -619,6 +628,7 @@ impl Analyzer {
             catalog,
             policies,
             cache: DashMap::new(),
+            cached_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -690,13 +700,22 @@ impl Analyzer {
             }
             Err(r) => (Analysis::Refuse(Arc::new(r)), true),
         };
-        if reusable {
-            if self.cache.len() >= CACHE_LIMIT {
-                self.cache.clear();
-            }
-            self.cache.insert(key, analysis.clone());
+        if reusable && sql.len() <= CACHEABLE_LEN {
+            self.keep(key, analysis.clone());
         }
         analysis
+    }
+
+    /// Caches `analysis`, starting over when the cache is full by count or by bytes.
+    fn keep(&self, key: CacheKey, analysis: Analysis) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cost = 2 * key.3.len() + 256;
+        let held = self.cached_bytes.fetch_add(cost, Relaxed) + cost;
+        if self.cache.len() >= CACHE_LIMIT || held > CACHE_BYTES {
+            self.cache.clear();
+            self.cached_bytes.store(cost, Relaxed);
+        }
+        self.cache.insert(key, analysis);
     }
 }
 

@@ -501,6 +501,14 @@ fn row_policies_filter_every_reference() {
             "WITH d AS (DELETE FROM patients WHERE id = 1 RETURNING id) SELECT * FROM d",
             "WHERE ((clinic_id = 3)) AND (id = 1)",
         ),
+        (
+            "INSERT INTO patients (id, clinic_id) VALUES (2, 3) ON CONFLICT (id) DO UPDATE SET clinic_id = 3",
+            "DO UPDATE SET clinic_id = 3 WHERE ((patients.clinic_id = 3))",
+        ),
+        (
+            "INSERT INTO patients AS p (id, clinic_id) VALUES (2, 3) ON CONFLICT (id) DO UPDATE SET clinic_id = excluded.clinic_id WHERE p.id > 0",
+            "WHERE (((p.clinic_id = 3))) AND (p.id > 0)",
+        ),
     ] {
         let p = plan(&a, sql);
         assert!(p.sql.contains(expected), "{sql}\n=> {}", p.sql);
