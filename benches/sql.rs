@@ -56,6 +56,7 @@ fn catalog() -> (Arc<Catalog>, Arc<PolicySet>) {
             has_default: false,
             type_name: "phigate_encrypted".into(),
             base_type: "bytea".into(),
+            sql_type: "phigate_encrypted".into(),
         })
         .collect();
     let mut live = HashMap::new();

@@ -139,7 +139,8 @@ REVOKE ALL ON phigate.secret FROM PUBLIC;
 /// `phigate.setting(name)`: the value phigate gave setting `name`, or NULL when the setting
 /// is absent or its tag does not verify. `phigate.emergency()`: true while an emergency
 /// phigate declared for this backend lasts. PARALLEL RESTRICTED: the backend's pid is the
-/// leader's.
+/// leader's. `phigate.check_row(ok, policy)`: raises 42501 unless `ok`; the rewrite calls
+/// it with a row policy's `check` on each new row (VOLATILE, so never folded at plan time).
 const INSTALL_FUNCTIONS: &str = r"CREATE OR REPLACE FUNCTION phigate.setting(name text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp AS $phigate$
@@ -163,6 +164,17 @@ FROM phigate.secret s,
 $phigate$;
 REVOKE ALL ON FUNCTION phigate.emergency() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phigate.emergency() TO PUBLIC;
+CREATE OR REPLACE FUNCTION phigate.check_row(ok boolean, policy text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $phigate$
+BEGIN
+  IF ok IS NOT TRUE THEN
+    RAISE EXCEPTION 'new row violates row policy %', policy
+      USING ERRCODE = '42501', HINT = 'the row''s values are outside what the role may write';
+  END IF;
+  RETURN true;
+END
+$phigate$;
 ";
 
 #[cfg(test)]

@@ -353,7 +353,7 @@ impl LiveSchema {
     pub async fn read(config: &Config) -> Result<Self, ServerError> {
         let mut conn = ServiceSession::open(config, "phigate:check").await?;
         let sql = "SELECT n.nspname, c.relname, c.oid, a.attnum, a.attname, t.typname, coalesce(b.typname, ''), \
-                   a.atthasdef \
+                   a.atthasdef, pg_catalog.format_type(a.atttypid, a.atttypmod) \
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
                    JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype \
@@ -371,8 +371,9 @@ impl LiveSchema {
                     Some(ty),
                     Some(base),
                     Some(has_default),
+                    Some(sql_type),
                 ],
-            ) = <[Option<String>; 8]>::try_from(row)
+            ) = <[Option<String>; 9]>::try_from(row)
             else {
                 continue;
             };
@@ -392,6 +393,7 @@ impl LiveSchema {
                     type_name: ty,
                     base_type: base,
                     has_default: has_default == "t",
+                    sql_type,
                 });
         }
         Ok(Self { tables })

@@ -122,7 +122,8 @@ async fn verify_key(
     let installed = db
         .query(
             "SELECT to_regclass('phigate.secret') IS NOT NULL AND to_regprocedure('phigate.setting(text)') IS NOT NULL \
-             AND to_regprocedure('phigate.emergency()') IS NOT NULL",
+             AND to_regprocedure('phigate.emergency()') IS NOT NULL \
+             AND to_regprocedure('phigate.check_row(boolean, text)') IS NOT NULL",
         )
         .await?;
     if installed.first().and_then(|r| r.first()).cloned().flatten() != Some("t".into()) {

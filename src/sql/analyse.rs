@@ -14,6 +14,8 @@ use sqlparser::ast::{
 };
 use std::ops::ControlFlow;
 
+mod row_check;
+
 use super::catalog::{Catalog, Column, Table};
 use super::{Access, CopyFormat, CopyPlan, ParamUse, Refusal};
 use crate::crypto::Mode;
@@ -114,6 +116,18 @@ fn idents(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
+/// The name a table factor is referred to by: its alias, or its last name part.
+fn factor_name(f: &TableFactor, t: &Table) -> Ident {
+    match f {
+        TableFactor::Table { alias: Some(a), .. } => a.name.clone(),
+        TableFactor::Table { name, .. } => match name.0.last() {
+            Some(ObjectNamePart::Identifier(i)) => i.clone(),
+            _ => Ident::new(t.name.table.clone()),
+        },
+        _ => Ident::new(t.name.table.clone()),
+    }
+}
+
 fn unnest(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => unnest(inner),
@@ -203,6 +217,10 @@ impl<'a> Walker<'a> {
                     &mut up.selection,
                     &mut up.returning,
                 )?;
+                if let Some(t) = &target {
+                    let name = factor_name(&up.table.relation, t);
+                    self.check_update(t, &name, &up.assignments, &mut up.selection)?;
+                }
                 if !up.order_by.is_empty() || up.limit.is_some() {
                     return Err(Refusal::unsupported(
                         "UPDATE ... ORDER BY/LIMIT",
@@ -533,6 +551,7 @@ impl<'a> Walker<'a> {
                             _ => Ident::new(t.name.table.clone()),
                         });
                         self.filter_conflict(t, &name, &mut du.selection)?;
+                        self.check_update(t, &name, &du.assignments, &mut du.selection)?;
                     }
                 }
             }
@@ -543,6 +562,32 @@ impl<'a> Walker<'a> {
             self.set_outputs(outputs);
         }
         self.scope.pop();
+        if let Some(t) = &target {
+            if ins.columns.is_empty()
+                && !matches!(
+                    ins.source.as_deref().map(|q| q.body.as_ref()),
+                    Some(SetExpr::Values(_))
+                )
+                && self.row_check_applies(t)
+            {
+                return Err(Refusal::new(
+                    "0A000",
+                    format!(
+                        "INSERT into table {} without a column list: its row policy check needs the columns named",
+                        t.name
+                    ),
+                    "list the columns the INSERT fills",
+                ));
+            }
+            let width = match ins.source.as_deref().map(|q| q.body.as_ref()) {
+                Some(SetExpr::Values(v)) if ins.columns.is_empty() => {
+                    v.rows.first().map_or(0, |r| r.content.len())
+                }
+                _ => columns.len(),
+            };
+            let filled: Vec<String> = columns.iter().take(width).cloned().collect();
+            self.check_insert(t, ins, &filled)?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub struct LiveColumn {
     pub base_type: String,
     /// the column has a default (or is generated)
     pub has_default: bool,
+    /// its type as SQL writes it, with modifiers (`character varying(20)`, `phigate_encrypted`)
+    pub sql_type: String,
 }
 
 /// One live table: its OID and its columns in attribute order.
@@ -102,6 +104,10 @@ pub struct Table {
     pub name: TableName,
     /// every column, in attribute order (for `*` and INSERT without a column list)
     pub columns: Vec<String>,
+    /// each column's type as SQL writes it, in the same order
+    pub types: Vec<String>,
+    /// the columns with a database default (or generated), any type
+    pub with_default: Vec<String>,
     /// the protected columns
     pub protected: HashMap<String, Arc<Column>>,
     /// protected columns with a database default: PostgreSQL would compute plaintext
@@ -164,6 +170,13 @@ impl Catalog {
             catalog.tables.push(Arc::new(Table {
                 name: policy.name.clone(),
                 columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                types: table.columns.iter().map(|c| c.sql_type.clone()).collect(),
+                with_default: table
+                    .columns
+                    .iter()
+                    .filter(|c| c.has_default)
+                    .map(|c| c.name.clone())
+                    .collect(),
                 protected,
                 defaulted,
                 policies: policy.policies.clone(),

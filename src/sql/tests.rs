@@ -50,6 +50,11 @@ fn live(oid: u32, cols: &[&str]) -> LiveTable {
                     "int4".into()
                 },
                 base_type: "bytea".into(),
+                sql_type: if ["ssn", "full_name", "birth_date", "patient_ssn"].contains(c) {
+                    "phigate_encrypted".into()
+                } else {
+                    "integer".into()
+                },
             })
             .collect(),
     }
@@ -487,7 +492,7 @@ fn row_policies_filter_every_reference() {
     for (sql, expected) in [
         (
             "UPDATE patients SET clinic_id = 4 WHERE id = 1",
-            "WHERE ((clinic_id = 3)) AND (id = 1)",
+            "WHERE (((clinic_id = 3)) AND (id = 1))",
         ),
         (
             "DELETE FROM patients",
@@ -503,11 +508,11 @@ fn row_policies_filter_every_reference() {
         ),
         (
             "INSERT INTO patients (id, clinic_id) VALUES (2, 3) ON CONFLICT (id) DO UPDATE SET clinic_id = 3",
-            "DO UPDATE SET clinic_id = 3 WHERE ((patients.clinic_id = 3))",
+            "DO UPDATE SET clinic_id = 3 WHERE (((patients.clinic_id = 3)))",
         ),
         (
             "INSERT INTO patients AS p (id, clinic_id) VALUES (2, 3) ON CONFLICT (id) DO UPDATE SET clinic_id = excluded.clinic_id WHERE p.id > 0",
-            "WHERE (((p.clinic_id = 3))) AND (p.id > 0)",
+            "WHERE ((((p.clinic_id = 3))) AND (p.id > 0))",
         ),
     ] {
         let p = plan(&a, sql);
@@ -551,5 +556,72 @@ fn row_policies_filter_every_reference() {
     ] {
         let r = refused(&a, sql);
         assert!(["0A000", "42501"].contains(&r.code), "{sql}: {r:?}");
+    }
+}
+
+/// Each new row meets the role's `check` in the rewrite: INSERT through its source, UPDATE
+/// and ON CONFLICT DO UPDATE with the assigned values in place of the old ones.
+#[test]
+fn row_policy_checks_reach_new_rows() {
+    let a = analyzer_with(ROW_POLICIES);
+    let check = "phigate.check_row(";
+    for (sql, expected) in [
+        (
+            "UPDATE patients SET clinic_id = 4 WHERE id = 1",
+            "WHERE (((clinic_id = 3)) AND (id = 1)) AND (CASE WHEN ((clinic_id = 3)) AND (id = 1) \
+             THEN phigate.check_row(((4) = 3), E'public.patients.own-clinic') ELSE false END)",
+        ),
+        (
+            "INSERT INTO patients (id, clinic_id) VALUES (1, 4), (2, $1)",
+            "INSERT INTO patients (\"id\", \"clinic_id\") SELECT phigate_new.\"id\"::INTEGER, \
+             phigate_new.\"clinic_id\"::INTEGER FROM (VALUES ((1)::INTEGER, (4)::INTEGER), \
+             ((2)::INTEGER, ($1)::INTEGER)) AS phigate_new (\"id\", \"clinic_id\") \
+             WHERE phigate.check_row((phigate_new.clinic_id = 3), E'public.patients.own-clinic')",
+        ),
+        (
+            "INSERT INTO patients (id, clinic_id) VALUES (DEFAULT, 3)",
+            "FROM (VALUES ((NULL)::INTEGER, (3)::INTEGER))",
+        ),
+        (
+            "INSERT INTO patients AS p (id, clinic_id) VALUES (2, 3) ON CONFLICT (id) DO UPDATE SET clinic_id = excluded.clinic_id",
+            "THEN phigate.check_row(((excluded.clinic_id) = 3), E'public.patients.own-clinic') ELSE false END)",
+        ),
+        (
+            "INSERT INTO patients (id, clinic_id) SELECT id, 3 FROM patients WHERE id = 1 RETURNING id",
+            "AS phigate_new (\"id\", \"clinic_id\") WHERE phigate.check_row(",
+        ),
+    ] {
+        let p = plan(&a, sql);
+        assert!(p.sql.contains(expected), "{sql}\n=> {}", p.sql);
+        assert!(p.sql.contains(check), "{sql}");
+    }
+    for (sql, why) in [
+        (
+            "INSERT INTO patients (id) VALUES (1)",
+            "must give column clinic_id",
+        ),
+        (
+            "INSERT INTO patients SELECT 1, NULL, NULL, NULL, 3",
+            "without a column list",
+        ),
+        ("INSERT INTO patients DEFAULT VALUES", "column list"),
+        (
+            "UPDATE patients SET (clinic_id, id) = (SELECT 3, 1)",
+            "tuple",
+        ),
+    ] {
+        let e = refused(&a, sql);
+        assert!(e.message.contains(why), "{sql}: {}", e.message);
+    }
+    // a role that bypasses row policies is not checked
+    let bill = a.analyse(
+        &subject("bill", "billing"),
+        Context { utc: true },
+        "INSERT INTO patients (id, clinic_id) VALUES (1, 4)",
+    );
+    match bill {
+        Analysis::Rewrite(p) => assert!(!p.sql.contains(check), "{}", p.sql),
+        Analysis::Refuse(r) => assert!(r.message.contains("no row policy admits"), "{r:?}"),
+        other => panic!("{other:?}"),
     }
 }
