@@ -116,6 +116,15 @@ fn idents(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
+/// A row policy condition (with the user's attributes written in) as an expression.
+fn policy_expr(text: &str, t: &Table) -> Res<Expr> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))
+}
+
 /// The name a table factor is referred to by: its alias, or its last name part.
 fn factor_name(f: &TableFactor, t: &Table) -> Ident {
     match f {
@@ -812,19 +821,7 @@ impl<'a> Walker<'a> {
             drop(applied);
             match &p.using {
                 None => return Ok(Some("true".to_owned())),
-                Some(u) => match u.for_user(self.access.attributes) {
-                    Some(text) => terms.push(format!("({text})")),
-                    None => {
-                        return Err(Refusal::new(
-                            "42501",
-                            format!(
-                                "row policy {} of table {} needs a user attribute the user lacks",
-                                p.name, t.name
-                            ),
-                            "an administrator must give the user its attributes in users.toml",
-                        ));
-                    }
-                },
+                Some(u) => terms.push(format!("({})", self.for_user(u, p, t)?)),
             }
         }
         Ok(Some(if terms.is_empty() {
@@ -832,6 +829,25 @@ impl<'a> Walker<'a> {
         } else {
             terms.join(" OR ")
         }))
+    }
+
+    /// A policy condition with the user's attributes written in.
+    fn for_user(
+        &self,
+        e: &crate::policy::PolicyExpr,
+        p: &crate::policy::RowPolicy,
+        t: &Table,
+    ) -> Res<String> {
+        e.for_user(self.access.attributes).ok_or_else(|| {
+            Refusal::new(
+                "42501",
+                format!(
+                    "row policy {} of table {} needs a user attribute the user lacks",
+                    p.name, t.name
+                ),
+                "an administrator must give the user its attributes in users.toml",
+            )
+        })
     }
 
     /// `(SELECT * FROM schema.table WHERE filter) AS alias`: the rows of `t` the role may
@@ -889,12 +905,7 @@ impl<'a> Walker<'a> {
             .map(|t| format!("({t})"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        let expr = sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(&text)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))?;
-        *selection = Some(expr);
+        *selection = Some(policy_expr(&text, t)?);
         Ok(())
     }
 
@@ -923,12 +934,7 @@ impl<'a> Walker<'a> {
             .map(|t| format!("({t})"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let broken = || Refusal::unsupported("a row policy that does not parse", &t.name);
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        let mut expr = sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(&text)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|_| broken())?;
+        let mut expr = policy_expr(&text, t)?;
         let mut nested = false;
         let _ = visit_expressions_mut(&mut expr, |e| {
             match e {

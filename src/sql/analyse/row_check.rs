@@ -16,20 +16,12 @@ use sqlparser::ast::{
     Statement, visit_expressions_mut,
 };
 
-use super::{Res, Table, Walker, fold, idents};
+use super::{Res, Table, Walker, fold, idents, policy_expr};
 use crate::policy::Commands;
 use crate::sql::Refusal;
 
 /// The alias the rewritten INSERT gives its new rows.
 const NEW: &str = "phigate_new";
-
-fn parse_expr(text: &str, t: &Table) -> Res<Expr> {
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))
-}
 
 fn and(left: Expr, right: Expr) -> Expr {
     Expr::BinaryOp {
@@ -97,19 +89,7 @@ impl Walker<'_> {
             let Some(check) = &p.check else {
                 return Ok(None);
             };
-            match check.for_user(self.access.attributes) {
-                Some(text) => terms.push(format!("({text})")),
-                None => {
-                    return Err(Refusal::new(
-                        "42501",
-                        format!(
-                            "row policy {} of table {} needs a user attribute the user lacks",
-                            p.name, t.name
-                        ),
-                        "an administrator must give the user its attributes in users.toml",
-                    ));
-                }
-            }
+            terms.push(format!("({})", self.for_user(check, p, t)?));
         }
         let mut applied = self.applied.borrow_mut();
         for n in &names {
@@ -133,7 +113,7 @@ impl Walker<'_> {
         target: &Ident,
         assigned: &[(String, Option<Expr>)],
     ) -> Res<Expr> {
-        let mut expr = parse_expr(check, t)?;
+        let mut expr = policy_expr(check, t)?;
         let mut problem: Option<String> = None;
         let _ = visit_expressions_mut(&mut expr, |e| {
             match e {
