@@ -246,6 +246,69 @@ async fn memory_stays_flat_over_many_statements() {
     );
 }
 
+/// Large distinct statements naming a protected table are analysed but not kept by the
+/// analysis cache: 60 prepared statements of 4 MiB each leave phigate's memory where it
+/// was (issue 10: they once grew it by 177 MB, held after the session closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_distinct_statements_do_not_grow_memory() {
+    let pg = Pg::start();
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    db.batch_execute(
+        "create table patients (id int, diagnosis text, ssn phigate_encrypted);
+         grant select on patients to svc_scram",
+    )
+    .await
+    .unwrap();
+    let setup = Setup::new(
+        &pg,
+        &Options {
+            tables: &[(
+                "patients.toml",
+                "[table]\nname = \"patients\"\n[columns.ssn]\ntype = \"text\"\n\
+                 encrypt = \"deterministic\"\nread = { clinician = \"plaintext\" }\n",
+            )],
+            ..Options::default()
+        },
+    );
+    let (serve, port) = serve(&setup);
+    let conninfo = format!("host=127.0.0.1 port={port} user=alice password=alice-pw dbname=ehr");
+    let big = |i: usize| {
+        format!(
+            "select id, ssn from patients where diagnosis = '{}{i}'",
+            "x".repeat(4 << 20)
+        )
+    };
+    let session = |range: std::ops::Range<usize>| {
+        let conninfo = conninfo.clone();
+        async move {
+            let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            for i in range {
+                let statement = c.prepare(&big(i)).await.unwrap();
+                assert!(c.query(&statement, &[]).await.unwrap().is_empty());
+            }
+            drop(c);
+            let _ = driver.await;
+        }
+    };
+    session(0..3).await; // warm up: buffers, allocator arenas
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = rss_kib(serve.0.id());
+    session(3..63).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = rss_kib(serve.0.id());
+    eprintln!("phigate RSS: {before} KiB before, {after} KiB after 60 statements of 4 MiB");
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
 #[test]
 fn shipped_examples_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

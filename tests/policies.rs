@@ -791,6 +791,35 @@ async fn the_bypass_suite_reveals_nothing() {
             .expect_err(options);
         assert_eq!(code(&e), sqlstate, "{options}: {e}");
     }
+    // The two commands of issue 10, as psql sends them (PGOPTIONS with a backslash).
+    for sql in [
+        "select current_setting('phigate.emergency', true), current_setting('phigate.role', true)",
+        "insert into patients values (3, 3, '999-65-4321', 'x') on conflict (id) do update set clinic_id = 3 returning id",
+    ] {
+        let out = std::process::Command::new("psql")
+            .env("PGOPTIONS", "-c ph\\igate.emergency=2099-01-01")
+            .env("PGPASSWORD", "alice-pw")
+            .args([
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &w.proxy.addr.port().to_string(),
+                "-U",
+                "alice",
+                "-d",
+                "ehr",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sql}: {out:?}");
+        assert!(stderr.contains("phigate.emergency"), "{stderr}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
     // A startup parameter naming one is refused too; ordinary settings pass, re-encoded.
     let mut config: tokio_postgres::Config = w.proxy.conninfo("alice", "alice-pw").parse().unwrap();
     config.options("-c statement_timeout=5s --work-mem=3MB -c DateStyle=ISO,\\ DMY");
