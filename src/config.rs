@@ -155,6 +155,10 @@ pub struct Policies {
     /// the key that tags phigate's session settings for the native policies (created,
     /// mode 0600, when absent); `secrets/session.key` beside the configuration file
     pub session_key_file: Option<RelativePathBuf>,
+    /// serve protected columns of plain `bytea` (without the `phigate_encrypted` domain,
+    /// whose CHECK stops plaintext written around phigate); off by default
+    #[serde(default)]
+    pub allow_plain_bytea: bool,
 }
 
 /// `policies.native`

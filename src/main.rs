@@ -489,8 +489,12 @@ fn check(path: PathBuf) -> Result<()> {
             for (name, c) in &t.columns {
                 let verdict = match schema.column(&t.name, name) {
                     ColumnStatus::Backstopped => "ok (phigate_encrypted)".to_owned(),
+                    ColumnStatus::LacksDomain if config.policies.allow_plain_bytea => {
+                        "WARNING: plain bytea, lacks the phigate_encrypted domain (allowed by policies.allow_plain_bytea)".to_owned()
+                    }
                     ColumnStatus::LacksDomain => {
-                        "WARNING: plain bytea, lacks the phigate_encrypted domain (see `phigate schema`)".to_owned()
+                        problems += 1;
+                        "ERROR: plain bytea, lacks the phigate_encrypted domain (see `phigate schema`; or set policies.allow_plain_bytea)".to_owned()
                     }
                     ColumnStatus::WrongType(ty) => {
                         problems += 1;

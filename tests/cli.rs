@@ -451,7 +451,7 @@ async fn table_policies_are_checked_against_the_schema() {
         "{text}"
     );
     assert!(
-        text.contains("notes: text randomized: WARNING: plain bytea"),
+        text.contains("notes: text randomized: ERROR: plain bytea"),
         "{text}"
     );
     assert!(
@@ -462,10 +462,30 @@ async fn table_policies_are_checked_against_the_schema() {
         text.contains("mrn: text randomized: ERROR: no such column"),
         "{text}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 protected column(s) do not match"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 protected column(s) do not match"));
 
+    // A protected column without the phigate_encrypted backstop is a start-up error, unless
+    // the operator opts out (then `check` warns).
     std::fs::write(&policy, columns("")).unwrap();
+    assert!(run(&setup, &["keys", "generate"]).status.success());
+    let out = run(&setup, &["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("column notes of table public.patients is plain bytea")
+            && err.contains("allow_plain_bytea"),
+        "{err}"
+    );
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("[policies]\nallow_plain_bytea = true\n");
+    std::fs::write(&setup.config, config).unwrap();
     let out = check();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("notes: text randomized: WARNING: plain bytea"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -474,7 +494,6 @@ async fn table_policies_are_checked_against_the_schema() {
 
     // `serve` checks the live schema at startup: a protected column that is not bytea is a
     // startup error naming table and column.
-    assert!(run(&setup, &["keys", "generate"]).status.success());
     std::fs::write(
         &policy,
         columns("[columns.dob]\ntype = \"date\"\nencrypt = \"randomized\"\n"),

@@ -769,3 +769,107 @@ async fn reads_through_every_query_shape() {
         .unwrap();
     assert_eq!(strings(rows), ["222-22-2222"]);
 }
+
+/// COPY data sent before the server's CopyInResponse (asyncpg does this; the protocol allows
+/// it), split anywhere and mixed with Flush and Sync, is encrypted like any other: issue 11
+/// found it forwarded as plaintext. Also after a refused COPY, the data is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_before_copy_in_response_is_encrypted() {
+    use common::raw::{self, Raw, msg, query};
+    let (_pg, proxy, db) = setup().await;
+    let rows = b"1,111-11-1111,Ann\n2,222-22-2222,\"Bob, Jr.\"\n";
+    // (name, what the client sends after the COPY statement)
+    let orderings: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("one message", vec![msg(b'd', rows), msg(b'c', b"")]),
+        (
+            "split inside a row, with Flush",
+            vec![
+                msg(b'd', &rows[..7]),
+                msg(b'H', b""),
+                msg(b'd', &rows[7..30]),
+                msg(b'd', &rows[30..]),
+                msg(b'c', b""),
+            ],
+        ),
+    ];
+    for (i, (name, after)) in orderings.into_iter().enumerate() {
+        db.batch_execute("truncate patients").await.unwrap();
+        let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+        let mut bytes = query("copy patients (id, ssn, full_name) from stdin (format csv)");
+        for m in after {
+            bytes.extend_from_slice(&m);
+        }
+        // everything in one write: the data reaches phigate before CopyInResponse exists
+        r.send(&bytes).await;
+        let mut seen = Vec::new();
+        while let Some(m) = r.recv().await {
+            seen.push(m.0);
+            if m.0 == b'E' {
+                panic!("{name}: {}", String::from_utf8_lossy(&m.1));
+            }
+            if m.0 == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(seen, [b'G', b'C', b'Z'], "{name}");
+        // stored as ciphertext, read back as plaintext
+        let stored: Vec<Vec<u8>> = db
+            .query("select ssn::bytea from patients order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(stored.len(), 2, "{name}");
+        assert!(
+            stored
+                .iter()
+                .all(|s| s[0] == 1 && !s.windows(3).any(|w| w == b"111"))
+        );
+        let app = proxy.alice().await;
+        let back: Vec<(String, String)> = app
+            .query("select ssn, full_name from patients order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                ("111-11-1111".to_owned(), "Ann".to_owned()),
+                ("222-22-2222".to_owned(), "Bob, Jr.".to_owned())
+            ],
+            "{name} ({i})"
+        );
+    }
+    // A refused COPY (binary, not supported on a protected table) followed at once by its
+    // data: the data never reaches the server, the client gets the refusal, the session
+    // goes on.
+    db.batch_execute("truncate patients").await.unwrap();
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let mut bytes = query("copy patients (id, ssn) from stdin (format binary)");
+    bytes.extend_from_slice(&msg(b'd', b"3,333-33-3333\n"));
+    bytes.extend_from_slice(&msg(b'c', b""));
+    bytes.extend_from_slice(&query("select 'after'"));
+    r.send(&bytes).await;
+    let mut codes = Vec::new();
+    let mut rows_seen = Vec::new();
+    let mut ready = 0;
+    while let Some(m) = r.recv().await {
+        match m.0 {
+            b'E' => codes.push(raw::sqlstate(&m.1)),
+            b'D' => rows_seen.push(String::from_utf8_lossy(&m.1[6..]).into_owned()),
+            b'Z' => {
+                ready += 1;
+                if ready == 2 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(codes, ["0A000"]);
+    assert_eq!(rows_seen, ["after"]);
+    assert_eq!(count(&db, "select count(*) from patients").await, 0);
+}

@@ -190,6 +190,9 @@ async fn load_analyzer(config: &Config, key: &SessionKey) -> Result<Analyzer, Se
             Keyring::from_keys(1, vec![(1, [0; 32])])
         };
         let schema = LiveSchema::read(config).await?;
+        if !config.policies.allow_plain_bytea {
+            schema.require_backstop(&policies)?;
+        }
         Catalog::new(&policies, &keyring, &schema.tables)?
     } else {
         Catalog::default()
@@ -397,6 +400,25 @@ impl LiveSchema {
                 });
         }
         Ok(Self { tables })
+    }
+
+    /// Every protected column that exists as `bytea` carries the `phigate_encrypted`
+    /// domain, so the database itself refuses a plaintext value.
+    pub fn require_backstop(&self, policies: &PolicySet) -> Result<(), ServerError> {
+        for t in policies.tables() {
+            for name in t.columns.keys() {
+                if self.column(&t.name, name) == ColumnStatus::LacksDomain {
+                    return Err(ServerError::Config(format!(
+                        "column {name} of table {} is plain bytea, without the phigate_encrypted domain \
+                         that makes the database refuse plaintext; convert it with `phigate schema | psql` and \
+                         ALTER TABLE {} ALTER COLUMN {name} TYPE phigate_encrypted, or set \
+                         policies.allow_plain_bytea = true to serve it anyway",
+                        t.name, t.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the database says about one protected column.

@@ -140,6 +140,19 @@ struct Rows {
     formats: Arc<[i16]>,
 }
 
+/// What phigate does with the COPY data a client sends, decided when the client sends the
+/// statement it belongs to, never by the server's answer: a client may send its data before
+/// CopyInResponse, and that data must meet the same encryption.
+#[derive(Debug)]
+enum ClientCopy {
+    /// not a COPY into a protected table: forwarded as it is
+    Raw,
+    /// a COPY FROM STDIN into a protected table: rows are encrypted
+    Encrypt(copy::CopyIn),
+    /// the statement was refused, or phigate aborted the COPY: the data is dropped
+    Discard,
+}
+
 /// A response the client is still owed, in the order the client asked for it.
 #[derive(Debug)]
 enum Pending {
@@ -219,10 +232,11 @@ pub struct Session {
     portals: HashMap<String, Rows>,
     /// the result being delivered to a simple Query, when phigate rewrote it
     simple_rows: Option<(Shape, Vec<i16>)>,
-    /// a COPY FROM STDIN into a protected table is streaming: rows are encrypted
-    copy_in_rows: Option<copy::CopyIn>,
-    /// phigate aborted a COPY FROM STDIN (a value was invalid): the client's remaining data
-    /// is dropped, and the server's error is replaced by this one
+    /// what becomes of the COPY data the client sends next: it follows the client's own
+    /// order (a client may send its data before the server's CopyInResponse)
+    client_copy: ClientCopy,
+    /// phigate aborted a COPY FROM STDIN (a value was invalid): the server's error is
+    /// replaced by this one
     copy_refusal: Option<Arc<Refusal>>,
     /// a COPY TO STDOUT of a protected table is streaming (and whether its header is next)
     copy_out: Option<(Arc<Plan>, bool)>,
@@ -256,7 +270,7 @@ impl Session {
             statements: HashMap::new(),
             portals: HashMap::new(),
             simple_rows: None,
-            copy_in_rows: None,
+            client_copy: ClientCopy::Raw,
             copy_refusal: None,
             copy_out: None,
             audit: None,
@@ -623,7 +637,10 @@ impl Session {
             },
             Frontend::Query { .. } => {
                 let (plan, refused) = match analysis {
-                    None | Some(Analysis::Pass) => return false,
+                    None | Some(Analysis::Pass) => {
+                        self.client_copy = ClientCopy::Raw;
+                        return false;
+                    }
                     Some(Analysis::Declare { reason }) => {
                         let Some(g) = self.guard.as_ref() else {
                             return false;
@@ -647,10 +664,12 @@ impl Session {
                     }
                     Some(Analysis::Rewrite(plan)) => {
                         build::query(&plan.sql, &mut out.upstream);
+                        self.client_copy = client_copy(&plan, ctx);
                         (Some(plan), None)
                     }
                     Some(Analysis::Refuse(r)) => {
                         build::query(transform::REFUSAL_SQL, &mut out.upstream);
+                        self.client_copy = ClientCopy::Discard;
                         (None, Some(r))
                     }
                 };
@@ -667,6 +686,7 @@ impl Session {
             Frontend::Parse {
                 name, param_types, ..
             } => {
+                self.client_copy = ClientCopy::Raw;
                 let Some(analysis) = analysis else {
                     return false;
                 };
@@ -755,6 +775,9 @@ impl Session {
                 let Some(rows) = self.portals.get(*portal).cloned() else {
                     return false;
                 };
+                if rows.plan.copy.as_ref().is_some_and(|c| c.from_client) {
+                    self.client_copy = client_copy(&rows.plan, ctx);
+                }
                 let audit = self.audit_execute.take();
                 self.push_unflushed(Pending::Execute {
                     since: now,
@@ -764,26 +787,28 @@ impl Session {
                 out.upstream.extend_from_slice(frame.raw());
                 true
             }
-            Frontend::CopyData if self.copy_refusal.is_some() => true,
-            Frontend::CopyData => {
-                let Some(copy_in) = &mut self.copy_in_rows else {
-                    return false;
-                };
-                if let Err(r) = copy_in.data(frame.body(), &mut out.upstream) {
-                    self.abort_copy(r, out);
+            Frontend::CopyData => match &mut self.client_copy {
+                ClientCopy::Raw => false,
+                ClientCopy::Discard => true,
+                ClientCopy::Encrypt(copy_in) => {
+                    if let Err(r) = copy_in.data(frame.body(), &mut out.upstream) {
+                        self.abort_copy(r, out);
+                    }
+                    true
                 }
-                true
-            }
+            },
             Frontend::CopyDone => {
-                if let Some(mut copy_in) = self.copy_in_rows.take()
+                if let ClientCopy::Encrypt(mut copy_in) =
+                    std::mem::replace(&mut self.client_copy, ClientCopy::Raw)
                     && let Err(r) = copy_in.done(&mut out.upstream)
                 {
                     self.abort_copy(r, out);
+                    self.client_copy = ClientCopy::Raw;
                 }
                 false
             }
             Frontend::CopyFail => {
-                self.copy_in_rows = None;
+                self.client_copy = ClientCopy::Raw;
                 false
             }
             Frontend::Close { target, name } => {
@@ -804,7 +829,7 @@ impl Session {
     /// Ends a COPY FROM STDIN whose data phigate cannot encrypt: PostgreSQL aborts it, and
     /// its error is replaced by `refusal`.
     fn abort_copy(&mut self, refusal: Refusal, out: &mut Outbound) {
-        self.copy_in_rows = None;
+        self.client_copy = ClientCopy::Discard;
         self.copy_refusal = Some(Arc::new(refusal));
         build::message(&mut out.upstream, b'f', |b| {
             build::put_cstr(b, transform::REFUSAL_MESSAGE);
@@ -815,6 +840,7 @@ impl Session {
     /// an error in its place (see [`transform::refusal_extended`]).
     fn refuse_extended(&mut self, refusal: Arc<Refusal>, out: &mut Outbound) {
         transform::refusal_extended(&mut out.upstream);
+        self.client_copy = ClientCopy::Discard;
         self.push_unflushed(Pending::Refused { refusal, hidden: 0 });
     }
 
@@ -940,14 +966,7 @@ impl Session {
                 }
                 self.complete_head();
             }
-            b'G' | b'W' => {
-                if let Some(plan) = self.copy_plan() {
-                    let ctx = Context { utc: self.utc };
-                    self.copy_in_rows = Some(copy::CopyIn::new(plan, ctx));
-                    self.copy_refusal = None;
-                }
-                self.copy_started();
-            }
+            b'G' | b'W' => self.copy_started(),
             b'H' => {
                 self.copy_out = self.copy_plan().map(|p| {
                     let header = p.copy.as_ref().is_some_and(|c| c.format.header);
@@ -1135,7 +1154,17 @@ impl Session {
             out,
         );
     }
+}
 
+/// How the COPY data after `plan` is handled.
+fn client_copy(plan: &Arc<Plan>, ctx: Context) -> ClientCopy {
+    match &plan.copy {
+        Some(c) if c.from_client => ClientCopy::Encrypt(copy::CopyIn::new(plan.clone(), ctx)),
+        _ => ClientCopy::Raw,
+    }
+}
+
+impl Session {
     /// The plan of the COPY the head of the queue runs, if phigate rewrote it.
     fn copy_plan(&self) -> Option<Arc<Plan>> {
         let plan = match self.pending.front()? {

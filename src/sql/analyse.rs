@@ -361,6 +361,7 @@ impl<'a> Walker<'a> {
                         return Err(Refusal::syntax("COPY (query) FROM is not valid"));
                     }
                 };
+                let from_client = !*to;
                 let stdio = matches!(
                     (to, target),
                     (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
@@ -380,7 +381,11 @@ impl<'a> Walker<'a> {
                 if let Some(q) = filtered {
                     *source = CopySource::Query(q);
                 }
-                self.copy = Some(CopyPlan { columns, format });
+                self.copy = Some(CopyPlan {
+                    from_client,
+                    columns,
+                    format,
+                });
                 Ok(())
             }
             other => {

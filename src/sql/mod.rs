@@ -78,6 +78,8 @@ pub struct CopyFormat {
 /// A COPY to or from a protected table: which fields to encrypt or decrypt.
 #[derive(Debug)]
 pub struct CopyPlan {
+    /// COPY ... FROM STDIN: the client sends the rows (else the server does)
+    pub from_client: bool,
     /// per field of each row: the protected column it holds
     pub columns: Vec<Option<Arc<Column>>>,
     /// the data format
