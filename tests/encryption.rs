@@ -873,3 +873,68 @@ async fn copy_data_before_copy_in_response_is_encrypted() {
     assert_eq!(rows_seen, ["after"]);
     assert_eq!(count(&db, "select count(*) from patients").await, 0);
 }
+
+/// Parameters with casts, as SQLAlchemy, psycopg and pgjdbc write them, in binary format
+/// (tokio-postgres): ParameterDescription shows the cast's type (varchar, int4 for an int8
+/// column's `$1::INTEGER` ...), the values are encrypted, lookups find them; a declared
+/// type is echoed as declared (pgjdbc checks that it does not change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_on_parameters_work_and_are_described_as_written() {
+    use chrono::NaiveDate;
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    let insert = app
+        .prepare(
+            "INSERT INTO patients (id, ssn, full_name, birth_date) \
+             VALUES ($1::INTEGER, $2::VARCHAR, CAST($3 AS TEXT), $4::DATE) RETURNING id",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        insert.params(),
+        [Type::INT4, Type::VARCHAR, Type::TEXT, Type::DATE]
+    );
+    let born = NaiveDate::from_ymd_opt(1906, 12, 9).unwrap();
+    app.query(&insert, &[&1i32, &"123-45-6789", &"Grace", &born])
+        .await
+        .unwrap();
+    let find = app
+        .prepare("SELECT full_name, birth_date FROM patients WHERE ssn = $1::VARCHAR")
+        .await
+        .unwrap();
+    assert_eq!(find.params(), [Type::VARCHAR]);
+    let row = app.query_one(&find, &[&"123-45-6789"]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "Grace");
+    assert_eq!(row.get::<_, NaiveDate>(1), born);
+    let any = app
+        .query(
+            "SELECT id FROM patients WHERE ssn = ANY($1::text[])",
+            &[&vec!["x", "123-45-6789"]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(any.len(), 1);
+    // declared types are echoed as declared
+    let declared = app
+        .prepare_typed("SELECT id FROM patients WHERE ssn = $1", &[Type::VARCHAR])
+        .await
+        .unwrap();
+    assert_eq!(declared.params(), [Type::VARCHAR]);
+    assert_eq!(
+        app.query(&declared, &[&"123-45-6789"]).await.unwrap().len(),
+        1
+    );
+    // a cast to a type of another meaning is refused, naming the column
+    let e = app
+        .prepare("SELECT id FROM patients WHERE birth_date = $1::TEXT")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42846", "{e:?}");
+    // stored encrypted
+    let raw: Vec<u8> = db
+        .query_one("select ssn::bytea from patients where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw[0], 1);
+}

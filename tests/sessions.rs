@@ -41,6 +41,84 @@ async fn application_name_identifies_the_user_upstream() {
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "phigate:alice/chart-viewer");
     assert_eq!(row.get::<_, &str>(1), "svc_scram");
+    // SET application_name (pgjdbc sends one at start-up) keeps the user upstream; RESET
+    // goes back to the start-up name; set_config cannot drop the user either.
+    let upstream_name = || async {
+        direct
+            .query_one(
+                "select application_name from pg_stat_activity where usename = 'svc_scram' and application_name like 'phigate:%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    for (sql, expected) in [
+        (
+            "SET application_name = 'billing-ui'",
+            "phigate:alice/billing-ui",
+        ),
+        ("set application_name to \"Ward 3\"", "phigate:alice/Ward 3"),
+        ("SET application_name = ''", "phigate:alice"),
+        ("RESET application_name", "phigate:alice/chart-viewer"),
+        (
+            "SET SESSION application_name TO PgJDBC",
+            "phigate:alice/pgjdbc",
+        ),
+        (
+            "SET application_name TO DEFAULT",
+            "phigate:alice/chart-viewer",
+        ),
+    ] {
+        c.simple_query(sql).await.unwrap();
+        assert_eq!(upstream_name().await, expected, "{sql}");
+    }
+    c.execute("SET application_name = 'extended'", &[])
+        .await
+        .unwrap();
+    assert_eq!(upstream_name().await, "phigate:alice/extended");
+    let e = c
+        .simple_query("select set_config('application_name', 'anonymous', false)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000");
+    assert_eq!(upstream_name().await, "phigate:alice/extended");
+}
+
+/// Clients see the real backend pid (applications match it against pg_backend_pid() and
+/// NOTIFY senders), with phigate's own cancel secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_see_the_upstream_backend_pid() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let pid = r.backend_pid.expect("BackendKeyData");
+    r.send(&raw::query("select pg_backend_pid()")).await;
+    let mut got = None;
+    while let Some(m) = r.recv().await {
+        if m.0 == b'D' {
+            got = Some(String::from_utf8_lossy(&m.1[6..]).into_owned());
+        }
+        if m.0 == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(got, Some(pid.to_string()));
+    // A session may end its own backend (drivers test broken connections this way), not
+    // another's.
+    let c = proxy.alice().await;
+    let other = proxy.alice().await;
+    let e = c
+        .simple_query(&format!("select pg_terminate_backend({pid})"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let e = c
+        .simple_query("select pg_terminate_backend(pg_backend_pid())")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57P01", "{e:?}");
+    assert!(c.is_closed() || c.simple_query("select 1").await.is_err());
+    other.simple_query("select 1").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,57 @@ impl LogicalType {
             .map_or("", |(n, _)| n)
     }
 
+    /// The type an SQL type name (as in a cast: `VARCHAR(20)`, `integer`,
+    /// `timestamp with time zone`, `pg_catalog.int8`) denotes, if it is one of these.
+    pub fn from_sql_name(name: &str) -> Option<Self> {
+        let lower = name.trim().to_ascii_lowercase();
+        let lower = lower.strip_prefix("pg_catalog.").unwrap_or(&lower);
+        let base = match lower.find('(') {
+            Some(i) => {
+                let (head, tail) = lower.split_at(i);
+                let rest = tail.find(')').map_or("", |j| &tail[j + 1..]);
+                format!("{}{}", head.trim_end(), rest)
+            }
+            None => lower.to_owned(),
+        };
+        let base = base.trim().trim_matches('"');
+        Some(match base {
+            "text" => Self::Text,
+            "varchar" | "character varying" => Self::Varchar,
+            "bpchar" | "char" | "character" => Self::Bpchar,
+            "int2" | "smallint" => Self::Int2,
+            "int4" | "int" | "integer" => Self::Int4,
+            "int8" | "bigint" => Self::Int8,
+            "numeric" | "decimal" => Self::Numeric,
+            "bool" | "boolean" => Self::Bool,
+            "date" => Self::Date,
+            "timestamp" | "timestamp without time zone" => Self::Timestamp,
+            "timestamptz" | "timestamp with time zone" => Self::Timestamptz,
+            "uuid" => Self::Uuid,
+            "json" => Self::Json,
+            "jsonb" => Self::Jsonb,
+            "bytea" => Self::Bytea,
+            _ => return None,
+        })
+    }
+
+    /// True when a value of `self` means the same as a value of `to` (integers of another
+    /// width when they fit: the value is checked when it arrives), so a value cast to
+    /// `self` may be stored in, or compared with, a column of `to`.
+    pub fn converts_to(self, to: Self) -> bool {
+        use LogicalType as T;
+        self == to
+            || (self.is_text_like() && to.is_text_like())
+            || matches!(
+                (self, to),
+                (
+                    T::Int2 | T::Int4 | T::Int8,
+                    T::Int2 | T::Int4 | T::Int8 | T::Numeric
+                ) | (T::Json, T::Jsonb)
+                    | (T::Jsonb, T::Json)
+            )
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, t)| *t)
     }
@@ -421,6 +472,31 @@ pub(super) fn table_name(s: &str) -> Option<TableName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_type_names_and_lossless_conversions() {
+        use LogicalType as T;
+        for (name, ty) in [
+            ("VARCHAR", T::Varchar),
+            ("character varying(20)", T::Varchar),
+            ("INTEGER", T::Int4),
+            ("pg_catalog.int8", T::Int8),
+            ("NUMERIC(10,2)", T::Numeric),
+            ("timestamp(3) with time zone", T::Timestamptz),
+            ("TIMESTAMP WITHOUT TIME ZONE", T::Timestamp),
+            ("char(9)", T::Bpchar),
+            ("BOOLEAN", T::Bool),
+        ] {
+            assert_eq!(T::from_sql_name(name), Some(ty), "{name}");
+        }
+        assert_eq!(T::from_sql_name("point"), None);
+        assert!(T::Varchar.converts_to(T::Text));
+        assert!(T::Int4.converts_to(T::Int8) && T::Int8.converts_to(T::Int2));
+        assert!(T::Int4.converts_to(T::Numeric));
+        assert!(!T::Numeric.converts_to(T::Int4));
+        assert!(!T::Varchar.converts_to(T::Date));
+        assert!(!T::Timestamp.converts_to(T::Timestamptz));
+    }
 
     const PATIENTS: &str = r#"
 [table]

@@ -101,6 +101,30 @@ pub fn array_type_oid(ty: LogicalType) -> u32 {
     }
 }
 
+/// The logical type whose OID is `oid` (the inverse of [`type_oid`]).
+pub fn logical_of_oid(oid: u32) -> Option<LogicalType> {
+    use LogicalType as T;
+    [
+        T::Text,
+        T::Varchar,
+        T::Bpchar,
+        T::Int2,
+        T::Int4,
+        T::Int8,
+        T::Numeric,
+        T::Bool,
+        T::Date,
+        T::Timestamp,
+        T::Timestamptz,
+        T::Uuid,
+        T::Json,
+        T::Jsonb,
+        T::Bytea,
+    ]
+    .into_iter()
+    .find(|t| type_oid(*t) == oid)
+}
+
 /// True for the OIDs whose binary form is their text (text, varchar, bpchar, name,
 /// unknown): a client that declared one of them for a parameter sends text.
 pub fn is_text_oid(oid: u32) -> bool {

@@ -1,5 +1,7 @@
-//! Cancel keys: clients get phigate's own BackendKeyData; a CancelRequest carrying one is
-//! forwarded to the upstream backend it stands for. Unknown keys are dropped.
+//! Cancel keys: clients get the upstream backend's process id (it is no secret, and
+//! applications compare it with `pg_backend_pid()` and NOTIFY's sender) with phigate's own
+//! secret; a CancelRequest carrying such a key is forwarded to the upstream backend with the
+//! server's secret. Unknown keys are dropped.
 
 use bytes::BytesMut;
 use dashmap::DashMap;
@@ -25,12 +27,13 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers an upstream key and returns a fresh, unused client key for it.
+    /// Registers an upstream key and returns the client key for it: the same process id,
+    /// a fresh secret.
     pub fn register(&self, upstream: (i32, Vec<u8>)) -> ClientKey {
         let mut rng = rand::rng();
         loop {
             let key = ClientKey {
-                pid: rng.random_range(1..i32::MAX),
+                pid: upstream.0,
                 secret: rng.random(),
             };
             if let dashmap::Entry::Vacant(v) = self.map.entry(key) {

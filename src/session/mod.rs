@@ -160,7 +160,7 @@ enum Pending {
     Bind,
     /// `plan` rewrites ParameterDescription; `rows` rewrites RowDescription
     Describe {
-        plan: Option<Arc<Plan>>,
+        plan: Option<(Arc<Plan>, Arc<[u32]>)>,
         rows: Option<(Arc<Plan>, Arc<OnceLock<Shape>>)>,
     },
     Close,
@@ -328,12 +328,24 @@ impl Session {
         !self.copy_in && self.pending.len() > self.unflushed
     }
 
-    /// Rewrites a ParameterStatus value for the client (see [`Session::new`]).
+    /// Rewrites a ParameterStatus value for the client (see [`Session::new`]): the upstream
+    /// `phigate:<user>/<name>` (also after the client's own SET) is shown as `<name>`.
     pub fn client_parameter<'a>(&'a self, name: &str, value: &'a str) -> &'a str {
-        if name == "application_name" && value == self.upstream_app_name {
-            &self.client_app_name
-        } else {
-            value
+        if name != "application_name" {
+            return value;
+        }
+        if value == self.upstream_app_name {
+            return &self.client_app_name;
+        }
+        let prefix = self
+            .upstream_app_name
+            .strip_suffix(&self.client_app_name)
+            .and_then(|p| p.strip_suffix('/'))
+            .unwrap_or(&self.upstream_app_name);
+        match value.strip_prefix(prefix) {
+            Some("") => "",
+            Some(rest) => rest.strip_prefix('/').unwrap_or(value),
+            None => value,
         }
     }
 
@@ -754,7 +766,7 @@ impl Session {
                 let pending = match target {
                     Target::Statement => match self.statements.get(*name) {
                         Some(p) => Pending::Describe {
-                            plan: Some(p.plan.clone()),
+                            plan: Some((p.plan.clone(), Arc::from(p.declared.as_slice()))),
                             rows: Some((p.plan.clone(), p.shape.clone())),
                         },
                         None => return false,
@@ -889,9 +901,10 @@ impl Session {
             b't' => match self.pending.front() {
                 Some(Pending::HiddenDescribe(..)) => return Ok(()),
                 Some(Pending::Describe {
-                    plan: Some(plan), ..
+                    plan: Some((plan, declared)),
+                    ..
                 }) => {
-                    transform::parameter_description(body, plan, &mut out.client)?;
+                    transform::parameter_description(body, plan, declared, &mut out.client)?;
                     return Ok(());
                 }
                 _ => {}

@@ -80,6 +80,28 @@ pub(super) fn parse(name: &str, plan: &Plan, declared: &[u32], out: &mut BytesMu
     build::parse(name, &plan.sql, &types, out);
 }
 
+/// The type of encrypted parameter `i` as the client sees it: the one it declared, else
+/// the one a cast in the statement named (PostgreSQL would have inferred it), else the
+/// column's logical type. `None` for a parameter phigate does not encrypt.
+pub(super) fn param_oid(plan: &Plan, declared: &[u32], i: usize) -> Option<u32> {
+    let use_ = plan.params.get(i)?.as_ref()?;
+    match declared.get(i).copied().unwrap_or(0) {
+        0 => {
+            let ty = plan
+                .param_casts
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(use_.column().logical_type());
+            Some(match use_ {
+                ParamUse::Scalar(_) => value::type_oid(ty),
+                ParamUse::Array(_) => value::array_type_oid(ty),
+            })
+        }
+        d => Some(d),
+    }
+}
+
 /// Bind with the plan's parameters encrypted (sent in binary format).
 pub(super) fn bind(
     msg: &Bind<'_>,
@@ -94,7 +116,10 @@ pub(super) fn bind(
         let format = Format::nth(&msg.param_formats, i);
         match (plan.params.get(i).and_then(Option::as_ref), v) {
             (Some(use_), Some(v)) => {
-                let declared = declared.get(i).copied().unwrap_or(0);
+                let declared = match use_ {
+                    ParamUse::Scalar(_) => param_oid(plan, declared, i).unwrap_or(0),
+                    ParamUse::Array(_) => 0,
+                };
                 values.push(Some(encrypt_param(use_, format, declared, v, ctx, i + 1)?));
                 formats.push(1);
             }
@@ -164,18 +189,29 @@ fn canonical(
     let format = match format {
         Format::Binary if declared == 0 || declared == value::type_oid(ty) => Format::Binary,
         Format::Binary if value::is_text_oid(declared) => Format::Text,
-        Format::Binary => {
-            return Err(Refusal {
-                code: "42804",
-                message: format!(
-                    "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
-                    col.name,
-                    col.table,
-                    ty.name()
-                ),
-                hint: format!("declare the parameter as {} or send it as text", ty.name()),
-            });
-        }
+        Format::Binary => match value::logical_of_oid(declared).filter(|s| s.converts_to(ty)) {
+            // another type whose values mean the same (an integer of another width):
+            // read it as that type, then as the column's through its text
+            Some(source) => {
+                let text = value::to_canonical(source, Format::Binary, v, ctx)
+                    .and_then(|c| value::from_canonical(source, Format::Text, &c))
+                    .map_err(|e| param_refusal(col, n, &e.to_string()))?;
+                return value::to_canonical(ty, Format::Text, &text, ctx)
+                    .map_err(|e| param_refusal(col, n, &e.to_string()));
+            }
+            None => {
+                return Err(Refusal {
+                    code: "42804",
+                    message: format!(
+                        "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
+                        col.name,
+                        col.table,
+                        ty.name()
+                    ),
+                    hint: format!("declare the parameter as {} or send it as text", ty.name()),
+                });
+            }
+        },
         Format::Text => Format::Text,
     };
     value::to_canonical(ty, format, v, ctx).map_err(|e| param_refusal(col, n, &e.to_string()))
@@ -225,10 +261,12 @@ fn encrypt_param(
     }
 }
 
-/// Rewrites a ParameterDescription: encrypted parameters show their logical type.
+/// Rewrites a ParameterDescription: encrypted parameters show the type the client declared,
+/// or would see without phigate ([`param_oid`]).
 pub(super) fn parameter_description(
     body: &[u8],
     plan: &Plan,
+    declared: &[u32],
     out: &mut BytesMut,
 ) -> Result<(), ProtocolError> {
     let mut r = Reader::new(body, "ParameterDescription");
@@ -236,11 +274,7 @@ pub(super) fn parameter_description(
     let mut oids = Vec::with_capacity(n);
     for i in 0..n {
         let oid = r.i32()? as u32;
-        oids.push(match plan.params.get(i).and_then(Option::as_ref) {
-            Some(ParamUse::Scalar(c)) => value::type_oid(c.logical_type()),
-            Some(ParamUse::Array(c)) => value::array_type_oid(c.logical_type()),
-            None => oid,
-        });
+        oids.push(param_oid(plan, declared, i).unwrap_or(oid));
     }
     r.finish()?;
     build::message(out, b't', |b| {

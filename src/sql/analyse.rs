@@ -67,6 +67,8 @@ pub(super) struct Walker<'a> {
     /// scope levels, innermost last
     scope: Vec<Vec<Rel>>,
     pub(super) params: Vec<Option<ParamUse>>,
+    /// per parameter: the type a cast on it named (PostgreSQL would infer that type for it)
+    pub(super) param_casts: Vec<Option<crate::policy::LogicalType>>,
     pub(super) tables: Vec<Arc<Table>>,
     /// a literal was encrypted in randomized mode: the rewritten text must not be reused
     pub(super) randomized_literal: bool,
@@ -152,6 +154,7 @@ impl<'a> Walker<'a> {
             ctx,
             scope: Vec::new(),
             params: Vec::new(),
+            param_casts: Vec::new(),
             tables: Vec::new(),
             randomized_literal: false,
             copy: None,
@@ -661,6 +664,7 @@ impl<'a> Walker<'a> {
                 Ok(())
             };
         }
+        self.value_casts(e, col, false)?;
         match self.operand(e)? {
             Operand::Literal(text) => self.encrypt_literal(e, col, &text),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
@@ -673,6 +677,77 @@ impl<'a> Walker<'a> {
                 "compute the value in the application and send it as a parameter",
             )),
         }
+    }
+
+    /// Casts on a value that meets encrypted column `col` (`$1::VARCHAR`, `'x'::text`,
+    /// `DATE '...'`, `$1::text[]` when `array`): each must name a type whose values mean
+    /// the same in the column's type, else 42846. A cast on a parameter is removed, since
+    /// PostgreSQL sees the parameter as bytea; its type is kept for ParameterDescription
+    /// and to read the value the client binds.
+    fn value_casts(&mut self, e: &mut Expr, col: &Arc<Column>, array: bool) -> Res {
+        let target = col.logical_type();
+        let mut casts = Vec::new();
+        let mut inner: &Expr = e;
+        loop {
+            match inner {
+                Expr::Nested(x) => inner = x,
+                Expr::Cast {
+                    expr, data_type, ..
+                } => {
+                    casts.push(data_type.to_string());
+                    inner = expr;
+                }
+                Expr::TypedString(ts) => {
+                    casts.push(ts.data_type.to_string());
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if casts.is_empty() {
+            return Ok(());
+        }
+        let mut named = None;
+        for c in &casts {
+            let element = if array {
+                c.strip_suffix("[]").unwrap_or(c)
+            } else {
+                c.as_str()
+            };
+            let ty = crate::policy::LogicalType::from_sql_name(element)
+                .filter(|t| t.converts_to(target) && (!array || c.ends_with("[]")));
+            let Some(ty) = ty else {
+                return Err(Refusal::new(
+                    "42846",
+                    format!(
+                        "cannot cast a value of encrypted column {} of table {} ({}) to {c}",
+                        col.name,
+                        col.table,
+                        target.name()
+                    ),
+                    &format!(
+                        "cast to {} (or a type whose values mean the same), or leave the cast out",
+                        target.name()
+                    ),
+                ));
+            };
+            named = Some(ty);
+        }
+        let param = match inner {
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(n) = param.filter(|n| (1..=65_535).contains(n)) {
+            if self.param_casts.len() < n {
+                self.param_casts.resize(n, None);
+            }
+            self.param_casts[n - 1] = named;
+            *e = inner.clone();
+        }
+        Ok(())
     }
 
     fn encrypt_literal(&mut self, e: &mut Expr, col: &Arc<Column>, text: &str) -> Res {
@@ -1690,6 +1765,7 @@ impl<'a> Walker<'a> {
             } => match self.resolve(left)? {
                 Some(col) => {
                     self.need_deterministic(&col, "= ANY")?;
+                    self.value_casts(right, &col, true)?;
                     match unnest(right) {
                         Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
                             match self.operand(right)? {
@@ -1762,6 +1838,7 @@ impl<'a> Walker<'a> {
     /// A value compared with a deterministic column: a literal is encrypted, a parameter
     /// is encrypted at Bind.
     fn compared_value(&mut self, e: &mut Expr, col: &Arc<Column>) -> Res {
+        self.value_casts(e, col, false)?;
         match self.operand(e)? {
             Operand::Literal(text) => self.encrypt_literal(e, col, &text),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),

@@ -15,6 +15,14 @@ pub(super) enum Screened {
     Allowed,
     /// the text is `SET phigate.break_glass = ...`: an emergency declaration
     Declare,
+    /// the text is `SET [SESSION | LOCAL] application_name = <value>`: phigate keeps the
+    /// user in the upstream name (`local` for SET LOCAL)
+    ApplicationName {
+        /// the name the client gave
+        value: String,
+        /// SET LOCAL
+        local: bool,
+    },
 }
 
 /// Functions and relations no client may use through phigate: they run SQL held in a
@@ -44,8 +52,6 @@ pub const FORBIDDEN_WORDS: &[&str] = &[
     "pg_stat_file",
     "lo_import",
     "lo_export",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
     "pg_reload_conf",
     "pg_stat_activity",
     "pg_stat_get_activity",
@@ -74,6 +80,7 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
         )
     })?;
     let mut declare = false;
+    let mut app_name = None;
     let mut statements = 0;
     for stmt in tokens.split(|t| *t == Token::End) {
         let words = words_of(stmt);
@@ -96,6 +103,10 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
         statements += 1;
         if kind == Kind::Declare {
             declare = true;
+            continue;
+        }
+        if let Kind::ApplicationName(value, local) = kind {
+            app_name = Some(Screened::ApplicationName { value, local });
             continue;
         }
         let Kind::Is(kind) = kind else { continue };
@@ -127,6 +138,16 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
         }
         return Ok(Screened::Declare);
     }
+    if let Some(set) = app_name {
+        if statements != 1 {
+            return Err(Refusal::new(
+                "0A000",
+                "phigate needs SET application_name on its own, to keep the user in the name the server logs".into(),
+                "send SET application_name as a single statement",
+            ));
+        }
+        return Ok(set);
+    }
     Ok(Screened::Allowed)
 }
 
@@ -134,6 +155,7 @@ pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened
 enum Kind {
     Is(StatementKind),
     Declare,
+    ApplicationName(String, bool),
 }
 
 /// The words of a statement's tokens.
@@ -319,6 +341,36 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
     if head == "set" && name.eq_ignore_ascii_case("phigate.break_glass") {
         return Ok(Some(Kind::Declare));
     }
+    if head == "set" && name.eq_ignore_ascii_case("application_name") {
+        let local = word(stmt.get(1), "local");
+        let value = match rest.get(1..) {
+            Some([Token::Punct(b'=') | Token::Word { .. }, Token::Str(Some(v))]) => {
+                Some(v.to_string())
+            }
+            Some(
+                [
+                    Token::Punct(b'=') | Token::Word { .. },
+                    Token::Word { text, quoted },
+                ],
+            ) if *quoted || !text.eq_ignore_ascii_case("default") => Some(if *quoted {
+                text.to_string()
+            } else {
+                text.to_ascii_lowercase()
+            }),
+            _ => None,
+        };
+        return match value {
+            Some(v) => Ok(Some(Kind::ApplicationName(v, local))),
+            None if matches!(rest.get(2), Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case("default")) => {
+                Ok(Some(Kind::Is(StatementKind::Session)))
+            }
+            None => Err(Refusal::new(
+                "0A000",
+                "phigate accepts SET application_name only with a plain string or name".into(),
+                "SET application_name = 'my app'",
+            )),
+        };
+    }
     if forbidden_setting(&name).is_some() {
         return Err(forbidden_to_set(&name));
     }
@@ -374,9 +426,23 @@ fn arguments<'t, 'a>(tokens: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
     args
 }
 
+/// `pg_backend_pid()` or `pg_catalog.pg_backend_pid()`.
+fn own_pid(arg: &[Token<'_>]) -> bool {
+    let call = match arg {
+        [Token::Word { text, .. }, Token::Punct(b'.'), rest @ ..]
+            if text.eq_ignore_ascii_case("pg_catalog") =>
+        {
+            rest
+        }
+        _ => arg,
+    };
+    matches!(call, [Token::Word { text, .. }, Token::Punct(b'('), Token::Punct(b')')] if text.eq_ignore_ascii_case("pg_backend_pid"))
+}
+
 /// Calls whose danger depends on their arguments: `set_config` and `current_setting` only
 /// with a literal setting name the rule allows (`current_setting` may read anything but
-/// phigate's settings); `ts_rewrite` not with a query held in a string.
+/// phigate's settings); `ts_rewrite` not with a query held in a string;
+/// `pg_terminate_backend` and `pg_cancel_backend` only of the session's own backend.
 fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
     for (i, t) in stmt.iter().enumerate() {
         let Token::Word { text, .. } = t else {
@@ -385,7 +451,11 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
         let function = text.to_ascii_lowercase();
         if !matches!(
             function.as_str(),
-            "set_config" | "current_setting" | "ts_rewrite"
+            "set_config"
+                | "current_setting"
+                | "ts_rewrite"
+                | "pg_terminate_backend"
+                | "pg_cancel_backend"
         ) {
             continue;
         }
@@ -393,6 +463,14 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
             Some(Token::Punct(b'(')) => arguments(&stmt[i + 1..]),
             _ => Vec::new(),
         };
+        if function.starts_with("pg_") {
+            if !args.first().is_some_and(|a| own_pid(a)) {
+                return Err(forbidden(&format!(
+                    "{function} of another session (only of the session's own: {function}(pg_backend_pid()))"
+                )));
+            }
+            continue;
+        }
         if function == "ts_rewrite" {
             if args.len() == 2 {
                 return Err(forbidden(
@@ -412,6 +490,14 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
         };
         if function == "set_config" && forbidden_setting(name).is_some() {
             return Err(forbidden_to_set(name));
+        }
+        if function == "set_config" && name.eq_ignore_ascii_case("application_name") {
+            return Err(Refusal::new(
+                "0A000",
+                "phigate keeps the user in application_name: set it with SET application_name"
+                    .into(),
+                "SET application_name = 'my app'",
+            ));
         }
         if function == "current_setting" && is_phigate(name) {
             return Err(forbidden("reading phigate's session settings"));
@@ -454,6 +540,8 @@ mod tests {
             "select set_config('TimeZone', 'UTC', false), current_setting('server_version_num')",
             "select pg_catalog.current_setting('role'), current_setting('it''s', true)",
             "select ts_rewrite('a'::tsquery, 'a'::tsquery, 'b'::tsquery)",
+            "select pg_terminate_backend(pg_backend_pid())",
+            "SELECT pg_catalog.pg_cancel_backend(pg_catalog.pg_backend_pid())",
             "",
             " ; ",
         ] {

@@ -87,12 +87,15 @@ pub struct CopyPlan {
 }
 
 /// A statement phigate rewrote.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Plan {
     /// the text to send upstream
     pub sql: String,
     /// per parameter ($1 is index 0): how to transform it, `None` to pass it unchanged
     pub params: Vec<Option<ParamUse>>,
+    /// per parameter: the type a cast on it named, which PostgreSQL would have inferred
+    /// for it (phigate removes such casts from encrypted parameters)
+    pub param_casts: Vec<Option<crate::policy::LogicalType>>,
     /// the protected tables the statement touches
     pub tables: Vec<Arc<catalog::Table>>,
     /// the protected columns it reads or writes (`schema.table.column`)
@@ -346,6 +349,7 @@ fn analyse_touched(
     Ok(Some(Plan {
         sql,
         params: walker.params,
+        param_casts: walker.param_casts,
         columns: walker.columns.take(),
         policies: walker.applied.take(),
         tables: walker.tables,
@@ -353,6 +357,17 @@ fn analyse_touched(
         outputs,
         reusable: !walker.randomized_literal,
     }))
+}
+
+impl Plan {
+    /// A plan that only replaces the statement's text.
+    fn text(sql: String) -> Self {
+        Self {
+            sql,
+            reusable: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// Functions any role may call in a statement that names a protected table: aggregates,
@@ -500,6 +515,21 @@ fn allowed_functions(stmt: &sqlparser::ast::Statement, access: &Access<'_>) -> R
 }
 
 /// The reason in `SET phigate.break_glass = '<reason>'` (or `TO`), if any.
+/// `SET application_name` as phigate sends it upstream: `phigate:<user>/<name>`, so the
+/// database's own logs and `pg_stat_activity` keep the user.
+fn application_name(user: &str, value: &str, local: bool) -> String {
+    let name = if value.is_empty() {
+        format!("phigate:{user}")
+    } else {
+        format!("phigate:{user}/{value}")
+    };
+    format!(
+        "SET {}application_name = {}",
+        if local { "LOCAL " } else { "" },
+        crate::policy::quote_text(&name)
+    )
+}
+
 fn declared_reason(sql: &str) -> Option<String> {
     let start = sql.find('\'')?;
     let mut reason = String::new();
@@ -674,6 +704,11 @@ impl Analyzer {
                     ))),
                     Some(reason) => Analysis::Declare { reason },
                 };
+            }
+            Ok(firewall::Screened::ApplicationName { value, local }) => {
+                return Analysis::Rewrite(Arc::new(Plan::text(application_name(
+                    &who.user, &value, local,
+                ))));
             }
             Ok(firewall::Screened::Allowed) => {}
         }

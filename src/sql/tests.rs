@@ -625,3 +625,48 @@ fn row_policy_checks_reach_new_rows() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Casts on values meeting an encrypted column, as ORMs and drivers write them: removed
+/// from parameters (PostgreSQL sees bytea), kept in the plan for ParameterDescription,
+/// checked against the column's type; a cast to a type of other meaning is refused.
+#[test]
+fn casts_on_parameters_and_literals() {
+    use crate::policy::LogicalType as T;
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn, full_name, birth_date) VALUES ($1::INTEGER, $2::VARCHAR, CAST($3 AS TEXT), ($4)::DATE)",
+    );
+    assert!(
+        p.sql.contains("VALUES ($1::INTEGER, $2, $3, $4)"),
+        "{}",
+        p.sql
+    );
+    assert_eq!(
+        p.param_casts,
+        [None, Some(T::Varchar), Some(T::Text), Some(T::Date)]
+    );
+    let p = plan(
+        &a,
+        "SELECT id FROM patients WHERE ssn = $1::character varying(11)",
+    );
+    assert!(p.sql.ends_with("WHERE ssn = $1"), "{}", p.sql);
+    let p = plan(&a, "SELECT id FROM patients WHERE ssn = ANY($1::text[])");
+    assert!(p.sql.contains("ssn = ANY($1)"), "{}", p.sql);
+    assert!(matches!(p.params[0], Some(ParamUse::Array(_))));
+    let p = plan(
+        &a,
+        "SELECT id FROM patients WHERE birth_date = '2020-01-01'::date AND ssn = 'x'::varchar",
+    );
+    assert!(!p.sql.contains("::"), "{}", p.sql);
+    for sql in [
+        "SELECT id FROM patients WHERE ssn = $1::INTEGER",
+        "INSERT INTO patients (id, birth_date) VALUES (1, $1::TEXT)",
+        "SELECT id FROM patients WHERE birth_date = '2020-01-01'::text",
+        "SELECT id FROM patients WHERE ssn = ANY($1::int[])",
+        "UPDATE patients SET birth_date = $1::timestamp WHERE id = 1",
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, "42846", "{sql}: {}", r.message);
+    }
+}

@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// the process id of BackendKeyData, once logged in
+    pub backend_pid: Option<i32>,
 }
 
 /// One message: type byte and body.
@@ -35,6 +37,7 @@ impl Raw {
         let mut raw = Raw {
             stream,
             buf: BytesMut::new(),
+            backend_pid: None,
         };
         let mut body = BytesMut::new();
         body.put_i32(196_608);
@@ -67,6 +70,11 @@ impl Raw {
         loop {
             match raw.recv().await {
                 Some((b'Z', _)) => return raw,
+                Some((b'K', body)) => {
+                    raw.backend_pid = body
+                        .get(..4)
+                        .map(|p| i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                }
                 Some((b'E', body)) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
                 Some(_) => {}
                 None => panic!("closed during login"),
