@@ -938,3 +938,78 @@ async fn casts_on_parameters_work_and_are_described_as_written() {
         .get(0);
     assert_eq!(raw[0], 1);
 }
+
+/// Value input as drivers send it (node-postgres's JS Date, pgjdbc's setDate, timestamps
+/// with `T`, numeric exponents, uuid spellings): accepted as PostgreSQL accepts it, and
+/// canonicalised so a deterministic lookup finds the value whatever form wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_form_postgres_accepts_is_canonical() {
+    let (_pg, proxy, _db) = setup().await;
+    let app = proxy.alice().await;
+    for (id, written) in [
+        (1, "1906-12-09T00:00:00.000+00:00"),
+        (2, "1815-12-10 +00"),
+        (3, "1906-12-09 00:00:00"),
+    ] {
+        app.simple_query(&format!(
+            "INSERT INTO patients (id, birth_date) VALUES ({id}, '{written}')"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{written}: {e:?}"));
+    }
+    let found = app
+        .simple_query("SELECT id FROM patients WHERE birth_date = '19061209' ORDER BY id")
+        .await
+        .unwrap();
+    let ids: Vec<String> = found
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+    let e = app
+        .simple_query("INSERT INTO patients (id, birth_date) VALUES (9, '1906-13-09')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22P02");
+    assert!(!e.to_string().contains("1906-13-09"), "{e}");
+    // every type's other spellings, through the vault table
+    for (col, written, read) in [
+        ("c_numeric", "1.5e3", "1500"),
+        (
+            "c_timestamp",
+            "2020-03-04T05:06:07.891",
+            "2020-03-04 05:06:07.891",
+        ),
+        (
+            "c_timestamptz",
+            "2020-03-04 07:06:07+02",
+            "2020-03-04 05:06:07+00",
+        ),
+        (
+            "c_uuid",
+            "{A0EEBC99-9C0B4EF8-BB6D6BB9-BD380A11}",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ),
+        ("c_bool", " yes ", "t"),
+        ("c_date", "0044-03-15 BC", "0044-03-15 BC"),
+    ] {
+        app.simple_query("DELETE FROM vault").await.unwrap();
+        app.simple_query(&format!(
+            "INSERT INTO vault (id, {col}) VALUES (1, '{written}')"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{col} {written}: {e:?}"));
+        let back = app
+            .simple_query(&format!("SELECT {col} FROM vault"))
+            .await
+            .unwrap();
+        let value = back.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(value.as_deref(), Some(read), "{col} {written}");
+    }
+}

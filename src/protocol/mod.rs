@@ -8,6 +8,7 @@
 //! panic on truncated bodies, which a proxy facing the network cannot afford.
 
 pub mod build;
+mod datetime;
 pub mod frame;
 pub mod message;
 pub mod reader;

@@ -10,6 +10,7 @@
 
 use thiserror::Error;
 
+use super::datetime;
 use crate::policy::LogicalType;
 
 /// A wire format code.
@@ -344,11 +345,13 @@ fn text_to_canonical(ty: LogicalType, s: &str, ctx: Context) -> Res<Vec<u8>> {
         T::Int8 => parse_int::<i64>(s)?.to_be_bytes().to_vec(),
         T::Bool => vec![u8::from(parse_bool(s)?)],
         T::Numeric => normalise_numeric(s)?.into_bytes(),
-        T::Date => parse_date(s.trim())?.to_be_bytes().to_vec(),
-        T::Timestamp => parse_timestamp(s.trim(), false, ctx)?
+        T::Date => datetime::parse_date(s)?.to_be_bytes().to_vec(),
+        T::Timestamp => datetime::parse_timestamp(s, false, ctx.utc)?
             .to_be_bytes()
             .to_vec(),
-        T::Timestamptz => parse_timestamp(s.trim(), true, ctx)?.to_be_bytes().to_vec(),
+        T::Timestamptz => datetime::parse_timestamp(s, true, ctx.utc)?
+            .to_be_bytes()
+            .to_vec(),
         T::Uuid => parse_uuid(s)?.to_vec(),
         T::Json => {
             serde_json::from_str::<serde::de::IgnoredAny>(s).map_err(|_| "not valid JSON")?;
@@ -424,9 +427,13 @@ fn canonical_to_text(ty: LogicalType, c: &[u8]) -> Res<Vec<u8>> {
             [1] => b"t".to_vec(),
             _ => return Err("not a boolean"),
         },
-        T::Date => format_date(i32::from_be_bytes(fixed(c)?)).into_bytes(),
-        T::Timestamp => format_timestamp(i64::from_be_bytes(fixed(c)?), false).into_bytes(),
-        T::Timestamptz => format_timestamp(i64::from_be_bytes(fixed(c)?), true).into_bytes(),
+        T::Date => datetime::format_date(i32::from_be_bytes(fixed(c)?)).into_bytes(),
+        T::Timestamp => {
+            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), false).into_bytes()
+        }
+        T::Timestamptz => {
+            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), true).into_bytes()
+        }
         T::Uuid => format_uuid(&fixed(c)?).into_bytes(),
         T::Bytea => {
             let mut s = Vec::with_capacity(2 + 2 * c.len());
@@ -457,8 +464,40 @@ fn parse_bool(s: &str) -> Res<bool> {
     }
 }
 
-/// `[-]digits[.digits]`, `NaN`, `[-]Infinity`: sign kept only when negative, integer part
-/// without leading zeros, fraction as written.
+/// Moves the decimal point of `int.frac` by `exp` places, as PostgreSQL reads `1.5e3`: the
+/// scale is the fraction's length less the exponent, at least 0.
+fn apply_exponent(int: &str, frac: &str, exp: i64) -> Res<(String, String)> {
+    if exp.unsigned_abs() > 1000 {
+        return Err("exponent out of range");
+    }
+    let digits = format!("{int}{frac}");
+    let point = i64::try_from(int.len()).map_err(|_| "too long")? + exp;
+    let scale = usize::try_from((i64::try_from(frac.len()).unwrap_or(0) - exp).max(0)).unwrap_or(0);
+    let (int, frac) = if point <= 0 {
+        let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+        ("0".to_owned(), format!("{zeros}{digits}"))
+    } else {
+        let point = usize::try_from(point).unwrap_or(0);
+        if point >= digits.len() {
+            (
+                format!("{digits}{}", "0".repeat(point - digits.len())),
+                String::new(),
+            )
+        } else {
+            (digits[..point].to_owned(), digits[point..].to_owned())
+        }
+    };
+    let mut frac = frac;
+    frac.truncate(scale);
+    while frac.len() < scale {
+        frac.push('0');
+    }
+    Ok((int, frac))
+}
+
+/// `[-]digits[.digits][e[-]digits]`, `NaN`, `[-]Infinity`: sign kept only when negative,
+/// integer part without leading zeros, fraction as written (an exponent moves the point,
+/// as PostgreSQL does).
 fn normalise_numeric(s: &str) -> Res<String> {
     let t = s.trim();
     match t.to_ascii_lowercase().as_str() {
@@ -472,11 +511,34 @@ fn normalise_numeric(s: &str) -> Res<String> {
         Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let (mantissa, exp) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => {
+            let e = e.strip_prefix('+').unwrap_or(e);
+            let valid = !e.is_empty()
+                && e.trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit());
+            let e: i64 = valid
+                .then(|| e.parse().ok())
+                .flatten()
+                .ok_or("not a decimal number")?;
+            (m, Some(e))
+        }
+        None => (body, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
-        return Err("not a decimal number (exponents are not accepted)");
+        return Err("not a decimal number");
     }
+    let moved;
+    let (int, frac) = match exp {
+        Some(e) => {
+            moved = apply_exponent(int, frac, e)?;
+            (moved.0.as_str(), moved.1.as_str())
+        }
+        None => (int, frac),
+    };
     let int = int.trim_start_matches('0');
     let int = if int.is_empty() { "0" } else { int };
     let zero = int == "0" && frac.bytes().all(|b| b == b'0');
@@ -611,194 +673,26 @@ fn numeric_from_binary(v: &[u8]) -> Res<String> {
     normalise_numeric(&text)
 }
 
-/// Days from 1970-01-01 to the civil date (proleptic Gregorian), after Howard Hinnant.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
-/// 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01.
-const PG_EPOCH_DAYS: i64 = 10_957;
-const USECS_PER_DAY: i64 = 86_400_000_000;
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-fn num(s: &str, max_len: usize) -> Res<i64> {
-    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("not an ISO 8601 date/time (YYYY-MM-DD HH:MM:SS)");
-    }
-    s.parse().map_err(|_| "number out of range")
-}
-
-/// `YYYY-MM-DD` to days since 2000-01-01.
-fn parse_date(s: &str) -> Res<i32> {
-    match s.to_ascii_lowercase().as_str() {
-        "infinity" | "+infinity" => return Ok(i32::MAX),
-        "-infinity" => return Ok(i32::MIN),
-        _ => {}
-    }
-    let mut parts = s.splitn(3, '-');
-    let (y, m, d) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(y), Some(m), Some(d)) => (num(y, 6)?, num(m, 2)?, num(d, 2)?),
-        _ => return Err("not an ISO 8601 date (YYYY-MM-DD)"),
-    };
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) || y < 1 {
-        return Err("date out of range");
-    }
-    i32::try_from(days_from_civil(y, m, d) - PG_EPOCH_DAYS).map_err(|_| "date out of range")
-}
-
-fn format_date(days: i32) -> String {
-    match days {
-        i32::MAX => "infinity".into(),
-        i32::MIN => "-infinity".into(),
-        _ => {
-            let (y, m, d) = civil_from_days(i64::from(days) + PG_EPOCH_DAYS);
-            format!("{y:04}-{m:02}-{d:02}")
-        }
-    }
-}
-
-/// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][offset]` to microseconds since 2000-01-01 (UTC for
-/// timestamptz).
-fn parse_timestamp(s: &str, with_zone: bool, ctx: Context) -> Res<i64> {
-    match s.to_ascii_lowercase().as_str() {
-        "infinity" | "+infinity" => return Ok(i64::MAX),
-        "-infinity" => return Ok(i64::MIN),
-        _ => {}
-    }
-    let (date, rest) = match s.find([' ', 'T', 't']) {
-        Some(i) => (&s[..i], s[i + 1..].trim_start()),
-        None => (s, ""),
-    };
-    let days = i64::from(parse_date(date)?);
-    // Split off a zone: Z, or +/-HH[:MM] after the time.
-    let (time, zone) = match rest.rfind(['+', '-', 'Z', 'z']) {
-        Some(i) => (rest[..i].trim_end(), Some(&rest[i..])),
-        None => (rest, None),
-    };
-    let mut usecs = 0i64;
-    if !time.is_empty() {
-        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-        let mut f = hms.split(':');
-        let h = num(f.next().unwrap_or(""), 2)?;
-        let mi = num(f.next().unwrap_or(""), 2)?;
-        let sec = f.next().map_or(Ok(0), |x| num(x, 2))?;
-        if f.next().is_some() || h > 24 || mi > 59 || sec > 60 {
-            return Err("time out of range");
-        }
-        if frac.len() > 6 {
-            return Err("more than microsecond precision");
-        }
-        let micros = if frac.is_empty() {
-            0
-        } else {
-            num(frac, 6)? * 10i64.pow(6 - u32::try_from(frac.len()).unwrap_or(6))
-        };
-        usecs = ((h * 60 + mi) * 60 + sec) * 1_000_000 + micros;
-    }
-    let mut ts = days * USECS_PER_DAY + usecs;
-    match (with_zone, zone) {
-        (false, None) => {}
-        (false, Some(_)) => return Err("a timestamp without time zone takes no offset"),
-        (true, None) if ctx.utc => {}
-        (true, None) => {
-            return Err(
-                "give an explicit UTC offset (the session TimeZone is not UTC, and phigate does not resolve zone names)",
-            );
-        }
-        (true, Some(z)) => ts -= parse_offset(z)? * 1_000_000,
-    }
-    Ok(ts)
-}
-
-/// `Z`, `+HH`, `+HHMM`, `+HH:MM` to seconds east of UTC.
-fn parse_offset(z: &str) -> Res<i64> {
-    if z.eq_ignore_ascii_case("z") {
-        return Ok(0);
-    }
-    let (sign, body) = match z.as_bytes().first() {
-        Some(b'+') => (1, &z[1..]),
-        Some(b'-') => (-1, &z[1..]),
-        _ => return Err("bad UTC offset"),
-    };
-    let (h, m) = match body.split_once(':') {
-        Some((h, m)) => (num(h, 2)?, num(m, 2)?),
-        None if body.len() == 4 => (num(&body[..2], 2)?, num(&body[2..], 2)?),
-        None => (num(body, 2)?, 0),
-    };
-    if h > 15 || m > 59 {
-        return Err("bad UTC offset");
-    }
-    Ok(sign * (h * 3600 + m * 60))
-}
-
-fn format_timestamp(ts: i64, with_zone: bool) -> String {
-    let suffix = if with_zone { "+00" } else { "" };
-    match ts {
-        i64::MAX => return "infinity".into(),
-        i64::MIN => return "-infinity".into(),
-        _ => {}
-    }
-    let days = ts.div_euclid(USECS_PER_DAY);
-    let usecs = ts.rem_euclid(USECS_PER_DAY);
-    let (y, m, d) = civil_from_days(days + PG_EPOCH_DAYS);
-    let secs = usecs / 1_000_000;
-    let micros = usecs % 1_000_000;
-    let mut out = format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if micros != 0 {
-        let frac = format!("{micros:06}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-    }
-    out.push_str(suffix);
-    out
-}
-
 fn parse_uuid(s: &str) -> Res<[u8; 16]> {
     let t = s.trim();
     let t = t
         .strip_prefix('{')
         .and_then(|x| x.strip_suffix('}'))
         .unwrap_or(t);
-    let hex: Vec<u8> = t.bytes().filter(|b| *b != b'-').collect();
+    // PostgreSQL allows a hyphen after any group of four digits, nowhere else.
+    let mut hex = Vec::with_capacity(32);
+    let mut hyphen_ok = false;
+    for b in t.bytes() {
+        if b == b'-' {
+            if !hyphen_ok {
+                return Err("not a UUID");
+            }
+            hyphen_ok = false;
+        } else {
+            hex.push(b);
+            hyphen_ok = hex.len() % 4 == 0 && hex.len() < 32;
+        }
+    }
     if hex.len() != 32 {
         return Err("not a UUID");
     }
@@ -887,11 +781,30 @@ mod tests {
         assert_eq!(canon(T::Int4, " +42"), canon(T::Int4, "42"));
         assert_eq!(canon(T::Numeric, "007.50"), canon(T::Numeric, "7.50"));
         assert_eq!(canon(T::Numeric, "-0.0"), canon(T::Numeric, "0.0"));
+        for (written, stored) in [
+            ("1.5e3", "1500"),
+            ("1E-2", "0.01"),
+            ("1.50e-1", "0.150"),
+            ("-2.5e+1", "-25"),
+            ("12.345e1", "123.45"),
+            (" 7e0 ", "7"),
+            (".5e1", "5"),
+        ] {
+            assert_eq!(canon(T::Numeric, written), stored.as_bytes(), "{written}");
+        }
         assert_eq!(canon(T::Bpchar, "ab  "), canon(T::Bpchar, "ab"));
-        assert_eq!(
-            canon(T::Uuid, "{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}"),
-            canon(T::Uuid, "a0eebc999c0b4ef8bb6d6bb9bd380a11")
-        );
+        for u in [
+            "{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+            "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
+            " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ",
+        ] {
+            assert_eq!(
+                canon(T::Uuid, u),
+                canon(T::Uuid, "a0eebc999c0b4ef8bb6d6bb9bd380a11"),
+                "{u}"
+            );
+        }
         assert_eq!(
             canon(T::Timestamptz, "2020-01-01 12:00:00+02"),
             canon(T::Timestamptz, "2020-01-01T10:00:00Z")
@@ -973,8 +886,11 @@ mod tests {
             (T::Date, "2021-02-29"),
             (T::Date, "01/02/2020"),
             (T::Bool, "maybe"),
-            (T::Numeric, "1e5"),
+            (T::Numeric, "1e"),
+            (T::Numeric, "1.2.3"),
             (T::Uuid, "nope"),
+            (T::Uuid, "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11"),
+            (T::Uuid, "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11"),
             (T::Json, "{"),
             (T::Timestamp, "2020-01-01 25:00"),
             (T::Bytea, "\\x0"),

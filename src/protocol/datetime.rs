@@ -1,0 +1,356 @@
+//! PostgreSQL's date and timestamp text forms, over chrono's calendar: what is
+//! PostgreSQL-specific stays here (its epoch, `infinity`, `epoch`, BC years, the time of a
+//! date literal being ignored, an offset on a timestamp without time zone being ignored,
+//! 24:00:00, rounding to microseconds); the calendar is chrono's.
+//!
+//! Accepted input (with surrounding white space, any case): a date `Y-M-D` or `YYYYMMDD`,
+//! optionally followed by `T` or white space and a time `H:MM[:SS[.fraction]]`, then a zone
+//! (`Z`, `UTC`, `GMT`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`, with or without a space before
+//! it, also straight after the date), then `BC` or `AD`; `infinity`, `-infinity`, `epoch`.
+//! Zone names (`Europe/Paris`) and the other date orders of DateStyle are refused.
+
+use chrono::{Datelike, NaiveDate};
+
+type Res<T> = Result<T, &'static str>;
+
+/// Microseconds in a day.
+pub(super) const USECS_PER_DAY: i64 = 86_400_000_000;
+
+/// 2000-01-01, PostgreSQL's epoch, as chrono counts days from 0001-01-01 (day 1).
+const PG_EPOCH_FROM_CE: i64 = 730_120;
+
+const NOT_ISO: &str = "not an ISO 8601 date/time (YYYY-MM-DD HH:MM:SS)";
+
+/// A date/time literal's parts.
+enum Parsed {
+    /// `infinity` (true) or `-infinity`
+    Infinite(bool),
+    /// days since 2000-01-01, microseconds into the day (up to a whole day for 24:00),
+    /// the zone's offset in seconds east of UTC when one was written
+    At {
+        days: i64,
+        usecs: i64,
+        offset: Option<i64>,
+    },
+}
+
+fn digits(s: &str, max: usize) -> Res<i64> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NOT_ISO);
+    }
+    s.parse().map_err(|_| "number out of range")
+}
+
+/// Days since 2000-01-01 of a proleptic Gregorian date (year 0 is 1 BC).
+fn days_of(year: i64, month: i64, day: i64) -> Res<i64> {
+    let date = i32::try_from(year)
+        .ok()
+        .zip(u32::try_from(month).ok())
+        .zip(u32::try_from(day).ok())
+        .and_then(|((y, m), d)| NaiveDate::from_ymd_opt(y, m, d))
+        .ok_or("date out of range")?;
+    Ok(i64::from(date.num_days_from_ce()) - PG_EPOCH_FROM_CE)
+}
+
+/// The date part: `Y-M-D` or `YYYYMMDD`; `bc` counts years before Christ.
+fn date_part(s: &str, bc: bool) -> Res<i64> {
+    let (y, m, d) = match s.split('-').collect::<Vec<_>>().as_slice() {
+        [y, m, d] => (digits(y, 7)?, digits(m, 2)?, digits(d, 2)?),
+        [ymd] if ymd.len() == 8 => (
+            digits(&ymd[..4], 4)?,
+            digits(&ymd[4..6], 2)?,
+            digits(&ymd[6..], 2)?,
+        ),
+        _ => return Err(NOT_ISO),
+    };
+    if y == 0 {
+        return Err("there is no year 0 (1 BC is followed by 1 AD)");
+    }
+    days_of(if bc { 1 - y } else { y }, m, d)
+}
+
+/// `H:MM[:SS[.fraction]]` in microseconds, rounded as PostgreSQL rounds.
+fn time_part(s: &str) -> Res<i64> {
+    let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
+    let mut f = hms.split(':');
+    let h = digits(f.next().unwrap_or(""), 2)?;
+    let mi = digits(f.next().unwrap_or(""), 2)?;
+    let sec = f.next().map_or(Ok(0), |x| digits(x, 2))?;
+    if f.next().is_some() || mi > 59 || sec > 60 {
+        return Err("time out of range");
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NOT_ISO);
+    }
+    let mut micros: i64 = 0;
+    for (i, b) in frac.bytes().take(6).enumerate() {
+        micros += i64::from(b - b'0') * 10i64.pow(5 - u32::try_from(i).unwrap_or(5));
+    }
+    if frac.as_bytes().get(6).is_some_and(|b| *b >= b'5') {
+        micros += 1;
+    }
+    let usecs = ((h * 60 + mi) * 60 + sec) * 1_000_000 + micros;
+    if usecs > USECS_PER_DAY {
+        return Err("time out of range");
+    }
+    Ok(usecs)
+}
+
+/// A zone: `Z`, `UTC`, `GMT` or a numeric offset, in seconds east of UTC.
+fn zone_part(z: &str) -> Res<i64> {
+    if ["z", "utc", "gmt"]
+        .iter()
+        .any(|n| z.eq_ignore_ascii_case(n))
+    {
+        return Ok(0);
+    }
+    let (sign, body) = match z.as_bytes().first() {
+        Some(b'+') => (1, &z[1..]),
+        Some(b'-') => (-1, &z[1..]),
+        _ => return Err("bad time zone (phigate reads numeric offsets, Z, UTC and GMT only)"),
+    };
+    let fields: Vec<&str> = body.split(':').collect();
+    let (h, m, s) = match fields.as_slice() {
+        [hm] if hm.len() == 4 => (digits(&hm[..2], 2)?, digits(&hm[2..], 2)?, 0),
+        [h] => (digits(h, 2)?, 0, 0),
+        [h, m] => (digits(h, 2)?, digits(m, 2)?, 0),
+        [h, m, s] => (digits(h, 2)?, digits(m, 2)?, digits(s, 2)?),
+        _ => return Err("bad UTC offset"),
+    };
+    if h > 15 || m > 59 || s > 59 {
+        return Err("bad UTC offset");
+    }
+    Ok(sign * (h * 3600 + m * 60 + s))
+}
+
+fn parse(s: &str) -> Res<Parsed> {
+    let t = s.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "infinity" | "+infinity" => return Ok(Parsed::Infinite(true)),
+        "-infinity" => return Ok(Parsed::Infinite(false)),
+        "epoch" => {
+            return Ok(Parsed::At {
+                days: days_of(1970, 1, 1)?,
+                usecs: 0,
+                offset: Some(0),
+            });
+        }
+        _ => {}
+    }
+    let (t, bc) = match t.rsplit_once(char::is_whitespace) {
+        Some((head, era)) if era.eq_ignore_ascii_case("bc") => (head.trim_end(), true),
+        Some((head, era)) if era.eq_ignore_ascii_case("ad") => (head.trim_end(), false),
+        _ => (t, false),
+    };
+    let date_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(t.len());
+    // a `-` straight after the day begins an offset, not more of the date
+    let date = &t[..date_end];
+    let (date, rest) = match date.match_indices('-').nth(2) {
+        Some((i, _)) => (&date[..i], &t[i..]),
+        None => (date, &t[date_end..]),
+    };
+    let days = date_part(date, bc)?;
+    let rest = rest.strip_prefix(['T', 't']).unwrap_or(rest).trim_start();
+    let time_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    let (time, zone) = if rest.starts_with(|c: char| c.is_ascii_digit()) {
+        (&rest[..time_end], rest[time_end..].trim())
+    } else {
+        ("", rest.trim())
+    };
+    let usecs = if time.is_empty() { 0 } else { time_part(time)? };
+    let offset = if zone.is_empty() {
+        None
+    } else {
+        Some(zone_part(zone)?)
+    };
+    Ok(Parsed::At {
+        days,
+        usecs,
+        offset,
+    })
+}
+
+/// A date literal to days since 2000-01-01 (`i32::MAX`/`MIN` for ±infinity). A time or
+/// zone after the date is checked and ignored, as PostgreSQL does.
+pub(super) fn parse_date(s: &str) -> Res<i32> {
+    match parse(s)? {
+        Parsed::Infinite(true) => Ok(i32::MAX),
+        Parsed::Infinite(false) => Ok(i32::MIN),
+        Parsed::At { days, .. } => i32::try_from(days).map_err(|_| "date out of range"),
+    }
+}
+
+/// A timestamp literal to microseconds since 2000-01-01 (UTC for `with_zone`;
+/// `i64::MAX`/`MIN` for ±infinity). Without time zone, a written zone is ignored, as
+/// PostgreSQL does. With time zone and none written, `utc` says the session's zone is UTC
+/// (phigate does not resolve zone names).
+pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool) -> Res<i64> {
+    let (days, usecs, offset) = match parse(s)? {
+        Parsed::Infinite(true) => return Ok(i64::MAX),
+        Parsed::Infinite(false) => return Ok(i64::MIN),
+        Parsed::At {
+            days,
+            usecs,
+            offset,
+        } => (days, usecs, offset),
+    };
+    let local = days
+        .checked_mul(USECS_PER_DAY)
+        .and_then(|d| d.checked_add(usecs))
+        .ok_or("timestamp out of range")?;
+    match (with_zone, offset) {
+        (false, _) => Ok(local),
+        (true, Some(o)) => Ok(local - o * 1_000_000),
+        (true, None) if utc => Ok(local),
+        (true, None) => Err(
+            "give an explicit UTC offset (the session TimeZone is not UTC, and phigate does not resolve zone names)",
+        ),
+    }
+}
+
+/// `YYYY-MM-DD` (with ` BC` before year 1) of days since 2000-01-01.
+fn ymd(days: i64) -> (String, bool) {
+    let date = i32::try_from(days + PG_EPOCH_FROM_CE)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt);
+    match date {
+        Some(d) if d.year() <= 0 => (
+            format!("{:04}-{:02}-{:02}", 1 - d.year(), d.month(), d.day()),
+            true,
+        ),
+        Some(d) => (
+            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+            false,
+        ),
+        None => ("out-of-range".to_owned(), false),
+    }
+}
+
+/// A date as PostgreSQL prints it (DateStyle ISO).
+pub(super) fn format_date(days: i32) -> String {
+    match days {
+        i32::MAX => "infinity".into(),
+        i32::MIN => "-infinity".into(),
+        _ => {
+            let (date, bc) = ymd(i64::from(days));
+            if bc { format!("{date} BC") } else { date }
+        }
+    }
+}
+
+/// A timestamp as PostgreSQL prints it (DateStyle ISO; timestamptz in UTC, `+00`).
+pub(super) fn format_timestamp(ts: i64, with_zone: bool) -> String {
+    match ts {
+        i64::MAX => return "infinity".into(),
+        i64::MIN => return "-infinity".into(),
+        _ => {}
+    }
+    let (date, bc) = ymd(ts.div_euclid(USECS_PER_DAY));
+    let usecs = ts.rem_euclid(USECS_PER_DAY);
+    let secs = usecs / 1_000_000;
+    let micros = usecs % 1_000_000;
+    let mut out = format!(
+        "{date} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if micros != 0 {
+        let frac = format!("{micros:06}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    if with_zone {
+        out.push_str("+00");
+    }
+    if bc {
+        out.push_str(" BC");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> i64 {
+        parse_timestamp(s, true, true).expect(s)
+    }
+
+    #[test]
+    fn every_iso_spelling_postgres_accepts() {
+        let day = parse_date("1906-12-09").unwrap();
+        for s in [
+            " 1906-12-09 ",
+            "1906-12-9",
+            "19061209",
+            "1906-12-09T00:00:00.000+00:00",
+            "1906-12-09 00:00:00",
+            "1906-12-09 +00",
+            "1906-12-09 13:14:15.123456789-07:30",
+            "1906-12-09 AD",
+        ] {
+            assert_eq!(parse_date(s), Ok(day), "{s}");
+        }
+        assert_eq!(parse_date("1815-12-10 +00"), parse_date("1815-12-10"));
+        let noon = ts("2020-01-01 12:00:00Z");
+        for s in [
+            "2020-01-01T12:00:00Z",
+            "2020-01-01 12:00+00",
+            "2020-01-01 14:00:00 +02",
+            "2020-01-01 14:00:00+0200",
+            "2020-01-01 07:00:00-05:00",
+            "2020-01-01 11:30:00-00:30",
+            "2020-01-01 12:00:00 UTC",
+            "2020-01-01 12:00:00.0000001 GMT",
+            "2020-01-01 11:59:59.9999996Z",
+            "2020-01-01 12:00",
+        ] {
+            assert_eq!(ts(s), noon, "{s}");
+        }
+        assert_eq!(
+            parse_timestamp("2020-01-01 12:00:00+05", false, false),
+            parse_timestamp("2020-01-01 12:00:00", false, false)
+        );
+        assert_eq!(ts("2019-12-31 24:00:00"), ts("2020-01-01 00:00:00"));
+        assert_eq!(ts("epoch"), ts("1970-01-01 00:00:00+00"));
+        assert_eq!(parse_date("-infinity"), Ok(i32::MIN));
+    }
+
+    #[test]
+    fn bc_years_round_trip() {
+        let d = parse_date("0044-03-15 BC").unwrap();
+        assert_eq!(format_date(d), "0044-03-15 BC");
+        assert_eq!(
+            parse_date("0001-12-31 BC").unwrap() + 1,
+            parse_date("0001-01-01").unwrap()
+        );
+        let t = parse_timestamp("0044-03-15 10:00:00+00 BC", true, true).unwrap();
+        assert_eq!(format_timestamp(t, true), "0044-03-15 10:00:00+00 BC");
+        assert_eq!(format_timestamp(0, false), "2000-01-01 00:00:00");
+        assert_eq!(format_date(0), "2000-01-01");
+    }
+
+    #[test]
+    fn what_postgres_refuses() {
+        for s in [
+            "2021-02-29",
+            "01/02/2020",
+            "2020-13-01",
+            "0000-01-01",
+            "2020-01-01 25:00",
+            "2020-01-01 10:61",
+            "2020-01-01 10:00 Europe/Paris",
+            "2020-01-01 10:00+16",
+            "today",
+            "",
+        ] {
+            assert!(parse_timestamp(s, true, true).is_err(), "{s}");
+        }
+        assert!(parse_timestamp("2020-01-01 10:00", true, false).is_err());
+    }
+}
