@@ -1,0 +1,148 @@
+//! The conformance suite: real drivers and ORMs, installed by `.ci/run` from the package
+//! registries, through phigate against a protected schema (encrypted columns, a row
+//! policy backed by native row-level security) and a pass-through table.
+//!
+//! Each language's checks live under `tests/conformance/`. When a driver is missing, the
+//! suite fails if `PHIGATE_CONFORMANCE=required` (as `.ci/run` sets it) and is skipped
+//! with a notice otherwise (`pip install -r tests/conformance/requirements.txt`).
+
+mod common;
+
+use std::process::Command;
+
+use common::{Options, Pg, Proxy, Setup};
+
+const PATIENTS: &str = r#"
+[table]
+name = "public.patients"
+
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.birth_date]
+type = "date"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+
+[[policy]]
+name = "own-clinic"
+roles = ["clinician"]
+commands = ["all"]
+using = "clinic_id = :user.clinic_id"
+check = "clinic_id = :user.clinic_id"
+"#;
+
+/// Encrypted columns without row policies: PostgreSQL refuses COPY FROM into a table whose
+/// row-level security applies to the caller, so COPY goes here.
+const INTAKE: &str = r#"
+[table]
+name = "public.intake"
+
+[columns.ssn]
+type = "text"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+
+[columns.full_name]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.birth_date]
+type = "date"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+"#;
+
+const ROLES: &str = "[roles.clinician]\nstatements = [\"read\", \"write\", \"copy\", \"transaction\", \"session\", \"prepare\"]\n[roles.nurse_station]\n";
+
+/// A proxy in front of the conformance schema; alice is a clinician of clinic 3.
+async fn world() -> (Pg, Proxy) {
+    let pg = Pg::start();
+    let db = pg.direct().await;
+    db.batch_execute(phigate::crypto::BACKSTOP_SQL)
+        .await
+        .unwrap();
+    db.batch_execute(
+        "create table patients (id serial primary key, clinic_id int not null,
+                                ssn phigate_encrypted, full_name phigate_encrypted,
+                                birth_date phigate_encrypted, note text);
+         create table intake (id serial primary key, clinic_id int,
+                              ssn phigate_encrypted, full_name phigate_encrypted, birth_date phigate_encrypted);
+         create table notes (id serial primary key, body text, created date);
+         grant select, insert, update, delete on all tables in schema public to svc_scram;
+         grant usage on all sequences in schema public to svc_scram;
+         alter database ehr set timezone = 'UTC';",
+    )
+    .await
+    .unwrap();
+    let setup = Setup::new(
+        &pg,
+        &Options {
+            roles: ROLES,
+            tables: &[("patients.toml", PATIENTS), ("intake.toml", INTAKE)],
+            session: "[policies]\nnative = \"apply\"",
+            ..Options::default()
+        },
+    );
+    setup.upstream_line("admin_user = \"postgres\"");
+    setup.attributes("alice", "{ clinic_id = 3 }");
+    let proxy = Proxy::with_setup(setup).await;
+    (pg, proxy)
+}
+
+/// True when the suite must run (CI); false to skip it when a driver is missing.
+fn required() -> bool {
+    std::env::var("PHIGATE_CONFORMANCE").is_ok_and(|v| v == "required")
+}
+
+fn have(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_and_orms() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/python_drivers.py"
+    );
+    if !have(
+        "python3",
+        &["-c", "import psycopg, psycopg2, asyncpg, sqlalchemy"],
+    ) {
+        assert!(
+            !required(),
+            "the Python drivers are missing: pip install -r tests/conformance/requirements.txt"
+        );
+        eprintln!("skipped: pip install -r tests/conformance/requirements.txt to run it");
+        return;
+    }
+    let (_pg, proxy) = world().await;
+    let port = proxy.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .env("PHIGATE_HOST", "127.0.0.1")
+            .env("PHIGATE_PORT", port)
+            .env("PHIGATE_USER", "alice")
+            .env("PHIGATE_PASSWORD", "alice-pw")
+            .env("PHIGATE_DB", "ehr")
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "a driver check failed:\n{stdout}");
+}
