@@ -118,7 +118,10 @@ async fn python_drivers_and_orms() {
     );
     if !have(
         "python3",
-        &["-c", "import psycopg, psycopg2, asyncpg, sqlalchemy"],
+        &[
+            "-c",
+            "import psycopg, psycopg2, asyncpg, sqlalchemy, greenlet",
+        ],
     ) {
         assert!(
             !required(),

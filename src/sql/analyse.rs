@@ -14,6 +14,7 @@ use sqlparser::ast::{
 };
 use std::ops::ControlFlow;
 
+mod batch;
 mod row_check;
 
 use super::catalog::{Catalog, Column, Table};
@@ -528,7 +529,9 @@ impl<'a> Walker<'a> {
                 _ if (0..columns.len()).any(|i| column(i).is_some()) => {
                     let targets: Arc<[Option<Arc<Column>>]> =
                         (0..columns.len()).map(column).collect();
-                    self.query(source, Output::Insert(targets))?;
+                    if !self.batch_source(source, &targets)? {
+                        self.query(source, Output::Insert(targets))?;
+                    }
                 }
                 _ => {
                     self.query(source, Output::Opaque)?;

@@ -670,3 +670,48 @@ fn casts_on_parameters_and_literals() {
         assert_eq!(r.code, "42846", "{sql}: {}", r.message);
     }
 }
+
+/// The batch INSERT shapes ORMs send: SQLAlchemy's insertmanyvalues and Django's UNNEST.
+#[test]
+fn orm_batch_inserts() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn, birth_date) SELECT p0::INTEGER, p1::VARCHAR, p2::DATE \
+         FROM (VALUES ($1::INTEGER, $2::VARCHAR, $3::DATE, 0), ($4::INTEGER, $5::VARCHAR, '2020-01-02', 1)) \
+         AS imp_sen(p0, p1, p2, sen_counter) ORDER BY sen_counter RETURNING patients.id, patients.id AS id__1",
+    );
+    assert!(
+        p.sql.contains("SELECT p0::INTEGER, p1, p2 FROM (VALUES ($1::INTEGER, $2, $3, 0), ($4::INTEGER, $5, pg_catalog.decode("),
+        "{}",
+        p.sql
+    );
+    let used: Vec<Option<&str>> = p
+        .params
+        .iter()
+        .map(|u| u.as_ref().map(|u| u.column().name.as_str()))
+        .collect();
+    assert_eq!(
+        used,
+        [None, Some("ssn"), Some("birth_date"), None, Some("ssn")]
+    );
+    let p = plan(
+        &a,
+        "INSERT INTO \"patients\" (\"id\", \"ssn\", \"full_name\") SELECT * FROM UNNEST(($1)::integer[], ($2)::text[], ($3)::varchar[])",
+    );
+    assert!(
+        p.sql.contains("UNNEST(($1)::INTEGER[], $2, $3)"),
+        "{}",
+        p.sql
+    );
+    assert!(matches!(p.params[1], Some(ParamUse::Array(_))));
+    assert!(matches!(p.params[2], Some(ParamUse::Array(_))));
+    for sql in [
+        "INSERT INTO patients (id, ssn) SELECT p0, p1::INTEGER FROM (VALUES (1, $1)) AS v(p0, p1)",
+        "INSERT INTO patients (id, ssn) SELECT p0, p1 FROM (VALUES (1, $1)) AS v(p0, p1) ORDER BY p1",
+        "INSERT INTO patients (id, ssn) SELECT * FROM UNNEST($1::int[], ARRAY['a'])",
+    ] {
+        let r = refused(&a, sql);
+        assert!(["42846", "0A000"].contains(&r.code), "{sql}: {r:?}");
+    }
+}

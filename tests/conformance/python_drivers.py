@@ -25,8 +25,6 @@ URL = f"{USER}:{PASSWORD}@{HOST}:{PORT}/{DB}"
 KNOWN_GAPS = {
     "psycopg3 binary COPY FROM": "binary COPY on protected tables",
     "asyncpg copy_records_to_table": "binary COPY on protected tables",
-    "sqlalchemy psycopg ORM batch insert with server keys": "INSERT ... SELECT FROM (VALUES ...) ORDER BY",
-    "sqlalchemy psycopg2 ORM batch insert with server keys": "INSERT ... SELECT FROM (VALUES ...) ORDER BY",
 }
 
 BORN = datetime.date(1906, 12, 9)
@@ -327,6 +325,31 @@ def sqlalchemy_checks(dialect):
 
 sqlalchemy_checks("psycopg")
 sqlalchemy_checks("psycopg2")
+
+
+@check("sqlalchemy asyncpg ORM single and batch inserts, lookup, delete")
+def _():
+    from sqlalchemy import delete, select
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    Patient = sqlalchemy_model()
+
+    async def go():
+        engine = create_async_engine(f"postgresql+asyncpg://{URL}")
+        async with AsyncSession(engine) as s:
+            await s.execute(delete(Patient))
+            s.add(Patient(clinic_id=3, ssn="808-08-0808", full_name="Mo", birth_date=BORN))
+            await s.commit()
+            s.add_all([Patient(clinic_id=3, ssn=f"90{i}-09-0909", full_name=f"Q{i}") for i in range(3)])
+            await s.commit()
+            found = (await s.scalars(select(Patient).where(Patient.ssn == "808-08-0808"))).all()
+            eq([(p.full_name, p.birth_date) for p in found], [("Mo", BORN)])
+            eq(len((await s.scalars(select(Patient))).all()), 4)
+            await s.execute(delete(Patient).where(Patient.ssn == "808-08-0808"))
+            await s.commit()
+        await engine.dispose()
+
+    run_async(go)
 
 
 # ---------------------------------------------------------------- runner

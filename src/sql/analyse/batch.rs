@@ -1,0 +1,232 @@
+//! The INSERT sources ORMs write for batches of rows, which read their values from a list
+//! rather than from a table:
+//! - SQLAlchemy's "insertmanyvalues": `SELECT p0::INTEGER, p1::VARCHAR FROM (VALUES ($1, $2,
+//!   0), ...) AS imp_sen (p0, p1, sen_counter) ORDER BY sen_counter`;
+//! - Django's `bulk_create`: `SELECT * FROM UNNEST(($1)::integer[], ($2)::text[])`.
+//!
+//! A value reaching an encrypted column is then written exactly as in `VALUES`: literals
+//! and parameters encrypted, casts checked and removed (an array parameter is encrypted
+//! element by element).
+
+use std::sync::Arc;
+
+use sqlparser::ast::{Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor};
+
+use super::{Operand, Res, Walker, fold};
+use crate::sql::catalog::Column;
+use crate::sql::{ParamUse, Refusal};
+
+/// A column reference under casts: its name and the casts' type names, outermost first.
+fn cast_column(e: &Expr) -> Option<(String, Vec<String>)> {
+    let mut casts = Vec::new();
+    let mut e = e;
+    loop {
+        match e {
+            Expr::Nested(x) => e = x,
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                casts.push(data_type.to_string());
+                e = expr;
+            }
+            Expr::Identifier(i) => return Some((fold(i), casts)),
+            _ => return None,
+        }
+    }
+}
+
+/// A plain `SELECT ... FROM <one item>` without WHERE, GROUP BY, HAVING or DISTINCT.
+fn plain_select(s: &Select) -> bool {
+    s.distinct.is_none()
+        && s.from.len() == 1
+        && s.from[0].joins.is_empty()
+        && s.selection.is_none()
+        && s.having.is_none()
+        && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+}
+
+fn cast_refusal(col: &Column, cast: &str) -> Refusal {
+    Refusal::new(
+        "42846",
+        format!(
+            "cannot cast a value of encrypted column {} of table {} ({}) to {cast}",
+            col.name,
+            col.table,
+            col.logical_type().name()
+        ),
+        "cast to the column's type, or leave the cast out",
+    )
+}
+
+impl Walker<'_> {
+    /// Analyses `source` when it has one of the batch shapes; false when it has neither
+    /// (the general INSERT ... SELECT analysis applies then). `targets` holds, per target
+    /// column, the encrypted column it is.
+    pub(super) fn batch_source(
+        &mut self,
+        source: &mut Query,
+        targets: &[Option<Arc<Column>>],
+    ) -> Res<bool> {
+        if source.with.is_some() || source.limit_clause.is_some() || source.fetch.is_some() {
+            return Ok(false);
+        }
+        let SetExpr::Select(select) = source.body.as_mut() else {
+            return Ok(false);
+        };
+        if !plain_select(select) {
+            return Ok(false);
+        }
+        match &select.from[0].relation {
+            TableFactor::UNNEST {
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if source.order_by.is_none()
+                && matches!(select.projection.as_slice(), [SelectItem::Wildcard(_)]) =>
+            {
+                self.unnest_source(select, targets).map(|()| true)
+            }
+            TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias: Some(alias),
+                ..
+            } if matches!(subquery.body.as_ref(), SetExpr::Values(_))
+                && subquery.order_by.is_none()
+                && subquery.limit_clause.is_none()
+                && !alias.columns.is_empty() =>
+            {
+                self.values_source(source, targets)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `SELECT * FROM UNNEST(a1, a2, ...)`: target column i takes the elements of ai.
+    fn unnest_source(&mut self, select: &mut Select, targets: &[Option<Arc<Column>>]) -> Res {
+        let TableFactor::UNNEST { array_exprs, .. } = &mut select.from[0].relation else {
+            return Ok(());
+        };
+        if array_exprs.len() != targets.len() {
+            return Err(Refusal::unsupported(
+                "INSERT ... SELECT * FROM UNNEST(...) with another number of arrays than columns",
+                self.first(),
+            ));
+        }
+        for (e, target) in array_exprs.iter_mut().zip(targets) {
+            let Some(col) = target else {
+                self.forbid(e, "a value")?;
+                continue;
+            };
+            self.note(col);
+            self.value_casts(e, col, true)?;
+            match self.operand(e)? {
+                Operand::Param(n) => self.param(n, ParamUse::Array(col.clone()))?,
+                _ => {
+                    return Err(Refusal::encrypted(
+                        col,
+                        "UNNEST takes one array parameter per encrypted column",
+                        "bind the column's values as one array parameter",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `SELECT c1, c2::t, ... FROM (VALUES ...) AS a (c1, c2, ...) [ORDER BY ...]`: target
+    /// column i takes the VALUES column its select item names.
+    fn values_source(&mut self, source: &mut Query, targets: &[Option<Arc<Column>>]) -> Res<bool> {
+        let SetExpr::Select(select) = source.body.as_mut() else {
+            return Ok(false);
+        };
+        let TableFactor::Derived {
+            subquery, alias, ..
+        } = &mut select.from[0].relation
+        else {
+            return Ok(false);
+        };
+        let names: Vec<String> = alias
+            .as_ref()
+            .map(|a| a.columns.iter().map(|c| fold(&c.name)).collect())
+            .unwrap_or_default();
+        if select.projection.len() != targets.len() {
+            return Ok(false);
+        }
+        // the VALUES column each select item names (checked before anything changes)
+        let mut named = Vec::with_capacity(targets.len());
+        for item in &select.projection {
+            let found = match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    cast_column(e).and_then(|(name, casts)| {
+                        names
+                            .iter()
+                            .position(|n| *n == name)
+                            .map(|k| (name, casts, k))
+                    })
+                }
+                _ => None,
+            };
+            let Some(found) = found else {
+                return Ok(false);
+            };
+            named.push(found);
+        }
+        // per VALUES column: the encrypted column its values are written to
+        let mut feeds: Vec<Option<Arc<Column>>> = vec![None; names.len()];
+        for ((item, target), (name, casts, k)) in
+            select.projection.iter_mut().zip(targets).zip(named)
+        {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            let Some(col) = target else { continue };
+            if feeds[k].is_some() {
+                return Err(Refusal::encrypted(
+                    col,
+                    "one VALUES column feeds two encrypted columns",
+                    "give each column its own values",
+                ));
+            }
+            for c in &casts {
+                let ok = crate::policy::LogicalType::from_sql_name(c)
+                    .is_some_and(|t| t.converts_to(col.logical_type()));
+                if !ok {
+                    return Err(cast_refusal(col, c));
+                }
+            }
+            *expr = Expr::Identifier(sqlparser::ast::Ident::new(name));
+            feeds[k] = Some(col.clone());
+        }
+        if let Some(order) = &source.order_by {
+            let ordered = order.to_string();
+            if feeds.iter().zip(&names).any(|(f, n)| {
+                f.is_some()
+                    && ordered
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .any(|w| w.eq_ignore_ascii_case(n))
+            }) {
+                return Err(Refusal::unsupported(
+                    "ORDER BY a value written to an encrypted column",
+                    self.first(),
+                ));
+            }
+        }
+        let SetExpr::Values(values) = subquery.body.as_mut() else {
+            return Ok(false);
+        };
+        for row in &mut values.rows {
+            if row.content.len() != names.len() {
+                return Err(Refusal::syntax("VALUES lists must all be the same length"));
+            }
+            for (e, feed) in row.content.iter_mut().zip(&feeds) {
+                match feed {
+                    Some(col) => self.write_value(e, col, None)?,
+                    None => self.forbid(e, "a value")?,
+                }
+            }
+        }
+        Ok(true)
+    }
+}
