@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::copy_binary::{BinaryStream, Malformed};
 use super::transform::RowError;
 use crate::protocol::build;
 use crate::protocol::value::{self, Context, Format};
@@ -228,18 +229,39 @@ pub(super) struct CopyIn {
     header: bool,
     /// the `\.` end marker was seen: the rest is ignored
     ended: bool,
+    /// the binary format's stream, for a binary COPY
+    binary: Option<BinaryStream>,
+}
+
+fn bad_value(col: &Column, e: &value::ValueError) -> Refusal {
+    Refusal {
+        code: "22P02",
+        message: format!("COPY: {e} (column {} of table {})", col.name, col.table),
+        hint: "write the value in PostgreSQL's standard form for its type".into(),
+    }
+}
+
+fn bad_binary(e: Malformed) -> Refusal {
+    Refusal {
+        code: "22P04",
+        message: format!("COPY: {} in the binary data", e.0),
+        hint: "send PostgreSQL's binary COPY format".into(),
+    }
 }
 
 impl CopyIn {
     /// Starts on the COPY of `plan` (which must have a copy plan).
     pub(super) fn new(plan: Arc<crate::sql::Plan>, ctx: Context) -> Self {
-        let header = plan.copy.as_ref().is_some_and(|c| c.format.header);
+        let format = plan.copy.as_ref().map(|c| &c.format);
+        let header = format.is_some_and(|f| f.header);
+        let binary = format.is_some_and(|f| f.binary).then(BinaryStream::default);
         Self {
             plan,
             ctx,
             partial: Vec::new(),
             header,
             ended: false,
+            binary,
         }
     }
 
@@ -247,8 +269,36 @@ impl CopyIn {
         self.plan.copy.as_ref()
     }
 
+    /// A chunk of binary COPY data: its complete tuples, encrypted.
+    fn binary_data(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Refusal> {
+        let (Some(stream), Some(plan)) = (self.binary.as_mut(), self.plan.copy.as_ref()) else {
+            return Ok(());
+        };
+        let ctx = self.ctx;
+        let mut buf = Vec::with_capacity(chunk.len() * 2);
+        stream
+            .feed(
+                chunk,
+                plan,
+                |col, v| {
+                    value::to_canonical(col.logical_type(), Format::Binary, v, ctx)
+                        .map(|c| col.cipher.encrypt(&c))
+                        .map_err(|e| bad_value(col, &e))
+                },
+                &mut buf,
+            )
+            .map_err(|e| e.unwrap_or_else(bad_binary))?;
+        if !buf.is_empty() {
+            build::message(out, b'd', |b| b.put_slice(&buf));
+        }
+        Ok(())
+    }
+
     /// A chunk of client data: the complete rows in it, encrypted, as one CopyData.
     pub(super) fn data(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Refusal> {
+        if self.binary.is_some() {
+            return self.binary_data(chunk, out);
+        }
         self.partial.extend_from_slice(chunk);
         let ends = self.row_ends(&self.partial);
         let Some(&end) = ends.last() else {
@@ -260,6 +310,13 @@ impl CopyIn {
 
     /// The client's CopyDone: the last row may lack its line end.
     pub(super) fn done(&mut self, out: &mut BytesMut) -> Result<(), Refusal> {
+        if let Some(stream) = &self.binary {
+            return if stream.is_clean() {
+                Ok(())
+            } else {
+                Err(bad_binary(Malformed("the data ends inside a tuple")))
+            };
+        }
         if self.partial.is_empty() {
             return Ok(());
         }
@@ -333,11 +390,7 @@ impl CopyIn {
                 plan,
                 |col, v| {
                     let canonical = value::to_canonical(col.logical_type(), Format::Text, v, ctx)
-                        .map_err(|e| Refusal {
-                        code: "22P02",
-                        message: format!("COPY: {e} (column {} of table {})", col.name, col.table),
-                        hint: "write the value in PostgreSQL's standard text form".into(),
-                    })?;
+                        .map_err(|e| bad_value(col, &e))?;
                     let sealed = col.cipher.encrypt(&canonical);
                     let mut hex = Vec::with_capacity(2 + sealed.len() * 2);
                     hex.extend_from_slice(b"\\x");
@@ -353,8 +406,59 @@ impl CopyIn {
     }
 }
 
+/// A COPY TO STDOUT of a protected table: its data decrypted on the way to the client.
+#[derive(Debug)]
+pub(super) struct CopyOut {
+    plan: Arc<crate::sql::Plan>,
+    /// the header line is next (CSV)
+    header: bool,
+    /// the binary format's stream, for a binary COPY
+    binary: Option<BinaryStream>,
+}
+
+impl CopyOut {
+    /// Starts on the COPY of `plan` (which has a copy plan).
+    pub(super) fn new(plan: Arc<crate::sql::Plan>) -> Self {
+        let format = plan.copy.as_ref().map(|c| &c.format);
+        Self {
+            header: format.is_some_and(|f| f.header),
+            binary: format.is_some_and(|f| f.binary).then(BinaryStream::default),
+            plan,
+        }
+    }
+
+    /// One CopyData from the server, decrypted.
+    pub(super) fn data(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), RowError> {
+        let Some(plan) = self.plan.copy.as_ref() else {
+            build::message(out, b'd', |b| b.put_slice(data));
+            return Ok(());
+        };
+        let Some(stream) = &mut self.binary else {
+            return copy_out_row(data, plan, &mut self.header, out);
+        };
+        let mut buf = Vec::with_capacity(data.len());
+        stream
+            .feed(
+                data,
+                plan,
+                |col, v| super::transform::open(col, v, Format::Binary),
+                &mut buf,
+            )
+            .map_err(|e| match e {
+                Ok(e) => e,
+                Err(m) => {
+                    RowError::Protocol(crate::protocol::ProtocolError::Malformed { what: m.0 })
+                }
+            })?;
+        if !buf.is_empty() {
+            build::message(out, b'd', |b| b.put_slice(&buf));
+        }
+        Ok(())
+    }
+}
+
 /// One row of COPY TO STDOUT (PostgreSQL sends a row per CopyData), decrypted.
-pub(super) fn copy_out_row(
+fn copy_out_row(
     data: &[u8],
     plan: &CopyPlan,
     header: &mut bool,
@@ -391,18 +495,12 @@ mod tests {
     use super::*;
 
     fn text() -> CopyFormat {
-        CopyFormat {
-            csv: false,
-            delimiter: b'\t',
-            null: "\\N".into(),
-            header: false,
-            quote: b'"',
-            escape: b'"',
-        }
+        CopyFormat::text()
     }
 
     fn csv() -> CopyFormat {
         CopyFormat {
+            binary: false,
             csv: true,
             delimiter: b',',
             null: String::new(),

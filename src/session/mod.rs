@@ -9,6 +9,7 @@
 //! protocol order, after the responses to everything the client sent before it.
 
 mod copy;
+mod copy_binary;
 mod kind;
 mod transform;
 
@@ -239,7 +240,7 @@ pub struct Session {
     /// replaced by this one
     copy_refusal: Option<Arc<Refusal>>,
     /// a COPY TO STDOUT of a protected table is streaming (and whether its header is next)
-    copy_out: Option<(Arc<Plan>, bool)>,
+    copy_out: Option<copy::CopyOut>,
     audit: Option<SessionAudit>,
     /// audited prepared statements' text, by name
     audit_statements: HashMap<String, Arc<Redacted>>,
@@ -980,17 +981,10 @@ impl Session {
                 self.complete_head();
             }
             b'G' | b'W' => self.copy_started(),
-            b'H' => {
-                self.copy_out = self.copy_plan().map(|p| {
-                    let header = p.copy.as_ref().is_some_and(|c| c.format.header);
-                    (p, header)
-                });
-            }
+            b'H' => self.copy_out = self.copy_plan().map(copy::CopyOut::new),
             b'd' => {
-                if let Some((plan, header)) = &mut self.copy_out
-                    && let Some(copy_plan) = &plan.copy
-                {
-                    match copy::copy_out_row(body, copy_plan, header, &mut out.client) {
+                if let Some(copy_out) = &mut self.copy_out {
+                    match copy_out.data(body, &mut out.client) {
                         Ok(()) => return Ok(()),
                         Err(RowError::Protocol(e)) => return Err(e),
                         Err(e @ RowError::Unreadable { .. }) => {

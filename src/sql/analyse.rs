@@ -377,7 +377,7 @@ impl<'a> Walker<'a> {
                     ));
                 }
                 let format = copy_format(options, legacy_options).ok_or_else(|| {
-                    Refusal::unsupported("these COPY options (text or CSV with DELIMITER, NULL, HEADER, QUOTE, ESCAPE)", self.first())
+                    Refusal::unsupported("these COPY options (text, CSV with DELIMITER, NULL, HEADER, QUOTE, ESCAPE, or binary)", self.first())
                 })?;
                 for c in columns.iter().flatten() {
                     self.note(c);
@@ -1916,14 +1916,7 @@ fn copy_format(
 ) -> Option<CopyFormat> {
     use sqlparser::ast::{CopyLegacyCsvOption as L, CopyLegacyOption as LO, CopyOption as O};
     let byte = |c: char| u8::try_from(c).ok().filter(u8::is_ascii);
-    let mut f = CopyFormat {
-        csv: false,
-        delimiter: b'\t',
-        null: "\\N".to_owned(),
-        header: false,
-        quote: b'"',
-        escape: b'"',
-    };
+    let mut f = CopyFormat::text();
     let mut delimiter = None;
     let mut null = None;
     let mut escape = None;
@@ -1932,6 +1925,7 @@ fn copy_format(
             O::Format(name) => match name.value.to_lowercase().as_str() {
                 "text" => f.csv = false,
                 "csv" => f.csv = true,
+                "binary" => f.binary = true,
                 _ => return None,
             },
             O::Delimiter(c) => delimiter = Some(byte(*c)?),
@@ -1961,8 +1955,14 @@ fn copy_format(
             LO::Delimiter(c) => delimiter = Some(byte(*c)?),
             LO::Null(s) => null = Some(s.clone()),
             LO::Header => f.header = true,
+            LO::Binary => f.binary = true,
             _ => return None,
         }
+    }
+    if f.binary {
+        // PostgreSQL refuses the text options in binary mode
+        return (!f.csv && delimiter.is_none() && null.is_none() && escape.is_none() && !f.header)
+            .then(CopyFormat::binary);
     }
     if f.csv {
         f.delimiter = b',';

@@ -274,7 +274,10 @@ fn unsupported_uses_are_refused_with_their_sqlstate() {
         ),
         ("CREATE TABLE copy AS SELECT * FROM patients", "42501"),
         ("COPY patients TO '/tmp/x'", "42501"),
-        ("COPY patients FROM STDIN WITH (FORMAT binary)", "0A000"),
+        (
+            "COPY patients FROM STDIN WITH (FORMAT binary, DELIMITER ',')",
+            "0A000",
+        ),
         ("SELECT * FROM U&\"p\\0061tients\"", "42501"),
         ("SELECT ssn FROM patients WHERE", "0A000"),
         (
