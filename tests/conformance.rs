@@ -103,49 +103,77 @@ fn required() -> bool {
     std::env::var("PHIGATE_CONFORMANCE").is_ok_and(|v| v == "required")
 }
 
-fn have(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
+/// Runs one language's checks (the command `run`, in `dir`) against a fresh proxy, unless
+/// the command `probe` (run the same way) fails: the drivers are missing, and `install`
+/// says how to get them.
+async fn suite(run: &[&str], probe: &[&str], dir: &str, install: &str) {
+    let dir = format!("{}/tests/conformance/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let present = Command::new(probe[0])
+        .args(&probe[1..])
+        .current_dir(&dir)
         .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_drivers_and_orms() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/python_drivers.py"
-    );
-    if !have(
-        "python3",
-        &[
-            "-c",
-            "import psycopg, psycopg2, asyncpg, sqlalchemy, greenlet",
-        ],
-    ) {
-        assert!(
-            !required(),
-            "the Python drivers are missing: pip install -r tests/conformance/requirements.txt"
-        );
-        eprintln!("skipped: pip install -r tests/conformance/requirements.txt to run it");
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(!required(), "the drivers are missing: {install}");
+        eprintln!("skipped: {install} to run it");
         return;
     }
     let (_pg, proxy) = world().await;
     let port = proxy.addr.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .env("PHIGATE_HOST", "127.0.0.1")
-            .env("PHIGATE_PORT", port)
-            .env("PHIGATE_USER", "alice")
-            .env("PHIGATE_PASSWORD", "alice-pw")
-            .env("PHIGATE_DB", "ehr")
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(run[0]);
+    command
+        .args(&run[1..])
+        .current_dir(&dir)
+        .env("PHIGATE_HOST", "127.0.0.1")
+        .env("PHIGATE_PORT", port)
+        .env("PHIGATE_USER", "alice")
+        .env("PHIGATE_PASSWORD", "alice-pw")
+        .env("PHIGATE_DB", "ehr");
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("the suite runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "a driver check failed:\n{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_and_orms() {
+    suite(
+        &["python3", "python_drivers.py"],
+        &[
+            "python3",
+            "-c",
+            "import psycopg, psycopg2, asyncpg, sqlalchemy, greenlet",
+        ],
+        "",
+        "pip install -r tests/conformance/requirements.txt",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    suite(
+        &["node", "checks.js"],
+        &["node", "-e", "require('pg'); require('pg-cursor')"],
+        "node",
+        "npm install --prefix tests/conformance/node",
+    )
+    .await;
+}
+
+/// pgjdbc from the distribution (`libpostgresql-jdbc-java`).
+const PGJDBC: &str = "/usr/share/java/postgresql.jar";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc() {
+    suite(
+        &["java", "-cp", PGJDBC, "Checks.java"],
+        &["test", "-f", PGJDBC],
+        "java",
+        "apt-get install libpostgresql-jdbc-java",
+    )
+    .await;
 }

@@ -1,0 +1,155 @@
+// pgjdbc through phigate, against a protected table (encrypted columns, a row policy) and
+// a pass-through table. Run by tests/conformance.rs with PHIGATE_* set, as
+// `java -cp postgresql.jar Checks.java`. Prints one line per check, then
+// 'N passed, N failed'; exits 1 when a check failed.
+
+import java.sql.*;
+import java.util.*;
+
+public class Checks {
+    interface Check { void run(Connection c) throws Exception; }
+
+    static final LinkedHashMap<String, Check> CHECKS = new LinkedHashMap<>();
+
+    static void eq(Object got, Object expected) {
+        if (!Objects.equals(got, expected)) {
+            throw new AssertionError("got " + got + ", expected " + expected);
+        }
+    }
+
+    static Connection connect() throws SQLException {
+        String url = "jdbc:postgresql://" + System.getenv("PHIGATE_HOST") + ":" + System.getenv("PHIGATE_PORT")
+            + "/" + System.getenv("PHIGATE_DB") + "?sslmode=disable";
+        return DriverManager.getConnection(url, System.getenv("PHIGATE_USER"), System.getenv("PHIGATE_PASSWORD"));
+    }
+
+    static void reset(Connection c) throws SQLException {
+        try (Statement s = c.createStatement()) {
+            s.execute("DELETE FROM patients");
+            s.execute("DELETE FROM notes");
+        }
+    }
+
+    static {
+        CHECKS.put("PreparedStatement with setInt, setString, setDate, setObject, setNull", c -> {
+            reset(c);
+            try (PreparedStatement p = c.prepareStatement(
+                    "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES (?, ?, ?, ?)")) {
+                p.setInt(1, 3);
+                p.setString(2, "123-45-6789");
+                p.setString(3, "Grace");
+                p.setDate(4, java.sql.Date.valueOf("1906-12-09"));
+                eq(p.executeUpdate(), 1);
+                p.setInt(1, 3);
+                p.setObject(2, "222-22-2222");
+                p.setNull(3, Types.VARCHAR);
+                p.setObject(4, java.time.LocalDate.of(1815, 12, 10));
+                eq(p.executeUpdate(), 1);
+            }
+            try (PreparedStatement p = c.prepareStatement(
+                    "SELECT full_name, birth_date FROM patients WHERE ssn = ?")) {
+                p.setString(1, "123-45-6789");
+                try (ResultSet r = p.executeQuery()) {
+                    eq(r.next(), true);
+                    eq(r.getString(1), "Grace");
+                    eq(r.getDate(2).toString(), "1906-12-09");
+                }
+                p.setString(1, "222-22-2222");
+                try (ResultSet r = p.executeQuery()) {
+                    eq(r.next(), true);
+                    eq(r.getString(1), null);
+                    eq(r.getObject(2, java.time.LocalDate.class), java.time.LocalDate.of(1815, 12, 10));
+                }
+            }
+        });
+        CHECKS.put("executeBatch with generated keys", c -> {
+            reset(c);
+            try (PreparedStatement p = c.prepareStatement(
+                    "INSERT INTO patients (clinic_id, ssn, full_name) VALUES (?, ?, ?)",
+                    Statement.RETURN_GENERATED_KEYS)) {
+                for (int i = 0; i < 5; i++) {
+                    p.setInt(1, 3);
+                    p.setString(2, "000-00-000" + i);
+                    p.setString(3, "P" + i);
+                    p.addBatch();
+                }
+                int[] counts = p.executeBatch();
+                eq(counts.length, 5);
+                int keys = 0;
+                try (ResultSet r = p.getGeneratedKeys()) {
+                    while (r.next()) keys++;
+                }
+                eq(keys, 5);
+            }
+        });
+        CHECKS.put("server-side prepare after the threshold", c -> {
+            reset(c);
+            try (PreparedStatement p = c.prepareStatement("INSERT INTO patients (clinic_id, ssn) VALUES (?, ?)")) {
+                for (int i = 0; i < 3; i++) {
+                    p.setInt(1, 3);
+                    p.setString(2, "111-11-111" + i);
+                    p.executeUpdate();
+                }
+            }
+            try (PreparedStatement p = c.prepareStatement("SELECT ssn FROM patients WHERE ssn = ?")) {
+                for (int i = 0; i < 8; i++) {
+                    p.setString(1, "111-11-111" + (i % 3));
+                    try (ResultSet r = p.executeQuery()) {
+                        eq(r.next(), true);
+                        eq(r.getString(1), "111-11-111" + (i % 3));
+                    }
+                }
+            }
+        });
+        CHECKS.put("transactions and updates", c -> {
+            reset(c);
+            c.setAutoCommit(false);
+            try (PreparedStatement p = c.prepareStatement("INSERT INTO patients (clinic_id, ssn) VALUES (?, ?)")) {
+                p.setInt(1, 3);
+                p.setString(2, "333-33-3333");
+                p.executeUpdate();
+            }
+            c.rollback();
+            try (PreparedStatement p = c.prepareStatement("INSERT INTO patients (clinic_id, ssn) VALUES (?, ?)")) {
+                p.setInt(1, 3);
+                p.setString(2, "444-44-4444");
+                p.executeUpdate();
+            }
+            c.commit();
+            c.setAutoCommit(true);
+            try (PreparedStatement p = c.prepareStatement("UPDATE patients SET full_name = ? WHERE ssn = ?")) {
+                p.setString(1, "Dee");
+                p.setString(2, "444-44-4444");
+                eq(p.executeUpdate(), 1);
+            }
+            try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("SELECT count(*) FROM patients")) {
+                r.next();
+                eq(r.getLong(1), 1L);
+            }
+        });
+        CHECKS.put("pass-through table", c -> {
+            try (PreparedStatement p = c.prepareStatement("INSERT INTO notes (body, created) VALUES (?, ?)")) {
+                p.setString(1, "hello");
+                p.setDate(2, java.sql.Date.valueOf("2020-01-02"));
+                eq(p.executeUpdate(), 1);
+            }
+        });
+    }
+
+    public static void main(String[] args) throws Exception {
+        int passed = 0, failed = 0;
+        for (Map.Entry<String, Check> e : CHECKS.entrySet()) {
+            try (Connection c = connect()) {
+                e.getValue().run(c);
+                passed++;
+                System.out.println("ok     " + e.getKey());
+            } catch (Throwable t) {
+                failed++;
+                System.out.println("FAILED " + e.getKey());
+                t.printStackTrace(System.out);
+            }
+        }
+        System.out.println(passed + " passed, " + failed + " failed");
+        System.exit(failed == 0 ? 0 : 1);
+    }
+}
