@@ -61,7 +61,9 @@ encrypt = "randomized"
 read = { clinician = "plaintext" }
 "#;
 
-const ROLES: &str = "[roles.clinician]\nstatements = [\"read\", \"write\", \"copy\", \"transaction\", \"session\", \"prepare\"]\n[roles.nurse_station]\n";
+/// Clinicians run the default statement kinds and DDL (Django creates the tables of
+/// unprotected models).
+const ROLES: &str = "[roles.clinician]\nstatements = [\"read\", \"write\", \"copy\", \"transaction\", \"session\", \"prepare\", \"ddl\"]\n[roles.nurse_station]\n";
 
 /// A proxy in front of the conformance schema; alice is a clinician of clinic 3.
 async fn world() -> (Pg, Proxy) {
@@ -147,6 +149,17 @@ async fn python_drivers_and_orms() {
             "-c",
             "import psycopg, psycopg2, asyncpg, sqlalchemy, greenlet",
         ],
+        "",
+        "pip install -r tests/conformance/requirements.txt",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_orm() {
+    suite(
+        &["python3", "django_orm.py"],
+        &["python3", "-c", "import django, psycopg"],
         "",
         "pip install -r tests/conformance/requirements.txt",
     )

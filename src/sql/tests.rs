@@ -709,6 +709,17 @@ fn orm_batch_inserts() {
     );
     assert!(matches!(p.params[1], Some(ParamUse::Array(_))));
     assert!(matches!(p.params[2], Some(ParamUse::Array(_))));
+    // Django binding on the client side: array literals, encrypted element by element
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn) SELECT * FROM UNNEST(('{1,2}'::int2[])::integer[], (E'{\"a b\",NULL}')::text[])",
+    );
+    assert!(
+        p.sql.contains("ARRAY[pg_catalog.decode(") && p.sql.contains(", NULL]::BYTEA[]"),
+        "{}",
+        p.sql
+    );
+    assert!(!p.sql.contains("a b"), "{}", p.sql);
     for sql in [
         "INSERT INTO patients (id, ssn) SELECT p0, p1::INTEGER FROM (VALUES (1, $1)) AS v(p0, p1)",
         "INSERT INTO patients (id, ssn) SELECT p0, p1 FROM (VALUES (1, $1)) AS v(p0, p1) ORDER BY p1",

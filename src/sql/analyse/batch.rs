@@ -122,6 +122,9 @@ impl Walker<'_> {
             self.value_casts(e, col, true)?;
             match self.operand(e)? {
                 Operand::Param(n) => self.param(n, ParamUse::Array(col.clone()))?,
+                // a client that binds on its side (Django's default with psycopg) writes
+                // the array as a literal: each element is encrypted like a VALUES literal
+                Operand::Literal(text) => *e = self.encrypted_array(&text, col)?,
                 _ => {
                     return Err(Refusal::encrypted(
                         col,
@@ -132,6 +135,34 @@ impl Walker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// An array literal's elements encrypted: `ARRAY[decode(...), NULL, ...]::bytea[]`.
+    fn encrypted_array(&mut self, text: &str, col: &Arc<Column>) -> Res<Expr> {
+        let items = crate::protocol::value::parse_text_array(text).map_err(|m| {
+            Refusal::new(
+                "22P02",
+                format!(
+                    "an array for encrypted column {} of table {}: {m}",
+                    col.name, col.table
+                ),
+                "write the array as '{a,b,...}'",
+            )
+        })?;
+        let mut elements = Vec::with_capacity(items.len());
+        for item in items {
+            let mut e = Expr::Value(sqlparser::ast::Value::Null.into());
+            if let Some(v) = item {
+                self.encrypt_literal(&mut e, col, &v)?;
+            }
+            elements.push(e.to_string());
+        }
+        let sql = format!("ARRAY[{}]::bytea[]", elements.join(", "));
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|_| Refusal::unsupported("an array of encrypted values", &col.table))
     }
 
     /// `SELECT c1, c2::t, ... FROM (VALUES ...) AS a (c1, c2, ...) [ORDER BY ...]`: target

@@ -1,0 +1,141 @@
+"""Django's ORM with default settings through phigate: create, bulk_create, filters,
+updates, transactions on a protected table, and creating, using and dropping the table of
+an unprotected model (what a migration does). Run by tests/conformance.rs with PHIGATE_*
+set. Prints one line per check, then 'N passed, N failed'; exits 1 when a check failed.
+"""
+
+import datetime
+import os
+import sys
+import traceback
+
+import django
+from django.conf import settings
+
+settings.configure(
+    DATABASES={
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["PHIGATE_HOST"],
+            "PORT": os.environ["PHIGATE_PORT"],
+            "USER": os.environ["PHIGATE_USER"],
+            "PASSWORD": os.environ["PHIGATE_PASSWORD"],
+            "NAME": os.environ["PHIGATE_DB"],
+        }
+    },
+    INSTALLED_APPS=[],
+    USE_TZ=True,
+    TIME_ZONE="Europe/Paris",
+)
+django.setup()
+
+from django.db import connection, models, transaction  # noqa: E402
+
+BORN = datetime.date(1906, 12, 9)
+
+
+class Patient(models.Model):
+    clinic_id = models.IntegerField()
+    ssn = models.TextField(null=True)
+    full_name = models.TextField(null=True)
+    birth_date = models.DateField(null=True)
+
+    class Meta:
+        app_label = "conformance"
+        db_table = "patients"
+        managed = False
+
+
+class Visit(models.Model):
+    """An unprotected model whose table the check creates and drops."""
+
+    reason = models.CharField(max_length=100)
+    seen = models.DateTimeField()
+
+    class Meta:
+        app_label = "conformance"
+        db_table = "django_visits"
+
+
+results = []
+
+
+def check(name):
+    def wrap(f):
+        results.append((name, f))
+        return f
+
+    return wrap
+
+
+def eq(got, expected):
+    if got != expected:
+        raise AssertionError(f"got {got!r}, expected {expected!r}")
+
+
+@check("create, filter, update, delete")
+def _():
+    Patient.objects.all().delete()
+    p = Patient.objects.create(clinic_id=3, ssn="123-45-6789", full_name="Grace", birth_date=BORN)
+    got = Patient.objects.get(ssn="123-45-6789")
+    eq((got.full_name, got.birth_date), ("Grace", BORN))
+    eq(Patient.objects.filter(ssn__in=["x", "123-45-6789"]).count(), 1)
+    eq(Patient.objects.filter(ssn="123-45-6789").update(full_name="G."), 1)
+    p.refresh_from_db()
+    eq(p.full_name, "G.")
+    p.delete()
+    eq(Patient.objects.count(), 0)
+
+
+@check("bulk_create")
+def _():
+    Patient.objects.all().delete()
+    Patient.objects.bulk_create(
+        [Patient(clinic_id=3, ssn=f"000-00-000{i}", full_name=f"P{i}", birth_date=BORN) for i in range(5)]
+    )
+    eq(sorted(Patient.objects.values_list("full_name", flat=True)), [f"P{i}" for i in range(5)])
+
+
+@check("transactions")
+def _():
+    Patient.objects.all().delete()
+    try:
+        with transaction.atomic():
+            Patient.objects.create(clinic_id=3, ssn="111-11-1111")
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    with transaction.atomic():
+        Patient.objects.create(clinic_id=3, ssn="222-22-2222")
+    eq(list(Patient.objects.values_list("ssn", flat=True)), ["222-22-2222"])
+
+
+@check("an unprotected model's table: create, use, drop")
+def _():
+    with connection.schema_editor() as editor:
+        editor.create_model(Visit)
+    try:
+        Visit.objects.create(reason="check-up", seen=datetime.datetime(2020, 1, 2, 3, 4, tzinfo=datetime.timezone.utc))
+        eq(Visit.objects.filter(reason__startswith="check").count(), 1)
+    finally:
+        with connection.schema_editor() as editor:
+            editor.delete_model(Visit)
+
+
+def main():
+    passed = failed = 0
+    for name, f in results:
+        try:
+            f()
+        except Exception:  # noqa: BLE001 - every failure is reported
+            failed += 1
+            print(f"FAILED {name}")
+            traceback.print_exc(file=sys.stdout)
+            continue
+        passed += 1
+        print(f"ok     {name}")
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+main()
