@@ -102,7 +102,10 @@ const STATEMENTS: &[(&str, &str)] = &[
 fn analysis(c: &mut Criterion) {
     let (catalog, policies) = catalog();
     let role = subject();
-    let ctx = Context { utc: true };
+    let ctx = Context {
+        utc: true,
+        ..Context::default()
+    };
     for (name, sql) in STATEMENTS {
         c.bench_function(&format!("sql/analyse+rewrite cold/{name}"), |b| {
             b.iter(|| {

@@ -322,7 +322,10 @@ impl Migration<'_> {
         if rows.is_empty() {
             return Ok(0);
         }
-        let ctx = Context { utc: true };
+        let ctx = Context {
+            utc: true,
+            ..Context::default()
+        };
         let mut values = Vec::with_capacity(rows.len());
         for row in &rows {
             let (Some(Some(tid)), Some(Some(text))) = (row.first(), row.get(1)) else {

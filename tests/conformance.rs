@@ -3,7 +3,7 @@
 //! policy backed by native row-level security) and a pass-through table.
 //!
 //! Each language's checks live under `tests/conformance/`. When a driver is missing, the
-//! suite fails if `PHIGATE_CONFORMANCE=required` (as `.ci/run` sets it) and is skipped
+//! suite fails if `CONFORMANCE_SUITE=required` (as `.ci/run` sets it) and is skipped
 //! with a notice otherwise (`pip install -r tests/conformance/requirements.txt`).
 
 mod common;
@@ -102,7 +102,7 @@ async fn world() -> (Pg, Proxy) {
 
 /// True when the suite must run (CI); false to skip it when a driver is missing.
 fn required() -> bool {
-    std::env::var("PHIGATE_CONFORMANCE").is_ok_and(|v| v == "required")
+    std::env::var("CONFORMANCE_SUITE").is_ok_and(|v| v == "required")
 }
 
 /// Runs one language's checks (the command `run`, in `dir`) against a fresh proxy, unless
@@ -126,11 +126,11 @@ async fn suite(run: &[&str], probe: &[&str], dir: &str, install: &str) {
     command
         .args(&run[1..])
         .current_dir(&dir)
-        .env("PHIGATE_HOST", "127.0.0.1")
-        .env("PHIGATE_PORT", port)
-        .env("PHIGATE_USER", "alice")
-        .env("PHIGATE_PASSWORD", "alice-pw")
-        .env("PHIGATE_DB", "ehr");
+        .env("PROXY_HOST", "127.0.0.1")
+        .env("PROXY_PORT", port)
+        .env("PROXY_USER", "alice")
+        .env("PROXY_PASSWORD", "alice-pw")
+        .env("PROXY_DB", "ehr");
     let out = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()

@@ -843,12 +843,12 @@ async fn copy_data_before_copy_in_response_is_encrypted() {
             "{name} ({i})"
         );
     }
-    // A refused COPY (binary, not supported on a protected table) followed at once by its
+    // A refused COPY (an ENCODING option phigate does not handle) followed at once by its
     // data: the data never reaches the server, the client gets the refusal, the session
     // goes on.
     db.batch_execute("truncate patients").await.unwrap();
     let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
-    let mut bytes = query("copy patients (id, ssn) from stdin (format binary)");
+    let mut bytes = query("copy patients (id, ssn) from stdin (format csv, encoding 'LATIN1')");
     bytes.extend_from_slice(&msg(b'd', b"3,333-33-3333\n"));
     bytes.extend_from_slice(&msg(b'c', b""));
     bytes.extend_from_slice(&query("select 'after'"));
@@ -1012,4 +1012,69 @@ async fn every_input_form_postgres_accepts_is_canonical() {
         });
         assert_eq!(value.as_deref(), Some(read), "{col} {written}");
     }
+}
+
+/// A client in LATIN1 (legacy applications are): statements with non-ASCII text are
+/// analysed and forwarded in its encoding, encrypted values are canonicalised as UTF-8 (a
+/// UTF-8 client finds what a LATIN1 client wrote) and delivered in the client's encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encodings_other_than_utf8() {
+    use common::raw::{self, Raw};
+    let (_pg, proxy, _db) = setup().await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    // every message of one simple query: (type, body)
+    let mut run = async |sql: &[u8]| {
+        let mut body = sql.to_vec();
+        body.push(0);
+        r.send(&raw::msg(b'Q', &body)).await;
+        let mut got = Vec::new();
+        while let Some(m) = r.recv().await {
+            let done = m.0 == b'Z';
+            got.push(m);
+            if done {
+                break;
+            }
+        }
+        got
+    };
+    let errors = |msgs: &[raw::Msg]| -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m.0 == b'E')
+            .map(|m| raw::sqlstate(&m.1))
+            .collect()
+    };
+    let values = |msgs: &[raw::Msg]| -> Vec<Vec<u8>> {
+        msgs.iter()
+            .filter(|m| m.0 == b'D')
+            .map(|m| m.1[6..].to_vec())
+            .collect()
+    };
+    assert!(errors(&run(b"SET client_encoding = 'LATIN1'").await).is_empty());
+    let inserted = run(
+        b"INSERT INTO patients (id, ssn, full_name) VALUES (1, '\xdcn\xefcode-1', 'Jos\xe9 M\xfcller')",
+    )
+    .await;
+    assert!(errors(&inserted).is_empty(), "{inserted:?}");
+    let read = run(b"SELECT full_name FROM patients WHERE ssn = '\xdcn\xefcode-1'").await;
+    assert_eq!(values(&read), [b"Jos\xe9 M\xfcller".to_vec()]);
+    // an unprotected table, and a name phigate never looks at
+    let plain = run(b"CREATE TEMP TABLE notes (body text); INSERT INTO notes VALUES ('r\xe9sum\xe9'); SELECT body AS \"r\xe9sum\xe9\" FROM notes").await;
+    assert!(errors(&plain).is_empty(), "{plain:?}");
+    assert_eq!(values(&plain), [b"r\xe9sum\xe9".to_vec()]);
+    // a UTF-8 client finds the value the LATIN1 client wrote, and reads it in UTF-8
+    let app = proxy.alice().await;
+    let row = app
+        .query_one(
+            "SELECT full_name FROM patients WHERE ssn = 'Ünïcode-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "José Müller");
+    // a client-only encoding cannot have its text COPY data split by phigate
+    assert!(errors(&run(b"SET client_encoding = 'SJIS'").await).is_empty());
+    let copy = run(b"COPY patients (id, ssn) FROM STDIN").await;
+    assert_eq!(errors(&copy), ["0A000"]);
+    let ok = run(b"SELECT 1").await;
+    assert_eq!(values(&ok), [b"1".to_vec()]);
 }

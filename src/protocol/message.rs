@@ -212,7 +212,9 @@ pub fn decode_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError
         match r.u8()? {
             0 => break,
             code => {
-                let v = r.cstr()?;
+                // in the client encoding: a field that is not UTF-8 reads as empty (only
+                // severity, SQLSTATE and phigate's own ASCII message are compared)
+                let v = std::str::from_utf8(r.cbytes()?).unwrap_or("");
                 match code {
                     b'V' => f.severity = v,
                     b'S' if f.severity.is_empty() => f.severity = v,

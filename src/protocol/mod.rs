@@ -9,6 +9,7 @@
 
 pub mod build;
 mod datetime;
+pub mod encoding;
 pub mod frame;
 pub mod message;
 pub mod reader;

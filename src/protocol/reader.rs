@@ -51,6 +51,19 @@ impl<'a> Reader<'a> {
         usize::try_from(self.i16()?).map_err(|_| self.malformed())
     }
 
+    /// A NUL-terminated string's bytes, in whatever encoding (server text is in the
+    /// session's client encoding).
+    pub fn cbytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.malformed())?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
     /// A NUL-terminated string that must be valid UTF-8.
     pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
         let end = self

@@ -58,6 +58,47 @@ pub struct Context {
     /// the session's TimeZone is UTC (a timestamptz written without an offset is then
     /// unambiguous; otherwise phigate asks for an explicit offset)
     pub utc: bool,
+    /// the session's client encoding, in which clients send and read text values
+    pub encoding: super::encoding::ClientEncoding,
+}
+
+impl Context {
+    /// A value of type `ty` as the client sent it, with its text in UTF-8 (phigate
+    /// canonicalises text as UTF-8, so clients in different encodings share ciphertexts).
+    pub fn from_client<'a>(
+        &self,
+        ty: LogicalType,
+        format: Format,
+        v: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, super::encoding::EncodingError> {
+        if is_textual(ty, format) {
+            self.encoding.to_utf8(v)
+        } else {
+            Ok(std::borrow::Cow::Borrowed(v))
+        }
+    }
+
+    /// A value of type `ty` for the client: its text in the client encoding.
+    pub fn to_client(
+        &self,
+        ty: LogicalType,
+        format: Format,
+        v: Vec<u8>,
+    ) -> Result<Vec<u8>, super::encoding::EncodingError> {
+        if is_textual(ty, format) && !self.encoding.is_utf8() {
+            self.encoding.from_utf8(&v)
+        } else {
+            Ok(v)
+        }
+    }
+}
+
+/// True when a value of `ty` in `format` is text in the client encoding.
+fn is_textual(ty: LogicalType, format: Format) -> bool {
+    matches!(
+        ty,
+        LogicalType::Text | LogicalType::Varchar | LogicalType::Bpchar | LogicalType::Json
+    ) || (ty == LogicalType::Jsonb && format == Format::Text)
 }
 
 /// The type OID an application sees for a logical type.
@@ -763,7 +804,10 @@ mod tests {
     use super::*;
     use LogicalType as T;
 
-    const UTC: Context = Context { utc: true };
+    const UTC: Context = Context {
+        utc: true,
+        encoding: crate::protocol::encoding::ClientEncoding::Utf8,
+    };
 
     fn canon(ty: LogicalType, s: &str) -> Vec<u8> {
         to_canonical(ty, Format::Text, s.as_bytes(), UTC).expect("valid")
@@ -899,7 +943,10 @@ mod tests {
             assert!(!e.to_string().contains(s), "{e}");
         }
         assert!(to_canonical(T::Int4, Format::Binary, &[0, 1], UTC).is_err());
-        let no_zone = Context { utc: false };
+        let no_zone = Context {
+            utc: false,
+            ..Context::default()
+        };
         assert!(to_canonical(T::Timestamptz, Format::Text, b"2020-01-01 10:00", no_zone).is_err());
         assert!(
             to_canonical(

@@ -241,6 +241,17 @@ fn bad_value(col: &Column, e: &value::ValueError) -> Refusal {
     }
 }
 
+fn bad_encoding(col: &Column) -> Refusal {
+    Refusal {
+        code: "22021",
+        message: format!(
+            "COPY: a value for column {} of table {} is not valid in the client encoding",
+            col.name, col.table
+        ),
+        hint: "send text in the session's client_encoding".into(),
+    }
+}
+
 fn bad_binary(e: Malformed) -> Refusal {
     Refusal {
         code: "22P04",
@@ -281,7 +292,11 @@ impl CopyIn {
                 chunk,
                 plan,
                 |col, v| {
-                    value::to_canonical(col.logical_type(), Format::Binary, v, ctx)
+                    let ty = col.logical_type();
+                    let v = ctx
+                        .from_client(ty, Format::Binary, v)
+                        .map_err(|_| bad_encoding(col))?;
+                    value::to_canonical(ty, Format::Binary, &v, ctx)
                         .map(|c| col.cipher.encrypt(&c))
                         .map_err(|e| bad_value(col, &e))
                 },
@@ -389,7 +404,11 @@ impl CopyIn {
                 body,
                 plan,
                 |col, v| {
-                    let canonical = value::to_canonical(col.logical_type(), Format::Text, v, ctx)
+                    let ty = col.logical_type();
+                    let v = ctx
+                        .from_client(ty, Format::Text, v)
+                        .map_err(|_| bad_encoding(col))?;
+                    let canonical = value::to_canonical(ty, Format::Text, &v, ctx)
                         .map_err(|e| bad_value(col, &e))?;
                     let sealed = col.cipher.encrypt(&canonical);
                     let mut hex = Vec::with_capacity(2 + sealed.len() * 2);
@@ -410,6 +429,7 @@ impl CopyIn {
 #[derive(Debug)]
 pub(super) struct CopyOut {
     plan: Arc<crate::sql::Plan>,
+    ctx: Context,
     /// the header line is next (CSV)
     header: bool,
     /// the binary format's stream, for a binary COPY
@@ -418,9 +438,10 @@ pub(super) struct CopyOut {
 
 impl CopyOut {
     /// Starts on the COPY of `plan` (which has a copy plan).
-    pub(super) fn new(plan: Arc<crate::sql::Plan>) -> Self {
+    pub(super) fn new(plan: Arc<crate::sql::Plan>, ctx: Context) -> Self {
         let format = plan.copy.as_ref().map(|c| &c.format);
         Self {
+            ctx,
             header: format.is_some_and(|f| f.header),
             binary: format.is_some_and(|f| f.binary).then(BinaryStream::default),
             plan,
@@ -433,15 +454,16 @@ impl CopyOut {
             build::message(out, b'd', |b| b.put_slice(data));
             return Ok(());
         };
+        let ctx = self.ctx;
         let Some(stream) = &mut self.binary else {
-            return copy_out_row(data, plan, &mut self.header, out);
+            return copy_out_row(data, plan, &mut self.header, ctx, out);
         };
         let mut buf = Vec::with_capacity(data.len());
         stream
             .feed(
                 data,
                 plan,
-                |col, v| super::transform::open(col, v, Format::Binary),
+                |col, v| revealed(col, v, Format::Binary, ctx),
                 &mut buf,
             )
             .map_err(|e| match e {
@@ -457,11 +479,28 @@ impl CopyOut {
     }
 }
 
+/// A stored envelope's value in `format` and the client encoding.
+fn revealed(
+    col: &Column,
+    envelope: &[u8],
+    format: Format,
+    ctx: Context,
+) -> Result<Vec<u8>, RowError> {
+    let plain = super::transform::open(col, envelope, format)?;
+    ctx.to_client(col.logical_type(), format, plain)
+        .map_err(|_| RowError::Unreadable {
+            column: col.name.clone(),
+            table: col.table.to_string(),
+            problem: "a character has no equivalent in the client encoding".into(),
+        })
+}
+
 /// One row of COPY TO STDOUT (PostgreSQL sends a row per CopyData), decrypted.
 fn copy_out_row(
     data: &[u8],
     plan: &CopyPlan,
     header: &mut bool,
+    ctx: Context,
     out: &mut BytesMut,
 ) -> Result<(), RowError> {
     if std::mem::take(header) {
@@ -481,7 +520,7 @@ fn copy_out_row(
                     problem: e.into(),
                 }
             })?;
-            super::transform::open(col, &envelope, Format::Text)
+            revealed(col, &envelope, Format::Text, ctx)
         },
         &mut row,
     )?;

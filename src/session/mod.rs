@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::audit::{Auditor, Decision, Kind, Record, Redacted, redact};
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::message::Target;
 use crate::protocol::value::Context;
 use crate::sql::{Analysis, Enforcement, Plan, Refusal, Subject};
@@ -229,6 +230,8 @@ pub struct Session {
     guard: Option<Guard>,
     /// the session's TimeZone is UTC
     utc: bool,
+    /// the session's client encoding (from the server's ParameterStatus)
+    encoding: ClientEncoding,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Rows>,
     /// the result being delivered to a simple Query, when phigate rewrote it
@@ -268,6 +271,7 @@ impl Session {
             client_app_name,
             guard,
             utc: false,
+            encoding: ClientEncoding::Utf8,
             statements: HashMap::new(),
             portals: HashMap::new(),
             simple_rows: None,
@@ -293,6 +297,9 @@ impl Session {
     /// Notes a parameter the server reported (at login or later); returns the value the
     /// client is shown.
     pub fn observe_parameter<'a>(&'a mut self, name: &str, value: &'a str) -> &'a str {
+        if name == "client_encoding" {
+            self.encoding = ClientEncoding::from_name(value);
+        }
         if name == "TimeZone" {
             self.utc = matches!(
                 value,
@@ -311,6 +318,14 @@ impl Session {
             );
         }
         self.client_parameter(name, value)
+    }
+
+    /// What value conversions need to know of the session.
+    fn ctx(&self) -> Context {
+        Context {
+            utc: self.utc,
+            encoding: self.encoding,
+        }
     }
 
     /// Where the session is in its life.
@@ -355,6 +370,52 @@ impl Session {
         if self.phase != Phase::Open {
             return;
         }
+        if self.encoding.is_utf8() {
+            return self.frontend(frame, now, out);
+        }
+        // Text in another client encoding: analysed as UTF-8, forwarded in its encoding.
+        let converted = match self.encoding.frontend_to_utf8(frame.tag(), frame.body()) {
+            Ok(None) => return self.frontend(frame, now, out),
+            Ok(Some(body)) => Frame::new(frame.tag(), &body),
+            Err(_) => return self.encoding_refusal(frame.tag(), now, out),
+        };
+        let mark = out.upstream.len();
+        self.frontend(converted, now, out);
+        match self.encoding.upstream_from_utf8(&out.upstream[mark..]) {
+            Ok(bytes) => {
+                out.upstream.truncate(mark);
+                out.upstream.extend_from_slice(&bytes);
+            }
+            Err(_) => {
+                out.upstream.truncate(mark);
+                let e = PgError::fatal(
+                    "22P05",
+                    "phigate's rewrite of the statement holds a character the client encoding cannot represent",
+                )
+                .with_hint("use a client encoding that can represent the user's attributes (UTF8)");
+                self.fail_upstream(e, out);
+            }
+        }
+    }
+
+    /// A client message whose text is not valid in the client encoding (or in one phigate
+    /// cannot convert): refused in protocol order, as PostgreSQL refuses it.
+    fn encoding_refusal(&mut self, tag: u8, now: Instant, out: &mut Outbound) {
+        let refusal = Refusal {
+            code: "22021",
+            message: format!(
+                "invalid byte sequence for the client encoding, or a client encoding phigate cannot convert ({:?})",
+                self.encoding
+            ),
+            hint: "send text valid in the client encoding; phigate converts UTF8, LATIN1-10, ISO_8859_5-8, WIN866, WIN874, WIN1250-1258, KOI8R/U, EUC_JP, EUC_KR, UHC, EUC_CN, GBK, GB18030, BIG5 and SJIS".into(),
+        };
+        match tag {
+            b'Q' => self.refuse_query(refusal, now, out),
+            _ => self.refuse_extended(Arc::new(refusal), out),
+        }
+    }
+
+    fn frontend(&mut self, frame: Frame, now: Instant, out: &mut Outbound) {
         let msg = match Frontend::decode(&frame) {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
@@ -370,11 +431,12 @@ impl Session {
             }
         }
         // Statements are analysed once, for the audit record and for the rewrite.
+        let ctx = self.ctx();
         let analysis = match (&mut self.guard, &msg) {
             (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {
                 g.subject.emergency = self.emergency.is_some();
                 let analyzer = g.enforcement.current();
-                Some(analyzer.analyse(&g.subject, Context { utc: self.utc }, sql))
+                Some(analyzer.analyse(&g.subject, ctx, sql))
             }
             // A fast-path call names its function by OID, out of the firewall's sight: only
             // the large-object functions libpq calls this way may run.
@@ -639,7 +701,7 @@ impl Session {
         now: Instant,
         out: &mut Outbound,
     ) -> bool {
-        let ctx = Context { utc: self.utc };
+        let ctx = self.ctx();
         match msg {
             Frontend::FunctionCall => match analysis {
                 Some(Analysis::Refuse(r)) => {
@@ -674,6 +736,22 @@ impl Session {
                         out.events.push(Event::BreakGlass);
                         self.emergency = Some((now + lasts, reason));
                         (None, None)
+                    }
+                    Some(Analysis::Rewrite(plan))
+                        if plan.copy.as_ref().is_some_and(|c| !c.format.binary)
+                            && !self.encoding.ascii_safe() =>
+                    {
+                        build::query(transform::REFUSAL_SQL, &mut out.upstream);
+                        self.client_copy = ClientCopy::Discard;
+                        let refusal = Refusal {
+                            code: "0A000",
+                            message: format!(
+                                "phigate cannot split text COPY data of a protected table in client encoding {:?}",
+                                self.encoding
+                            ),
+                            hint: "use COPY (FORMAT binary), or the UTF8 client encoding".into(),
+                        };
+                        (None, Some(Arc::new(refusal)))
                     }
                     Some(Analysis::Rewrite(plan)) => {
                         build::query(&plan.sql, &mut out.upstream);
@@ -981,7 +1059,10 @@ impl Session {
                 self.complete_head();
             }
             b'G' | b'W' => self.copy_started(),
-            b'H' => self.copy_out = self.copy_plan().map(copy::CopyOut::new),
+            b'H' => {
+                let ctx = self.ctx();
+                self.copy_out = self.copy_plan().map(|p| copy::CopyOut::new(p, ctx));
+            }
             b'd' => {
                 if let Some(copy_out) = &mut self.copy_out {
                     match copy_out.data(body, &mut out.client) {
@@ -995,12 +1076,14 @@ impl Session {
                 }
             }
             b'c' => self.copy_out = None,
+            // a value in a client encoding other than UTF-8 is passed on as it is
             b'S' => {
-                let (name, value) = message::decode_parameter_status(body)?;
-                let shown = self.observe_parameter(name, value);
-                if shown != value {
-                    build::parameter_status(name, shown, &mut out.client);
-                    return Ok(());
+                if let Ok((name, value)) = message::decode_parameter_status(body) {
+                    let shown = self.observe_parameter(name, value);
+                    if shown != value {
+                        build::parameter_status(name, shown, &mut out.client);
+                        return Ok(());
+                    }
                 }
             }
             _ => {}
@@ -1139,7 +1222,7 @@ impl Session {
             out.client.extend_from_slice(frame.raw());
             return Ok(());
         }
-        match transform::data_row(frame.body(), shape, formats, &mut out.client) {
+        match transform::data_row(frame.body(), shape, formats, self.ctx(), &mut out.client) {
             Ok(()) => Ok(()),
             Err(RowError::Protocol(e)) => Err(e),
             Err(e @ RowError::Unreadable { .. }) => {

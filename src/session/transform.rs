@@ -186,6 +186,14 @@ fn canonical(
     n: usize,
 ) -> Result<Vec<u8>, Refusal> {
     let ty = col.logical_type();
+    let v = &ctx.from_client(ty, format, v).map_err(|_| Refusal {
+        code: "22021",
+        message: format!(
+            "parameter ${n} for column {} of table {} is not valid in the client encoding",
+            col.name, col.table
+        ),
+        hint: "send text in the session's client_encoding".into(),
+    })?[..];
     let format = match format {
         Format::Binary if declared == 0 || declared == value::type_oid(ty) => Format::Binary,
         Format::Binary if value::is_text_oid(declared) => Format::Text,
@@ -232,9 +240,11 @@ fn encrypt_param(
         ParamUse::Array(col) => {
             let elements: Vec<(Option<Vec<u8>>, Format, u32)> = match format {
                 Format::Text => {
-                    let text = std::str::from_utf8(v)
-                        .map_err(|_| param_refusal(col, n, "not valid UTF-8"))?;
-                    value::parse_text_array(text)
+                    let text = ctx
+                        .encoding
+                        .decode(v)
+                        .map_err(|_| param_refusal(col, n, "not valid in the client encoding"))?;
+                    value::parse_text_array(&text)
                         .map_err(|e| param_refusal(col, n, e))?
                         .into_iter()
                         .map(|e| (e.map(String::into_bytes), Format::Text, 0))
@@ -251,6 +261,14 @@ fn encrypt_param(
             };
             let mut sealed = Vec::with_capacity(elements.len());
             for (e, f, elem) in elements {
+                // the text form was converted whole above
+                let ctx = match f {
+                    Format::Text => Context {
+                        encoding: crate::protocol::encoding::ClientEncoding::Utf8,
+                        ..ctx
+                    },
+                    Format::Binary => ctx,
+                };
                 sealed.push(match e {
                     Some(e) => Some(col.cipher.encrypt(&canonical(col, f, elem, &e, ctx, n)?)),
                     None => None,
@@ -303,7 +321,7 @@ pub(super) fn row_description(
     let mut rewritten = BytesMut::with_capacity(body.len());
     put_count(&mut rewritten, n);
     for i in 0..n {
-        let name = r.cstr()?;
+        let name = r.cbytes()?;
         let table = r.i32()? as u32;
         let attnum = r.i16()?;
         let mut type_oid = r.i32()? as u32;
@@ -337,7 +355,8 @@ pub(super) fn row_description(
                 type_mod = -1;
             }
         }
-        build::put_cstr(&mut rewritten, name);
+        rewritten.put_slice(name);
+        rewritten.put_u8(0);
         rewritten.put_u32(table);
         rewritten.put_i16(attnum);
         rewritten.put_u32(type_oid);
@@ -362,6 +381,7 @@ pub(super) fn data_row(
     body: &[u8],
     shape: &[Option<FieldOut>],
     formats: &[i16],
+    ctx: Context,
     out: &mut BytesMut,
 ) -> Result<(), RowError> {
     let mut r = Reader::new(body, "DataRow");
@@ -372,7 +392,13 @@ pub(super) fn data_row(
         let v = r.value()?;
         let field = shape.get(i).and_then(Option::as_ref);
         let produced = match (field, v) {
-            (Some(f), Some(stored)) => reveal(f, Format::nth(formats, i), stored)?,
+            (Some(f), Some(stored)) => {
+                let format = Format::nth(formats, i);
+                match reveal(f, format, stored)? {
+                    Some(p) => Some(for_client(f, format, p, ctx)?),
+                    None => None,
+                }
+            }
             (_, v) => v.map(<[u8]>::to_vec),
         };
         match produced {
@@ -386,6 +412,21 @@ pub(super) fn data_row(
     r.finish()?;
     build::message(out, b'D', |b| b.put_slice(&row));
     Ok(())
+}
+
+/// A revealed value in the client encoding (masks are text; ciphertext is bytea).
+fn for_client(f: &FieldOut, format: Format, v: Vec<u8>, ctx: Context) -> Result<Vec<u8>, RowError> {
+    let ty = match f.outcome {
+        ReadOutcome::Mask(_) => crate::policy::LogicalType::Text,
+        ReadOutcome::Plaintext => f.column.logical_type(),
+        _ => return Ok(v),
+    };
+    ctx.to_client(ty, format, v).map_err(|_| {
+        unreadable(
+            &f.column,
+            "a character has no equivalent in the client encoding".into(),
+        )
+    })
 }
 
 fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>, RowError> {

@@ -121,7 +121,14 @@ fn subject(user: &str, role: &str) -> Subject {
 }
 
 fn run(a: &Analyzer, sql: &str) -> Analysis {
-    a.analyse(&subject("carol", "clinician"), Context { utc: true }, sql)
+    a.analyse(
+        &subject("carol", "clinician"),
+        Context {
+            utc: true,
+            ..Context::default()
+        },
+        sql,
+    )
 }
 
 fn plan(a: &Analyzer, sql: &str) -> Arc<Plan> {
@@ -303,7 +310,14 @@ fn denied_columns_refuse_any_reference_including_star() {
         "SELECT p.* FROM patients p",
         "SELECT id FROM patients WHERE ssn = '1'",
     ] {
-        match a.analyse(&billing, Context { utc: true }, sql) {
+        match a.analyse(
+            &billing,
+            Context {
+                utc: true,
+                ..Context::default()
+            },
+            sql,
+        ) {
             Analysis::Refuse(r) => {
                 assert_eq!(r.code, "42501", "{sql}");
                 assert!(r.message.contains("ssn"), "{}", r.message);
@@ -537,14 +551,28 @@ fn row_policies_filter_every_reference() {
     );
     // billing has no policy: no rows
     let bill = subject("bill", "billing");
-    match a.analyse(&bill, Context { utc: true }, "SELECT id FROM patients") {
+    match a.analyse(
+        &bill,
+        Context {
+            utc: true,
+            ..Context::default()
+        },
+        "SELECT id FROM patients",
+    ) {
         Analysis::Rewrite(p) => assert!(p.sql.contains("WHERE false)"), "{}", p.sql),
         other => panic!("{other:?}"),
     }
     // an emergency lifts the filter
     let mut emergency = subject("carol", "clinician");
     emergency.emergency = true;
-    match a.analyse(&emergency, Context { utc: true }, "SELECT id FROM patients") {
+    match a.analyse(
+        &emergency,
+        Context {
+            utc: true,
+            ..Context::default()
+        },
+        "SELECT id FROM patients",
+    ) {
         Analysis::Pass => {}
         Analysis::Rewrite(p) => assert!(!p.sql.contains("clinic_id"), "{}", p.sql),
         other => panic!("{other:?}"),
@@ -619,7 +647,10 @@ fn row_policy_checks_reach_new_rows() {
     // a role that bypasses row policies is not checked
     let bill = a.analyse(
         &subject("bill", "billing"),
-        Context { utc: true },
+        Context {
+            utc: true,
+            ..Context::default()
+        },
         "INSERT INTO patients (id, clinic_id) VALUES (1, 4)",
     );
     match bill {

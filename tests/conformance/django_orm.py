@@ -1,6 +1,6 @@
 """Django's ORM with default settings through phigate: create, bulk_create, filters,
 updates, transactions on a protected table, and creating, using and dropping the table of
-an unprotected model (what a migration does). Run by tests/conformance.rs with PHIGATE_*
+an unprotected model (what a migration does). Run by tests/conformance.rs with PROXY_*
 set. Prints one line per check, then 'N passed, N failed'; exits 1 when a check failed.
 """
 
@@ -16,11 +16,11 @@ settings.configure(
     DATABASES={
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "HOST": os.environ["PHIGATE_HOST"],
-            "PORT": os.environ["PHIGATE_PORT"],
-            "USER": os.environ["PHIGATE_USER"],
-            "PASSWORD": os.environ["PHIGATE_PASSWORD"],
-            "NAME": os.environ["PHIGATE_DB"],
+            "HOST": os.environ["PROXY_HOST"],
+            "PORT": os.environ["PROXY_PORT"],
+            "USER": os.environ["PROXY_USER"],
+            "PASSWORD": os.environ["PROXY_PASSWORD"],
+            "NAME": os.environ["PROXY_DB"],
         }
     },
     INSTALLED_APPS=[],

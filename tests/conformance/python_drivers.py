@@ -1,6 +1,6 @@
 """Real Python drivers and ORMs through phigate, against a protected table (encrypted
 columns, a row policy) and a pass-through table. Run by tests/conformance.rs, which starts
-PostgreSQL and phigate and sets PHIGATE_* in the environment. Prints one line per check,
+PostgreSQL and phigate and sets PROXY_* in the environment. Prints one line per check,
 then 'N passed, N failed'; exits 1 when a check that must pass failed.
 
 Checks named in KNOWN_GAPS are what phigate does not support yet (issue 11): they run,
@@ -13,11 +13,11 @@ import os
 import sys
 import traceback
 
-HOST = os.environ["PHIGATE_HOST"]
-PORT = int(os.environ["PHIGATE_PORT"])
-USER = os.environ["PHIGATE_USER"]
-PASSWORD = os.environ["PHIGATE_PASSWORD"]
-DB = os.environ["PHIGATE_DB"]
+HOST = os.environ["PROXY_HOST"]
+PORT = int(os.environ["PROXY_PORT"])
+USER = os.environ["PROXY_USER"]
+PASSWORD = os.environ["PROXY_PASSWORD"]
+DB = os.environ["PROXY_DB"]
 DSN = f"host={HOST} port={PORT} user={USER} password={PASSWORD} dbname={DB}"
 URL = f"{USER}:{PASSWORD}@{HOST}:{PORT}/{DB}"
 

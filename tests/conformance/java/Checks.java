@@ -1,5 +1,5 @@
 // pgjdbc through phigate, against a protected table (encrypted columns, a row policy) and
-// a pass-through table. Run by tests/conformance.rs with PHIGATE_* set, as
+// a pass-through table. Run by tests/conformance.rs with PROXY_* set, as
 // `java -cp postgresql.jar Checks.java`. Prints one line per check, then
 // 'N passed, N failed'; exits 1 when a check failed.
 
@@ -18,9 +18,9 @@ public class Checks {
     }
 
     static Connection connect() throws SQLException {
-        String url = "jdbc:postgresql://" + System.getenv("PHIGATE_HOST") + ":" + System.getenv("PHIGATE_PORT")
-            + "/" + System.getenv("PHIGATE_DB") + "?sslmode=disable";
-        return DriverManager.getConnection(url, System.getenv("PHIGATE_USER"), System.getenv("PHIGATE_PASSWORD"));
+        String url = "jdbc:postgresql://" + System.getenv("PROXY_HOST") + ":" + System.getenv("PROXY_PORT")
+            + "/" + System.getenv("PROXY_DB") + "?sslmode=disable";
+        return DriverManager.getConnection(url, System.getenv("PROXY_USER"), System.getenv("PROXY_PASSWORD"));
     }
 
     static void reset(Connection c) throws SQLException {

@@ -1,5 +1,5 @@
 // node-postgres through phigate, against a protected table (encrypted columns, a row
-// policy) and a pass-through table. Run by tests/conformance.rs with PHIGATE_* set.
+// policy) and a pass-through table. Run by tests/conformance.rs with PROXY_* set.
 // Prints one line per check, then 'N passed, N failed'; exits 1 when a check failed.
 'use strict';
 const { Client, Pool } = require('pg');
@@ -7,11 +7,11 @@ const Cursor = require('pg-cursor');
 const assert = require('assert');
 
 const config = {
-  host: process.env.PHIGATE_HOST,
-  port: Number(process.env.PHIGATE_PORT),
-  user: process.env.PHIGATE_USER,
-  password: process.env.PHIGATE_PASSWORD,
-  database: process.env.PHIGATE_DB,
+  host: process.env.PROXY_HOST,
+  port: Number(process.env.PROXY_PORT),
+  user: process.env.PROXY_USER,
+  password: process.env.PROXY_PASSWORD,
+  database: process.env.PROXY_DB,
 };
 // node-postgres sends a JS Date as '1906-12-09T00:00:00.000+00:00' (in UTC here)
 process.env.TZ = 'UTC';
