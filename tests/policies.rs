@@ -454,7 +454,6 @@ async fn the_bypass_suite_reveals_nothing() {
             "BEGIN; DECLARE c CURSOR FOR SELECT id FROM patients ORDER BY id; FETCH ALL FROM c; COMMIT",
             R(&[&["1"], &["2"]]),
         ),
-        ("SET search_path = pg_temp, public", Refused),
         ("CREATE TEMP TABLE patients (id int)", Refused),
         ("CREATE VIEW v AS SELECT * FROM patients", Refused),
         ("CREATE TABLE stolen AS SELECT * FROM patients", Refused),
@@ -777,7 +776,6 @@ async fn the_bypass_suite_reveals_nothing() {
         ("-c PH\\IGATE.EMERGENCY=2099-01-01", "42501"),
         ("-cphigate.emergency=2099-01-01", "42501"),
         ("-c role=postgres", "42501"),
-        ("-c search_path=pg_temp,public", "42501"),
         ("-d 5", "42601"),
         ("ehr", "42601"),
     ] {
@@ -820,6 +818,38 @@ async fn the_bypass_suite_reveals_nothing() {
         assert!(stderr.contains("phigate.emergency"), "{stderr}");
         assert!(out.stdout.is_empty(), "{out:?}");
     }
+    // A changed search_path (by SET or at start-up) is allowed; unqualified protected
+    // names are then refused (phigate cannot tell which schema they resolve to), qualified
+    // ones work, and a temporary table cannot shadow a protected one.
+    let mut by_startup: tokio_postgres::Config =
+        w.proxy.conninfo("alice", "alice-pw").parse().unwrap();
+    by_startup.options("-c search_path=pg_temp,public");
+    let (c1, conn) = by_startup.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let c2 = w.proxy.alice().await;
+    simple(&c2, "SET search_path = pg_temp, public")
+        .await
+        .unwrap();
+    for c in [&c1, &c2] {
+        assert_eq!(
+            simple(c, "SELECT id FROM patients ORDER BY id").await,
+            Err("0A000".into())
+        );
+        assert_eq!(
+            simple(c, "SELECT id FROM public.patients ORDER BY id").await,
+            Ok(rows(&[&["1"], &["2"]]))
+        );
+        assert!(
+            simple(c, "CREATE TEMP TABLE patients (id int)")
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            simple(c, "SELECT 1 FROM clinics LIMIT 1").await,
+            Ok(rows(&[&["1"]]))
+        );
+    }
+
     // A startup parameter naming one is refused too; ordinary settings pass, re-encoded.
     let mut config: tokio_postgres::Config = w.proxy.conninfo("alice", "alice-pw").parse().unwrap();
     config.options("-c statement_timeout=5s --work-mem=3MB -c DateStyle=ISO,\\ DMY");

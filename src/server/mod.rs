@@ -746,6 +746,12 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         return send_fatal(&mut stream, refusal).await;
     }
     let mut session = Session::new(upstream_app, client_app, Some(guard));
+    if client_settings
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("search_path"))
+    {
+        session = session.with_search_path_changed();
+    }
     if let Some(auditor) = &shared.auditor {
         session = session.with_audit(SessionAudit {
             auditor: auditor.clone(),

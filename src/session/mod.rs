@@ -232,6 +232,8 @@ pub struct Session {
     utc: bool,
     /// the session's client encoding (from the server's ParameterStatus)
     encoding: ClientEncoding,
+    /// the client may have changed the search_path (at start-up or since)
+    search_path_changed: bool,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Rows>,
     /// the result being delivered to a simple Query, when phigate rewrote it
@@ -272,6 +274,7 @@ impl Session {
             guard,
             utc: false,
             encoding: ClientEncoding::Utf8,
+            search_path_changed: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
             simple_rows: None,
@@ -285,6 +288,12 @@ impl Session {
             audit_execute: None,
             emergency: None,
         }
+    }
+
+    /// A session whose start-up settings named the search_path.
+    pub fn with_search_path_changed(mut self) -> Self {
+        self.search_path_changed = true;
+        self
     }
 
     /// Writes an audit record for every statement (before it is forwarded) and its
@@ -325,6 +334,7 @@ impl Session {
         Context {
             utc: self.utc,
             encoding: self.encoding,
+            search_path_changed: self.search_path_changed,
         }
     }
 
@@ -431,6 +441,12 @@ impl Session {
             }
         }
         // Statements are analysed once, for the audit record and for the rewrite.
+        if let Frontend::Query { sql } | Frontend::Parse { sql, .. } = &msg
+            && !self.search_path_changed
+            && crate::sql::sets_search_path(sql)
+        {
+            self.search_path_changed = true;
+        }
         let ctx = self.ctx();
         let analysis = match (&mut self.guard, &msg) {
             (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {

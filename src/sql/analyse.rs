@@ -91,6 +91,8 @@ pub(super) struct Walker<'a> {
     returned: Option<Outputs>,
     /// the row policies applied (`schema.table.policy`)
     pub(super) applied: std::cell::RefCell<Vec<String>>,
+    /// a protected table was named without its schema
+    pub(super) unqualified: bool,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -156,6 +158,7 @@ impl<'a> Walker<'a> {
             scope: Vec::new(),
             params: Vec::new(),
             param_casts: Vec::new(),
+            unqualified: false,
             tables: Vec::new(),
             randomized_literal: false,
             copy: None,
@@ -177,6 +180,9 @@ impl<'a> Walker<'a> {
             [] => return None,
         };
         let found = self.catalog.table(schema, table)?.clone();
+        if schema.is_none() {
+            self.unqualified = true;
+        }
         if !self.tables.iter().any(|t| Arc::ptr_eq(t, &found)) {
             self.tables.push(found.clone());
         }

@@ -332,9 +332,7 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
     {
         return Err(forbidden("changing the session's role or authorization"));
     }
-    if word(rest.first(), "schema") {
-        return Err(forbidden_to_set("search_path"));
-    }
+
     let Some(name) = setting_name(rest) else {
         return Ok(Some(Kind::Is(StatementKind::Session)));
     };
@@ -389,14 +387,56 @@ fn ddl_settings(stmt: &[Token<'_>], words: &[&str]) -> Result<(), Refusal> {
         let Some(name) = setting_name(&stmt[i + 1..]) else {
             continue;
         };
-        if routine && name.eq_ignore_ascii_case("search_path") {
-            continue;
+        if name.eq_ignore_ascii_case("search_path") {
+            // a function may set its own; a role's or database's default would change how
+            // every later session resolves names
+            if routine {
+                continue;
+            }
+            return Err(forbidden(
+                "setting a default search_path for roles or databases (set it in the session)",
+            ));
         }
         if forbidden_setting(&name).is_some() {
             return Err(forbidden_to_set(&name));
         }
     }
     Ok(())
+}
+
+/// True when `sql` changes the session's search_path (`SET`/`RESET search_path`,
+/// `SET SCHEMA`, `set_config('search_path', ...)`): the session then resolves unqualified
+/// protected table names with care. A text the lexer cannot read counts as changing it.
+pub fn sets_search_path(sql: &str) -> bool {
+    let mentions = sql
+        .as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"search") || w.eq_ignore_ascii_case(b"schema"));
+    if !mentions {
+        return false;
+    }
+    let Some(tokens) = lex::tokens(sql) else {
+        return true;
+    };
+    let is = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word { text, .. }) if text.eq_ignore_ascii_case(w));
+    tokens.split(|t| *t == Token::End).any(|stmt| {
+        let setting = if is(stmt.first(), "set") || is(stmt.first(), "reset") {
+            let rest = if is(stmt.get(1), "session") || is(stmt.get(1), "local") {
+                &stmt[2..]
+            } else {
+                stmt.get(1..).unwrap_or_default()
+            };
+            is(rest.first(), "schema") || is(rest.first(), "search_path")
+        } else {
+            false
+        };
+        let call = stmt.windows(3).any(|w| {
+            is(Some(&w[0]), "set_config")
+                && w[1] == Token::Punct(b'(')
+                && matches!(&w[2], Token::Str(Some(n)) if n.eq_ignore_ascii_case("search_path"))
+        });
+        setting || call
+    })
 }
 
 /// The arguments of the call whose `(` is at `tokens[0]`, split at top-level commas.
@@ -519,6 +559,27 @@ mod tests {
     }
 
     #[test]
+    fn search_path_changes_are_recognised() {
+        for changes in [
+            "SET search_path = app, public",
+            "set local SEARCH_PATH to app",
+            "reset search_path",
+            "SET SCHEMA 'app'",
+            "select 1; select set_config('search_path', 'app', false)",
+        ] {
+            assert!(sets_search_path(changes), "{changes}");
+        }
+        for not in [
+            "select * from information_schema.tables offset 1",
+            "select current_setting('search_path')",
+            "show search_path",
+            "select 'set search_path = x'",
+        ] {
+            assert!(!sets_search_path(not), "{not}");
+        }
+    }
+
+    #[test]
     fn kinds_follow_the_role() {
         let clinician = role("");
         let ok = |sql: &str| screen(sql, "r", &clinician);
@@ -530,6 +591,8 @@ mod tests {
             "insert into t values (1); update t set a = 1; delete from t",
             "begin; set statement_timeout = 5; commit",
             "SET LOCAL work_mem = '4MB'",
+            "set search_path = app, public; set schema 'app'; reset search_path",
+            "select set_config('search_path', 'app', false)",
             "prepare p as select 1; execute p; deallocate p",
             "copy t to stdout",
             "declare c cursor for select 1; fetch 1 from c; close c",
@@ -556,8 +619,6 @@ mod tests {
             ("set role admin", "role"),
             ("SET SESSION AUTHORIZATION postgres", "authorization"),
             ("reset role", "role"),
-            ("set search_path = evil, public", "search path"),
-            ("set schema 'evil'", "search path"),
             ("set phigate.role = 'admin'", "phigate"),
             ("reset phigate.user.clinic_id", "phigate"),
             ("show phigate.role", "phigate"),
@@ -566,10 +627,6 @@ mod tests {
                 "phigate.role",
             ),
             ("select \"set_config\"('role', 'x', false)", "setting role"),
-            (
-                "select set_config('search_path', 'x', false)",
-                "search_path",
-            ),
             ("select set_config(name, 'x', false) from t", "literal"),
             (
                 "select set_config('phi' 'gate.role', 'x', false)",
@@ -645,7 +702,6 @@ mod tests {
             "alter role svc set phigate.role = 'admin'",
             "alter database ehr set \"PHIGATE.emergency\" = '2099-01-01'",
             "alter system set phigate.emergency = '2099-01-01'",
-            "alter role svc in database ehr set search_path = evil",
             "alter role svc set role = 'postgres'",
             "create function f() returns int language sql set phigate.emergency = '2099-01-01' as 'select 1'",
             "create function f() returns int language sql set phigate.role from current as 'select 1'",

@@ -22,7 +22,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
-pub use firewall::FORBIDDEN_WORDS;
+pub use firewall::{FORBIDDEN_WORDS, sets_search_path};
 pub(crate) use lex::comment_end;
 
 use std::collections::BTreeMap;
@@ -354,6 +354,13 @@ fn analyse_touched(
     for stmt in &mut statements {
         walker.statement(stmt)?;
     }
+    if walker.unqualified && ctx.search_path_changed {
+        return Err(Refusal::new(
+            "0A000",
+            "the session's search_path was changed, so phigate cannot tell which table an unqualified protected table name means".into(),
+            "qualify protected tables with their schema (public.patients)",
+        ));
+    }
     if walker.tables.is_empty()
         && walker.params.iter().all(Option::is_none)
         && walker.copy.is_none()
@@ -664,8 +671,8 @@ impl Subject {
     }
 }
 
-/// The cache key: user, emergency, session-UTC flag, text.
-type CacheKey = (Arc<str>, bool, bool, Box<str>);
+/// The cache key: user, emergency, session flags (UTC, search_path changed), text.
+type CacheKey = (Arc<str>, bool, (bool, bool), Box<str>);
 
 /// The firewall and the analysis, for one policy set, with a cache keyed by user,
 /// emergency, session context and text.
@@ -743,7 +750,7 @@ impl Analyzer {
         let key = (
             who.user.clone(),
             who.emergency,
-            ctx.utc,
+            (ctx.utc, ctx.search_path_changed),
             Box::<str>::from(sql),
         );
         if let Some(hit) = self.cache.get(&key) {

@@ -760,3 +760,25 @@ fn orm_batch_inserts() {
         assert!(["42846", "0A000"].contains(&r.code), "{sql}: {r:?}");
     }
 }
+
+/// After the session changed its search_path, an unqualified protected table name is
+/// refused (it may resolve to another schema's table); a qualified one is analysed.
+#[test]
+fn a_changed_search_path_needs_qualified_protected_names() {
+    let a = analyzer();
+    let ctx = Context {
+        utc: true,
+        search_path_changed: true,
+        ..Context::default()
+    };
+    let who = subject("carol", "clinician");
+    match a.analyse(&who, ctx, "SELECT ssn FROM patients") {
+        Analysis::Refuse(r) => assert!(r.message.contains("search_path"), "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        a.analyse(&who, ctx, "SELECT ssn FROM public.patients"),
+        Analysis::Rewrite(_)
+    ));
+    assert!(matches!(a.analyse(&who, ctx, "SELECT 1"), Analysis::Pass));
+}
