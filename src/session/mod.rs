@@ -234,6 +234,9 @@ pub struct Session {
     encoding: ClientEncoding,
     /// the client may have changed the search_path (at start-up or since)
     search_path_changed: bool,
+    /// the server is skipping the client's messages until its next Sync (an error in the
+    /// extended protocol arrived before that Sync did): they are owed no response
+    skipping: bool,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Rows>,
     /// the result being delivered to a simple Query, when phigate rewrote it
@@ -275,6 +278,7 @@ impl Session {
             utc: false,
             encoding: ClientEncoding::Utf8,
             search_path_changed: false,
+            skipping: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
             simple_rows: None,
@@ -469,11 +473,12 @@ impl Session {
         }
         match msg {
             Frontend::Query { .. } | Frontend::FunctionCall => {
-                self.pending.push_back(Pending::Query {
+                let audit = std::mem::take(&mut self.audit_query);
+                self.owe(Pending::Query {
                     since: now,
                     plan: None,
                     refused: None,
-                    audit: std::mem::take(&mut self.audit_query),
+                    audit,
                 });
                 self.unflushed = 0;
             }
@@ -494,6 +499,7 @@ impl Session {
             }
             // PostgreSQL ignores Sync and Flush while a COPY FROM STDIN is streaming.
             Frontend::Sync if !self.copy_in => {
+                self.skipping = false;
                 self.pending.push_back(Pending::Sync);
                 self.unflushed = 0;
             }
@@ -640,7 +646,7 @@ impl Session {
     /// raise `refusal` in its place, in protocol order.
     fn refuse_query(&mut self, refusal: Refusal, now: Instant, out: &mut Outbound) {
         build::query(transform::REFUSAL_SQL, &mut out.upstream);
-        self.pending.push_back(Pending::Query {
+        self.owe(Pending::Query {
             since: now,
             plan: None,
             refused: Some(Arc::new(refusal)),
@@ -781,7 +787,7 @@ impl Session {
                     }
                 };
                 let audit = std::mem::take(&mut self.audit_query);
-                self.pending.push_back(Pending::Query {
+                self.owe(Pending::Query {
                     since: now,
                     plan,
                     refused,
@@ -951,7 +957,17 @@ impl Session {
         self.push_unflushed(Pending::Refused { refusal, hidden: 0 });
     }
 
+    /// Notes a response the server owes (none while it skips until Sync).
+    fn owe(&mut self, p: Pending) {
+        if !self.skipping {
+            self.pending.push_back(p);
+        }
+    }
+
     fn push_unflushed(&mut self, p: Pending) {
+        if self.skipping {
+            return;
+        }
         self.pending.push_back(p);
         self.unflushed += 1;
     }
@@ -1051,9 +1067,12 @@ impl Session {
                 let code = fields.code.to_owned();
                 self.statement_done(StatementKind::Failed, None, Some(&code), now, out);
                 if self.front_is_extended() {
-                    // The server skips every message up to the next Sync.
+                    // The server skips every message up to the next Sync; those the client
+                    // has not sent yet will be skipped too.
+                    self.skipping = true;
                     while let Some(p) = self.pending.front() {
                         if matches!(p, Pending::Sync) {
+                            self.skipping = false;
                             break;
                         }
                         self.pending.pop_front();

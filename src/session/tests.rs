@@ -240,3 +240,30 @@ fn masks_show_only_what_the_role_may_see() {
     assert_eq!(transform::mask(MaskKind::Year, "0044-03-15 BC"), "0044 BC");
     assert_eq!(transform::mask(MaskKind::Redact, "Ada Lovelace"), "***");
 }
+
+/// An error in the extended protocol that arrives before the client's Sync: the messages
+/// the client sends after it, up to that Sync, are skipped by the server and owed nothing
+/// (issue 11: the queue once kept them, and later responses, a refusal's among them, were
+/// matched to the wrong statements).
+#[test]
+fn messages_after_an_early_error_up_to_sync_are_owed_nothing() {
+    let (mut s, mut out) = session();
+    for f in [parse(), bind(), execute(), fe(b'H', b"")] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    for f in [fe(b'1', b""), fe(b'2', b""), error()] {
+        s.on_backend(f, t0(), &mut out);
+    }
+    // the rest of the pipeline arrives after the error
+    for f in [bind(), execute(), bind(), execute(), sync()] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    s.on_frontend(fe(b'Q', b"select 1\0"), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert!(s.awaiting_upstream(), "the simple query is still owed");
+    for f in [complete("SELECT 1"), rfq(b'I')] {
+        s.on_backend(f, t0(), &mut out);
+    }
+    assert!(!s.awaiting_upstream());
+    assert_eq!(tags(&mut out.client), b"12EZCZ");
+}
