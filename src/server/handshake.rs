@@ -76,6 +76,12 @@ pub(super) async fn accept(
                 Ok(Some(p)) => break p,
                 Ok(None) if read_more(&mut stream, &mut buf).await? => {}
                 Ok(None) => return Ok(Opened::Closed),
+                // An impossible length: PostgreSQL closes without a word (a client that
+                // sends Terminate before its startup packet gets no error to trip on).
+                Err(e @ (ProtocolError::BadLength(_) | ProtocolError::TooLarge { .. })) => {
+                    tracing::debug!(%peer, error = %e, "invalid length of startup packet");
+                    return Ok(Opened::Closed);
+                }
                 Err(e) => return Ok(refuse(&mut stream, protocol_error(&e)).await),
             }
         };
