@@ -190,3 +190,60 @@ async fn pgjdbc() {
     )
     .await;
 }
+
+/// psql in LATIN1 (`PGCLIENTENCODING=LATIN1`, as legacy clients run): a script with
+/// LATIN1 bytes writes an encrypted value and reads it back in LATIN1, and a UTF-8 client
+/// reads the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_in_latin1() {
+    let (_pg, proxy) = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("latin1.sql");
+    std::fs::write(
+        &script,
+        b"\\set ON_ERROR_STOP 1\n\
+          INSERT INTO intake (clinic_id, ssn, full_name) VALUES (3, '111-11-1111', 'Jos\xe9 M\xfcller');\n\
+          SELECT full_name FROM intake WHERE ssn = '111-11-1111';\n\
+          SELECT 'caf\xe9' AS plain;\n",
+    )
+    .unwrap();
+    let port = proxy.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "-d",
+                "ehr",
+                "-f",
+            ])
+            .arg(&script)
+            .env("PGPASSWORD", "alice-pw")
+            .env("PGCLIENTENCODING", "LATIN1")
+            .output()
+            .expect("psql runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"INSERT 0 1\nJos\xe9 M\xfcller\ncaf\xe9\n");
+    let utf8 = proxy.alice().await;
+    let row = utf8
+        .query_one(
+            "SELECT full_name FROM intake WHERE ssn = '111-11-1111'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "José Müller");
+}
