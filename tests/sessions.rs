@@ -53,6 +53,13 @@ async fn application_name_identifies_the_user_upstream() {
             .unwrap()
             .get::<_, String>(0)
     };
+    // SHOW application_name answers the name the client set, as PostgreSQL would
+    let show = c.simple_query("SHOW application_name").await.unwrap();
+    let value = show.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("chart-viewer"));
     for (sql, expected) in [
         (
             "SET application_name = 'billing-ui'",
@@ -77,6 +84,8 @@ async fn application_name_identifies_the_user_upstream() {
         .await
         .unwrap();
     assert_eq!(upstream_name().await, "phigate:alice/extended");
+    let row = c.query_one("SHOW application_name", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "extended");
     let e = c
         .simple_query("select set_config('application_name', 'anonymous', false)")
         .await

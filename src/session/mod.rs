@@ -227,6 +227,8 @@ pub struct Session {
     /// `application_name` as phigate sets it upstream, and as the client asked for it
     upstream_app_name: String,
     client_app_name: String,
+    /// the application_name the client was last shown (`SHOW application_name` answers it)
+    shown_app_name: String,
     guard: Option<Guard>,
     /// the session's TimeZone is UTC
     utc: bool,
@@ -272,6 +274,7 @@ impl Session {
             copy_in: false,
             tx_status: b'I',
             phase: Phase::Open,
+            shown_app_name: client_app_name.clone(),
             upstream_app_name,
             client_app_name,
             guard,
@@ -329,6 +332,10 @@ impl Session {
                     | "GMT0"
                     | "Etc/GMT0"
             );
+        }
+        if name == "application_name" {
+            let shown = self.client_parameter(name, value).to_owned();
+            self.shown_app_name = shown;
         }
         self.client_parameter(name, value)
     }
@@ -453,6 +460,15 @@ impl Session {
         }
         let ctx = self.ctx();
         let analysis = match (&mut self.guard, &msg) {
+            // The server knows phigate:<user>/<name>; the client sees its own name.
+            (Some(_), Frontend::Query { sql } | Frontend::Parse { sql, .. })
+                if is_show_application_name(sql) =>
+            {
+                Some(Analysis::Rewrite(Arc::new(Plan::text(format!(
+                    "SELECT {}::text AS application_name",
+                    crate::policy::quote_text(&self.shown_app_name)
+                )))))
+            }
             (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {
                 g.subject.emergency = self.emergency.is_some();
                 let analyzer = g.enforcement.current();
@@ -1279,6 +1295,16 @@ impl Session {
             out,
         );
     }
+}
+
+/// `SHOW application_name`, alone.
+fn is_show_application_name(sql: &str) -> bool {
+    let words: Vec<&str> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect();
+    matches!(words.as_slice(), [a, b] if a.eq_ignore_ascii_case("show") && b.eq_ignore_ascii_case("application_name"))
 }
 
 /// How the COPY data after `plan` is handled.

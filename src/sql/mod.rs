@@ -393,7 +393,7 @@ fn analyse_touched(
 
 impl Plan {
     /// A plan that only replaces the statement's text.
-    fn text(sql: String) -> Self {
+    pub fn text(sql: String) -> Self {
         Self {
             sql,
             reusable: true,
