@@ -10,7 +10,7 @@ use sqlparser::ast::{
     InTarget, Insert, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query,
     Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
     TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, visit_expressions,
-    visit_expressions_mut, visit_relations,
+    visit_relations,
 };
 use std::ops::ControlFlow;
 
@@ -1023,29 +1023,7 @@ impl<'a> Walker<'a> {
             .map(|t| format!("({t})"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let mut expr = policy_expr(&text, t)?;
-        let mut nested = false;
-        let _ = visit_expressions_mut(&mut expr, |e| {
-            match e {
-                Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::In {
-                    target: InTarget::Subquery(_),
-                    ..
-                } => nested = true,
-                Expr::Identifier(id) if t.columns.contains(&fold(id)) => {
-                    *e = Expr::CompoundIdentifier(vec![target.clone(), id.clone()]);
-                }
-                _ => {}
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        if nested {
-            return Err(Refusal::unsupported(
-                "INSERT ... ON CONFLICT DO UPDATE under a row policy with a subquery",
-                &t.name,
-            ));
-        }
+        let mut expr = self.policy_condition(t, &text, target, &[])?;
         if let Some(w) = selection.take() {
             expr = Expr::BinaryOp {
                 left: Box::new(Expr::Nested(Box::new(expr))),

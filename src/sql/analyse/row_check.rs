@@ -103,10 +103,11 @@ impl Walker<'_> {
         Ok(Some((terms.join(" OR "), names.join(", "))))
     }
 
-    /// The check as an expression over the new row: assigned columns replaced by their new
-    /// values, the others qualified with `target`. A check with a subquery, on a protected
-    /// column, or on a column assigned as part of a tuple is refused.
-    fn new_row_check(
+    /// A policy condition as an expression over one row of `t`: assigned columns replaced
+    /// by their new values, the others qualified with `target` (EXCLUDED or a FROM item may
+    /// be in scope). A condition with a subquery (whose columns cannot be told apart that
+    /// way), on a protected column, or on a column assigned as part of a tuple is refused.
+    pub(super) fn policy_condition(
         &self,
         t: &Table,
         check: &str,
@@ -123,18 +124,18 @@ impl Walker<'_> {
                     target: InTarget::Subquery(_),
                     ..
                 } => {
-                    problem = Some("a row policy check with a subquery".into());
+                    problem = Some("a row policy with a subquery here".into());
                 }
                 Expr::Identifier(id) if t.columns.contains(&fold(id)) => {
                     let name = fold(id);
                     if t.protected.contains_key(&name) {
-                        problem = Some(format!("a row policy check on encrypted column {name}"));
+                        problem = Some(format!("a row policy on encrypted column {name}"));
                     }
                     match assigned.iter().find(|(n, _)| *n == name) {
                         Some((_, Some(value))) => *e = Expr::Nested(Box::new(value.clone())),
                         Some((_, None)) => {
                             problem = Some(format!(
-                                "a row policy check on column {name} assigned as part of a tuple"
+                                "a row policy on column {name} assigned as part of a tuple"
                             ));
                         }
                         None => *e = Expr::CompoundIdentifier(vec![target.clone(), id.clone()]),
@@ -176,7 +177,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let expr = self.new_row_check(t, &check, target, &assigned)?;
+        let expr = self.policy_condition(t, &check, target, &assigned)?;
         let call = check_call(&expr, &names)?;
         *selection = Some(match selection.take() {
             None => call,
@@ -227,7 +228,7 @@ impl Walker<'_> {
         cast_values(source, &types)?;
         let assigned: Vec<(String, Option<Expr>)> = Vec::new();
         let new = Ident::new(NEW);
-        let expr = self.new_row_check(t, &check, &new, &assigned)?;
+        let expr = self.policy_condition(t, &check, &new, &assigned)?;
         let read_unlisted = {
             let mut found = None;
             let mut probe = expr.clone();
