@@ -19,17 +19,17 @@ name = "public.patients"
 [columns.ssn]
 type = "text"
 encrypt = "deterministic"
-read = { clinician = "plaintext" }
+read = { clinician = "plaintext", billing = "mask:last4" }
 
 [columns.full_name]
 type = "text"
 encrypt = "randomized"
-read = { clinician = "plaintext" }
+read = { clinician = "plaintext", billing = "mask:redact" }
 
 [columns.birth_date]
 type = "date"
 encrypt = "deterministic"
-read = { clinician = "plaintext" }
+read = { clinician = "plaintext", billing = "mask:year" }
 
 [[policy]]
 name = "own-clinic"
@@ -37,6 +37,58 @@ roles = ["clinician"]
 commands = ["all"]
 using = "clinic_id = :user.clinic_id"
 check = "clinic_id = :user.clinic_id"
+
+[[policy]]
+name = "billing-reads"
+roles = ["billing"]
+commands = ["select"]
+using = "clinic_id = :user.clinic_id"
+"#;
+
+/// One encrypted column of each remaining type, for every driver setter.
+const VITALS: &str = r#"
+[table]
+name = "public.vitals"
+
+[columns.mrn]
+type = "int8"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+
+[columns.weight]
+type = "numeric"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.smoker]
+type = "bool"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.seen]
+type = "timestamp"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.seen_at]
+type = "timestamptz"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.ref]
+type = "uuid"
+encrypt = "deterministic"
+read = { clinician = "plaintext" }
+
+[columns.visits]
+type = "int4"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+
+[columns.beds]
+type = "int2"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
 "#;
 
 /// Encrypted columns without row policies: PostgreSQL refuses COPY FROM into a table whose
@@ -63,9 +115,10 @@ read = { clinician = "plaintext" }
 
 /// Clinicians run the default statement kinds and DDL (Django creates the tables of
 /// unprotected models).
-const ROLES: &str = "[roles.clinician]\nstatements = [\"read\", \"write\", \"copy\", \"transaction\", \"session\", \"prepare\", \"ddl\"]\n[roles.nurse_station]\n";
+const ROLES: &str = "[roles.clinician]\nstatements = [\"read\", \"write\", \"copy\", \"transaction\", \"session\", \"prepare\", \"ddl\"]\n[roles.nurse_station]\n[roles.billing]\n";
 
-/// A proxy in front of the conformance schema; alice is a clinician of clinic 3.
+/// A proxy in front of the conformance schema; alice is a clinician of clinic 3, bill works
+/// in billing there (masked reads).
 async fn world() -> (Pg, Proxy) {
     let pg = Pg::start();
     let db = pg.direct().await;
@@ -78,6 +131,9 @@ async fn world() -> (Pg, Proxy) {
                                 birth_date phigate_encrypted, note text);
          create table intake (id serial primary key, clinic_id int,
                               ssn phigate_encrypted, full_name phigate_encrypted, birth_date phigate_encrypted);
+         create table vitals (id serial primary key, mrn phigate_encrypted, weight phigate_encrypted,
+                              smoker phigate_encrypted, seen phigate_encrypted, seen_at phigate_encrypted,
+                              ref phigate_encrypted, visits phigate_encrypted, beds phigate_encrypted);
          create table notes (id serial primary key, body text, created date);
          grant select, insert, update, delete on all tables in schema public to svc_scram;
          grant usage on all sequences in schema public to svc_scram;
@@ -89,13 +145,25 @@ async fn world() -> (Pg, Proxy) {
         &pg,
         &Options {
             roles: ROLES,
-            tables: &[("patients.toml", PATIENTS), ("intake.toml", INTAKE)],
+            tables: &[
+                ("patients.toml", PATIENTS),
+                ("intake.toml", INTAKE),
+                ("vitals.toml", VITALS),
+            ],
             session: "[policies]\nnative = \"apply\"",
             ..Options::default()
         },
     );
     setup.upstream_line("admin_user = \"postgres\"");
+    phigate::policy::add_user(
+        &setup.dir.path().join("policies/users.toml"),
+        "bill",
+        "billing",
+        "bill-pw",
+    )
+    .unwrap();
     setup.attributes("alice", "{ clinic_id = 3 }");
+    setup.attributes("bill", "{ clinic_id = 3 }");
     let proxy = Proxy::with_setup(setup).await;
     (pg, proxy)
 }
@@ -130,7 +198,9 @@ async fn suite(run: &[&str], probe: &[&str], dir: &str, install: &str) {
         .env("PROXY_PORT", port)
         .env("PROXY_USER", "alice")
         .env("PROXY_PASSWORD", "alice-pw")
-        .env("PROXY_DB", "ehr");
+        .env("PROXY_DB", "ehr")
+        .env("PROXY_BILLING_USER", "bill")
+        .env("PROXY_BILLING_PASSWORD", "bill-pw");
     let out = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()

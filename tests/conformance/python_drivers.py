@@ -18,6 +18,8 @@ PORT = int(os.environ["PROXY_PORT"])
 USER = os.environ["PROXY_USER"]
 PASSWORD = os.environ["PROXY_PASSWORD"]
 DB = os.environ["PROXY_DB"]
+BILLING_USER = os.environ["PROXY_BILLING_USER"]
+BILLING_PASSWORD = os.environ["PROXY_BILLING_PASSWORD"]
 DSN = f"host={HOST} port={PORT} user={USER} password={PASSWORD} dbname={DB}"
 URL = f"{USER}:{PASSWORD}@{HOST}:{PORT}/{DB}"
 
@@ -155,6 +157,30 @@ def _():
             raise AssertionError("insert into clinic 4 was accepted")
         cur.execute("SELECT count(*) FROM patients")
         eq(cur.fetchone(), (0,))
+
+
+@check("psycopg3 masks for a billing user, and no search on a masked column")
+def _():
+    import psycopg
+
+    with psycopg.connect(DSN, autocommit=True) as c:
+        cur = c.cursor()
+        reset(cur)
+        cur.execute(
+            "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES (%s, %s, %s, %s)",
+            (3, "123-45-6789", "Grace", BORN),
+        )
+    billing = DSN.replace(f"user={USER} password={PASSWORD}", f"user={BILLING_USER} password={BILLING_PASSWORD}")
+    with psycopg.connect(billing, autocommit=True) as c:
+        cur = c.cursor()
+        cur.execute("SELECT ssn, full_name, birth_date FROM patients")
+        eq(cur.fetchall(), [("***-**-6789", "***", "1906")])
+        try:
+            cur.execute("SELECT id FROM patients WHERE ssn = %s", ("123-45-6789",))
+        except psycopg.errors.InsufficientPrivilege:
+            pass
+        else:
+            raise AssertionError("a search on a masked column was accepted")
 
 
 @check("psycopg3 pass-through table")

@@ -127,6 +127,42 @@ public class Checks {
                 eq(r.getLong(1), 1L);
             }
         });
+        CHECKS.put("every setter on encrypted columns of every type", c -> {
+            try (Statement s = c.createStatement()) {
+                s.execute("DELETE FROM vitals");
+            }
+            java.util.UUID ref = java.util.UUID.fromString("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+            java.time.OffsetDateTime at = java.time.OffsetDateTime.of(2020, 3, 4, 5, 6, 7, 0, java.time.ZoneOffset.ofHours(2));
+            try (PreparedStatement p = c.prepareStatement(
+                    "INSERT INTO vitals (mrn, weight, smoker, seen, seen_at, ref, visits, beds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")) {
+                p.setLong(1, 9000000000123L);
+                p.setBigDecimal(2, new java.math.BigDecimal("72.50"));
+                p.setBoolean(3, true);
+                p.setTimestamp(4, java.sql.Timestamp.valueOf("2020-03-04 05:06:07.891"));
+                p.setObject(5, at);
+                p.setObject(6, ref);
+                p.setInt(7, 12);
+                p.setShort(8, (short) 3);
+                eq(p.executeUpdate(), 1);
+            }
+            try (PreparedStatement p = c.prepareStatement(
+                    "SELECT mrn, weight, smoker, seen, seen_at, ref, visits, beds FROM vitals WHERE mrn = ? AND ref = ?")) {
+                p.setLong(1, 9000000000123L);
+                p.setObject(2, ref);
+                try (ResultSet r = p.executeQuery()) {
+                    eq(r.next(), true);
+                    eq(r.getLong(1), 9000000000123L);
+                    eq(r.getBigDecimal(2), new java.math.BigDecimal("72.50"));
+                    eq(r.getBoolean(3), true);
+                    eq(r.getTimestamp(4), java.sql.Timestamp.valueOf("2020-03-04 05:06:07.891"));
+                    eq(r.getObject(5, java.time.OffsetDateTime.class).toInstant(), at.toInstant());
+                    eq(r.getObject(6), ref);
+                    eq(r.getInt(7), 12);
+                    eq(r.getShort(8), (short) 3);
+                    eq(r.next(), false);
+                }
+            }
+        });
         CHECKS.put("pass-through table", c -> {
             try (PreparedStatement p = c.prepareStatement("INSERT INTO notes (body, created) VALUES (?, ?)")) {
                 p.setString(1, "hello");
