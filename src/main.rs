@@ -203,9 +203,13 @@ enum UserCommand {
     Add {
         /// the user name
         name: String,
-        /// the user's role
+        /// the user's role (declared in roles.toml)
         #[arg(long)]
         role: String,
+        /// an attribute for row policies (`:user.KEY`), as KEY=VALUE; repeat for more
+        /// (numbers and true/false are typed, anything else is a string)
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
         /// the policy directory holding users.toml (default: policies.dir from the config)
         #[arg(long)]
         policies: Option<PathBuf>,
@@ -429,6 +433,7 @@ fn run(cli: Cli) -> Result<()> {
                 UserCommand::Add {
                     name,
                     role,
+                    attrs,
                     policies,
                     config,
                 },
@@ -437,13 +442,51 @@ fn run(cli: Cli) -> Result<()> {
                 Some(d) => d,
                 None => Config::load(&config)?.policies_dir(),
             };
+            let set = phigate::policy::PolicySet::load(&dir)?;
+            if set.role(&role).is_none() {
+                bail!(
+                    "{}: role {role:?} is not declared; add [roles.{role}] there first",
+                    dir.join("roles.toml").display()
+                );
+            }
+            let attributes = attrs
+                .iter()
+                .map(|a| parse_attribute(a))
+                .collect::<Result<Vec<_>>>()?;
             let password = read_password()?;
             let file = dir.join("users.toml");
-            phigate::policy::add_user(&file, &name, &role, &password)?;
+            let before = std::fs::read(&file).ok();
+            phigate::policy::add_user_with(&file, &name, &role, &password, &attributes)?;
+            if let Err(e) = phigate::policy::PolicySet::load(&dir) {
+                // leave users.toml as it was
+                let _ = match before {
+                    Some(b) => std::fs::write(&file, b),
+                    None => std::fs::remove_file(&file),
+                };
+                bail!("user {name} was not added: {e}");
+            }
             println!("added user {name} (role {role}) to {}", file.display());
+            println!("a running phigate lets the user in after it reloads: send it SIGHUP");
             Ok(())
         }
     }
+}
+
+/// `KEY=VALUE` as a user attribute: an integer, a float, true/false, or a string.
+fn parse_attribute(a: &str) -> Result<(String, toml::Value)> {
+    let Some((key, value)) = a.split_once('=') else {
+        bail!("--attr {a:?}: write KEY=VALUE");
+    };
+    let typed = if let Ok(i) = value.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = value.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else if let Some(f) = value.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        toml::Value::Float(f)
+    } else {
+        toml::Value::String(value.to_owned())
+    };
+    Ok((key.to_owned(), typed))
 }
 
 fn read_password() -> Result<String> {

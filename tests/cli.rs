@@ -158,6 +158,50 @@ async fn user_add_then_serve_lets_the_new_user_in() {
     let out = again.wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    // A role roles.toml does not declare is refused before anything is written;
+    // attributes are typed.
+    let add = |args: &[&str]| {
+        let mut child = phigate()
+            .args(["user", "add"])
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add(&["dave", "--role", "surgeon"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("role \"surgeon\" is not declared"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add(&[
+        "erin",
+        "--role",
+        "clinician",
+        "--attr",
+        "clinic_id=3",
+        "--attr",
+        "ward=B 2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SIGHUP"));
+    let users = std::fs::read_to_string(setup.dir.path().join("policies/users.toml")).unwrap();
+    assert!(
+        users.contains("attributes = { clinic_id = 3, ward = \"B 2\" }"),
+        "{users}"
+    );
+    assert!(!users.contains("dave"));
 
     let log_path = setup.dir.path().join("phigate.log");
     let (serve, port) = serve_logging(

@@ -126,6 +126,17 @@ fn check_name(name: &str) -> Result<(), String> {
 /// `path` (created if missing), keeping its comments and layout. Refuses to replace an
 /// existing user.
 pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(), PolicyError> {
+    add_user_with(path, name, role, password, &[])
+}
+
+/// [`add_user`] with attributes for row policies (`:user.NAME`), as TOML values.
+pub fn add_user_with(
+    path: &Path,
+    name: &str,
+    role: &str,
+    password: &str,
+    attributes: &[(String, toml::Value)],
+) -> Result<(), PolicyError> {
     let invalid = |key: &str, problem: String| PolicyError::Invalid {
         file: path.to_owned(),
         key: key.to_owned(),
@@ -165,6 +176,19 @@ pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(
     entry["scram"] = toml_edit::value(postgres_protocol::password::scram_sha_256(
         password.as_bytes(),
     ));
+    if !attributes.is_empty() {
+        let mut inline = toml_edit::InlineTable::new();
+        for (k, v) in attributes {
+            let value = match v {
+                toml::Value::Integer(i) => toml_edit::Value::from(*i),
+                toml::Value::Float(f) => toml_edit::Value::from(*f),
+                toml::Value::Boolean(b) => toml_edit::Value::from(*b),
+                other => toml_edit::Value::from(other.as_str().unwrap_or_default()),
+            };
+            inline.insert(k, value);
+        }
+        entry["attributes"] = toml_edit::value(inline);
+    }
     users.insert(name, toml_edit::Item::Table(entry));
     let io = |cause| PolicyError::Io {
         file: path.to_owned(),
