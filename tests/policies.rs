@@ -90,6 +90,11 @@ async fn world() -> World {
          create table visits (id int primary key, patient_id int, clinic_id int not null, note text);
          create table clinics (id int primary key, name text);
          insert into clinics values (3, 'north'), (4, 'south');
+         create schema tenant;
+         create table tenant.patients (id int);
+         insert into tenant.patients values (77);
+         grant usage on schema tenant to svc_scram;
+         grant select on tenant.patients to svc_scram;
          insert into visits values (1, 1, 3, 'v1'), (2, 3, 4, 'v2');
          grant select, insert, update, delete on all tables in schema public to svc_scram;
          alter database ehr set timezone = 'UTC';",
@@ -818,9 +823,12 @@ async fn the_bypass_suite_reveals_nothing() {
         assert!(stderr.contains("phigate.emergency"), "{stderr}");
         assert!(out.stdout.is_empty(), "{out:?}");
     }
-    // A changed search_path (by SET or at start-up) is allowed; unqualified protected
-    // names are then refused (phigate cannot tell which schema they resolve to), qualified
-    // ones work, and a temporary table cannot shadow a protected one.
+    // The search path is followed when it is set plainly (by SET or at start-up): an
+    // unqualified name means the first schema's relation of that name, a tenant's own
+    // unprotected `patients` included. A change phigate cannot follow (SET LOCAL in a
+    // transaction) makes unqualified protected names refused until the path is plain
+    // again; qualified names always work, and a temporary table cannot shadow a
+    // protected one.
     let mut by_startup: tokio_postgres::Config =
         w.proxy.conninfo("alice", "alice-pw").parse().unwrap();
     by_startup.options("-c search_path=pg_temp,public");
@@ -833,10 +841,6 @@ async fn the_bypass_suite_reveals_nothing() {
     for c in [&c1, &c2] {
         assert_eq!(
             simple(c, "SELECT id FROM patients ORDER BY id").await,
-            Err("0A000".into())
-        );
-        assert_eq!(
-            simple(c, "SELECT id FROM public.patients ORDER BY id").await,
             Ok(rows(&[&["1"], &["2"]]))
         );
         assert!(
@@ -844,11 +848,36 @@ async fn the_bypass_suite_reveals_nothing() {
                 .await
                 .is_err()
         );
-        assert_eq!(
-            simple(c, "SELECT 1 FROM clinics LIMIT 1").await,
-            Ok(rows(&[&["1"]]))
-        );
     }
+    simple(&c2, "SET search_path TO tenant, public")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple(&c2, "SELECT id FROM patients").await,
+        Ok(rows(&[&["77"]]))
+    );
+    assert_eq!(
+        simple(&c2, "SELECT id FROM public.patients ORDER BY id").await,
+        Ok(rows(&[&["1"], &["2"]]))
+    );
+    assert_eq!(
+        simple(
+            &c2,
+            "BEGIN; SET LOCAL search_path = public; SELECT id FROM patients; COMMIT"
+        )
+        .await,
+        Err("0A000".into())
+    );
+    simple(&c2, "ROLLBACK").await.unwrap();
+    assert_eq!(
+        simple(&c2, "SELECT id FROM patients").await,
+        Err("0A000".into())
+    );
+    simple(&c2, "RESET search_path").await.unwrap();
+    assert_eq!(
+        simple(&c2, "SELECT id FROM patients ORDER BY id").await,
+        Ok(rows(&[&["1"], &["2"]]))
+    );
 
     // A startup parameter naming one is refused too; ordinary settings pass, re-encoded.
     let mut config: tokio_postgres::Config = w.proxy.conninfo("alice", "alice-pw").parse().unwrap();

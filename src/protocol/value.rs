@@ -60,9 +60,6 @@ pub struct Context {
     pub utc: bool,
     /// the session's client encoding, in which clients send and read text values
     pub encoding: super::encoding::ClientEncoding,
-    /// the client changed the session's search_path: an unqualified table name may then
-    /// mean another schema's table than phigate's catalog says
-    pub search_path_changed: bool,
 }
 
 impl Context {
@@ -810,7 +807,6 @@ mod tests {
     const UTC: Context = Context {
         utc: true,
         encoding: crate::protocol::encoding::ClientEncoding::Utf8,
-        search_path_changed: false,
     };
 
     fn canon(ty: LogicalType, s: &str) -> Vec<u8> {

@@ -347,7 +347,8 @@ impl ServiceSession {
 
 /// The tables and columns of the live database, as read by [`LiveSchema::read`].
 pub struct LiveSchema {
-    /// every ordinary or partitioned table, with its columns in attribute order
+    /// every table, view, materialized view and foreign table, with its columns in
+    /// attribute order (the views only tell which schemas hold a name)
     pub tables: HashMap<TableName, LiveTable>,
 }
 
@@ -360,7 +361,7 @@ impl LiveSchema {
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
                    JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype \
-                   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+                   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
                    ORDER BY c.oid, a.attnum";
         let mut tables: HashMap<TableName, LiveTable> = HashMap::new();
         for row in conn.query(sql).await? {
@@ -746,11 +747,12 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         return send_fatal(&mut stream, refusal).await;
     }
     let mut session = Session::new(upstream_app, client_app, Some(guard));
-    if client_settings
+    if let Some((_, path)) = client_settings
         .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("search_path"))
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case("search_path"))
     {
-        session = session.with_search_path_changed();
+        session = session.with_search_path(path);
     }
     if let Some(auditor) = &shared.auditor {
         session = session.with_audit(SessionAudit {

@@ -234,8 +234,9 @@ pub struct Session {
     utc: bool,
     /// the session's client encoding (from the server's ParameterStatus)
     encoding: ClientEncoding,
-    /// the client may have changed the search_path (at start-up or since)
-    search_path_changed: bool,
+    /// the session's search path as far as phigate follows it, and its start-up value
+    search_path: crate::sql::SearchPath,
+    startup_path: crate::sql::SearchPath,
     /// the server is skipping the client's messages until its next Sync (an error in the
     /// extended protocol arrived before that Sync did): they are owed no response
     skipping: bool,
@@ -280,7 +281,8 @@ impl Session {
             guard,
             utc: false,
             encoding: ClientEncoding::Utf8,
-            search_path_changed: false,
+            search_path: crate::sql::SearchPath::Default,
+            startup_path: crate::sql::SearchPath::Default,
             skipping: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -297,10 +299,34 @@ impl Session {
         }
     }
 
-    /// A session whose start-up settings named the search_path.
-    pub fn with_search_path_changed(mut self) -> Self {
-        self.search_path_changed = true;
+    /// A session whose start-up settings set the search_path to `value`.
+    pub fn with_search_path(mut self, value: &str) -> Self {
+        let path = match crate::sql::parse_search_path(value) {
+            Some(p) => crate::sql::SearchPath::Known(p.into()),
+            None => crate::sql::SearchPath::Unknown,
+        };
+        self.search_path = path.clone();
+        self.startup_path = path;
         self
+    }
+
+    /// Follows what a statement text does to the search path: plain changes outside a
+    /// transaction block are followed, any other makes the path unknown.
+    fn follow_search_path(&mut self, msg: &Frontend<'_>) {
+        use crate::sql::{SearchPath, SearchPathChange as C};
+        let change = match msg {
+            Frontend::Query { sql } => crate::sql::SearchPathChange::from_query(sql),
+            Frontend::Parse { sql, .. } if crate::sql::sets_search_path(sql) => Some(C::Unknown),
+            _ => None,
+        };
+        let Some(change) = change else { return };
+        self.search_path = match change {
+            _ if self.tx_status != b'I' => SearchPath::Unknown,
+            C::Set(path) => SearchPath::Known(path.into()),
+            C::Reset => self.startup_path.clone(),
+            C::ResetAmongOthers if self.search_path == self.startup_path => return,
+            C::ResetAmongOthers | C::Unknown => SearchPath::Unknown,
+        };
     }
 
     /// Writes an audit record for every statement (before it is forwarded) and its
@@ -345,7 +371,6 @@ impl Session {
         Context {
             utc: self.utc,
             encoding: self.encoding,
-            search_path_changed: self.search_path_changed,
         }
     }
 
@@ -452,13 +477,9 @@ impl Session {
             }
         }
         // Statements are analysed once, for the audit record and for the rewrite.
-        if let Frontend::Query { sql } | Frontend::Parse { sql, .. } = &msg
-            && !self.search_path_changed
-            && crate::sql::sets_search_path(sql)
-        {
-            self.search_path_changed = true;
-        }
+        self.follow_search_path(&msg);
         let ctx = self.ctx();
+        let path = self.search_path.clone();
         let analysis = match (&mut self.guard, &msg) {
             // The server knows phigate:<user>/<name>; the client sees its own name.
             (Some(_), Frontend::Query { sql } | Frontend::Parse { sql, .. })
@@ -472,7 +493,7 @@ impl Session {
             (Some(g), Frontend::Query { sql } | Frontend::Parse { sql, .. }) => {
                 g.subject.emergency = self.emergency.is_some();
                 let analyzer = g.enforcement.current();
-                Some(analyzer.analyse(&g.subject, ctx, sql))
+                Some(analyzer.analyse_on(&g.subject, ctx, &path, sql))
             }
             // A fast-path call names its function by OID, out of the firewall's sight: only
             // the large-object functions libpq calls this way may run.

@@ -91,8 +91,10 @@ pub(super) struct Walker<'a> {
     returned: Option<Outputs>,
     /// the row policies applied (`schema.table.policy`)
     pub(super) applied: std::cell::RefCell<Vec<String>>,
-    /// a protected table was named without its schema
+    /// a protected table was named without its schema while the search path is unknown
     pub(super) unqualified: bool,
+    /// the session's search path
+    path: &'a super::SearchPath,
 }
 
 type Res<T = ()> = Result<T, Refusal>;
@@ -150,7 +152,12 @@ fn unnest(e: &Expr) -> &Expr {
 }
 
 impl<'a> Walker<'a> {
-    pub(super) fn new(catalog: &'a Catalog, access: &'a Access<'a>, ctx: Context) -> Self {
+    pub(super) fn new(
+        catalog: &'a Catalog,
+        access: &'a Access<'a>,
+        ctx: Context,
+        path: &'a super::SearchPath,
+    ) -> Self {
         Self {
             catalog,
             access,
@@ -159,6 +166,7 @@ impl<'a> Walker<'a> {
             params: Vec::new(),
             param_casts: Vec::new(),
             unqualified: false,
+            path,
             tables: Vec::new(),
             randomized_literal: false,
             copy: None,
@@ -179,10 +187,16 @@ impl<'a> Walker<'a> {
             [.., s, t] => (Some(s.as_str()), t.as_str()),
             [] => return None,
         };
-        let found = self.catalog.table(schema, table)?.clone();
-        if schema.is_none() {
-            self.unqualified = true;
-        }
+        let found = match (schema, self.path) {
+            (Some(_), _) | (None, super::SearchPath::Default) => self.catalog.table(schema, table),
+            (None, super::SearchPath::Known(path)) => self.catalog.resolve(table, path),
+            (None, super::SearchPath::Unknown) => {
+                let found = self.catalog.table(None, table);
+                self.unqualified |= found.is_some();
+                found
+            }
+        }?
+        .clone();
         if !self.tables.iter().any(|t| Arc::ptr_eq(t, &found)) {
             self.tables.push(found.clone());
         }

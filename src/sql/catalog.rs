@@ -123,6 +123,8 @@ pub struct Catalog {
     by_origin: HashMap<(u32, i16), Arc<Column>>,
     /// lower-cased table names, for the cheap scan that lets unrelated statements through
     needles: Vec<String>,
+    /// per protected table name: the schemas holding a relation of that name
+    homes: HashMap<String, Vec<String>>,
 }
 
 impl Catalog {
@@ -184,6 +186,15 @@ impl Catalog {
         }
         catalog.needles.sort();
         catalog.needles.dedup();
+        for name in &catalog.needles {
+            let mut schemas: Vec<String> = live
+                .keys()
+                .filter(|t| t.table == *name)
+                .map(|t| t.schema.clone())
+                .collect();
+            schemas.sort();
+            catalog.homes.insert(name.clone(), schemas);
+        }
         Ok(catalog)
     }
 
@@ -235,6 +246,20 @@ impl Catalog {
             return Some(first);
         }
         Some(matches.find(|t| t.name.schema == "public").unwrap_or(first))
+    }
+
+    /// The protected table an unqualified `name` means on the search path `path`: the
+    /// first schema (after pg_catalog) holding a relation of that name decides. `None` when
+    /// that relation is not protected, or no schema on the path holds one.
+    pub fn resolve(&self, name: &str, path: &[String]) -> Option<&Arc<Table>> {
+        let homes = self.homes.get(name)?;
+        let implicit = ["pg_catalog".to_owned()];
+        let first = implicit
+            .iter()
+            .filter(|s| !path.contains(s))
+            .chain(path)
+            .find(|s| homes.contains(s))?;
+        self.table(Some(first), name)
     }
 
     /// Every protected table called `name` (in any schema).

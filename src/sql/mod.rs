@@ -9,6 +9,7 @@ mod analyse;
 pub mod catalog;
 mod firewall;
 mod lex;
+mod search_path;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 pub use catalog::{Catalog, Column};
 pub use firewall::{FORBIDDEN_WORDS, sets_search_path};
 pub(crate) use lex::comment_end;
+pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 
 use std::collections::BTreeMap;
 
@@ -319,7 +321,7 @@ fn protected_names(catalog: &Catalog, sql: &str) -> Result<Vec<String>, Refusal>
 fn analyse_touched(
     catalog: &Catalog,
     access: &Access<'_>,
-    ctx: Context,
+    (ctx, path): (Context, &SearchPath),
     sql: &str,
 ) -> Result<Option<Plan>, Refusal> {
     let fetch = mentions_fetch(sql);
@@ -350,11 +352,11 @@ fn analyse_touched(
             allowed_functions(stmt, access)?;
         }
     }
-    let mut walker = analyse::Walker::new(catalog, access, ctx);
+    let mut walker = analyse::Walker::new(catalog, access, ctx, path);
     for stmt in &mut statements {
         walker.statement(stmt)?;
     }
-    if walker.unqualified && ctx.search_path_changed {
+    if walker.unqualified {
         return Err(Refusal::new(
             "0A000",
             "the session's search_path was changed, so phigate cannot tell which table an unqualified protected table name means".into(),
@@ -671,8 +673,8 @@ impl Subject {
     }
 }
 
-/// The cache key: user, emergency, session flags (UTC, search_path changed), text.
-type CacheKey = (Arc<str>, bool, (bool, bool), Box<str>);
+/// The cache key: user, emergency, session state (UTC, search path), text.
+type CacheKey = (Arc<str>, bool, (bool, SearchPath), Box<str>);
 
 /// The firewall and the analysis, for one policy set, with a cache keyed by user,
 /// emergency, session context and text.
@@ -706,8 +708,20 @@ impl Analyzer {
         &self.policies
     }
 
-    /// Screens and analyses `sql` for `who`, from the cache when it was seen before.
+    /// Screens and analyses `sql` for `who` on the default search path, from the cache
+    /// when it was seen before.
     pub fn analyse(&self, who: &Subject, ctx: Context, sql: &str) -> Analysis {
+        self.analyse_on(who, ctx, &SearchPath::Default, sql)
+    }
+
+    /// [`Analyzer::analyse`] on the session's search path `path`.
+    pub fn analyse_on(
+        &self,
+        who: &Subject,
+        ctx: Context,
+        path: &SearchPath,
+        sql: &str,
+    ) -> Analysis {
         let (Some(settings), Some(user)) =
             (self.policies.role(&who.role), self.policies.user(&who.user))
         else {
@@ -750,7 +764,7 @@ impl Analyzer {
         let key = (
             who.user.clone(),
             who.emergency,
-            (ctx.utc, ctx.search_path_changed),
+            (ctx.utc, path.clone()),
             Box::<str>::from(sql),
         );
         if let Some(hit) = self.cache.get(&key) {
@@ -761,7 +775,7 @@ impl Analyzer {
             settings,
             attributes: &user.attributes,
         };
-        let (analysis, reusable) = match analyse_touched(&self.catalog, &access, ctx, sql) {
+        let (analysis, reusable) = match analyse_touched(&self.catalog, &access, (ctx, path), sql) {
             Ok(None) => (Analysis::Pass, true),
             Ok(Some(plan)) => {
                 let reusable = plan.reusable;

@@ -761,24 +761,39 @@ fn orm_batch_inserts() {
     }
 }
 
-/// After the session changed its search_path, an unqualified protected table name is
-/// refused (it may resolve to another schema's table); a qualified one is analysed.
+/// The search path decides what an unqualified name means: followed when known (the first
+/// schema holding a relation of that name), refused when not.
 #[test]
-fn a_changed_search_path_needs_qualified_protected_names() {
+fn unqualified_names_follow_the_search_path() {
+    use crate::sql::SearchPath;
     let a = analyzer();
     let ctx = Context {
         utc: true,
-        search_path_changed: true,
         ..Context::default()
     };
     let who = subject("carol", "clinician");
-    match a.analyse(&who, ctx, "SELECT ssn FROM patients") {
+    let sql = "SELECT ssn FROM patients";
+    match a.analyse_on(&who, ctx, &SearchPath::Unknown, sql) {
         Analysis::Refuse(r) => assert!(r.message.contains("search_path"), "{r:?}"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        a.analyse(&who, ctx, "SELECT ssn FROM public.patients"),
+        a.analyse_on(
+            &who,
+            ctx,
+            &SearchPath::Unknown,
+            "SELECT ssn FROM public.patients"
+        ),
         Analysis::Rewrite(_)
     ));
-    assert!(matches!(a.analyse(&who, ctx, "SELECT 1"), Analysis::Pass));
+    let path = |p: &[&str]| SearchPath::Known(p.iter().map(|s| (*s).to_owned()).collect());
+    assert!(matches!(
+        a.analyse_on(&who, ctx, &path(&["tenant", "public"]), sql),
+        Analysis::Rewrite(_)
+    ));
+    // no schema on the path holds a patients table: PostgreSQL will say so
+    assert!(matches!(
+        a.analyse_on(&who, ctx, &path(&["tenant"]), sql),
+        Analysis::Pass
+    ));
 }
