@@ -796,22 +796,6 @@ impl Session {
                         self.emergency = Some((now + lasts, reason));
                         (None, None)
                     }
-                    Some(Analysis::Rewrite(plan))
-                        if plan.copy.as_ref().is_some_and(|c| !c.format.binary)
-                            && !self.encoding.ascii_safe() =>
-                    {
-                        build::query(transform::REFUSAL_SQL, &mut out.upstream);
-                        self.client_copy = ClientCopy::Discard;
-                        let refusal = Refusal {
-                            code: "0A000",
-                            message: format!(
-                                "phigate cannot split text COPY data of a protected table in client encoding {:?}",
-                                self.encoding
-                            ),
-                            hint: "use COPY (FORMAT binary), or the UTF8 client encoding".into(),
-                        };
-                        (None, Some(Arc::new(refusal)))
-                    }
                     Some(Analysis::Rewrite(plan)) => {
                         build::query(&plan.sql, &mut out.upstream);
                         self.client_copy = client_copy(&plan, ctx);

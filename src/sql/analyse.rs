@@ -399,6 +399,16 @@ impl<'a> Walker<'a> {
                 let format = copy_format(options, legacy_options).ok_or_else(|| {
                     Refusal::unsupported("these COPY options (text, CSV with DELIMITER, NULL, HEADER, QUOTE, ESCAPE, or binary)", self.first())
                 })?;
+                if !format.binary && !self.ctx.encoding.ascii_safe() {
+                    return Err(Refusal::new(
+                        "0A000",
+                        format!(
+                            "phigate cannot split text COPY data of protected table {} in a client encoding whose characters may hold ASCII bytes",
+                            self.first()
+                        ),
+                        "use COPY (FORMAT binary), or the UTF8 client encoding",
+                    ));
+                }
                 for c in columns.iter().flatten() {
                     self.note(c);
                 }

@@ -359,7 +359,7 @@ fn analyse_touched(
     if walker.unqualified {
         return Err(Refusal::new(
             "0A000",
-            "the session's search_path was changed, so phigate cannot tell which table an unqualified protected table name means".into(),
+            "the session's search_path was changed in a way phigate does not follow (SET LOCAL, inside a transaction block, among other statements, \"$user\"), so it cannot tell which table an unqualified protected table name means".into(),
             "qualify protected tables with their schema (public.patients)",
         ));
     }
@@ -548,7 +548,6 @@ fn allowed_functions(stmt: &sqlparser::ast::Statement, access: &Access<'_>) -> R
     }
 }
 
-/// The reason in `SET phigate.break_glass = '<reason>'` (or `TO`), if any.
 /// `SET application_name` as phigate sends it upstream: `phigate:<user>/<name>`, so the
 /// database's own logs and `pg_stat_activity` keep the user.
 fn application_name(user: &str, value: &str, local: bool) -> String {
@@ -564,6 +563,7 @@ fn application_name(user: &str, value: &str, local: bool) -> String {
     )
 }
 
+/// The reason in `SET phigate.break_glass = '<reason>'` (or `TO`), if any.
 fn declared_reason(sql: &str) -> Option<String> {
     let start = sql.find('\'')?;
     let mut reason = String::new();
@@ -673,8 +673,9 @@ impl Subject {
     }
 }
 
-/// The cache key: user, emergency, session state (UTC, search path), text.
-type CacheKey = (Arc<str>, bool, (bool, SearchPath), Box<str>);
+/// The cache key: user, emergency, session state (UTC, an ASCII-safe client encoding,
+/// search path), text.
+type CacheKey = (Arc<str>, bool, (bool, bool, SearchPath), Box<str>);
 
 /// The firewall and the analysis, for one policy set, with a cache keyed by user,
 /// emergency, session context and text.
@@ -764,7 +765,7 @@ impl Analyzer {
         let key = (
             who.user.clone(),
             who.emergency,
-            (ctx.utc, path.clone()),
+            (ctx.utc, ctx.encoding.ascii_safe(), path.clone()),
             Box::<str>::from(sql),
         );
         if let Some(hit) = self.cache.get(&key) {

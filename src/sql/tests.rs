@@ -797,3 +797,39 @@ fn unqualified_names_follow_the_search_path() {
         Analysis::Pass
     ));
 }
+
+/// In a client-only encoding (SJIS, BIG5, ...), text COPY of a protected table is refused
+/// by the analysis, for the simple and the extended protocol alike; binary COPY is not.
+#[test]
+fn text_copy_is_refused_in_client_only_encodings() {
+    let a = analyzer();
+    let who = subject("carol", "clinician");
+    let sjis = Context {
+        utc: true,
+        encoding: crate::protocol::encoding::ClientEncoding::from_name("SJIS"),
+    };
+    match a.analyse(&who, sjis, "COPY patients (id, ssn) FROM STDIN") {
+        Analysis::Refuse(r) => assert_eq!(r.code, "0A000", "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        a.analyse(
+            &who,
+            sjis,
+            "COPY patients (id, ssn) FROM STDIN (FORMAT binary)"
+        ),
+        Analysis::Rewrite(_)
+    ));
+    // the same text in UTF8 is analysed as usual (the cache keeps the two apart)
+    assert!(matches!(
+        a.analyse(
+            &who,
+            Context {
+                utc: true,
+                ..Context::default()
+            },
+            "COPY patients (id, ssn) FROM STDIN"
+        ),
+        Analysis::Rewrite(_)
+    ));
+}
