@@ -315,8 +315,9 @@ impl Session {
     fn follow_search_path(&mut self, msg: &Frontend<'_>) {
         use crate::sql::{SearchPath, SearchPathChange as C};
         let change = match msg {
-            Frontend::Query { sql } => crate::sql::SearchPathChange::from_query(sql),
-            Frontend::Parse { sql, .. } if crate::sql::sets_search_path(sql) => Some(C::Unknown),
+            Frontend::Query { sql } => C::of(sql),
+            // a prepared statement changes the path when it runs, not when it is prepared
+            Frontend::Parse { sql, .. } => C::of(sql).map(|_| C::Unknown),
             _ => None,
         };
         let Some(change) = change else { return };

@@ -4,7 +4,7 @@
 //! programs). One pass of the lexer over every statement, parsed or not.
 
 use super::Refusal;
-use super::lex::{self, Token};
+use super::lex::{self, Token, is_keyword};
 use crate::policy::settings::forbidden_setting;
 use crate::policy::{Role, StatementKind};
 
@@ -226,7 +226,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
                 return Err(forbidden("COPY ... PROGRAM"));
             }
             let file = stmt.windows(2).any(|w| {
-                matches!(&w[0], Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("to") || text.eq_ignore_ascii_case("from"))
+                (is_keyword(Some(&w[0]), "to") || is_keyword(Some(&w[0]), "from"))
                     && matches!(w[1], Token::Str(_))
             });
             if file {
@@ -242,9 +242,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "prepare" if is(words.get(1), "transaction") => K::Transaction,
         "prepare" => {
             // PREPARE name [(types)] AS statement: the statement decides.
-            let at = stmt
-                .iter()
-                .position(|t| matches!(t, Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("as")));
+            let at = stmt.iter().position(|t| is_keyword(Some(t), "as"));
             if let Some(at) = at {
                 let inner = &stmt[at + 1..];
                 let inner_words = words_of(inner);
@@ -323,12 +321,11 @@ fn forbidden_to_set(name: &str) -> Refusal {
 /// declares an emergency.
 fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
     let mut rest = &stmt[1..];
-    let word = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w));
-    if head == "set" && (word(rest.first(), "session") || word(rest.first(), "local")) {
+    if head == "set" && (is_keyword(rest.first(), "session") || is_keyword(rest.first(), "local")) {
         rest = &rest[1..];
     }
-    if word(rest.first(), "authorization")
-        || (word(rest.first(), "session") && word(rest.get(1), "authorization"))
+    if is_keyword(rest.first(), "authorization")
+        || (is_keyword(rest.first(), "session") && is_keyword(rest.get(1), "authorization"))
     {
         return Err(forbidden("changing the session's role or authorization"));
     }
@@ -340,7 +337,7 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
         return Ok(Some(Kind::Declare));
     }
     if head == "set" && name.eq_ignore_ascii_case("application_name") {
-        let local = word(stmt.get(1), "local");
+        let local = is_keyword(stmt.get(1), "local");
         let value = match rest.get(1..) {
             Some([Token::Punct(b'=') | Token::Word { .. }, Token::Str(Some(v))]) => {
                 Some(v.to_string())
@@ -381,7 +378,7 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
 fn ddl_settings(stmt: &[Token<'_>], words: &[&str]) -> Result<(), Refusal> {
     let routine = has(words, &["function", "procedure", "routine"]);
     for (i, t) in stmt.iter().enumerate() {
-        if !matches!(t, Token::Word { text, quoted: false } if text.eq_ignore_ascii_case("set")) {
+        if !is_keyword(Some(t), "set") {
             continue;
         }
         let Some(name) = setting_name(&stmt[i + 1..]) else {
@@ -402,41 +399,6 @@ fn ddl_settings(stmt: &[Token<'_>], words: &[&str]) -> Result<(), Refusal> {
         }
     }
     Ok(())
-}
-
-/// True when `sql` changes the session's search_path (`SET`/`RESET search_path`,
-/// `SET SCHEMA`, `set_config('search_path', ...)`): the session then resolves unqualified
-/// protected table names with care. A text the lexer cannot read counts as changing it.
-pub fn sets_search_path(sql: &str) -> bool {
-    let mentions = sql
-        .as_bytes()
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"search") || w.eq_ignore_ascii_case(b"schema"));
-    if !mentions {
-        return false;
-    }
-    let Some(tokens) = lex::tokens(sql) else {
-        return true;
-    };
-    let is = |t: Option<&Token<'_>>, w: &str| matches!(t, Some(Token::Word { text, .. }) if text.eq_ignore_ascii_case(w));
-    tokens.split(|t| *t == Token::End).any(|stmt| {
-        let setting = if is(stmt.first(), "set") || is(stmt.first(), "reset") {
-            let rest = if is(stmt.get(1), "session") || is(stmt.get(1), "local") {
-                &stmt[2..]
-            } else {
-                stmt.get(1..).unwrap_or_default()
-            };
-            is(rest.first(), "schema") || is(rest.first(), "search_path")
-        } else {
-            false
-        };
-        let call = stmt.windows(3).any(|w| {
-            is(Some(&w[0]), "set_config")
-                && w[1] == Token::Punct(b'(')
-                && matches!(&w[2], Token::Str(Some(n)) if n.eq_ignore_ascii_case("search_path"))
-        });
-        setting || call
-    })
 }
 
 /// The arguments of the call whose `(` is at `tokens[0]`, split at top-level commas.
@@ -556,27 +518,6 @@ mod tests {
         std::fs::write(dir.path().join("roles.toml"), text).unwrap();
         let set = crate::policy::PolicySet::load(dir.path()).unwrap();
         set.role("r").unwrap().clone()
-    }
-
-    #[test]
-    fn search_path_changes_are_recognised() {
-        for changes in [
-            "SET search_path = app, public",
-            "set local SEARCH_PATH to app",
-            "reset search_path",
-            "SET SCHEMA 'app'",
-            "select 1; select set_config('search_path', 'app', false)",
-        ] {
-            assert!(sets_search_path(changes), "{changes}");
-        }
-        for not in [
-            "select * from information_schema.tables offset 1",
-            "select current_setting('search_path')",
-            "show search_path",
-            "select 'set search_path = x'",
-        ] {
-            assert!(!sets_search_path(not), "{not}");
-        }
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub(super) enum Token<'a> {
     Punct(u8),
 }
 
+/// True when `t` is the keyword `w`: an unquoted word, in any case.
+pub(super) fn is_keyword(t: Option<&Token<'_>>, w: &str) -> bool {
+    matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w))
+}
+
+/// True when `t` names `name`, quoted or not, in any case (as PostgreSQL looks up setting
+/// and function names).
+pub(super) fn is_name(t: Option<&Token<'_>>, name: &str) -> bool {
+    matches!(t, Some(Token::Word { text, .. }) if text.eq_ignore_ascii_case(name))
+}
+
 fn ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }

@@ -23,7 +23,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
-pub use firewall::{FORBIDDEN_WORDS, sets_search_path};
+pub use firewall::FORBIDDEN_WORDS;
 pub(crate) use lex::comment_end;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 

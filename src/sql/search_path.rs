@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::lex::{self, Token};
+use super::lex::{self, Token, is_keyword as is, is_name};
 
 /// The session's search path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -66,57 +66,46 @@ fn names(tokens: &[Token<'_>]) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn is(t: Option<&Token<'_>>, w: &str) -> bool {
-    matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w))
-}
-
 impl Change {
-    /// What `sql` (a simple query's text) does to the search path; `None` when it leaves it.
-    pub fn from_query(sql: &str) -> Option<Self> {
-        change(sql)
-    }
-}
-
-/// What `sql` (a simple query's text) does to the search path; `None` when it leaves it.
-fn change(sql: &str) -> Option<Change> {
-    let restores = {
+    /// What `sql` (a simple query's text, or a prepared one) does to the search path;
+    /// `None` when it leaves it. The one place that recognises search path changes.
+    pub fn of(sql: &str) -> Option<Self> {
         let b = sql.as_bytes();
-        b.windows(3).any(|w| w.eq_ignore_ascii_case(b"all"))
-    };
-    if !super::firewall::sets_search_path(sql) && !restores {
-        return None;
-    }
-    let Some(tokens) = lex::tokens(sql) else {
-        return Some(Change::Unknown);
-    };
-    let statements: Vec<&[Token<'_>]> = tokens
-        .split(|t| *t == Token::End)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let mut found = None;
-    for stmt in &statements {
-        if let Some(c) = statement_change(stmt) {
-            if statements.len() > 1 {
-                if c != Change::Reset {
-                    return Some(Change::Unknown);
-                }
-                found = Some(Change::ResetAmongOthers);
-                continue;
-            }
-            found = Some(c);
+        let mentions = |n: &[u8]| b.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+        let names_path = mentions(b"search_path") || mentions(b"schema");
+        if !names_path && !mentions(b"all") {
+            return None;
         }
+        let Some(tokens) = lex::tokens(sql) else {
+            // the firewall refuses what it cannot read; the path is unknown if it was named
+            return names_path.then_some(Self::Unknown);
+        };
+        let statements: Vec<&[Token<'_>]> = tokens
+            .split(|t| *t == Token::End)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut found = None;
+        for stmt in &statements {
+            if let Some(c) = statement_change(stmt) {
+                if statements.len() > 1 {
+                    if c != Self::Reset {
+                        return Some(Self::Unknown);
+                    }
+                    found = Some(Self::ResetAmongOthers);
+                    continue;
+                }
+                found = Some(c);
+            }
+        }
+        found
     }
-    if found.is_none() && super::firewall::sets_search_path(sql) {
-        return Some(Change::Unknown);
-    }
-    found
 }
 
 fn statement_change(stmt: &[Token<'_>]) -> Option<Change> {
     if (is(stmt.first(), "reset") || is(stmt.first(), "discard")) && is(stmt.get(1), "all") {
         return Some(Change::Reset);
     }
-    if is(stmt.first(), "reset") && is(stmt.get(1), "search_path") {
+    if is(stmt.first(), "reset") && is_name(stmt.get(1), "search_path") {
         return Some(Change::Reset);
     }
     if is(stmt.first(), "set") {
@@ -134,7 +123,7 @@ fn statement_change(stmt: &[Token<'_>]) -> Option<Change> {
                 _ => Change::Unknown,
             });
         }
-        if !is(rest.first(), "search_path") {
+        if !is_name(rest.first(), "search_path") {
             return None;
         }
         let value = match rest.get(1) {
@@ -152,7 +141,7 @@ fn statement_change(stmt: &[Token<'_>]) -> Option<Change> {
     // SELECT [pg_catalog.]set_config('search_path', '<list>', false)
     let call = stmt
         .windows(7)
-        .find(|w| is(Some(&w[0]), "set_config") && w[1] == Token::Punct(b'('));
+        .find(|w| is_name(Some(&w[0]), "set_config") && w[1] == Token::Punct(b'('));
     let w = call?;
     match (&w[2], &w[3], &w[4], &w[5], &w[6]) {
         (
@@ -182,21 +171,21 @@ mod tests {
     #[test]
     fn the_plain_forms_are_followed() {
         assert_eq!(
-            change("SET search_path TO app, public"),
+            Change::of("SET search_path TO app, public"),
             set(&["app", "public"])
         );
         assert_eq!(
-            change("set session search_path = \"Tenant 1\", public;"),
+            Change::of("set session search_path = \"Tenant 1\", public;"),
             set(&["Tenant 1", "public"])
         );
-        assert_eq!(change("SET search_path = 'app'"), set(&["app"]));
-        assert_eq!(change("SET SCHEMA 'app'"), set(&["app"]));
+        assert_eq!(Change::of("SET search_path = 'app'"), set(&["app"]));
+        assert_eq!(Change::of("SET SCHEMA 'app'"), set(&["app"]));
         assert_eq!(
-            change("SELECT pg_catalog.set_config('search_path', '', false)"),
+            Change::of("SELECT pg_catalog.set_config('search_path', '', false)"),
             set(&[])
         );
         assert_eq!(
-            change("select set_config('search_path', 'app, public', false)"),
+            Change::of("select set_config('search_path', 'app, public', false)"),
             set(&["app", "public"])
         );
         for reset in [
@@ -205,15 +194,15 @@ mod tests {
             "DISCARD ALL",
             "reset all",
         ] {
-            assert_eq!(change(reset), Some(Change::Reset), "{reset}");
+            assert_eq!(Change::of(reset), Some(Change::Reset), "{reset}");
         }
         assert_eq!(
-            change("select * from patients union all select * from x"),
+            Change::of("select * from patients union all select * from x"),
             None
         );
-        assert_eq!(change("select 1"), None);
+        assert_eq!(Change::of("select 1"), None);
         assert_eq!(
-            change("RESET ALL; SELECT id FROM patients"),
+            Change::of("RESET ALL; SELECT id FROM patients"),
             Some(Change::ResetAmongOthers)
         );
     }
@@ -222,13 +211,15 @@ mod tests {
     fn everything_else_is_unknown() {
         for sql in [
             "SET LOCAL search_path = app",
+            "set local SEARCH_PATH to app",
+            "select 1; select set_config('search_path', 'app', false)",
             "SET search_path = \"$user\", public",
             "SET search_path = app; select 1",
             "select set_config('search_path', 'app', true)",
             "select set_config('search_path', x, false) from t",
             "SET search_path = app.x",
         ] {
-            assert_eq!(change(sql), Some(Change::Unknown), "{sql}");
+            assert_eq!(Change::of(sql), Some(Change::Unknown), "{sql}");
         }
         assert_eq!(
             parse_value("app, \"B\""),
