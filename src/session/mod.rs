@@ -316,8 +316,12 @@ impl Session {
         use crate::sql::{SearchPath, SearchPathChange as C};
         let change = match msg {
             Frontend::Query { sql } => C::of(sql),
-            // a prepared statement changes the path when it runs, not when it is prepared
-            Frontend::Parse { sql, .. } => C::of(sql).map(|_| C::Unknown),
+            // a prepared statement changes the path when it runs, not when it is prepared:
+            // only a reset to the path the session has already is exact then
+            Frontend::Parse { sql, .. } => C::of(sql).map(|c| match c {
+                C::Reset | C::ResetAmongOthers => C::ResetAmongOthers,
+                C::Set(_) | C::Unknown => C::Unknown,
+            }),
             _ => None,
         };
         let Some(change) = change else { return };
