@@ -252,6 +252,17 @@ fn bad_encoding(col: &Column) -> Refusal {
     }
 }
 
+/// A field of COPY data, as the client wrote it in `format`, encrypted.
+fn seal(col: &Column, format: Format, v: &[u8], ctx: Context) -> Result<Vec<u8>, Refusal> {
+    let ty = col.logical_type();
+    let v = ctx
+        .from_client(ty, format, v)
+        .map_err(|_| bad_encoding(col))?;
+    value::to_canonical(ty, format, &v, ctx)
+        .map(|c| col.cipher.encrypt(&c))
+        .map_err(|e| bad_value(col, &e))
+}
+
 fn bad_binary(e: Malformed) -> Refusal {
     Refusal {
         code: "22P04",
@@ -291,15 +302,7 @@ impl CopyIn {
             .feed(
                 chunk,
                 plan,
-                |col, v| {
-                    let ty = col.logical_type();
-                    let v = ctx
-                        .from_client(ty, Format::Binary, v)
-                        .map_err(|_| bad_encoding(col))?;
-                    value::to_canonical(ty, Format::Binary, &v, ctx)
-                        .map(|c| col.cipher.encrypt(&c))
-                        .map_err(|e| bad_value(col, &e))
-                },
+                |col, v| seal(col, Format::Binary, v, ctx),
                 &mut buf,
             )
             .map_err(|e| e.unwrap_or_else(bad_binary))?;
@@ -404,13 +407,7 @@ impl CopyIn {
                 body,
                 plan,
                 |col, v| {
-                    let ty = col.logical_type();
-                    let v = ctx
-                        .from_client(ty, Format::Text, v)
-                        .map_err(|_| bad_encoding(col))?;
-                    let canonical = value::to_canonical(ty, Format::Text, &v, ctx)
-                        .map_err(|e| bad_value(col, &e))?;
-                    let sealed = col.cipher.encrypt(&canonical);
+                    let sealed = seal(col, Format::Text, v, ctx)?;
                     let mut hex = Vec::with_capacity(2 + sealed.len() * 2);
                     hex.extend_from_slice(b"\\x");
                     hex.extend_from_slice(hex::encode(sealed).as_bytes());
