@@ -123,23 +123,36 @@ fn idents(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// A row policy condition (with the user's attributes written in) as an expression.
-fn policy_expr(text: &str, t: &Table) -> Res<Expr> {
+/// SQL text phigate wrote (a policy condition, a cast, a call) as an expression.
+fn parse_expr(text: &str) -> Option<Expr> {
     let dialect = sqlparser::dialect::PostgreSqlDialect {};
     sqlparser::parser::Parser::new(&dialect)
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|_| Refusal::unsupported("a row policy that does not parse", &t.name))
+        .ok()
+}
+
+/// A row policy condition (with the user's attributes written in) as an expression.
+fn policy_expr(text: &str, t: &Table) -> Res<Expr> {
+    parse_expr(text)
+        .ok_or_else(|| Refusal::unsupported("a row policy that does not parse", &t.name))
+}
+
+/// The name a statement refers to table `t` by: its alias, else the last part of `name`.
+fn referred_name(alias: Option<&Ident>, name: &ObjectName, t: &Table) -> Ident {
+    match (alias, name.0.last()) {
+        (Some(a), _) => a.clone(),
+        (None, Some(ObjectNamePart::Identifier(i))) => i.clone(),
+        _ => Ident::new(t.name.table.clone()),
+    }
 }
 
 /// The name a table factor is referred to by: its alias, or its last name part.
 fn factor_name(f: &TableFactor, t: &Table) -> Ident {
     match f {
-        TableFactor::Table { alias: Some(a), .. } => a.name.clone(),
-        TableFactor::Table { name, .. } => match name.0.last() {
-            Some(ObjectNamePart::Identifier(i)) => i.clone(),
-            _ => Ident::new(t.name.table.clone()),
-        },
+        TableFactor::Table { alias, name, .. } => {
+            referred_name(alias.as_ref().map(|a| &a.name), name, t)
+        }
         _ => Ident::new(t.name.table.clone()),
     }
 }
@@ -596,10 +609,7 @@ impl<'a> Walker<'a> {
                         self.predicate(w)?;
                     }
                     if let Some(t) = &target {
-                        let name = alias.clone().unwrap_or_else(|| match name.0.last() {
-                            Some(ObjectNamePart::Identifier(i)) => i.clone(),
-                            _ => Ident::new(t.name.table.clone()),
-                        });
+                        let name = referred_name(alias.as_ref(), name, t);
                         self.filter_conflict(t, &name, &mut du.selection)?;
                         self.check_update(t, &name, &du.assignments, &mut du.selection)?;
                     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sqlparser::ast::{Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor};
 
-use super::{Operand, Res, Walker, fold};
+use super::{Operand, Res, Walker, fold, parse_expr};
 use crate::sql::catalog::Column;
 use crate::sql::{ParamUse, Refusal};
 
@@ -157,12 +157,8 @@ impl Walker<'_> {
             }
             elements.push(e.to_string());
         }
-        let sql = format!("ARRAY[{}]::bytea[]", elements.join(", "));
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|_| Refusal::unsupported("an array of encrypted values", &col.table))
+        parse_expr(&format!("ARRAY[{}]::bytea[]", elements.join(", ")))
+            .ok_or_else(|| Refusal::unsupported("an array of encrypted values", &col.table))
     }
 
     /// `SELECT c1, c2::t, ... FROM (VALUES ...) AS a (c1, c2, ...) [ORDER BY ...]`: target

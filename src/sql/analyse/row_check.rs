@@ -16,7 +16,7 @@ use sqlparser::ast::{
     Statement, visit_expressions_mut,
 };
 
-use super::{Res, Table, Walker, fold, idents, policy_expr};
+use super::{Res, Table, Walker, fold, idents, parse_expr, policy_expr};
 use crate::policy::Commands;
 use crate::sql::Refusal;
 
@@ -37,11 +37,7 @@ fn check_call(check: &Expr, names: &str) -> Res<Expr> {
         "phigate.check_row({check}, {})",
         crate::policy::quote_text(names)
     );
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(&text)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|_| Refusal::unsupported("a row policy check", names))
+    parse_expr(&text).ok_or_else(|| Refusal::unsupported("a row policy check", names))
 }
 
 /// `CASE WHEN <when> THEN <then> ELSE false END`.
@@ -334,14 +330,10 @@ fn cast_values(source: &mut Query, types: &[String]) -> Res {
     let SetExpr::Values(values) = source.body.as_mut() else {
         return Ok(());
     };
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
     for row in &mut values.rows {
         for (e, ty) in row.content.iter_mut().zip(types) {
-            let text = format!("({e})::{ty}");
-            *e = sqlparser::parser::Parser::new(&dialect)
-                .try_with_sql(&text)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|_| Refusal::unsupported("a value of this INSERT", ty))?;
+            *e = parse_expr(&format!("({e})::{ty}"))
+                .ok_or_else(|| Refusal::unsupported("a value of this INSERT", ty))?;
         }
     }
     Ok(())
