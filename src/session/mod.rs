@@ -365,8 +365,8 @@ impl Session {
             );
         }
         if name == "application_name" {
-            let shown = self.client_parameter(name, value).to_owned();
-            self.shown_app_name = shown;
+            self.shown_app_name = self.client_parameter(name, value).to_owned();
+            return &self.shown_app_name;
         }
         self.client_parameter(name, value)
     }

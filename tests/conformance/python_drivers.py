@@ -238,12 +238,17 @@ def run_async(f):
     return asyncio.run(f())
 
 
-@check("asyncpg prepared statements, any($1::text[]), executemany")
-def _():
+async def asyncpg_connect():
     import asyncpg
 
+    return await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+
+
+@check("asyncpg prepared statements, any($1::text[]), executemany")
+def _():
+
     async def go():
-        c = await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+        c = await asyncpg_connect()
         await c.execute("DELETE FROM patients")
         await c.executemany(
             "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES ($1, $2, $3, $4)",
@@ -265,10 +270,9 @@ def _():
 def _():
     import io
 
-    import asyncpg
 
     async def go():
-        c = await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+        c = await asyncpg_connect()
         await c.execute("DELETE FROM intake")
         data = io.BytesIO(b'3,303-03-0303,"Jon, Jr."\n3,404-04-0404,Kim\n')
         await c.copy_to_table(
@@ -283,10 +287,9 @@ def _():
 
 @check("asyncpg copy_records_to_table")
 def _():
-    import asyncpg
 
     async def go():
-        c = await asyncpg.connect(host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB)
+        c = await asyncpg_connect()
         await c.execute("DELETE FROM intake")
         await c.copy_records_to_table(
             "intake", records=[(3, "505-05-0505")], columns=["clinic_id", "ssn"]
