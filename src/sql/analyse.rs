@@ -20,7 +20,7 @@ mod row_check;
 use super::catalog::{Catalog, Column, Table};
 use super::{Access, CopyFormat, CopyPlan, ParamUse, Refusal};
 use crate::crypto::Mode;
-use crate::policy::ReadOutcome;
+use crate::policy::{LogicalType, ReadOutcome};
 use crate::protocol::value::{self, Context, Format};
 
 /// A relation visible in a FROM clause.
@@ -136,6 +136,62 @@ fn parse_expr(text: &str) -> Option<Expr> {
 fn policy_expr(text: &str, t: &Table) -> Res<Expr> {
     parse_expr(text)
         .ok_or_else(|| Refusal::unsupported("a row policy that does not parse", &t.name))
+}
+
+/// `e` without its casts (and parentheses), and the casts' type names, outermost first;
+/// a typed literal (`DATE '...'`) keeps its place and counts as a cast.
+fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
+    let mut casts = Vec::new();
+    let mut inner = e;
+    loop {
+        match inner {
+            Expr::Nested(x) => inner = x,
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                casts.push(data_type.to_string());
+                inner = expr;
+            }
+            Expr::TypedString(ts) => {
+                casts.push(ts.data_type.to_string());
+                return (inner, casts);
+            }
+            _ => return (inner, casts),
+        }
+    }
+}
+
+/// The type the innermost of `casts` names, when every one names a type whose values mean
+/// the same in encrypted column `col` (an array of them when `array`); else 42846.
+fn cast_type(casts: &[String], col: &Column, array: bool) -> Res<Option<LogicalType>> {
+    let target = col.logical_type();
+    let mut named = None;
+    for c in casts {
+        let element = if array {
+            c.strip_suffix("[]").unwrap_or(c)
+        } else {
+            c.as_str()
+        };
+        let ty = LogicalType::from_sql_name(element)
+            .filter(|t| t.converts_to(target) && (!array || c.ends_with("[]")));
+        let Some(ty) = ty else {
+            return Err(Refusal::new(
+                "42846",
+                format!(
+                    "cannot cast a value of encrypted column {} of table {} ({}) to {c}",
+                    col.name,
+                    col.table,
+                    target.name()
+                ),
+                &format!(
+                    "cast to {} (or a type whose values mean the same), or leave the cast out",
+                    target.name()
+                ),
+            ));
+        };
+        named = Some(ty);
+    }
+    Ok(named)
 }
 
 /// The name a statement refers to table `t` by: its alias, else the last part of `name`.
@@ -728,54 +784,11 @@ impl<'a> Walker<'a> {
     /// PostgreSQL sees the parameter as bytea; its type is kept for ParameterDescription
     /// and to read the value the client binds.
     fn value_casts(&mut self, e: &mut Expr, col: &Arc<Column>, array: bool) -> Res {
-        let target = col.logical_type();
-        let mut casts = Vec::new();
-        let mut inner: &Expr = e;
-        loop {
-            match inner {
-                Expr::Nested(x) => inner = x,
-                Expr::Cast {
-                    expr, data_type, ..
-                } => {
-                    casts.push(data_type.to_string());
-                    inner = expr;
-                }
-                Expr::TypedString(ts) => {
-                    casts.push(ts.data_type.to_string());
-                    break;
-                }
-                _ => break,
-            }
-        }
+        let (inner, casts) = peel_casts(e);
         if casts.is_empty() {
             return Ok(());
         }
-        let mut named = None;
-        for c in &casts {
-            let element = if array {
-                c.strip_suffix("[]").unwrap_or(c)
-            } else {
-                c.as_str()
-            };
-            let ty = crate::policy::LogicalType::from_sql_name(element)
-                .filter(|t| t.converts_to(target) && (!array || c.ends_with("[]")));
-            let Some(ty) = ty else {
-                return Err(Refusal::new(
-                    "42846",
-                    format!(
-                        "cannot cast a value of encrypted column {} of table {} ({}) to {c}",
-                        col.name,
-                        col.table,
-                        target.name()
-                    ),
-                    &format!(
-                        "cast to {} (or a type whose values mean the same), or leave the cast out",
-                        target.name()
-                    ),
-                ));
-            };
-            named = Some(ty);
-        }
+        let named = cast_type(&casts, col, array)?;
         let param = match inner {
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),

@@ -12,26 +12,15 @@ use std::sync::Arc;
 
 use sqlparser::ast::{Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor};
 
-use super::{Operand, Res, Walker, fold, parse_expr};
+use super::{Operand, Res, Walker, cast_type, fold, parse_expr, peel_casts};
 use crate::sql::catalog::Column;
 use crate::sql::{ParamUse, Refusal};
 
 /// A column reference under casts: its name and the casts' type names, outermost first.
 fn cast_column(e: &Expr) -> Option<(String, Vec<String>)> {
-    let mut casts = Vec::new();
-    let mut e = e;
-    loop {
-        match e {
-            Expr::Nested(x) => e = x,
-            Expr::Cast {
-                expr, data_type, ..
-            } => {
-                casts.push(data_type.to_string());
-                e = expr;
-            }
-            Expr::Identifier(i) => return Some((fold(i), casts)),
-            _ => return None,
-        }
+    match peel_casts(e) {
+        (Expr::Identifier(i), casts) => Some((fold(i), casts)),
+        _ => None,
     }
 }
 
@@ -43,19 +32,6 @@ fn plain_select(s: &Select) -> bool {
         && s.selection.is_none()
         && s.having.is_none()
         && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-}
-
-fn cast_refusal(col: &Column, cast: &str) -> Refusal {
-    Refusal::new(
-        "42846",
-        format!(
-            "cannot cast a value of encrypted column {} of table {} ({}) to {cast}",
-            col.name,
-            col.table,
-            col.logical_type().name()
-        ),
-        "cast to the column's type, or leave the cast out",
-    )
 }
 
 impl Walker<'_> {
@@ -216,13 +192,7 @@ impl Walker<'_> {
                     "give each column its own values",
                 ));
             }
-            for c in &casts {
-                let ok = crate::policy::LogicalType::from_sql_name(c)
-                    .is_some_and(|t| t.converts_to(col.logical_type()));
-                if !ok {
-                    return Err(cast_refusal(col, c));
-                }
-            }
+            cast_type(&casts, col, false)?;
             *expr = Expr::Identifier(sqlparser::ast::Ident::new(name));
             feeds[k] = Some(col.clone());
         }
