@@ -25,3 +25,4 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod synth;

@@ -4,6 +4,8 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use phigate::config::Config;
@@ -73,6 +75,12 @@ enum Command {
         #[arg(long, short, default_value = "phigate.toml")]
         config: PathBuf,
     },
+    /// Start a private PostgreSQL holding a synthetic EHR behind phigate with the example
+    /// policies, TLS and the audit log, and print how to connect as each role. Ctrl-C stops it.
+    Demo(cli::demo::Args),
+    /// Generate a synthetic EHR data set (never real patients): the schema, or the data as
+    /// SQL or CSV, or loaded through a running phigate so it lands encrypted.
+    Synth(cli::synth::Args),
     /// Manage the keyring of column-encryption master keys.
     Keys {
         #[command(subcommand)]
@@ -252,6 +260,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Synth(args) => cli::synth::run(args),
+        Command::Demo(args) => cli::demo::run(args),
         Command::Check { config } => check(config),
         Command::Policies {
             command: PoliciesCommand::Apply { config },

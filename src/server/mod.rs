@@ -11,6 +11,7 @@ mod stream;
 mod throttle;
 mod tls;
 mod upstream;
+mod url;
 
 /// Installs the native row policies (`phigate policies apply`), with the session key of
 /// `config`.
@@ -335,6 +336,13 @@ impl ServiceSession {
             )?),
             None => None,
         };
+        let conn = upstream::connect(&target, &[("application_name", application_name)]).await?;
+        Ok(Self(conn))
+    }
+
+    /// Logs in at a `postgres://` URL (as a client of phigate or of PostgreSQL).
+    pub async fn open_url(url: &str, application_name: &str) -> Result<Self, ServerError> {
+        let target = url::target(url)?;
         let conn = upstream::connect(&target, &[("application_name", application_name)]).await?;
         Ok(Self(conn))
     }

@@ -312,33 +312,36 @@ fn authenticate(
 }
 
 impl Connected {
-    /// Runs one simple query on a session opened by phigate itself (never a client's) and
-    /// returns its rows as text.
-    pub async fn query_text(
-        &mut self,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
-        let io = |cause| UpstreamError::Io {
+    fn io(cause: std::io::Error) -> UpstreamError {
+        UpstreamError::Io {
             address: "upstream".into(),
             cause,
-        };
-        let mut body = sql.as_bytes().to_vec();
-        body.push(0);
-        self.stream
-            .write_all(Frame::new(b'Q', &body).raw())
-            .await
-            .map_err(io)?;
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, UpstreamError> {
+        loop {
+            if let Some(f) = split_frame(&mut self.leftover, LOGIN_MESSAGE_LIMIT)? {
+                return Ok(f);
+            }
+            if self
+                .stream
+                .read_buf(&mut self.leftover)
+                .await
+                .map_err(Self::io)?
+                == 0
+            {
+                return Err(UpstreamError::Login("server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Reads up to ReadyForQuery: the rows as text, or the first error.
+    async fn finish_query(&mut self) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
         let mut rows = Vec::new();
         let mut failure = None;
         loop {
-            let frame = loop {
-                if let Some(f) = split_frame(&mut self.leftover, LOGIN_MESSAGE_LIMIT)? {
-                    break f;
-                }
-                if self.stream.read_buf(&mut self.leftover).await.map_err(io)? == 0 {
-                    return Err(UpstreamError::Login("server closed the connection".into()));
-                }
-            };
+            let frame = self.next_frame().await?;
             match frame.tag() {
                 b'D' => {
                     let mut r = Reader::new(frame.body(), "DataRow");
@@ -350,14 +353,35 @@ impl Connected {
                 }
                 b'E' => {
                     let f = decode_error_fields(frame.body())?;
-                    failure = Some(UpstreamError::Refused {
+                    failure.get_or_insert(UpstreamError::Refused {
                         code: f.code.to_owned(),
                         message: f.message.to_owned(),
                     });
                 }
+                // a COPY FROM STDIN this session did not expect: end it
+                b'G' => self.send(b'f', b"unexpected COPY\0").await?,
                 b'Z' => return failure.map_or(Ok(rows), Err),
                 _ => {}
             }
         }
+    }
+
+    async fn send(&mut self, tag: u8, body: &[u8]) -> Result<(), UpstreamError> {
+        self.stream
+            .write_all(Frame::new(tag, body).raw())
+            .await
+            .map_err(Self::io)
+    }
+
+    /// Runs one simple query on a session opened by phigate itself (never a client's) and
+    /// returns its rows as text.
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.send(b'Q', &body).await?;
+        self.finish_query().await
     }
 }

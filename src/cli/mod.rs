@@ -1,0 +1,6 @@
+//! The subcommands of the `phigate` binary that need more than a few lines, one file each.
+
+pub mod demo;
+mod postgres;
+mod scaffold;
+pub mod synth;
