@@ -62,9 +62,10 @@ enum Command {
         /// the table (`schema.table`, or `table` in public)
         #[arg(long)]
         table: String,
-        /// the column
-        #[arg(long)]
-        column: String,
+        /// a column (repeat for more); default: every protected column the table's
+        /// policy declares
+        #[arg(long = "column")]
+        columns: Vec<String>,
         /// re-encrypt values not under the active key
         #[arg(long)]
         rekey: bool,
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long, short, default_value = "phigate.toml")]
         config: PathBuf,
     },
+    /// Scaffold a deployment for an existing database in a new directory: configuration,
+    /// development certificate, policy templates, keyring, and the SQL a DBA runs once.
+    Init(cli::init::Args),
     /// Start a private PostgreSQL holding a synthetic EHR behind phigate with the example
     /// policies, TLS and the audit log, and print how to connect as each role. Ctrl-C stops it.
     Demo(cli::demo::Args),
@@ -198,7 +202,11 @@ fn print_record(r: &phigate::audit::Record, json: bool) {
 enum KeysCommand {
     /// Write a new keyring with one fresh 256-bit master key (mode 0600). Refuses to
     /// overwrite an existing keyring.
-    Generate,
+    Generate {
+        /// succeed without a change when the keyring exists (for container start-up)
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Add a fresh master key and make it the one new values are encrypted with. Older keys
     /// stay in the ring, so existing values stay readable.
     Rotate,
@@ -251,10 +259,26 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("phigate: {e:#}");
+            eprintln!("phigate: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its context already
+/// holds (`reading the schema: X` caused by `X`) is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -262,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { config } => serve(config),
         Command::Synth(args) => cli::synth::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Init(args) => cli::init::run(args),
         Command::Check { config } => check(config),
         Command::Policies {
             command: PoliciesCommand::Apply { config },
@@ -271,6 +296,14 @@ fn run(cli: Cli) -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let tables: Vec<String> = policies
+                .tables()
+                .filter(|t| !t.policies.is_empty())
+                .map(|t| t.name.to_string())
+                .collect();
+            if !tables.is_empty() {
+                println!("{}", cutover_warning(&config, &tables));
+            }
             let done =
                 runtime.block_on(phigate::server::apply_native_policies(&config, &policies))?;
             if done.is_empty() {
@@ -393,27 +426,33 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::EncryptExisting {
             table,
-            column,
+            columns,
             rekey,
             batch,
             config,
         } => {
             let config = Config::load(&config)?;
+            let columns = match columns {
+                c if c.is_empty() => phigate::migrate::declared_columns(&config, &table)?,
+                c => c,
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let summary = runtime.block_on(phigate::migrate::encrypt_existing(
-                &config,
-                &table,
-                &column,
-                rekey,
-                batch,
-                |rows| eprintln!("{table}.{column}: {rows} row(s) done"),
-            ))?;
-            let verb = if rekey { "re-encrypted" } else { "encrypted" };
-            println!("{table}.{column}: {} row(s) {verb}", summary.rows);
-            if summary.swapped {
-                println!("{table}.{column} is now phigate_encrypted");
+            for column in &columns {
+                let summary = runtime.block_on(phigate::migrate::encrypt_existing(
+                    &config,
+                    &table,
+                    column,
+                    rekey,
+                    batch,
+                    |rows| eprintln!("{table}.{column}: {rows} row(s) done"),
+                ))?;
+                let verb = if rekey { "re-encrypted" } else { "encrypted" };
+                println!("{table}.{column}: {} row(s) {verb}", summary.rows);
+                if summary.swapped {
+                    println!("{table}.{column} is now phigate_encrypted");
+                }
             }
             Ok(())
         }
@@ -427,7 +466,10 @@ fn run(cli: Cli) -> Result<()> {
                 None => Config::load(&config)?.keyring_file(),
             };
             let ring = match command {
-                KeysCommand::Generate => Keyring::generate(&file)?,
+                KeysCommand::Generate { if_missing: true } if file.exists() => {
+                    Keyring::load(&file)?
+                }
+                KeysCommand::Generate { .. } => Keyring::generate(&file)?,
                 KeysCommand::Rotate => Keyring::rotate(&file)?,
             };
             println!(
@@ -480,6 +522,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// What changes for everyone else when row-level security is forced on `tables`.
+fn cutover_warning(config: &Config, tables: &[String]) -> String {
+    let owner = config.upstream.admin_user.as_deref().unwrap_or("the owner");
+    format!(
+        "enabling and forcing row-level security on {}.\n\
+         From now on PostgreSQL shows their rows only to phigate's sessions (by role) and to logins with BYPASSRLS:\n\
+         - {owner} and every other login without BYPASSRLS read no rows of them directly, and change none;\n\
+         - pg_dump of them fails (\"query would be affected by row-level security policy\") unless it runs as a\n  \
+           login with BYPASSRLS (`CREATE ROLE ehr_backup LOGIN BYPASSRLS`; phigate init's dba.sql makes one);\n\
+         - encrypt-existing refuses them unless upstream.admin_user has BYPASSRLS: encrypt first, then apply.",
+        tables.join(", ")
+    )
 }
 
 /// `KEY=VALUE` as a user attribute: an integer, a float, true/false, or a string.
@@ -612,6 +668,13 @@ fn check(path: PathBuf) -> Result<()> {
     if problems > 0 {
         bail!("{problems} protected column(s) do not match the database schema");
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(phigate::server::check(&config))
+        .context("serve would refuse to start")?;
+    println!("every check serve runs before it listens passed");
     Ok(())
 }
 

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub protocol_errors: IntCounter,
     /// emergencies declared (break-glass)
     pub break_glass: IntCounter,
+    refusals: IntCounterVec,
+    /// audit records written
+    pub audit_records: IntCounter,
+    /// time from handing a statement's audit record to the log until the log holds it
+    pub audit_write_seconds: Histogram,
 }
 
 impl Metrics {
@@ -79,7 +84,28 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(statement_seconds.clone()));
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "phigate_refusals_total",
+                "Statements phigate refused, by SQLSTATE",
+            ),
+            &["sqlstate"],
+        )
+        .expect("valid metric");
+        reg(Box::new(refusals.clone()));
+        let audit_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "phigate_audit_write_seconds",
+                "Time to write a statement's audit record (the audit lag a statement waits for)",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_005, 4.0, 10).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        reg(Box::new(audit_write_seconds.clone()));
         Self {
+            refusals,
+            audit_write_seconds,
+            audit_records: counter("phigate_audit_records_total", "Audit records written"),
             sessions_active,
             sessions_total: counter("phigate_sessions_total", "Client sessions opened"),
             statements,
@@ -124,6 +150,11 @@ impl Metrics {
             c.inc();
         }
         self.statement_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a statement phigate refused.
+    pub fn refused(&self, sqlstate: &str) {
+        self.refusals.with_label_values(&[sqlstate]).inc();
     }
 
     /// The Prometheus text exposition.

@@ -65,6 +65,12 @@ pub enum MigrateError {
         /// what is wrong (never the value)
         problem: String,
     },
+    /// Row-level security would hide rows from the migration's login.
+    #[error(
+        "row-level security applies to table {0} for the migration's login (`phigate policies apply` forced it), so it cannot see every row; \
+         run encrypt-existing before `policies apply`, or over a login with BYPASSRLS as upstream.admin_user"
+    )]
+    RowSecurity(TableName),
     /// The final check found rows without ciphertext; nothing was swapped.
     #[error("{0} row(s) still lack ciphertext at the swap; nothing was changed, run again")]
     Incomplete(i64),
@@ -114,6 +120,33 @@ impl Names {
     }
 }
 
+/// The protected columns a table policy declares for `table` (`schema.table` or `table`).
+pub fn declared_columns(config: &Config, table: &str) -> Result<Vec<String>, MigrateError> {
+    let policies = PolicySet::load(&config.policies_dir())?;
+    let name = table_name(table);
+    policies
+        .tables()
+        .find(|t| t.name == name && !t.columns.is_empty())
+        .map(|t| t.columns.keys().cloned().collect())
+        .ok_or(MigrateError::Undeclared {
+            table: name.to_string(),
+            column: "(any)".into(),
+        })
+}
+
+fn table_name(table: &str) -> TableName {
+    match table.split_once('.') {
+        Some((s, t)) => TableName {
+            schema: s.to_owned(),
+            table: t.to_owned(),
+        },
+        None => TableName {
+            schema: "public".into(),
+            table: table.to_owned(),
+        },
+    }
+}
+
 /// Runs `encrypt-existing` for one column. `progress` hears about each batch.
 pub async fn encrypt_existing(
     config: &Config,
@@ -124,16 +157,7 @@ pub async fn encrypt_existing(
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, MigrateError> {
     let policies = PolicySet::load(&config.policies_dir())?;
-    let name = match table.split_once('.') {
-        Some((s, t)) => TableName {
-            schema: s.to_owned(),
-            table: t.to_owned(),
-        },
-        None => TableName {
-            schema: "public".into(),
-            table: table.to_owned(),
-        },
-    };
+    let name = table_name(table);
     let undeclared = || MigrateError::Undeclared {
         table: name.to_string(),
         column: column.to_owned(),
@@ -146,12 +170,35 @@ pub async fn encrypt_existing(
     let keyring = Keyring::load(&config.keyring_file())?;
     let col = Catalog::column(&name, column, declared, &keyring);
     let names = Names::new(&name, column);
-    let mut db = ServiceSession::open(config, "phigate:encrypt-existing").await?;
+    // The tables' owner (`upstream.admin_user`) changes the column's type; without one, the
+    // service login must own the table (and `serve` then refuses until it no longer does).
+    let mut db = match config.upstream.admin_user {
+        Some(_) => ServiceSession::open_admin(config, "phigate:encrypt-existing").await?,
+        None => ServiceSession::open(config, "phigate:encrypt-existing").await?,
+    };
+    // With row security off, a query that row-level security would filter fails instead
+    // of silently seeing fewer rows (which would leave rows out of the swap).
     db.query(
         "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; \
-         SET standard_conforming_strings = on; SET extra_float_digits = 3",
+         SET standard_conforming_strings = on; SET extra_float_digits = 3; SET row_security = off",
     )
     .await?;
+    let filtered = db
+        .query(&format!(
+            "SELECT pg_catalog.row_security_active({}::regclass)",
+            literal(&names.table)
+        ))
+        .await?;
+    if filtered
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        == Some("t")
+    {
+        return Err(MigrateError::RowSecurity(name));
+    }
     let ty = db
         .query(&format!(
             "SELECT t.typname, coalesce(b.typname, '') FROM pg_attribute a \

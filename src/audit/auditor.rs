@@ -26,6 +26,8 @@ pub struct Auditor {
     synced: AtomicU64,
     /// serialises syncs (the group-commit leader holds it)
     sync: Mutex<()>,
+    /// where records are counted, once the server has its metrics
+    metrics: std::sync::OnceLock<(prometheus::IntCounter, prometheus::Histogram)>,
 }
 
 impl Auditor {
@@ -55,6 +57,7 @@ impl Auditor {
             checkpoint_interval,
             synced,
             sync: Mutex::new(()),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -69,11 +72,22 @@ impl Auditor {
     /// sessions). Without, the record may wait in memory for the next flush (a few
     /// milliseconds).
     pub fn record(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
+        let started = std::time::Instant::now();
         let seq = self.log().append(record, gate)?;
         if gate && self.durability == Durability::Fsync {
             self.sync_through(seq)?;
         }
+        if let Some((records, seconds)) = self.metrics.get() {
+            records.inc();
+            seconds.observe(started.elapsed().as_secs_f64());
+        }
         Ok(seq)
+    }
+
+    /// Reports every record written from now on to `records` and the time each took
+    /// (including its sync in `fsync` mode) to `seconds`.
+    pub fn report_to(&self, records: prometheus::IntCounter, seconds: prometheus::Histogram) {
+        let _ = self.metrics.set((records, seconds));
     }
 
     /// Makes sure `seq` is on disk; one sync covers everything written before it.

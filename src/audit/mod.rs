@@ -60,6 +60,30 @@ pub enum AuditError {
     },
 }
 
+/// Checks, without appending anything, that the log in `dir` can be written and its
+/// signing key in `key_file` read (or created): what `phigate check` asks of the log.
+pub fn check_writable(dir: &std::path::Path, key_file: &std::path::Path) -> Result<(), AuditError> {
+    if key_file.exists() {
+        AuditKeys::load(key_file)?;
+    } else if let Some(parent) = key_file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        probe(parent)?;
+    }
+    probe(dir)
+}
+
+/// Writes and removes a file in `dir`, or in its nearest existing ancestor (which the log
+/// would create it in): nothing is left behind.
+fn probe(dir: &std::path::Path) -> Result<(), AuditError> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.is_dir())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file = existing.join(format!(".phigate-check-{}", std::process::id()));
+    std::fs::write(&file, b"").map_err(io(&file))?;
+    std::fs::remove_file(&file).map_err(io(&file))
+}
+
 fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuditError {
     let path = path.into();
     move |cause| AuditError::Io { path, cause }

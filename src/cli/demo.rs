@@ -191,6 +191,7 @@ fn write_deployment(deploy: &Path, cluster: &Cluster, port: u16) -> Result<Confi
         upstream_tls: "disable",
         native: "apply",
         admin: &admin,
+        ca_file: None,
         instance: Some("demo"),
     });
     let file = deploy.join("phigate.toml");

@@ -71,6 +71,8 @@ pub struct Settings<'a> {
     pub native: &'a str,
     /// `admin.address`
     pub admin: &'a str,
+    /// `upstream.ca_file`, when given
+    pub ca_file: Option<&'a str>,
     /// `audit.instance`, when given
     pub instance: Option<&'a str>,
 }
@@ -80,6 +82,10 @@ pub fn config_toml(s: &Settings) -> String {
     let instance = match s.instance {
         Some(i) => format!("instance = \"{i}\""),
         None => "# instance = \"phigate-1\"       # written into every record; the host name when absent".into(),
+    };
+    let ca_file = match s.ca_file {
+        Some(f) => format!("ca_file = \"{f}\"         # the CA of the server's certificate"),
+        None => "# ca_file = \"certs/db-ca.pem\"      # the CA of the server's certificate (verify-full); the Mozilla roots when absent".into(),
     };
     format!(
         r#"# phigate configuration. Every key can be overridden with PHIGATE_<SECTION>__<KEY>
@@ -102,7 +108,7 @@ password_file = "secrets/upstream.pw"
 admin_user = "{admin_user}"         # owns the tables: only for policies apply and encrypt-existing
 admin_password_file = "secrets/admin.pw"
 tls = "{upstream_tls}"                # disable | require | verify-full
-# ca_file = "certs/db-ca.pem"      # the CA of the server's certificate, for verify-full
+{ca_file}
 
 [policies]
 dir = "policies"                   # users.toml, roles.toml, one file per protected table; SIGHUP reloads

@@ -38,7 +38,8 @@ pub struct Args {
     schema: bool,
     /// load the data through a running phigate at this URL
     /// (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require), so protected columns land
-    /// encrypted; the user's role must be allowed to COPY into every table
+    /// encrypted; the user's role must be allowed to insert into every table. Nothing is
+    /// loaded when public.clinics already holds rows
     #[arg(long, conflicts_with = "out")]
     through: Option<String>,
 }
@@ -117,6 +118,18 @@ pub async fn load(synth: &Synth, url: &str, mut report: impl FnMut(String)) -> R
     let mut db = ServiceSession::open_url(url, "phigate-synth")
         .await
         .context("connecting for --through")?;
+    let loaded = db.query("SELECT count(*) FROM public.clinics").await?;
+    if loaded
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        != Some("0")
+    {
+        report("public.clinics already holds rows: the data set is loaded; nothing done".into());
+        return Ok(());
+    }
     db.query("BEGIN").await?;
     for t in Table::ALL {
         let sources = synth.sources(t);

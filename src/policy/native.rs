@@ -99,6 +99,22 @@ pub fn tables(policies: &PolicySet) -> Vec<NativeTable> {
         .collect()
 }
 
+/// A row policy attribute no user has yet: its type, and so the native policy's text, is
+/// unknown until one does. Returns (table, policy, attribute).
+pub fn untyped_attribute(set: &PolicySet) -> Option<(String, String, String)> {
+    let types = set.attribute_types();
+    set.tables().find_map(|t| {
+        t.policies.iter().find_map(|p| {
+            p.using
+                .iter()
+                .chain(p.check.iter())
+                .flat_map(|e| e.attributes())
+                .find(|a| !types.contains_key(*a))
+                .map(|a| (t.name.to_string(), p.name.clone(), a.to_owned()))
+        })
+    })
+}
+
 fn table(set: &PolicySet, t: &TablePolicy) -> NativeTable {
     let types = set.attribute_types();
     let on = qualified(&t.name);

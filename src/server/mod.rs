@@ -11,7 +11,7 @@ mod stream;
 mod throttle;
 mod tls;
 mod upstream;
-mod url;
+pub mod url;
 
 /// Installs the native row policies (`phigate policies apply`), with the session key of
 /// `config`.
@@ -181,7 +181,11 @@ impl Shared {
 /// Loads the policy set and everything enforcing it needs: the keyring and the live schema
 /// for protected columns, the native row-level security check (or installation) for row
 /// policies.
-async fn load_analyzer(config: &Config, key: &SessionKey) -> Result<Analyzer, ServerError> {
+async fn load_analyzer(
+    config: &Config,
+    key: &SessionKey,
+    mode: Native,
+) -> Result<Analyzer, ServerError> {
     let policies = PolicySet::load(&config.policies_dir())?;
     let catalog = if policies.tables().next().is_some() {
         let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
@@ -198,13 +202,49 @@ async fn load_analyzer(config: &Config, key: &SessionKey) -> Result<Analyzer, Se
     } else {
         Catalog::default()
     };
-    if config.policies.native == NativePolicies::Apply
-        && policies.tables().any(|t| !t.policies.is_empty())
-    {
-        row_security::apply(config, &policies, key).await?;
+    let apply = config.policies.native == NativePolicies::Apply;
+    match mode {
+        Native::Enforce => {
+            if apply && policies.tables().any(|t| !t.policies.is_empty()) {
+                row_security::apply(config, &policies, key).await?;
+            }
+            row_security::verify(config, &policies, key, false).await?;
+        }
+        // `serve` would install them: check what installing cannot fix
+        Native::Check if apply => row_security::verify(config, &policies, key, true).await?,
+        Native::Check => row_security::verify(config, &policies, key, false).await?,
     }
-    row_security::verify(config, &policies, key).await?;
     Ok(Analyzer::new(Arc::new(catalog), Arc::new(policies)))
+}
+
+/// What loading the policies does about the native row-level security policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Native {
+    /// install them when `policies.native = "apply"`, then verify them (serve, reload)
+    Enforce,
+    /// change nothing: verify what serve would verify after installing (check)
+    Check,
+}
+
+/// Runs every check `serve` runs before it listens, changing nothing in the database:
+/// policies, TLS files, passwords, the keyring, the live schema against the table
+/// policies, the native row-level security (or, with `policies.native = "apply"`, what
+/// installing it cannot fix), the session key, and that the audit log can be written.
+/// Returns the policy set.
+pub async fn check(config: &Config) -> Result<PolicySet, ServerError> {
+    let policies = preflight(config)?;
+    let key_file = config.session_key_file();
+    let key = if key_file.exists() {
+        SessionKey::load_or_create(&key_file)?
+    } else {
+        // serve creates it; until then no database holds its secret
+        SessionKey::from_bytes(rand::rng().random())
+    };
+    load_analyzer(config, &key, Native::Check).await?;
+    if config.audit.enabled {
+        crate::audit::check_writable(&config.audit_dir(), &config.audit_key_file())?;
+    }
+    Ok(policies)
 }
 
 /// Reloads the policies of a running server.
@@ -216,7 +256,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<(), ServerError> {
         let shared = &self.0;
         let _one = shared.reloading.lock().await;
-        let result = load_analyzer(&shared.config, &shared.session_key).await;
+        let result = load_analyzer(&shared.config, &shared.session_key, Native::Enforce).await;
         let mut record = Record::default();
         match &result {
             Ok(_) => record.decision = Some(crate::audit::Decision::Allowed),
@@ -449,7 +489,7 @@ impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let session_key = Arc::new(SessionKey::load_or_create(&config.session_key_file())?);
-        let analyzer = load_analyzer(&config, &session_key).await?;
+        let analyzer = load_analyzer(&config, &session_key, Native::Enforce).await?;
         let auditor = open_auditor(&config)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
@@ -470,13 +510,20 @@ impl Server {
             None => None,
         };
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
+        let metrics = Arc::new(Metrics::new());
+        if let Some(a) = &auditor {
+            a.report_to(
+                metrics.audit_records.clone(),
+                metrics.audit_write_seconds.clone(),
+            );
+        }
         Ok(Self {
             listener,
             admin,
             shared: Arc::new(Shared {
                 tls,
                 upstream,
-                metrics: Arc::new(Metrics::new()),
+                metrics,
                 cancels: CancelRegistry::default(),
                 decoy_secret: rand::rng().random(),
                 throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),

@@ -270,6 +270,7 @@ impl Relay<'_> {
             match event {
                 Event::Statement { kind, elapsed } => self.metrics.statement(kind, elapsed),
                 Event::ProtocolViolation => self.metrics.protocol_errors.inc(),
+                Event::Refused(code) => self.metrics.refused(code),
                 Event::BreakGlass => {
                     self.metrics.break_glass.inc();
                     // The reason is free text and may name a patient: it goes to the audit

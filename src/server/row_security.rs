@@ -29,6 +29,12 @@ pub async fn apply(
     policies: &PolicySet,
     key: &SessionKey,
 ) -> Result<Vec<String>, ServerError> {
+    if let Some((table, policy, attribute)) = native::untyped_attribute(policies) {
+        return Err(ServerError::NativePolicies(format!(
+            "policy {policy} of table {table} uses :user.{attribute}, which no user has yet, so its type is unknown; \
+             add the users first (`phigate user add NAME --role ROLE --attr {attribute}=VALUE`), then apply"
+        )));
+    }
     let tables = native::tables(policies);
     let mut db = ServiceSession::open_admin(config, "phigate:policies").await?;
     let mut sql = zeroize::Zeroizing::new(String::from("BEGIN;\n"));
@@ -51,11 +57,13 @@ pub async fn apply(
 /// the login is neither superuser, nor BYPASSRLS, nor a member of a table's owner; every
 /// table with row policies has row-level security enabled and forced, and exactly the
 /// current phigate policies; the settings functions accept values tagged with `key`, and
-/// the login can neither read nor change their secret.
+/// the login can neither read nor change their secret. With `login_only`, only what
+/// installing the policies cannot fix: the login's attributes and ownership.
 pub async fn verify(
     config: &Config,
     policies: &PolicySet,
     key: &SessionKey,
+    login_only: bool,
 ) -> Result<(), ServerError> {
     let tables = native::tables(policies);
     if tables.is_empty() {
@@ -75,7 +83,9 @@ pub async fn verify(
             config.upstream.user
         )));
     }
-    verify_key(&mut db, config, key).await?;
+    if !login_only {
+        verify_key(&mut db, config, key).await?;
+    }
     for t in &tables {
         let rows = db
             .query(&format!(
@@ -88,7 +98,10 @@ pub async fn verify(
             ))
             .await?;
         let Some(row) = rows.first() else {
-            return Err(fail(format!("table {} does not exist", t.table)));
+            return Err(fail(format!(
+                "table {} does not exist; create it, or remove its table policy",
+                t.table
+            )));
         };
         let flag = |i: usize| row.get(i).and_then(Option::as_deref) == Some("true");
         if flag(2) {
@@ -96,6 +109,9 @@ pub async fn verify(
                 "the upstream login {} owns table {} (or is a member of its owner): PostgreSQL does not apply row-level security to owners reliably; give the table another owner",
                 config.upstream.user, t.table
             )));
+        }
+        if login_only {
+            continue;
         }
         let mut expected: Vec<&str> = t.names();
         expected.sort_unstable();

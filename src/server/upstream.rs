@@ -64,7 +64,7 @@ pub enum UpstreamError {
     #[error("timed out connecting to {0}")]
     Timeout(String),
     /// The server refused the session with an ErrorResponse.
-    #[error("upstream refused the session: {message} ({code})")]
+    #[error("the database server answered: {message} ({code})")]
     Refused {
         /// SQLSTATE
         code: String,

@@ -9,22 +9,43 @@ use super::upstream::UpstreamTarget;
 
 /// How a URL asks for TLS (libpq's `sslmode`, the values phigate supports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SslMode {
+pub enum SslMode {
+    /// no TLS
     Disable,
+    /// TLS, the certificate not checked (the default)
     Require,
+    /// TLS, chain and host name checked
     VerifyFull,
+}
+
+impl SslMode {
+    /// The value as `upstream.tls` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Require => "require",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// A parsed connection URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ParsedUrl {
-    user: String,
-    password: Option<String>,
-    host: String,
-    port: u16,
-    database: String,
-    sslmode: SslMode,
-    sslrootcert: Option<String>,
+pub struct ParsedUrl {
+    /// the user (the URL's, or the empty string)
+    pub user: String,
+    /// the password, if the URL holds one
+    pub password: Option<String>,
+    /// host name or address
+    pub host: String,
+    /// port (5432 when absent)
+    pub port: u16,
+    /// database (the user's name when absent)
+    pub database: String,
+    /// `sslmode`
+    pub sslmode: SslMode,
+    /// `sslrootcert`
+    pub sslrootcert: Option<String>,
 }
 
 fn bad(url: &str, problem: &str) -> ServerError {
@@ -53,7 +74,8 @@ fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
+/// Parses a `postgres://` URL; the user may be absent.
+pub fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
@@ -70,7 +92,7 @@ fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
             Some(decode(p).ok_or_else(|| bad(url, "has a badly escaped password"))?)
                 .filter(|p| !p.is_empty()),
         ),
-        None => return Err(bad(url, "names no user")),
+        None => (String::new(), None),
     };
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (
@@ -81,8 +103,8 @@ fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
         None => (hostport, 5432),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || user.is_empty() {
-        return Err(bad(url, "lacks a host or a user"));
+    if host.is_empty() {
+        return Err(bad(url, "lacks a host"));
     }
     let mut parsed = ParsedUrl {
         database: decode(database)
@@ -118,6 +140,9 @@ fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
 /// The target a connection URL describes.
 pub(super) fn target(url: &str) -> Result<UpstreamTarget, ServerError> {
     let p = parse(url)?;
+    if p.user.is_empty() {
+        return Err(bad(url, "names no user"));
+    }
     let tls = match p.sslmode {
         SslMode::Disable => None,
         mode => {
@@ -177,7 +202,7 @@ mod tests {
     fn bad_urls_are_refused_without_echoing_the_password() {
         for url in [
             "mysql://u:hunter2@h/d",
-            "postgres://h/d",
+            "postgres://u:hunter2@/d",
             "postgres://u:hunter2@h:x/d",
             "postgres://u:hunter2@h/d?sslmode=prefer",
             "postgres://u:hunter2@h/d?bogus=1",

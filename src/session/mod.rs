@@ -59,6 +59,8 @@ pub enum Event {
     ProtocolViolation,
     /// The user declared an emergency (break-glass); the reason is in the audit log only.
     BreakGlass,
+    /// phigate refused a statement with this SQLSTATE.
+    Refused(&'static str),
 }
 
 /// What a session enforces: the policies in force (firewall, column access, row policies,
@@ -687,6 +689,7 @@ impl Session {
     /// Replaces a simple Query (or function call) by a statement that makes PostgreSQL
     /// raise `refusal` in its place, in protocol order.
     fn refuse_query(&mut self, refusal: Refusal, now: Instant, out: &mut Outbound) {
+        out.events.push(Event::Refused(refusal.code));
         build::query(transform::REFUSAL_SQL, &mut out.upstream);
         self.owe(Pending::Query {
             since: now,
@@ -978,6 +981,7 @@ impl Session {
     /// Replaces an extended-protocol message by a statement that makes PostgreSQL raise
     /// an error in its place (see [`transform::refusal_extended`]).
     fn refuse_extended(&mut self, refusal: Arc<Refusal>, out: &mut Outbound) {
+        out.events.push(Event::Refused(refusal.code));
         transform::refusal_extended(&mut out.upstream);
         self.client_copy = ClientCopy::Discard;
         self.push_unflushed(Pending::Refused { refusal, hidden: 0 });
