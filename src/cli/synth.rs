@@ -11,7 +11,7 @@ use phigate::synth::{Format, Synth, Table};
 /// What `phigate synth` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// a psql script of COPY ... FROM stdin blocks (run it through phigate)
+    /// a psql script of multi-row INSERTs in one transaction (run it through phigate)
     Sql,
     /// one CSV file per table, with a header line, in the --out directory
     Csv,
@@ -61,14 +61,14 @@ pub fn run(args: Args) -> Result<()> {
             let mut out = Vec::new();
             writeln!(
                 out,
-                "-- phigate synth --seed {} --patients {}: load it through phigate",
+                "-- phigate synth --seed {} --patients {}: run it through phigate (INSERTs work \
+                 where row-level security makes PostgreSQL refuse COPY FROM)\nBEGIN;",
                 args.seed, args.patients
             )?;
             for t in Table::ALL {
-                writeln!(out, "{};", t.copy_from_stdin(Format::Text))?;
-                synth.write(t, Format::Text, &mut out)?;
-                writeln!(out, "\\.")?;
+                for_each_insert(&synth, t, |sql| writeln!(out, "{sql};"))?;
             }
+            writeln!(out, "COMMIT;")?;
             write_out(args.out.as_deref(), &out)
         }
         OutputFormat::Csv => {
@@ -132,29 +132,15 @@ pub async fn load(synth: &Synth, url: &str, mut report: impl FnMut(String)) -> R
     }
     db.query("BEGIN").await?;
     for t in Table::ALL {
-        let sources = synth.sources(t);
-        let mut rows = 0u64;
-        let mut first = *sources.start();
-        while first <= *sources.end() {
-            let last = (first + 99).min(*sources.end());
-            let mut sql = format!(
-                "INSERT INTO public.{} ({}) VALUES ",
-                t.name(),
-                t.columns().join(", ")
-            );
-            synth.each_row(t, first..=last, |row| {
-                if rows > 0 && !sql.ends_with(' ') {
-                    sql.push(',');
-                }
-                rows += 1;
-                push_values(&mut sql, row);
-            });
-            if sql.ends_with(')') {
-                db.query(&sql)
-                    .await
-                    .with_context(|| format!("loading table {}", t.name()))?;
-            }
-            first = last + 1;
+        let mut statements = Vec::new();
+        let rows = for_each_insert(synth, t, |sql| {
+            statements.push(sql);
+            Ok(())
+        })?;
+        for sql in statements {
+            db.query(&sql)
+                .await
+                .with_context(|| format!("loading table {}", t.name()))?;
         }
         report(format!("  {:<13} {rows:>8} rows", t.name()));
     }
@@ -165,6 +151,39 @@ pub async fn load(synth: &Synth, url: &str, mut report: impl FnMut(String)) -> R
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Calls `f` with the multi-row INSERTs that write `table` (the rows of 100 patients
+/// each); returns the number of rows.
+fn for_each_insert(
+    synth: &Synth,
+    table: Table,
+    mut f: impl FnMut(String) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let sources = synth.sources(table);
+    let head = format!(
+        "INSERT INTO public.{} ({}) VALUES ",
+        table.name(),
+        table.columns().join(", ")
+    );
+    let mut rows = 0;
+    let mut first = *sources.start();
+    while first <= *sources.end() {
+        let last = (first + 99).min(*sources.end());
+        let mut sql = head.clone();
+        synth.each_row(table, first..=last, |row| {
+            if sql.len() > head.len() {
+                sql.push_str(", ");
+            }
+            rows += 1;
+            push_values(&mut sql, row);
+        });
+        if sql.len() > head.len() {
+            f(sql)?;
+        }
+        first = last + 1;
+    }
+    Ok(rows)
 }
 
 /// `(v1, v2, ...)`: values as string literals, NULL as NULL.

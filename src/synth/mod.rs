@@ -99,19 +99,6 @@ impl Table {
             ],
         }
     }
-
-    /// `COPY public.<table> (<columns>) FROM STDIN` in `format`.
-    pub fn copy_from_stdin(self, format: Format) -> String {
-        let with = match format {
-            Format::Text => "",
-            Format::Csv => " WITH (FORMAT csv)",
-        };
-        format!(
-            "COPY public.{} ({}) FROM STDIN{with}",
-            self.name(),
-            self.columns().join(", ")
-        )
-    }
 }
 
 /// The schema: the `phigate_encrypted` domain and the tables, protected columns declared as
