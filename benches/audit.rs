@@ -52,16 +52,16 @@ fn audit(c: &mut Criterion) {
     };
     c.bench_function("audit/statement (begin written, end buffered)", |b| {
         b.iter(|| {
-            let seq = auditor.record(begin.clone(), true).expect("begin");
+            let seq = auditor.append(begin.clone(), true).expect("begin");
             let mut e = end.clone();
             e.begin = Some(seq);
-            black_box(auditor.record(e, false).expect("end"))
+            black_box(auditor.append(e, false).expect("end"))
         })
     });
     c.bench_function("audit/value hash", |b| {
         b.iter(|| black_box(auditor.value_hash(black_box(b"123-45-6789"))))
     });
-    let _ = auditor.tick();
+    let _ = auditor.close();
 }
 
 criterion_group!(benches, audit);

@@ -221,6 +221,7 @@ fn session(c: &mut Criterion) {
             [0; 32],
         )),
         backend_pid: 1,
+        started: (std::time::Instant::now(), std::time::SystemTime::now()),
     };
     let cipher = ColumnCipher::new(&keyring(), Mode::Deterministic, &domain_aad("ssn", "text"));
     let envelope = cipher.encrypt(b"123-45-6789");

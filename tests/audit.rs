@@ -328,3 +328,50 @@ async fn an_unwritable_log_refuses_statements() {
     assert_eq!(code(&e), "58030");
     assert_eq!(count(&db, "select count(*) from t where i = -1").await, 0);
 }
+
+/// `durability = "fsync"`: a session waiting for its sync holds only itself. With every
+/// sync held (a stalled disk) and one thread for the proxy and both clients, a second
+/// session still answers while the first waits; the first completes once syncs resume.
+#[tokio::test]
+async fn a_slow_sync_holds_only_the_session_waiting_for_it() {
+    use std::time::Duration;
+    use tokio::time::timeout;
+    let (_pg, proxy) = common::start(Options {
+        audit: "durability = \"fsync\"\n",
+        ..Options::default()
+    })
+    .await;
+    let auditor = proxy.auditor.clone().expect("audit on");
+    let waiting = proxy.alice().await;
+    let other = proxy.alice().await;
+    auditor.hold_syncs(true);
+    let mut slow = Box::pin(waiting.simple_query("select 42"));
+    assert!(
+        timeout(Duration::from_millis(300), &mut slow)
+            .await
+            .is_err(),
+        "a statement completed before its audit record was synced"
+    );
+    // Parse, Describe and Sync write no record: the other session answers on this thread.
+    let stmt = timeout(Duration::from_secs(10), other.prepare("select $1::int4"))
+        .await
+        .expect("the other session answered while the first waited for its sync")
+        .unwrap();
+    assert_eq!(stmt.params().len(), 1);
+    assert!(
+        timeout(Duration::from_millis(100), &mut slow)
+            .await
+            .is_err()
+    );
+    auditor.hold_syncs(false);
+    let rows = timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the statement completed once syncs resumed")
+        .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}"); // RowDescription, the row, CommandComplete
+    // Both sessions' statements are on disk in order, and the chain verifies.
+    let n = other.query_one(&stmt, &[&7i32]).await.unwrap();
+    assert_eq!(n.get::<_, i32>(0), 7);
+    let report = check_chain(proxy.setup.dir.path());
+    assert!(report.records >= 4, "{report:?}");
+}

@@ -1,19 +1,35 @@
-//! The audit log shared by every session of an instance. Records are appended under a
-//! lock (assigning their place in the chain); in `fsync` mode the appender then waits until
-//! a sync covers its record, and one sync covers every record appended before it (group
-//! commit: while one session syncs, the others queue behind it and usually find their
-//! records already on disk). In `group` mode, [`Auditor::tick`] syncs every few
-//! milliseconds.
+//! The audit log shared by every session of an instance.
+//!
+//! Records are appended under a lock, which assigns their place in the chain; appending
+//! never syncs. Syncs happen on one background thread, the syncer: every few milliseconds
+//! (`group` durability: a checkpoint when due, buffered records written out, a sync), and
+//! at once when a session waits for its record to reach the disk (`fsync` durability). One
+//! sync covers every record written before it (group commit), and a waiting session waits
+//! as a future ([`Auditor::durable`]), so the thread it runs on keeps serving the others.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::AuditError;
 use super::keys::AuditKeys;
 use super::record::Record;
 use super::store::{AuditLog, Durability, LogOptions};
+
+/// How often the syncer runs when nobody waits for it.
+const TICK: Duration = Duration::from_millis(5);
+
+/// What the syncer has done, as sessions waiting for a sync see it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Synced {
+    /// the highest seq known to be on disk
+    through: u64,
+    /// the highest seq whose sync failed
+    failed: u64,
+}
 
 /// The instance's audit log, shared by sessions.
 #[derive(Debug)]
@@ -22,25 +38,35 @@ pub struct Auditor {
     keys: Arc<AuditKeys>,
     durability: Durability,
     checkpoint_interval: Duration,
-    /// the highest seq known to be on disk
-    synced: AtomicU64,
-    /// serialises syncs (the group-commit leader holds it)
+    synced: watch::Sender<Synced>,
+    /// the highest seq a session waits to see on disk; the syncer sleeps on `wake`
+    wanted: Mutex<u64>,
+    wake: Condvar,
+    /// serialises syncs
     sync: Mutex<()>,
+    /// syncs are held (see [`Auditor::hold_syncs`])
+    held: AtomicBool,
     /// where records are counted, once the server has its metrics
     metrics: std::sync::OnceLock<(prometheus::IntCounter, prometheus::Histogram)>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave a half-written line (see AuditLog::append).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Auditor {
-    /// Opens the log in `dir` with the key in `key_file` (created when absent).
+    /// Opens the log in `dir` with the key in `key_file` (created when absent) and starts
+    /// its syncer thread, which ends once the auditor is dropped.
     pub fn open(
         dir: &Path,
         key_file: &Path,
         opts: LogOptions,
         checkpoint_interval: Duration,
-    ) -> Result<Self, AuditError> {
+    ) -> Result<Arc<Self>, AuditError> {
         let keys = Arc::new(AuditKeys::load_or_create(key_file)?);
         let durability = opts.durability;
-        // The log itself never syncs per record: the auditor shares syncs.
+        // The log itself never syncs per record: the syncer shares syncs.
         let log = AuditLog::open(
             dir,
             keys.clone(),
@@ -49,34 +75,35 @@ impl Auditor {
                 ..opts
             },
         )?;
-        let synced = AtomicU64::new(log.next_seq().saturating_sub(1));
-        Ok(Self {
+        let through = log.next_seq().saturating_sub(1);
+        let auditor = Arc::new(Self {
             log: Mutex::new(log),
             keys,
             durability,
             checkpoint_interval,
-            synced,
+            synced: watch::Sender::new(Synced { through, failed: 0 }),
+            wanted: Mutex::new(0),
+            wake: Condvar::new(),
             sync: Mutex::new(()),
+            held: AtomicBool::new(false),
             metrics: std::sync::OnceLock::new(),
-        })
+        });
+        let weak = Arc::downgrade(&auditor);
+        std::thread::Builder::new()
+            .name("phigate-audit".into())
+            .spawn(move || syncer(&weak))
+            .map_err(super::io(dir))?;
+        Ok(auditor)
     }
 
-    fn log(&self) -> std::sync::MutexGuard<'_, AuditLog> {
-        // A panic while holding the lock cannot leave a half-written line (see append).
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends a record and returns its seq. With `gate` (a statement waits for it), it
-    /// returns once the record is written as the durability mode requires: handed to the
-    /// operating system (`group`) or on disk (`fsync`, sharing syncs with concurrent
-    /// sessions). Without, the record may wait in memory for the next flush (a few
-    /// milliseconds).
-    pub fn record(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
+    /// Appends a record and returns its seq. With `gate` (a statement waits for it), the
+    /// record and everything before it is handed to the operating system before this
+    /// returns; without, it may wait in memory for the syncer (a few milliseconds). In
+    /// `fsync` mode, a gated record counts as written only once [`Auditor::durable`]
+    /// says so.
+    pub fn append(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
         let started = std::time::Instant::now();
-        let seq = self.log().append(record, gate)?;
-        if gate && self.durability == Durability::Fsync {
-            self.sync_through(seq)?;
-        }
+        let seq = lock(&self.log).append(record, gate)?;
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();
             seconds.observe(started.elapsed().as_secs_f64());
@@ -84,19 +111,87 @@ impl Auditor {
         Ok(seq)
     }
 
-    /// Reports every record written from now on to `records` and the time each took
-    /// (including its sync in `fsync` mode) to `seconds`.
+    /// True when a gated record must wait for [`Auditor::durable`] (`fsync` mode).
+    pub fn syncs_each_statement(&self) -> bool {
+        self.durability == Durability::Fsync
+    }
+
+    /// Resolves once `seq` is on disk: the syncer is woken, and one sync covers every
+    /// session waiting at the time. Only the awaiting task waits, never its thread.
+    pub fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + use<> {
+        let mut rx = self.synced.subscribe();
+        {
+            let mut wanted = lock(&self.wanted);
+            *wanted = (*wanted).max(seq);
+        }
+        self.wake.notify_one();
+        async move {
+            let state = rx
+                .wait_for(|s| s.through >= seq || s.failed >= seq)
+                .await
+                .map(|s| *s)
+                .unwrap_or_default();
+            if state.through >= seq {
+                Ok(())
+            } else {
+                Err(AuditError::Io {
+                    path: "audit log".into(),
+                    cause: std::io::Error::other("the sync of the audit log failed"),
+                })
+            }
+        }
+    }
+
+    /// Appends a record and, when `gate` in `fsync` mode, waits for it to reach the disk.
+    pub async fn record(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
+        let seq = self.append(record, gate)?;
+        if gate && self.syncs_each_statement() {
+            self.durable(seq).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Reports every record written from now on to `records` and the time each append
+    /// took to `seconds`.
     pub fn report_to(&self, records: prometheus::IntCounter, seconds: prometheus::Histogram) {
         let _ = self.metrics.set((records, seconds));
     }
 
-    /// Makes sure `seq` is on disk; one sync covers everything written before it.
-    fn sync_through(&self, seq: u64) -> Result<(), AuditError> {
-        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
-        if self.synced.load(Ordering::Acquire) >= seq {
-            return Ok(());
+    /// The keys records are sealed and values hashed with.
+    pub fn keys(&self) -> &Arc<AuditKeys> {
+        &self.keys
+    }
+
+    /// The keyed hash a value is recorded under.
+    pub fn value_hash(&self, value: &[u8]) -> String {
+        self.keys.value_hash(value)
+    }
+
+    /// Holds every sync while `held` is true, as a stalled disk would (for tests and
+    /// maintenance); records are still appended.
+    pub fn hold_syncs(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// A final checkpoint, synced (at shutdown).
+    pub fn close(&self) -> Result<(), AuditError> {
+        let _leader = lock(&self.sync);
+        self.sync_out(AuditLog::checkpoint)
+    }
+
+    /// The syncer's periodic work: a checkpoint when one is due, buffered records written
+    /// out, and a sync, which runs outside the log's lock so appends never wait for the
+    /// disk. A failed sync is reported to every session waiting for it.
+    fn tick(&self) -> Result<(), AuditError> {
+        let _leader = lock(&self.sync);
+        let result = self.sync_out(|log| log.tick(self.checkpoint_interval));
+        if result.is_err() {
+            let written = lock(&self.log).next_seq().saturating_sub(1);
+            self.synced
+                .send_modify(|s| s.failed = s.failed.max(written));
         }
-        self.sync_out(AuditLog::write_out)
+        result
     }
 
     /// Under the log's lock, `prepare` (flush, checkpoint); then, outside it, the sync of
@@ -106,34 +201,42 @@ impl Auditor {
         prepare: impl FnOnce(&mut AuditLog) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
         let job = {
-            let mut log = self.log();
+            let mut log = lock(&self.log);
             prepare(&mut log)?;
             log.sync_job()?
         };
         if let Some(job) = job {
             let through = job.through;
             job.run()?;
-            self.synced.fetch_max(through, Ordering::AcqRel);
+            self.synced
+                .send_modify(|s| s.through = s.through.max(through));
         }
         Ok(())
     }
 
-    /// The keyed hash a value is recorded under.
-    pub fn value_hash(&self, value: &[u8]) -> String {
-        self.keys.value_hash(value)
+    /// Sleeps until a session waits for a sync, or for one tick. True while the
+    /// syncer should run.
+    fn wait_for_work(&self) {
+        let wanted = lock(&self.wanted);
+        let through = self.synced.borrow().through;
+        if *wanted <= through {
+            let _ = self.wake.wait_timeout(wanted, TICK);
+        }
     }
+}
 
-    /// A final checkpoint, synced (at shutdown).
-    pub fn close(&self) -> Result<(), AuditError> {
-        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
-        self.sync_out(AuditLog::checkpoint)
-    }
-
-    /// Periodic work (every few milliseconds): a checkpoint when one is due, buffered
-    /// records written out, and a sync, which runs outside the log's lock so appends
-    /// never wait for the disk.
-    pub fn tick(&self) -> Result<(), AuditError> {
-        let _leader = self.sync.lock().unwrap_or_else(|p| p.into_inner());
-        self.sync_out(|log| log.tick(self.checkpoint_interval))
+/// The syncer thread's loop; it ends once the auditor is dropped.
+fn syncer(auditor: &Weak<Auditor>) {
+    loop {
+        let Some(a) = auditor.upgrade() else { return };
+        a.wait_for_work();
+        if a.held.load(Ordering::Acquire) {
+            drop(a);
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        if let Err(e) = a.tick() {
+            tracing::error!(error = %e, "audit log sync failed");
+        }
     }
 }

@@ -305,7 +305,7 @@ async fn login_failed(
         detail: Some(why.to_string()),
         ..crate::audit::Record::default()
     };
-    let _ = shared.audit(record, crate::audit::Kind::AuthFailure);
+    let _ = shared.audit(record, crate::audit::Kind::AuthFailure).await;
     let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
     tokio::time::sleep(pause).await;
     refuse(

@@ -126,16 +126,20 @@ pub(crate) struct Shared {
 impl Shared {
     /// Writes an audit record built on `template`; a failure is logged (the caller decides
     /// whether it refuses anything).
-    fn audit(&self, mut record: Record, kind: Kind) -> Result<(), crate::audit::AuditError> {
+    async fn audit(&self, mut record: Record, kind: Kind) -> Result<(), crate::audit::AuditError> {
         let Some(auditor) = &self.auditor else {
             return Ok(());
         };
         record.kind = Some(kind);
         // A session may start only once its start is recorded.
         let gate = kind == Kind::SessionStart;
-        auditor.record(record, gate).map(|_| ()).inspect_err(|e| {
-            tracing::error!(error = %e, "audit log unwritable");
-        })
+        auditor
+            .record(record, gate)
+            .await
+            .map(|_| ())
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "audit log unwritable");
+            })
     }
 }
 
@@ -169,7 +173,7 @@ fn open_auditor(config: &Config) -> Result<Option<Arc<Auditor>>, ServerError> {
         opts,
         a.checkpoint_interval,
     )?;
-    Ok(Some(Arc::new(auditor)))
+    Ok(Some(auditor))
 }
 
 impl Shared {
@@ -265,7 +269,7 @@ impl Reloader {
                 record.detail = Some(e.to_string());
             }
         }
-        let audited = shared.audit(record, Kind::PolicyReload);
+        let audited = shared.audit(record, Kind::PolicyReload).await;
         let analyzer = result?;
         if audited.is_err() {
             return Err(ServerError::Config(
@@ -619,23 +623,6 @@ impl Server {
     }
 
     fn start_admin(&mut self) -> Arc<Shared> {
-        if let Some(auditor) = &self.shared.auditor {
-            // Group commit's background sync, and checkpoints when records wait too long;
-            // it ends with the server.
-            let auditor = Arc::downgrade(auditor);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
-                loop {
-                    tick.tick().await;
-                    let Some(auditor) = auditor.upgrade() else {
-                        return;
-                    };
-                    if let Err(e) = auditor.tick() {
-                        tracing::error!(error = %e, "audit log sync failed");
-                    }
-                }
-            });
-        }
         if let Some(admin) = self.admin.take() {
             tokio::spawn(serve_admin(
                 admin,
@@ -780,6 +767,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         break_glass_for: shared.config.session.break_glass_duration,
         session_key: shared.session_key.clone(),
         backend_pid: connected.backend_key.0,
+        started: (std::time::Instant::now(), std::time::SystemTime::now()),
     };
     let template = Record {
         session: Some(
@@ -794,7 +782,11 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         tls: Some(stream.is_tls()),
         ..Record::default()
     };
-    if shared.audit(template.clone(), Kind::SessionStart).is_err() {
+    if shared
+        .audit(template.clone(), Kind::SessionStart)
+        .await
+        .is_err()
+    {
         let refusal = PgError::fatal(
             "58030",
             "the audit log cannot be written; no session can start",
@@ -811,7 +803,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     }
     if let Some(auditor) = &shared.auditor {
         session = session.with_audit(SessionAudit {
-            auditor: auditor.clone(),
+            keys: auditor.keys().clone(),
             template: template.clone(),
         });
     }
@@ -842,8 +834,15 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             upstream: connected.stream,
             upstream_buf: connected.leftover,
         };
-        relay::relay(ends, session, limits, &shared.metrics).await;
-        let _ = shared.audit(template, Kind::SessionEnd);
+        relay::relay(
+            ends,
+            session,
+            limits,
+            &shared.metrics,
+            shared.auditor.clone(),
+        )
+        .await;
+        let _ = shared.audit(template, Kind::SessionEnd).await;
         shared.metrics.sessions_active.dec();
         tracing::info!(%peer, user, "session ended");
     }

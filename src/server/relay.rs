@@ -9,6 +9,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use super::stream::Stream;
+use crate::audit::{AuditError, Auditor};
 use crate::metrics::Metrics;
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{split_client_frame, split_frame};
@@ -49,6 +51,13 @@ pub(super) struct Ends {
     pub upstream_buf: BytesMut,
 }
 
+/// The held message's audit records, appended, waiting for the sync that makes them
+/// durable (`fsync` mode).
+struct AuditWait {
+    seqs: Vec<u64>,
+    durable: Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>,
+}
+
 /// How the relay loop ended.
 enum End {
     /// The session closed (Terminate, FATAL, upstream lost): flush and close both sides.
@@ -75,6 +84,8 @@ struct Relay<'a> {
     out: Outbound,
     limits: Limits,
     metrics: &'a Metrics,
+    auditor: Option<Arc<Auditor>>,
+    audit_wait: Option<AuditWait>,
     client_unflushed: bool,
     upstream_unflushed: bool,
     last_activity: Instant,
@@ -160,7 +171,22 @@ impl Relay<'_> {
                 self.upstream_lost();
                 continue;
             }
-            if self.session.phase() == Phase::Open && self.out.upstream.len() < HIGH_WATER {
+            if let Some(wait) = &mut self.audit_wait
+                && let Poll::Ready(result) = wait.durable.as_mut().poll(cx)
+            {
+                let seqs = std::mem::take(&mut wait.seqs);
+                self.audit_wait = None;
+                let now = Instant::now().into_std();
+                self.session
+                    .audited(result.map(|()| seqs), now, &mut self.out);
+                self.write_audit(now);
+                self.drain_client(now);
+                progress = true;
+            }
+            if self.session.phase() == Phase::Open
+                && !self.session.holding()
+                && self.out.upstream.len() < HIGH_WATER
+            {
                 keep_room(&mut self.client_buf);
                 match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
                     Poll::Ready(Ok(n)) if n > 0 => {
@@ -203,7 +229,10 @@ impl Relay<'_> {
         if self.session.phase() == Phase::Closing {
             return self.poll_closing(cx);
         }
-        if self.session.phase() != Phase::Open || self.session.awaiting_upstream() {
+        if self.session.phase() != Phase::Open
+            || self.session.awaiting_upstream()
+            || self.session.holding()
+        {
             return false;
         }
         while self.idle_timer.as_mut().poll(cx).is_ready() {
@@ -262,7 +291,44 @@ impl Relay<'_> {
 
     fn end_session(&mut self, err: &PgError) {
         self.session.terminate(err, &mut self.out);
+        self.write_audit(Instant::now().into_std());
         build::terminate(&mut self.out.upstream);
+    }
+
+    /// Appends the session's audit records. Records a held message waits for are handed
+    /// to the operating system first; in `fsync` mode the message stays held until they
+    /// are synced (the wait is polled with the sockets), otherwise it is released at once.
+    fn write_audit(&mut self, now: std::time::Instant) {
+        loop {
+            for record in self.out.audit.drain(..) {
+                if let Some(a) = &self.auditor
+                    && let Err(e) = a.append(record, false)
+                {
+                    tracing::error!(error = %e, "audit log unwritable: a statement's outcome is not recorded");
+                }
+            }
+            if self.out.gated.is_empty() {
+                return;
+            }
+            let records = std::mem::take(&mut self.out.gated);
+            let Some(auditor) = &self.auditor else {
+                self.session.audited(Ok(Vec::new()), now, &mut self.out);
+                continue;
+            };
+            let mut seqs = Vec::with_capacity(records.len());
+            let appended = records
+                .into_iter()
+                .try_for_each(|r| auditor.append(r, true).map(|seq| seqs.push(seq)));
+            match (appended, seqs.last()) {
+                (Ok(()), Some(&last)) if auditor.syncs_each_statement() => {
+                    let durable = Box::pin(auditor.durable(last));
+                    self.audit_wait = Some(AuditWait { seqs, durable });
+                    return;
+                }
+                (Ok(()), _) => self.session.audited(Ok(seqs), now, &mut self.out),
+                (Err(e), _) => self.session.audited(Err(e), now, &mut self.out),
+            }
+        }
     }
 
     fn take_events(&mut self) {
@@ -297,9 +363,12 @@ impl Relay<'_> {
 
     /// Feeds every complete message to the session; `now` is when the bytes arrived.
     fn drain_client(&mut self, now: std::time::Instant) {
-        while self.session.phase() == Phase::Open {
+        while self.session.phase() == Phase::Open && !self.session.holding() {
             match split_client_frame(&mut self.client_buf, self.limits.max_message_size) {
-                Ok(Some(frame)) => self.session.on_frontend(frame, now, &mut self.out),
+                Ok(Some(frame)) => {
+                    self.session.on_frontend(frame, now, &mut self.out);
+                    self.write_audit(now);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.client_buf.clear();
@@ -313,7 +382,10 @@ impl Relay<'_> {
     fn drain_upstream(&mut self, now: std::time::Instant) {
         while self.session.phase() != Phase::Closed {
             match split_frame(&mut self.upstream_buf, UPSTREAM_MESSAGE_LIMIT) {
-                Ok(Some(frame)) => self.session.on_backend(frame, now, &mut self.out),
+                Ok(Some(frame)) => {
+                    self.session.on_backend(frame, now, &mut self.out);
+                    self.write_audit(now);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.upstream_buf.clear();
@@ -336,7 +408,13 @@ impl Relay<'_> {
 }
 
 /// Relays until either side closes or the session ends.
-pub(super) async fn relay(ends: Ends, session: Session, limits: Limits, metrics: &Metrics) {
+pub(super) async fn relay(
+    ends: Ends,
+    session: Session,
+    limits: Limits,
+    metrics: &Metrics,
+    auditor: Option<Arc<Auditor>>,
+) {
     let now = Instant::now();
     let mut relay = Relay {
         client: ends.client,
@@ -349,6 +427,8 @@ pub(super) async fn relay(ends: Ends, session: Session, limits: Limits, metrics:
         lifetime_timer: Box::pin(tokio::time::sleep_until(limits.lifetime_ends)),
         limits,
         metrics,
+        auditor,
+        audit_wait: None,
         client_unflushed: false,
         upstream_unflushed: false,
         last_activity: now,
@@ -367,6 +447,9 @@ pub(super) async fn relay(ends: Ends, session: Session, limits: Limits, metrics:
         }
     };
     relay.take_events();
+    // Outcomes are recorded; a message still held never ran and is not.
+    relay.out.gated.clear();
+    relay.write_audit(Instant::now().into_std());
     relay.flush_counters();
     let Relay {
         mut client,

@@ -12,6 +12,43 @@ use crate::protocol::build;
 use crate::protocol::value::{self, Context, Format};
 use crate::sql::{Column, CopyFormat, CopyPlan, Refusal};
 
+/// What phigate does with the COPY data a client sends, decided when the client sends the
+/// statement it belongs to, never by the server's answer: a client may send its data before
+/// CopyInResponse, and that data must meet the same encryption.
+#[derive(Debug, Default)]
+pub(super) enum ClientCopy {
+    /// not a COPY into a protected table: forwarded as it is
+    #[default]
+    Raw,
+    /// a COPY FROM STDIN into a protected table: rows are encrypted
+    Encrypt(CopyIn),
+    /// the statement was refused, or phigate aborted the COPY: the data is dropped
+    Discard,
+}
+
+impl ClientCopy {
+    /// How the COPY data after `plan` is handled.
+    pub(super) fn after(plan: &Arc<crate::sql::Plan>, ctx: Context) -> Self {
+        match &plan.copy {
+            Some(c) if c.from_client => ClientCopy::Encrypt(CopyIn::new(plan.clone(), ctx)),
+            _ => ClientCopy::Raw,
+        }
+    }
+}
+
+/// The COPY state of a session.
+#[derive(Debug, Default)]
+pub(super) struct CopyState {
+    /// what becomes of the COPY data the client sends next: it follows the client's own
+    /// order (a client may send its data before the server's CopyInResponse)
+    pub(super) client: ClientCopy,
+    /// phigate aborted a COPY FROM STDIN (a value was invalid): the server's error is
+    /// replaced by this one
+    pub(super) refusal: Option<Arc<Refusal>>,
+    /// a COPY TO STDOUT of a protected table is streaming (and whether its header is next)
+    pub(super) out: Option<CopyOut>,
+}
+
 /// One field of a row: its raw bytes as they appeared, and its value.
 struct Field<'a> {
     raw: &'a [u8],

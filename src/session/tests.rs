@@ -1,5 +1,6 @@
 use super::*;
 use bytes::BufMut;
+use std::time::Instant;
 
 /// One fixed instant, so that elapsed times are exactly zero.
 fn t0() -> Instant {
@@ -266,4 +267,66 @@ fn messages_after_an_early_error_up_to_sync_are_owed_nothing() {
     }
     assert!(!s.awaiting_upstream());
     assert_eq!(tags(&mut out.client), b"12EZCZ");
+}
+
+fn audited_session() -> (Session, Outbound) {
+    let audit = SessionAudit {
+        keys: Arc::new(AuditKeys::from_seed(&[7; 32])),
+        template: Record {
+            user: Some("bob".into()),
+            ..Record::default()
+        },
+    };
+    let (s, out) = session();
+    (s.with_audit(audit), out)
+}
+
+#[test]
+fn a_statement_is_held_until_its_audit_record_is_written() {
+    let (mut s, mut out) = audited_session();
+    s.on_frontend(fe(b'Q', b"select 'secret'\0"), t0(), &mut out);
+    assert!(s.holding());
+    assert!(out.upstream.is_empty(), "forwarded before it was audited");
+    assert_eq!(out.gated.len(), 1);
+    let begin = out.gated.pop().unwrap();
+    assert_eq!(begin.statement.as_deref(), Some("select ?"));
+    assert_eq!(begin.user.as_deref(), Some("bob"));
+    // Nothing more is taken from the client while the message is held.
+    s.on_frontend(fe(b'Q', b"select 2\0"), t0(), &mut out);
+    assert!(out.gated.is_empty() && out.upstream.is_empty());
+    s.audited(Ok(vec![41]), t0(), &mut out);
+    assert!(!s.holding());
+    assert_eq!(tags(&mut out.upstream), b"Q");
+    s.on_backend(complete("SELECT 1"), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    assert_eq!(out.audit.len(), 1);
+    assert_eq!(out.audit[0].begin, Some(41));
+    assert_eq!(out.audit[0].rows, Some(1));
+}
+
+#[test]
+fn an_unwritable_audit_log_refuses_through_the_refusal_path() {
+    let (mut s, mut out) = audited_session();
+    s.on_frontend(fe(b'Q', b"select 1\0"), t0(), &mut out);
+    let unwritable = crate::audit::AuditError::Io {
+        path: "audit".into(),
+        cause: std::io::Error::other("disk full"),
+    };
+    s.audited(Err(unwritable), t0(), &mut out);
+    assert_eq!(out.events, [Event::Refused("58030")]);
+    let sent = out.upstream.split();
+    assert!(
+        String::from_utf8_lossy(&sent).contains("phigate refusal"),
+        "the refusal statement runs in its place"
+    );
+    // PostgreSQL raises the refusal; the client sees 58030 in protocol order.
+    let raised = fe(b'E', b"SERROR\0VERROR\0CP0001\0Mphigate refusal\0\0");
+    s.on_backend(raised, t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    let shown = String::from_utf8_lossy(&out.client).into_owned();
+    assert!(shown.contains("58030"), "{shown}");
+    assert!(
+        out.audit.is_empty(),
+        "a statement that did not run has no outcome"
+    );
 }

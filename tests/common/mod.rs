@@ -446,6 +446,8 @@ pub struct Proxy {
     pub setup: Setup,
     /// reloads the policies, as SIGHUP does
     pub reloader: phigate::server::Reloader,
+    /// the server's audit log
+    pub auditor: Option<std::sync::Arc<phigate::audit::Auditor>>,
     task: AbortOnDrop,
 }
 
@@ -470,12 +472,14 @@ impl Proxy {
         let addr = server.local_addr().unwrap();
         let admin = server.admin_addr().unwrap();
         let reloader = server.reloader();
+        let auditor = server.auditor();
         let task = AbortOnDrop(tokio::spawn(server.run()));
         Proxy {
             addr,
             admin,
             setup,
             reloader,
+            auditor,
             task,
         }
     }

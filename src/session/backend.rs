@@ -1,0 +1,333 @@
+//! Messages from the server: each answers the head of the queue. Descriptions and rows of
+//! rewritten statements are decrypted on their way to the client, the responses to
+//! phigate's own messages are hidden, and PostgreSQL's errors for refused statements are
+//! replaced by phigate's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::queue::Pending;
+use super::transform::{self, FieldOut, RowError};
+use super::{Event, Outbound, Phase, Session, StatementKind, copy};
+use crate::protocol::ProtocolError;
+use crate::protocol::build;
+use crate::protocol::frame::Frame;
+use crate::protocol::message;
+use crate::sql::Plan;
+
+impl Session {
+    pub(super) fn backend(
+        &mut self,
+        frame: &Frame,
+        now: Instant,
+        out: &mut Outbound,
+    ) -> Result<(), ProtocolError> {
+        let body = frame.body();
+        let forward = match frame.tag() {
+            b'1' | b'2' | b'3' => self.completion(),
+            b'n' => self.no_data(),
+            b't' => return self.parameter_description(frame, out),
+            b'T' => return self.row_description(frame, out),
+            b'D' => return self.data_row(frame, out),
+            b'C' | b'I' | b's' => {
+                self.command_complete(frame.tag(), body, now, out)?;
+                true
+            }
+            b'E' => self.error(body, now, out)?,
+            b'Z' => {
+                self.tx_status = message::decode_ready_status(body)?;
+                if let Some(Pending::Query { audit, .. }) = self.queue.front_mut() {
+                    // Statements after a failed one in a simple query do not run.
+                    let skipped = std::mem::take(audit);
+                    self.audit_not_run(skipped, out);
+                }
+                self.queue.complete_head();
+                true
+            }
+            b'G' | b'W' => {
+                self.queue.copy_started();
+                true
+            }
+            b'H' => {
+                let ctx = self.ctx();
+                self.copy.out = self.copy_plan().map(|p| copy::CopyOut::new(p, ctx));
+                true
+            }
+            b'd' => self.copy_out_data(body, out)?,
+            b'c' => {
+                self.copy.out = None;
+                true
+            }
+            b'S' => self.parameter_status(body, out),
+            _ => true,
+        };
+        if forward {
+            out.client.extend_from_slice(frame.raw());
+        }
+        Ok(())
+    }
+
+    /// ParseComplete, BindComplete, CloseComplete; false when hidden (the replacement of a
+    /// refused message).
+    fn completion(&mut self) -> bool {
+        if let Some(Pending::Refused { hidden, .. }) = self.queue.front_mut() {
+            *hidden += 1;
+            return false;
+        }
+        self.queue.complete_head();
+        true
+    }
+
+    /// NoData; false when it answers phigate's own Describe.
+    fn no_data(&mut self) -> bool {
+        let hidden = match self.queue.front() {
+            Some(Pending::HiddenDescribe(_, shape)) => {
+                let _ = shape.set(Arc::from(Vec::new()));
+                true
+            }
+            _ => false,
+        };
+        self.queue.complete_head();
+        !hidden
+    }
+
+    /// ParameterDescription: hidden after phigate's own Describe, rewritten for a
+    /// rewritten statement (encrypted parameters shown with their logical types).
+    fn parameter_description(
+        &mut self,
+        frame: &Frame,
+        out: &mut Outbound,
+    ) -> Result<(), ProtocolError> {
+        match self.queue.front() {
+            Some(Pending::HiddenDescribe(..)) => Ok(()),
+            Some(Pending::Describe {
+                plan: Some((plan, declared)),
+                ..
+            }) => transform::parameter_description(frame.body(), plan, declared, &mut out.client),
+            _ => {
+                out.client.extend_from_slice(frame.raw());
+                Ok(())
+            }
+        }
+    }
+
+    /// CommandComplete, EmptyQueryResponse, PortalSuspended.
+    fn command_complete(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        now: Instant,
+        out: &mut Outbound,
+    ) -> Result<(), ProtocolError> {
+        self.simple_rows = None;
+        self.copy.out = None;
+        let (kind, rows) = match tag {
+            b'C' => {
+                let tag = message::decode_command_tag(body)?;
+                let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
+                (StatementKind::from_tag(tag), rows)
+            }
+            _ => (StatementKind::Other, None),
+        };
+        self.queue.copy_in = false;
+        self.statement_done(kind, rows, None, now, out);
+        Ok(())
+    }
+
+    /// ErrorResponse: a refusal phigate caused is replaced by phigate's error. Returns
+    /// whether the server's error goes to the client.
+    fn error(
+        &mut self,
+        body: &[u8],
+        now: Instant,
+        out: &mut Outbound,
+    ) -> Result<bool, ProtocolError> {
+        let fields = message::decode_error_fields(body)?;
+        if matches!(fields.severity, "FATAL" | "PANIC") {
+            // The server ends the connection after this; so do we.
+            self.phase = Phase::Closed;
+        }
+        self.simple_rows = None;
+        self.copy.out = None;
+        let ours = fields.code == "P0001" && fields.message == transform::REFUSAL_MESSAGE;
+        let copy_failed =
+            fields.code == "57014" && fields.message.ends_with(transform::REFUSAL_MESSAGE);
+        let refusal = match self.queue.front() {
+            _ if copy_failed => self.copy.refusal.take(),
+            Some(Pending::Refused { refusal, .. }) => Some(refusal.clone()),
+            Some(Pending::Query {
+                refused: Some(r), ..
+            }) => Some(r.clone()),
+            _ => None,
+        };
+        let replaced = match refusal {
+            Some(r) if ours || copy_failed => {
+                r.to_error().encode(&mut out.client);
+                true
+            }
+            _ => false,
+        };
+        self.queue.copy_in = false;
+        let code = fields.code.to_owned();
+        self.statement_done(StatementKind::Failed, None, Some(&code), now, out);
+        self.queue.skip_after_error();
+        Ok(!replaced)
+    }
+
+    /// CopyData from the server: decrypted in a COPY TO STDOUT of a protected table.
+    fn copy_out_data(&mut self, body: &[u8], out: &mut Outbound) -> Result<bool, ProtocolError> {
+        let Some(copy_out) = &mut self.copy.out else {
+            return Ok(true);
+        };
+        match copy_out.data(body, &mut out.client) {
+            Ok(()) => {}
+            Err(RowError::Protocol(e)) => return Err(e),
+            Err(e @ RowError::Unreadable { .. }) => self.unreadable(&e, out),
+        }
+        Ok(false)
+    }
+
+    /// ParameterStatus: `application_name` is shown as the client set it. A value in a
+    /// client encoding other than UTF-8 is passed on as it is.
+    fn parameter_status(&mut self, body: &[u8], out: &mut Outbound) -> bool {
+        let Ok((name, value)) = message::decode_parameter_status(body) else {
+            return true;
+        };
+        let shown = self.params.observe(name, value);
+        if shown == value {
+            return true;
+        }
+        build::parameter_status(name, shown, &mut out.client);
+        false
+    }
+
+    /// A statement finished: an Execute is complete; within a simple query, the next
+    /// statement's clock starts.
+    fn statement_done(
+        &mut self,
+        kind: StatementKind,
+        rows: Option<u64>,
+        sqlstate: Option<&str>,
+        now: Instant,
+        out: &mut Outbound,
+    ) {
+        let (elapsed, begin) = match self.queue.front_mut() {
+            Some(Pending::Execute { since, audit, .. }) => {
+                (now.saturating_duration_since(*since), audit.take())
+            }
+            Some(Pending::Query { since, audit, .. }) => {
+                let elapsed = now.saturating_duration_since(*since);
+                *since = now;
+                (elapsed, audit.pop_front())
+            }
+            // A Parse, Bind or COMMIT-at-Sync that failed is a failed statement too.
+            Some(_) if kind == StatementKind::Failed => {
+                out.events.push(Event::Statement {
+                    kind,
+                    elapsed: Duration::ZERO,
+                });
+                return;
+            }
+            _ => return,
+        };
+        out.events.push(Event::Statement { kind, elapsed });
+        if let Some(begin) = begin {
+            self.audit_end(begin, rows, sqlstate, elapsed, out);
+        }
+        if kind != StatementKind::Failed
+            && matches!(self.queue.front(), Some(Pending::Execute { .. }))
+        {
+            self.queue.complete_head();
+        }
+    }
+
+    /// RowDescription: rewritten when it describes a rewritten statement or portal.
+    fn row_description(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+        // The statement it describes, and whether the client sees the description.
+        let described = match self.queue.front() {
+            Some(Pending::HiddenDescribe(plan, _)) => Some((plan.clone(), false)),
+            Some(Pending::Describe {
+                rows: Some((plan, _)),
+                ..
+            })
+            | Some(Pending::Query {
+                plan: Some(plan), ..
+            }) => Some((plan.clone(), true)),
+            _ => None,
+        };
+        let (Some(guard), Some((plan, shown))) = (&self.guard, described) else {
+            if matches!(self.queue.front(), Some(Pending::Describe { .. })) {
+                self.queue.complete_head();
+            }
+            out.client.extend_from_slice(frame.raw());
+            return Ok(());
+        };
+        let mut hidden = BytesMut::new();
+        let (shape, formats) = transform::row_description(
+            frame.body(),
+            guard.enforcement.current().catalog(),
+            &guard.subject,
+            plan.outputs.as_deref(),
+            if shown { &mut out.client } else { &mut hidden },
+        )?;
+        match self.queue.front() {
+            Some(
+                Pending::HiddenDescribe(_, cell)
+                | Pending::Describe {
+                    rows: Some((_, cell)),
+                    ..
+                },
+            ) => {
+                let _ = cell.set(shape);
+                self.queue.complete_head();
+            }
+            // a simple Query: its rows follow
+            _ => self.simple_rows = Some((shape, formats)),
+        }
+        Ok(())
+    }
+
+    /// DataRow: protected values are decrypted when the result comes from a rewritten
+    /// statement.
+    fn data_row(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+        let (shape, formats): (&[Option<FieldOut>], &[i16]) = match self.queue.front() {
+            Some(Pending::Query { .. }) => match &self.simple_rows {
+                Some((shape, formats)) => (shape, formats),
+                None => (&[], &[]),
+            },
+            Some(Pending::Execute {
+                rows: Some(rows), ..
+            }) => match rows.shape.get() {
+                Some(shape) => (shape, &rows.formats),
+                None => (&[], &[]),
+            },
+            _ => (&[], &[]),
+        };
+        if shape.is_empty() {
+            out.client.extend_from_slice(frame.raw());
+            return Ok(());
+        }
+        match transform::data_row(frame.body(), shape, formats, self.ctx(), &mut out.client) {
+            Ok(()) => Ok(()),
+            Err(RowError::Protocol(e)) => Err(e),
+            Err(e @ RowError::Unreadable { .. }) => {
+                self.unreadable(&e, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// The plan of the COPY the head of the queue runs, if phigate rewrote it.
+    fn copy_plan(&self) -> Option<Arc<Plan>> {
+        let plan = match self.queue.front()? {
+            Pending::Query { plan, .. } => plan.clone()?,
+            Pending::Execute {
+                rows: Some(rows), ..
+            } => rows.plan.clone(),
+            _ => return None,
+        };
+        plan.copy.is_some().then_some(plan)
+    }
+}

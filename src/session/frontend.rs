@@ -1,0 +1,401 @@
+//! Messages from the client: analysed once (for the audit record and the rewrite), held
+//! until their audit records are written, then forwarded as they are, rewritten (protected
+//! parameters encrypted) or replaced by a refusal, each noting the response it is owed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::auditing::Begin;
+use super::copy::ClientCopy;
+use super::queue::Pending;
+use super::refuse::{audit_refusal, extended_declare_refusal, fast_path_refusal};
+use super::registry::{Portal, Prepared, Rows, Statement};
+use super::{Event, Held, Outbound, Phase, Session, transform};
+use crate::protocol::build;
+use crate::protocol::frame::Frame;
+use crate::protocol::message::{Bind, Frontend, Target};
+use crate::sql::{Analysis, Plan};
+
+/// The client-side large-object functions (fixed OIDs in `pg_proc`): lo_open, lo_close,
+/// loread, lowrite, lo_lseek, lo_creat, lo_tell, lo_unlink, lo_create, lo_truncate and the
+/// 64-bit lo_lseek64, lo_tell64, lo_truncate64. Not the server-side lo_import/lo_export.
+const LARGE_OBJECT_FUNCTIONS: [u32; 13] = [
+    952, 953, 954, 955, 956, 957, 958, 964, 715, 1004, 3170, 3171, 3172,
+];
+
+/// True when a FunctionCall body calls one of [`LARGE_OBJECT_FUNCTIONS`].
+fn large_object_call(body: &[u8]) -> bool {
+    body.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .is_some_and(|oid| LARGE_OBJECT_FUNCTIONS.contains(&oid))
+}
+
+/// `SHOW application_name`, alone.
+fn is_show_application_name(sql: &str) -> bool {
+    let mut words = sql.trim().trim_end_matches(';').split_whitespace();
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(a), Some(b), None)
+            if a.eq_ignore_ascii_case("show") && b.eq_ignore_ascii_case("application_name")
+    )
+}
+
+impl Session {
+    /// One client message, in UTF-8.
+    pub(super) fn frontend(&mut self, frame: Frame, now: Instant, out: &mut Outbound) {
+        let msg = match Frontend::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => return self.protocol_violation(&e, out),
+        };
+        if self
+            .emergency
+            .as_ref()
+            .is_some_and(|(until, _)| now >= *until)
+        {
+            self.emergency = None;
+            self.audit_break_glass(None);
+        }
+        self.follow_search_path(&msg);
+        let analysis = self.analyse(&frame, &msg);
+        match self.audit_begin(&msg, analysis.as_ref(), out) {
+            // an empty query string has no statement to record
+            Begin::Gated(records) if records.is_empty() => {
+                self.forward(&frame, &msg, analysis, VecDeque::new(), now, out)
+            }
+            Begin::Nothing => self.forward(&frame, &msg, analysis, VecDeque::new(), now, out),
+            Begin::Gated(records) => {
+                out.gated.extend(records);
+                self.held = Some(Held { frame, analysis });
+            }
+        }
+    }
+
+    /// The held message, once its audit records are written (or not).
+    pub(super) fn release(
+        &mut self,
+        held: Held,
+        written: Result<Vec<u64>, crate::audit::AuditError>,
+        now: Instant,
+        out: &mut Outbound,
+    ) {
+        let Held { frame, analysis } = held;
+        let msg = match Frontend::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => return self.protocol_violation(&e, out),
+        };
+        match written {
+            Ok(seqs) => self.forward(&frame, &msg, analysis, seqs.into(), now, out),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log unwritable: statement refused");
+                let refusal = Arc::new(audit_refusal());
+                match msg {
+                    Frontend::Execute { .. } => self.refuse_extended(refusal, out),
+                    _ => self.refuse_query(refusal, now, out),
+                }
+            }
+        }
+    }
+
+    /// What phigate makes of a statement: only with a guard, and only for statement text
+    /// (and fast-path calls, which name their function by OID out of the firewall's sight).
+    fn analyse(&mut self, frame: &Frame, msg: &Frontend<'_>) -> Option<Analysis> {
+        let ctx = self.ctx();
+        let g = self.guard.as_mut()?;
+        match msg {
+            // The server knows phigate:<user>/<name>; the client sees its own name.
+            Frontend::Query { sql } | Frontend::Parse { sql, .. }
+                if is_show_application_name(sql) =>
+            {
+                Some(Analysis::Rewrite(Arc::new(Plan::text(format!(
+                    "SELECT {}::text AS application_name",
+                    crate::policy::quote_text(self.params.shown_app_name())
+                )))))
+            }
+            Frontend::Query { sql } | Frontend::Parse { sql, .. } => {
+                g.subject.emergency = self.emergency.is_some();
+                let analyzer = g.enforcement.current();
+                Some(analyzer.analyse_on(&g.subject, ctx, &self.search_path, sql))
+            }
+            Frontend::FunctionCall if !large_object_call(frame.body()) => {
+                Some(Analysis::Refuse(Arc::new(fast_path_refusal())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a message on (as it is, rewritten or refused) and notes what it is owed;
+    /// `seqs` are its audit records.
+    fn forward(
+        &mut self,
+        frame: &Frame,
+        msg: &Frontend<'_>,
+        analysis: Option<Analysis>,
+        mut seqs: VecDeque<u64>,
+        now: Instant,
+        out: &mut Outbound,
+    ) {
+        let copy_in = self.queue.copy_in;
+        match msg {
+            Frontend::Query { .. } => return self.query(frame, analysis, seqs, now, out),
+            Frontend::FunctionCall => {
+                if let Some(Analysis::Refuse(r)) = analysis {
+                    return self.refuse_query(r, now, out);
+                }
+                self.queue.owe_now(Pending::Query {
+                    since: now,
+                    plan: None,
+                    refused: None,
+                    audit: seqs,
+                });
+            }
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => return self.parse(frame, (name, sql, param_types), analysis, out),
+            Frontend::Bind(b) => return self.bind(frame, b, out),
+            Frontend::Describe { target, name } => self.describe(*target, name),
+            Frontend::Execute { portal, .. } => self.execute(portal, seqs.pop_front(), now),
+            Frontend::Close { target, name } => {
+                match target {
+                    Target::Statement => self.registry.close_statement(name),
+                    Target::Portal => self.registry.close_portal(name),
+                }
+                self.queue.owe(Pending::Close);
+            }
+            // PostgreSQL ignores Sync and Flush while a COPY FROM STDIN is streaming.
+            Frontend::Sync if !copy_in => self.queue.sync(),
+            Frontend::Flush if !copy_in => self.queue.flush(),
+            Frontend::Sync | Frontend::Flush => {}
+            Frontend::CopyData => return self.copy_data(frame, out),
+            Frontend::CopyDone | Frontend::CopyFail => self.copy_end(msg, out),
+            Frontend::Terminate => self.phase = Phase::Closed,
+        }
+        out.upstream.extend_from_slice(frame.raw());
+    }
+
+    /// A simple Query: forwarded, rewritten, refused, or an emergency declared.
+    fn query(
+        &mut self,
+        frame: &Frame,
+        analysis: Option<Analysis>,
+        seqs: VecDeque<u64>,
+        now: Instant,
+        out: &mut Outbound,
+    ) {
+        let ctx = self.ctx();
+        let plan = match analysis {
+            None | Some(Analysis::Pass) => {
+                self.copy.client = ClientCopy::Raw;
+                out.upstream.extend_from_slice(frame.raw());
+                None
+            }
+            Some(Analysis::Declare { reason }) => {
+                self.declare(reason, now, out);
+                None
+            }
+            Some(Analysis::Rewrite(plan)) => {
+                build::query(&plan.sql, &mut out.upstream);
+                self.copy.client = ClientCopy::after(&plan, ctx);
+                Some(plan)
+            }
+            Some(Analysis::Refuse(r)) => return self.refuse_query(r, now, out),
+        };
+        self.queue.owe_now(Pending::Query {
+            since: now,
+            plan,
+            refused: None,
+            audit: seqs,
+        });
+    }
+
+    /// `SET phigate.break_glass`: row policies and masks are lifted for a while, upstream
+    /// too (the native row policies read the tagged expiry and lift on their own).
+    fn declare(&mut self, reason: String, now: Instant, out: &mut Outbound) {
+        let Some(g) = self.guard.as_ref() else {
+            return;
+        };
+        let lasts = g.break_glass_for;
+        let (mono, wall) = g.started;
+        let until = wall + now.saturating_duration_since(mono) + lasts;
+        let until = humantime::format_rfc3339_seconds(until).to_string();
+        let tagged = g.session_key.emergency(&until, g.backend_pid);
+        build::query(
+            &format!("SET phigate.emergency = '{tagged}'"),
+            &mut out.upstream,
+        );
+        self.audit_break_glass(Some(reason.clone()));
+        out.events.push(Event::BreakGlass);
+        self.emergency = Some((now + lasts, reason));
+    }
+
+    /// A Parse: a rewritten statement is sent as its rewrite, followed by a Describe
+    /// phigate keeps to itself (to learn the result columns it decrypts).
+    fn parse(
+        &mut self,
+        frame: &Frame,
+        (name, sql, declared): (&str, &str, &[u32]),
+        analysis: Option<Analysis>,
+        out: &mut Outbound,
+    ) {
+        self.copy.client = ClientCopy::Raw;
+        let audited = self.audit_text(sql);
+        let prepared = match analysis {
+            None | Some(Analysis::Pass) => {
+                self.queue.owe(Pending::Parse);
+                out.upstream.extend_from_slice(frame.raw());
+                None
+            }
+            // A refused Parse reaches PostgreSQL as another statement: what `name` was,
+            // it stays.
+            Some(Analysis::Declare { .. }) => {
+                return self.refuse_extended(Arc::new(extended_declare_refusal()), out);
+            }
+            Some(Analysis::Refuse(r)) => return self.refuse_extended(r, out),
+            Some(Analysis::Rewrite(plan)) => {
+                transform::parse(name, &plan, declared, &mut out.upstream);
+                build::describe(b'S', name, &mut out.upstream);
+                let shape = Arc::new(OnceLock::new());
+                self.queue.owe(Pending::Parse);
+                self.queue
+                    .owe(Pending::HiddenDescribe(plan.clone(), shape.clone()));
+                Some(Prepared {
+                    plan,
+                    declared: declared.to_vec(),
+                    shape,
+                })
+            }
+        };
+        self.registry.parse(name, Statement { audited, prepared });
+    }
+
+    /// A Bind: parameters of protected columns are encrypted.
+    fn bind(&mut self, frame: &Frame, b: &Bind<'_>, out: &mut Outbound) {
+        let ctx = self.ctx();
+        let audited = self
+            .registry
+            .statement(b.statement)
+            .and_then(|s| s.audited.clone());
+        let hashes = self.audit_hashes(&b.params);
+        let encrypted = self.registry.prepared(b.statement).map(|prep| {
+            let rows = Rows {
+                plan: prep.plan.clone(),
+                shape: prep.shape.clone(),
+                formats: Arc::from(b.result_formats.as_slice()),
+            };
+            transform::bind(b, &prep.plan, &prep.declared, ctx, &mut out.upstream).map(|()| rows)
+        });
+        let rows = match encrypted {
+            None => {
+                out.upstream.extend_from_slice(frame.raw());
+                self.queue.owe(Pending::Bind);
+                None
+            }
+            Some(Ok(rows)) => {
+                self.queue.owe(Pending::Bind);
+                Some(rows)
+            }
+            Some(Err(r)) => {
+                self.refuse_extended(Arc::new(r), out);
+                None
+            }
+        };
+        let portal = Portal {
+            audited,
+            hashes,
+            rows,
+        };
+        self.registry.bind(b.portal, portal);
+    }
+
+    /// A Describe: the description of a rewritten statement or portal is rewritten.
+    fn describe(&mut self, target: Target, name: &str) {
+        let pending = match target {
+            Target::Statement => match self.registry.prepared(name) {
+                Some(p) => Pending::Describe {
+                    plan: Some((p.plan.clone(), Arc::from(p.declared.as_slice()))),
+                    rows: Some((p.plan.clone(), p.shape.clone())),
+                },
+                None => Pending::Describe {
+                    plan: None,
+                    rows: None,
+                },
+            },
+            Target::Portal => Pending::Describe {
+                plan: None,
+                rows: self
+                    .registry
+                    .rows(name)
+                    .map(|r| (r.plan.clone(), r.shape.clone())),
+            },
+        };
+        self.queue.owe(pending);
+    }
+
+    /// An Execute: the rows of a rewritten portal are decrypted.
+    fn execute(&mut self, portal: &str, audit: Option<u64>, now: Instant) {
+        let ctx = self.ctx();
+        let rows = self.registry.rows(portal).cloned();
+        if let Some(rows) = &rows
+            && rows.plan.copy.as_ref().is_some_and(|c| c.from_client)
+        {
+            self.copy.client = ClientCopy::after(&rows.plan, ctx);
+        }
+        self.queue.owe(Pending::Execute {
+            since: now,
+            rows,
+            audit,
+        });
+    }
+
+    /// CopyData: encrypted, forwarded or dropped as the COPY's statement decided.
+    fn copy_data(&mut self, frame: &Frame, out: &mut Outbound) {
+        match &mut self.copy.client {
+            ClientCopy::Raw => out.upstream.extend_from_slice(frame.raw()),
+            ClientCopy::Discard => {}
+            ClientCopy::Encrypt(copy_in) => {
+                if let Err(r) = copy_in.data(frame.body(), &mut out.upstream) {
+                    self.abort_copy(r, out);
+                }
+            }
+        }
+    }
+
+    /// CopyDone (the rest of an encrypted COPY is flushed first) or CopyFail.
+    fn copy_end(&mut self, msg: &Frontend<'_>, out: &mut Outbound) {
+        let client = std::mem::take(&mut self.copy.client);
+        if let (Frontend::CopyDone, ClientCopy::Encrypt(mut copy_in)) = (msg, client)
+            && let Err(r) = copy_in.done(&mut out.upstream)
+        {
+            self.abort_copy(r, out);
+            self.copy.client = ClientCopy::Raw;
+        }
+        self.queue.copy_end();
+    }
+
+    /// Follows what a statement text does to the search path: plain changes outside a
+    /// transaction block are followed, any other makes the path unknown.
+    fn follow_search_path(&mut self, msg: &Frontend<'_>) {
+        use crate::sql::{SearchPath, SearchPathChange as C};
+        let change = match msg {
+            Frontend::Query { sql } => C::of(sql),
+            // a prepared statement changes the path when it runs, not when it is prepared:
+            // only a reset to the path the session has already is exact then
+            Frontend::Parse { sql, .. } => C::of(sql).map(|c| match c {
+                C::Reset | C::ResetAmongOthers => C::ResetAmongOthers,
+                C::Set(_) | C::Unknown => C::Unknown,
+            }),
+            _ => None,
+        };
+        let Some(change) = change else { return };
+        self.search_path = match change {
+            _ if self.tx_status != b'I' => SearchPath::Unknown,
+            C::Set(path) => SearchPath::Known(path.into()),
+            C::Reset => self.startup_path.clone(),
+            C::ResetAmongOthers if self.search_path == self.startup_path => return,
+            C::ResetAmongOthers | C::Unknown => SearchPath::Unknown,
+        };
+    }
+}

@@ -1,0 +1,112 @@
+//! The session's prepared statements and portals, one map each: what phigate rewrote in
+//! them (to encrypt parameters and decrypt rows) and what the audit log says of them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use crate::audit::Redacted;
+use crate::sql::Plan;
+
+use super::transform::Shape;
+
+/// A prepared statement phigate rewrote.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) plan: Arc<Plan>,
+    /// the parameter types the client declared
+    pub(super) declared: Vec<u32>,
+    /// the result columns, once PostgreSQL described them
+    pub(super) shape: Arc<OnceLock<Shape>>,
+}
+
+/// A portal over a rewritten statement: how its rows are decrypted.
+#[derive(Debug, Clone)]
+pub(super) struct Rows {
+    pub(super) plan: Arc<Plan>,
+    pub(super) shape: Arc<OnceLock<Shape>>,
+    pub(super) formats: Arc<[i16]>,
+}
+
+/// A prepared statement.
+#[derive(Debug, Default)]
+pub(super) struct Statement {
+    /// its text as the audit log keeps it
+    pub(super) audited: Option<Arc<Redacted>>,
+    /// its rewrite, when phigate rewrote it
+    pub(super) prepared: Option<Prepared>,
+}
+
+/// A portal.
+#[derive(Debug, Default)]
+pub(super) struct Portal {
+    /// its statement's text as the audit log keeps it
+    pub(super) audited: Option<Arc<Redacted>>,
+    /// the keyed hashes of its parameters
+    pub(super) hashes: Vec<String>,
+    /// how its rows are decrypted, when phigate rewrote its statement
+    pub(super) rows: Option<Rows>,
+}
+
+/// Prepared statements and portals by name.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Portal>,
+}
+
+impl Registry {
+    /// True when a Parse of `name` will fail because the statement exists (the unnamed
+    /// statement is always replaced).
+    pub(super) fn parse_fails(&self, name: &str) -> bool {
+        !name.is_empty() && self.statements.contains_key(name)
+    }
+
+    /// A Parse: the statement `name` is (re)defined, unless the Parse will fail.
+    pub(super) fn parse(&mut self, name: &str, statement: Statement) {
+        if self.parse_fails(name) {
+            return;
+        }
+        if statement.audited.is_none() && statement.prepared.is_none() {
+            self.statements.remove(name);
+        } else {
+            self.statements.insert(name.to_owned(), statement);
+        }
+    }
+
+    pub(super) fn statement(&self, name: &str) -> Option<&Statement> {
+        self.statements.get(name)
+    }
+
+    /// The rewrite of statement `name`, when phigate rewrote it.
+    pub(super) fn prepared(&self, name: &str) -> Option<&Prepared> {
+        self.statements.get(name)?.prepared.as_ref()
+    }
+
+    /// A Bind: the portal `name` is (re)defined.
+    pub(super) fn bind(&mut self, name: &str, portal: Portal) {
+        if portal.audited.is_none() && portal.rows.is_none() && portal.hashes.is_empty() {
+            self.portals.remove(name);
+        } else if let Some(p) = self.portals.get_mut(name) {
+            *p = portal;
+        } else {
+            self.portals.insert(name.to_owned(), portal);
+        }
+    }
+
+    pub(super) fn portal(&self, name: &str) -> Option<&Portal> {
+        self.portals.get(name)
+    }
+
+    /// How the rows of portal `name` are decrypted, when phigate rewrote its statement.
+    pub(super) fn rows(&self, name: &str) -> Option<&Rows> {
+        self.portals.get(name)?.rows.as_ref()
+    }
+
+    pub(super) fn close_statement(&mut self, name: &str) {
+        self.statements.remove(name);
+    }
+
+    pub(super) fn close_portal(&mut self, name: &str) {
+        self.portals.remove(name);
+    }
+}
