@@ -495,7 +495,8 @@ impl<'a> Walker<'a> {
                 // Statements that do not name a protected table (BEGIN, SET, ... in a
                 // multi-statement string) run as they are.
                 let text = other.to_string();
-                let names = super::protected_names(self.catalog, &text)?;
+                let tokens = super::firewall::read(&text)?;
+                let names = super::protected_names(self.catalog, &tokens);
                 let Some(name) = names.first() else {
                     return Ok(());
                 };

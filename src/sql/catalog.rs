@@ -121,7 +121,7 @@ pub struct Table {
 pub struct Catalog {
     tables: Vec<Arc<Table>>,
     by_origin: HashMap<(u32, i16), Arc<Column>>,
-    /// lower-cased table names, for the cheap scan that lets unrelated statements through
+    /// lower-cased table names: a statement whose identifiers spell none runs unanalysed
     needles: Vec<String>,
     /// per protected table name: the schemas holding a relation of that name
     homes: HashMap<String, Vec<String>>,
@@ -265,22 +265,6 @@ impl Catalog {
     /// Every protected table called `name` (in any schema).
     pub fn tables_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<Table>> {
         self.tables.iter().filter(move |t| t.name.table == name)
-    }
-
-    /// False when `sql` cannot touch a protected table: no protected table name occurs in
-    /// it (ignoring case), and it holds no Unicode-escaped identifier and no FETCH (from a
-    /// cursor that may be declared over a protected table). The cheap test that lets
-    /// unrelated statements through unparsed.
-    pub fn may_touch(&self, sql: &str) -> bool {
-        if self.needles.is_empty() {
-            return false;
-        }
-        let hay = sql.as_bytes();
-        let has = |needle: &[u8]| {
-            hay.windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle))
-        };
-        self.needles.iter().any(|n| has(n.as_bytes())) || has(b"u&\"") || has(b"fetch")
     }
 
     /// Lower-cased names of the protected tables.

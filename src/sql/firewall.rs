@@ -71,14 +71,21 @@ fn forbidden(what: &str) -> Refusal {
     )
 }
 
-/// Screens `sql` (one or more statements) for `role`. `bypass` is true for roles that
-/// bypass row policies (only they may run procedural code phigate cannot see into).
-pub(super) fn screen(sql: &str, role_name: &str, role: &Role) -> Result<Screened, Refusal> {
-    let tokens = lex::tokens(sql).ok_or_else(|| {
+/// The tokens of `sql`, or the refusal of a text phigate cannot read.
+pub(super) fn read(sql: &str) -> Result<Vec<Token<'_>>, Refusal> {
+    lex::tokens(sql).ok_or_else(|| {
         Refusal::syntax(
             "phigate could not read the statement (unterminated string, comment or identifier?)",
         )
-    })?;
+    })
+}
+
+/// Screens a text's `tokens` (one or more statements) for `role`.
+pub(super) fn screen(
+    tokens: &[Token<'_>],
+    role_name: &str,
+    role: &Role,
+) -> Result<Screened, Refusal> {
     let mut declare = false;
     let mut app_name = None;
     let mut statements = 0;
@@ -512,6 +519,10 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
+    fn screen_sql(sql: &str, role_name: &str, role: &Role) -> Result<Screened, Refusal> {
+        screen(&read(sql)?, role_name, role)
+    }
+
     fn role(statements: &str) -> Role {
         let text = format!("[roles.r]\n{statements}\n");
         let dir = tempfile::tempdir().unwrap();
@@ -523,7 +534,7 @@ mod tests {
     #[test]
     fn kinds_follow_the_role() {
         let clinician = role("");
-        let ok = |sql: &str| screen(sql, "r", &clinician);
+        let ok = |sql: &str| screen_sql(sql, "r", &clinician);
         for allowed in [
             "select 1",
             "(select 1) union (select 2)",
@@ -625,8 +636,8 @@ mod tests {
             Ok(Screened::Declare)
         );
         let admin = role("bypass_row_policies = true\nstatements = [\"all\"]");
-        assert!(screen("create table x (a int); do $$ begin end $$", "r", &admin).is_ok());
-        assert!(screen("set role postgres", "r", &admin).is_err());
+        assert!(screen_sql("create table x (a int); do $$ begin end $$", "r", &admin).is_ok());
+        assert!(screen_sql("set role postgres", "r", &admin).is_err());
         for allowed in [
             "alter function f() set search_path = public",
             "alter table t alter column c set default 1",
@@ -634,7 +645,7 @@ mod tests {
             "alter role bob set work_mem = '8MB'",
         ] {
             assert_eq!(
-                screen(allowed, "r", &admin),
+                screen_sql(allowed, "r", &admin),
                 Ok(Screened::Allowed),
                 "{allowed}"
             );
@@ -647,7 +658,7 @@ mod tests {
             "create function f() returns int language sql set phigate.emergency = '2099-01-01' as 'select 1'",
             "create function f() returns int language sql set phigate.role from current as 'select 1'",
         ] {
-            let e = screen(refused, "r", &admin).expect_err(refused);
+            let e = screen_sql(refused, "r", &admin).expect_err(refused);
             assert!(e.message.contains("setting"), "{refused}: {}", e.message);
         }
     }

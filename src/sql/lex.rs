@@ -1,34 +1,66 @@
-//! A single-pass PostgreSQL lexer for the statement firewall: words (keywords and
-//! identifiers, as written: compare them ignoring ASCII case), string literals, statement
-//! boundaries. Comments, whitespace and numbers are skipped. Words borrow from the text.
+//! phigate's one PostgreSQL lexer, a single pass over the bytes: words (keywords and
+//! identifiers), quoted identifiers, string literals of every form, numbers, parameters,
+//! statement boundaries and punctuation, each with its place in the text. Comments and
+//! whitespace are skipped (a lexeme notes whether any came before it).
+//!
+//! It serves the statement firewall ([`tokens`]), the search for protected table names,
+//! and audit redaction (which replaces every literal by `?`). It is lenient: an
+//! unterminated string, identifier or comment runs to the end of the text, and
+//! [`Lexer::unterminated`] says so (the firewall then refuses the statement).
 
 use std::borrow::Cow;
 
-/// One token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Token<'a> {
-    /// a keyword or identifier as written; `quoted` for `"..."`
-    Word { text: Cow<'a, str>, quoted: bool },
-    /// a string literal of any form; its value only for a plain `'...'` without
-    /// backslashes (which reads the same whatever `standard_conforming_strings` says)
-    Str(Option<Cow<'a, str>>),
+/// The form of a string literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `'...'`
+    Plain,
+    /// `E'...'`: backslash escapes
+    Escaped,
+    /// `B'...'`, `X'...'`, `N'...'`
+    Prefixed,
+    /// `U&'...'`
+    Unicode,
+    /// `$tag$...$tag$`, with the length of `$tag$`
+    Dollar(usize),
+}
+
+/// What a lexeme is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// a keyword or unquoted identifier
+    Word,
+    /// `"..."`
+    QuotedIdent,
+    /// `U&"..."`: its name cannot be read without decoding
+    UnicodeIdent,
+    /// a string literal
+    Str(Form),
+    /// a numeric constant
+    Number,
+    /// `$n`
+    Param,
     /// `;`
     End,
-    /// a Unicode-escaped identifier, `U&"..."`: its name cannot be read without decoding
-    UnicodeIdent,
-    /// any other character (operators, parentheses, `$n`, numbers)
+    /// any other character (operators, parentheses, a lone `$`)
     Punct(u8),
 }
 
-/// True when `t` is the keyword `w`: an unquoted word, in any case.
-pub(super) fn is_keyword(t: Option<&Token<'_>>, w: &str) -> bool {
-    matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w))
+/// One lexeme: its kind and where it is in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lexeme {
+    pub(crate) kind: Kind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// whitespace or a comment came before it
+    pub(crate) spaced: bool,
 }
 
-/// True when `t` names `name`, quoted or not, in any case (as PostgreSQL looks up setting
-/// and function names).
-pub(super) fn is_name(t: Option<&Token<'_>>, name: &str) -> bool {
-    matches!(t, Some(Token::Word { text, .. }) if text.eq_ignore_ascii_case(name))
+/// The lexemes of a text, in order.
+pub(crate) struct Lexer<'a> {
+    b: &'a [u8],
+    i: usize,
+    unterminated: bool,
 }
 
 fn ident_start(b: u8) -> bool {
@@ -39,122 +71,156 @@ fn ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-/// The tokens of `sql`; `None` when a string, quoted identifier or comment is not closed.
-pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => i = comment_end(b, i)?,
-            b'\'' => {
-                let end = string_end(b, i + 1, false)?;
-                let raw = &sql[i + 1..end - 1];
-                let value = (!raw.contains('\\')).then(|| {
-                    if raw.contains("''") {
-                        Cow::Owned(raw.replace("''", "'"))
-                    } else {
-                        Cow::Borrowed(raw)
-                    }
-                });
-                i = end;
-                out.push(Token::Str(value));
-            }
-            b'"' => {
-                let (text, end) = quoted_ident(sql, i + 1)?;
-                i = end;
-                out.push(Token::Word { text, quoted: true });
-            }
-            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                i += 1;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                out.push(Token::Punct(b'$'));
-            }
-            b'$' => {
-                // a dollar-quoted string: $tag$ ... $tag$
-                let tag_end = b[i + 1..]
-                    .iter()
-                    .position(|x| !ident_byte(*x) || *x == b'$')
-                    .map(|p| i + 1 + p)?;
-                if b[tag_end] != b'$' {
-                    out.push(Token::Punct(b'$'));
-                    i += 1;
-                    continue;
-                }
-                let tag = &b[i..=tag_end];
-                let body = tag_end + 1;
-                let close = b[body..].windows(tag.len()).position(|w| w == tag)?;
-                i = body + close + tag.len();
-                out.push(Token::Str(None));
-            }
-            b';' => {
-                out.push(Token::End);
-                i += 1;
-            }
-            c if ident_start(c) => {
-                let start = i;
-                while i < b.len() && ident_byte(b[i]) {
-                    i += 1;
-                }
-                let word = &sql[start..i];
-                let next = b.get(i).copied();
-                let prefix = if word.len() == 1 {
-                    word.as_bytes()[0].to_ascii_lowercase()
-                } else {
-                    0
-                };
-                match (prefix, next) {
-                    (b'e', Some(b'\'')) => {
-                        i = string_end(b, i + 1, true)?;
-                        out.push(Token::Str(None));
-                    }
-                    (b'b' | b'x' | b'n', Some(b'\'')) => {
-                        i = string_end(b, i + 1, false)?;
-                        out.push(Token::Str(None));
-                    }
-                    (b'u', Some(b'&')) if matches!(b.get(i + 1), Some(b'\'' | b'"')) => {
-                        if b[i + 1] == b'\'' {
-                            i = string_end(b, i + 2, false)?;
-                            out.push(Token::Str(None));
-                        } else {
-                            let (_, end) = quoted_ident(sql, i + 2)?;
-                            i = end;
-                            out.push(Token::UnicodeIdent);
-                        }
-                    }
-                    _ => out.push(Token::Word {
-                        text: Cow::Borrowed(word),
-                        quoted: false,
-                    }),
-                }
-            }
-            c if c.is_ascii_digit() => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-                out.push(Token::Punct(b'0'));
-            }
-            c => {
-                out.push(Token::Punct(c));
-                i += 1;
-            }
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(sql: &'a str) -> Self {
+        Self {
+            b: sql.as_bytes(),
+            i: 0,
+            unterminated: false,
         }
     }
-    Some(out)
+
+    /// True once a string, identifier or comment ran to the end of the text unclosed.
+    pub(crate) fn unterminated(&self) -> bool {
+        self.unterminated
+    }
+
+    /// Skips whitespace and comments; true when there were any.
+    fn skip_space(&mut self) -> bool {
+        let start = self.i;
+        let b = self.b;
+        while self.i < b.len() {
+            match b[self.i] {
+                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.i += 1,
+                b'-' if b.get(self.i + 1) == Some(&b'-') => {
+                    while self.i < b.len() && b[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                b'/' if b.get(self.i + 1) == Some(&b'*') => {
+                    self.i = self.closed(comment_end(b, self.i));
+                }
+                _ => break,
+            }
+        }
+        self.i > start
+    }
+
+    /// `end`, or the end of the text (noted) when the construct is not closed.
+    fn closed(&mut self, end: Option<usize>) -> usize {
+        end.unwrap_or_else(|| {
+            self.unterminated = true;
+            self.b.len()
+        })
+    }
+
+    /// The lexeme starting at `self.i` (not a space): its kind and end.
+    fn lexeme(&mut self) -> (Kind, usize) {
+        let (b, i) = (self.b, self.i);
+        match b[i] {
+            b'\'' => (Kind::Str(Form::Plain), self.string(i + 1, false)),
+            b'"' => (Kind::QuotedIdent, self.quoted_ident(i + 1)),
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                (Kind::Param, digits_end(b, i + 1))
+            }
+            b'$' => match dollar_tag(&b[i..]) {
+                Some(len) => {
+                    let tag = &b[i..i + len];
+                    let close = find(&b[i + len..], tag).map(|p| i + len + p + len);
+                    (Kind::Str(Form::Dollar(len)), self.closed(close))
+                }
+                None => (Kind::Punct(b'$'), i + 1),
+            },
+            b';' => (Kind::End, i + 1),
+            c if ident_start(c) => self.word(i),
+            c if c.is_ascii_digit() => (Kind::Number, number_end(b, i)),
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                (Kind::Number, number_end(b, i))
+            }
+            c => (Kind::Punct(c), i + 1),
+        }
+    }
+
+    /// A word, or the string or identifier a one-letter prefix introduces.
+    fn word(&mut self, start: usize) -> (Kind, usize) {
+        let b = self.b;
+        let mut i = start;
+        while i < b.len() && ident_byte(b[i]) {
+            i += 1;
+        }
+        let prefix = if i - start == 1 {
+            b[start].to_ascii_lowercase()
+        } else {
+            0
+        };
+        match (prefix, b.get(i)) {
+            (b'e', Some(b'\'')) => (Kind::Str(Form::Escaped), self.string(i + 1, true)),
+            (b'b' | b'x' | b'n', Some(b'\'')) => {
+                (Kind::Str(Form::Prefixed), self.string(i + 1, false))
+            }
+            (b'u', Some(b'&')) => match b.get(i + 1) {
+                Some(b'\'') => (Kind::Str(Form::Unicode), self.string(i + 2, false)),
+                Some(b'"') => (Kind::UnicodeIdent, self.quoted_ident(i + 2)),
+                _ => (Kind::Word, i),
+            },
+            _ => (Kind::Word, i),
+        }
+    }
+
+    /// The index after the closing quote of a string whose body starts at `i`.
+    fn string(&mut self, mut i: usize, escapes: bool) -> usize {
+        let b = self.b;
+        while i < b.len() {
+            match b[i] {
+                b'\\' if escapes => i += 2,
+                b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                b'\'' => return i + 1,
+                _ => i += 1,
+            }
+        }
+        self.closed(None)
+    }
+
+    /// The index after the closing quote of an identifier whose body starts at `i`.
+    fn quoted_ident(&mut self, mut i: usize) -> usize {
+        let b = self.b;
+        while i < b.len() {
+            if b[i] == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                return i + 1;
+            }
+            i += 1;
+        }
+        self.closed(None)
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Lexeme;
+
+    fn next(&mut self) -> Option<Lexeme> {
+        let spaced = self.skip_space();
+        if self.i >= self.b.len() {
+            return None;
+        }
+        let start = self.i;
+        let (kind, end) = self.lexeme();
+        self.i = end.clamp(start + 1, self.b.len());
+        Some(Lexeme {
+            kind,
+            start,
+            end: self.i,
+            spaced,
+        })
+    }
 }
 
 /// The index after a (possibly nested) `/* ... */` comment starting at `i`; `None` when it
 /// is not closed.
-pub(crate) fn comment_end(b: &[u8], mut i: usize) -> Option<usize> {
+fn comment_end(b: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 0usize;
     while i < b.len() {
         if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
@@ -173,41 +239,152 @@ pub(crate) fn comment_end(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
-/// The index after the closing quote of a string starting at `i` (after the opening quote).
-fn string_end(b: &[u8], mut i: usize, escapes: bool) -> Option<usize> {
-    while i < b.len() {
-        match b[i] {
-            b'\\' if escapes => i += 2,
-            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return Some(i + 1),
-            _ => i += 1,
-        }
+fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
     }
-    None
+    i
 }
 
-fn quoted_ident(sql: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
-    let b = sql.as_bytes();
-    let mut i = start;
-    let mut doubled = false;
-    while i < b.len() {
-        if b[i] == b'"' {
-            if b.get(i + 1) == Some(&b'"') {
-                doubled = true;
-                i += 2;
-                continue;
-            }
-            let raw = &sql[start..i];
-            let text = if doubled {
-                Cow::Owned(raw.replace("\"\"", "\""))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            return Some((text, i + 1));
+fn number_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
+        if matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
+            i += 1;
         }
         i += 1;
     }
-    None
+    i
+}
+
+/// The length of a `$tag$` opening at the start of `b`, if it is one.
+fn dollar_tag(b: &[u8]) -> Option<usize> {
+    let end = b[1..].iter().position(|c| *c == b'$')? + 1;
+    let tag = &b[1..end];
+    let valid = tag
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c >= 0x80)
+        && !tag.first().is_some_and(u8::is_ascii_digit);
+    valid.then_some(end + 1)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The value of a string literal lexeme (for hashing, never for storing): its body with
+/// quotes undoubled and, in an `E''` string, backslash escapes taken literally. An
+/// unterminated literal runs to the end of the text.
+pub(crate) fn literal_value(sql: &str, l: &Lexeme) -> Vec<u8> {
+    let raw = &sql.as_bytes()[l.start..l.end];
+    let (body, escapes) = match l.kind {
+        Kind::Str(Form::Dollar(len)) => {
+            let (tag, body) = raw.split_at(len.min(raw.len()));
+            let body = match body.strip_suffix(tag) {
+                Some(closed) if body.len() >= len => closed,
+                _ => body,
+            };
+            return body.to_vec();
+        }
+        Kind::Str(Form::Plain) => (&raw[1..], false),
+        Kind::Str(Form::Escaped) => (&raw[2..], true),
+        Kind::Str(Form::Prefixed) => (&raw[2..], false),
+        Kind::Str(Form::Unicode) => (&raw[3..], false),
+        _ => return raw.to_vec(),
+    };
+    let mut value = Vec::with_capacity(body.len());
+    let mut j = 0;
+    while j < body.len() {
+        match body[j] {
+            b'\\' if escapes && j + 1 < body.len() => {
+                value.push(body[j + 1]);
+                j += 2;
+            }
+            b'\'' if body.get(j + 1) == Some(&b'\'') => {
+                value.push(b'\'');
+                j += 2;
+            }
+            b'\'' => break,
+            other => {
+                value.push(other);
+                j += 1;
+            }
+        }
+    }
+    value
+}
+
+/// One token, as the statement firewall reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Token<'a> {
+    /// a keyword or identifier as written (compare ignoring ASCII case); `quoted` for
+    /// `"..."`, with its doubled quotes undone
+    Word { text: Cow<'a, str>, quoted: bool },
+    /// a string literal of any form; its value only for a plain `'...'` without
+    /// backslashes (which reads the same whatever `standard_conforming_strings` says)
+    Str(Option<Cow<'a, str>>),
+    /// `;`
+    End,
+    /// a Unicode-escaped identifier, `U&"..."`
+    UnicodeIdent,
+    /// any other character (operators, parentheses, `$n`, numbers: `$` and `0`)
+    Punct(u8),
+}
+
+/// True when `t` is the keyword `w`: an unquoted word, in any case.
+pub(super) fn is_keyword(t: Option<&Token<'_>>, w: &str) -> bool {
+    matches!(t, Some(Token::Word { text, quoted: false }) if text.eq_ignore_ascii_case(w))
+}
+
+/// True when `t` names `name`, quoted or not, in any case (as PostgreSQL looks up setting
+/// and function names).
+pub(super) fn is_name(t: Option<&Token<'_>>, name: &str) -> bool {
+    matches!(t, Some(Token::Word { text, .. }) if text.eq_ignore_ascii_case(name))
+}
+
+/// The firewall's tokens of `sql`; `None` when a string, quoted identifier or comment is
+/// not closed.
+pub(super) fn tokens(sql: &str) -> Option<Vec<Token<'_>>> {
+    let mut lexer = Lexer::new(sql);
+    let tokens = lexer.by_ref().map(|l| token(sql, l)).collect();
+    (!lexer.unterminated()).then_some(tokens)
+}
+
+fn token(sql: &str, l: Lexeme) -> Token<'_> {
+    let text = &sql[l.start..l.end];
+    match l.kind {
+        Kind::Word => Token::Word {
+            text: Cow::Borrowed(text),
+            quoted: false,
+        },
+        Kind::QuotedIdent => {
+            // (an unterminated one makes the whole text unreadable: see `tokens`)
+            let inner = text[1..].strip_suffix('"').unwrap_or(&text[1..]);
+            Token::Word {
+                text: if inner.contains("\"\"") {
+                    Cow::Owned(inner.replace("\"\"", "\""))
+                } else {
+                    Cow::Borrowed(inner)
+                },
+                quoted: true,
+            }
+        }
+        Kind::UnicodeIdent => Token::UnicodeIdent,
+        Kind::Str(Form::Plain) => {
+            let raw = text[1..].strip_suffix('\'').unwrap_or(&text[1..]);
+            Token::Str((!raw.contains('\\')).then(|| {
+                if raw.contains("''") {
+                    Cow::Owned(raw.replace("''", "'"))
+                } else {
+                    Cow::Borrowed(raw)
+                }
+            }))
+        }
+        Kind::Str(_) => Token::Str(None),
+        Kind::Number => Token::Punct(b'0'),
+        Kind::Param => Token::Punct(b'$'),
+        Kind::End => Token::End,
+        Kind::Punct(c) => Token::Punct(c),
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +448,22 @@ mod tests {
         ] {
             assert!(tokens(open).is_none(), "{open}");
         }
+    }
+
+    #[test]
+    fn literal_values_of_every_form() {
+        let sql = "E'it\\'s' 'o''clock' $x$a;b$x$ X'ff' U&'d' 'open";
+        let values: Vec<Vec<u8>> = Lexer::new(sql).map(|l| literal_value(sql, &l)).collect();
+        assert_eq!(
+            values,
+            [
+                b"it's".to_vec(),
+                b"o'clock".to_vec(),
+                b"a;b".to_vec(),
+                b"ff".to_vec(),
+                b"d".to_vec(),
+                b"open".to_vec()
+            ]
+        );
     }
 }

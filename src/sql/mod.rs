@@ -8,7 +8,7 @@
 mod analyse;
 pub mod catalog;
 mod firewall;
-mod lex;
+pub(crate) mod lex;
 mod search_path;
 
 use std::sync::Arc;
@@ -20,11 +20,9 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use catalog::{Catalog, Column};
 pub use firewall::FORBIDDEN_WORDS;
-pub(crate) use lex::comment_end;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 
 use std::collections::BTreeMap;
@@ -297,38 +295,36 @@ impl Access<'_> {
     }
 }
 
-/// The protected table names that identifier tokens (not strings or comments) of `sql`
+/// The protected table names the identifiers of a statement (not its strings or comments)
 /// spell, case-folded as PostgreSQL folds them.
-fn protected_names(catalog: &Catalog, sql: &str) -> Result<Vec<String>, Refusal> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
-        .map_err(|_| Refusal::syntax("phigate could not read the statement (unterminated string, comment or identifier?)"))?;
-    let mut names = Vec::new();
-    for t in &tokens {
-        if let Token::Word(w) = t {
-            let name = match w.quote_style {
-                Some(_) => w.value.clone(),
-                None => w.value.to_lowercase(),
-            };
-            if catalog.needles().contains(&name) && !names.contains(&name) {
-                names.push(name);
-            }
+fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for t in tokens {
+        let lex::Token::Word { text, quoted } = t else {
+            continue;
+        };
+        let found = catalog.needles().iter().find(|n| match quoted {
+            true => text == *n,
+            false => text.eq_ignore_ascii_case(n),
+        });
+        if let Some(n) = found
+            && !names.contains(n)
+        {
+            names.push(n.clone());
         }
     }
-    Ok(names)
+    names
 }
 
+/// Analyses a statement that may touch a protected table: it names one of `names`, or
+/// may FETCH from a cursor.
 fn analyse_touched(
     catalog: &Catalog,
     access: &Access<'_>,
     (ctx, path): (Context, &SearchPath),
     sql: &str,
+    names: &[String],
 ) -> Result<Option<Plan>, Refusal> {
-    let fetch = mentions_fetch(sql);
-    let names = protected_names(catalog, sql)?;
-    if !fetch && names.is_empty() {
-        return Ok(None);
-    }
     if !access.who.emergency
         && let Some(t) = names
             .iter()
@@ -735,7 +731,11 @@ impl Analyzer {
                 "reconnect; an administrator changed the policies",
             )));
         };
-        match firewall::screen(sql, &who.role, settings) {
+        let tokens = match firewall::read(sql) {
+            Ok(t) => t,
+            Err(r) => return Analysis::Refuse(Arc::new(r)),
+        };
+        match firewall::screen(&tokens, &who.role, settings) {
             Err(r) => return Analysis::Refuse(Arc::new(r)),
             Ok(firewall::Screened::Declare) => {
                 return match declared_reason(sql) {
@@ -759,7 +759,8 @@ impl Analyzer {
             }
             Ok(firewall::Screened::Allowed) => {}
         }
-        if !self.catalog.may_touch(sql) {
+        let names = protected_names(&self.catalog, &tokens);
+        if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
             return Analysis::Pass;
         }
         let key = (
@@ -776,14 +777,15 @@ impl Analyzer {
             settings,
             attributes: &user.attributes,
         };
-        let (analysis, reusable) = match analyse_touched(&self.catalog, &access, (ctx, path), sql) {
-            Ok(None) => (Analysis::Pass, true),
-            Ok(Some(plan)) => {
-                let reusable = plan.reusable;
-                (Analysis::Rewrite(Arc::new(plan)), reusable)
-            }
-            Err(r) => (Analysis::Refuse(Arc::new(r)), true),
-        };
+        let (analysis, reusable) =
+            match analyse_touched(&self.catalog, &access, (ctx, path), sql, &names) {
+                Ok(None) => (Analysis::Pass, true),
+                Ok(Some(plan)) => {
+                    let reusable = plan.reusable;
+                    (Analysis::Rewrite(Arc::new(plan)), reusable)
+                }
+                Err(r) => (Analysis::Refuse(Arc::new(r)), true),
+            };
         if reusable && sql.len() <= CACHEABLE_LEN {
             self.keep(key, analysis.clone());
         }
