@@ -32,11 +32,40 @@ pub struct Bind<'a> {
     /// source prepared statement ("" is the unnamed statement)
     pub statement: &'a str,
     /// parameter format codes (0 text, 1 binary), as sent
-    pub param_formats: Vec<i16>,
+    pub param_formats: Formats<'a>,
     /// parameter values; `None` is NULL
     pub params: Vec<Option<&'a [u8]>>,
     /// result column format codes, as sent
-    pub result_formats: Vec<i16>,
+    pub result_formats: Formats<'a>,
+}
+
+/// Format codes as Bind carries them (big-endian i16s: 0 text, 1 binary), read in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Formats<'a>(&'a [u8]);
+
+impl Formats<'_> {
+    /// How many codes there are.
+    pub fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The codes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = i16> + '_ {
+        self.0
+            .chunks_exact(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+    }
+
+    /// The code of column (or parameter) `i`: none means text, one applies to all.
+    pub fn nth(&self, i: usize) -> i16 {
+        let at = if self.len() == 1 { 0 } else { i };
+        self.iter().nth(at).unwrap_or(0)
+    }
 }
 
 /// A frontend (client to server) message after startup.
@@ -170,15 +199,15 @@ fn decode_bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
     let portal = r.cstr()?;
     let statement = r.cstr()?;
     let n = r.count16()?;
-    let param_formats = (0..n).map(|_| r.i16()).collect::<Result<Vec<_>, _>>()?;
+    let param_formats = Formats(r.bytes(2 * n)?);
     let n = r.count16()?;
     let params = (0..n).map(|_| r.value()).collect::<Result<Vec<_>, _>>()?;
     let n = r.count16()?;
-    let result_formats = (0..n).map(|_| r.i16()).collect::<Result<Vec<_>, _>>()?;
+    let result_formats = Formats(r.bytes(2 * n)?);
     r.finish()?;
     if param_formats
         .iter()
-        .chain(&result_formats)
+        .chain(result_formats.iter())
         .any(|f| !matches!(f, 0 | 1))
         || !matches!(param_formats.len(), 0 | 1) && param_formats.len() != params.len()
     {

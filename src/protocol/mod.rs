@@ -8,6 +8,7 @@
 //! panic on truncated bodies, which a proxy facing the network cannot afford.
 
 pub mod build;
+pub mod copy;
 mod datetime;
 pub mod encoding;
 pub mod frame;

@@ -49,6 +49,10 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
         };
+        if !self.tracks_statements() {
+            // neither analysed nor audited: forwarded as it is
+            return self.forward(&frame, &msg, None, VecDeque::new(), now, out);
+        }
         if self
             .emergency
             .as_ref()
@@ -127,6 +131,7 @@ impl Session {
 
     /// Sends a message on (as it is, rewritten or refused) and notes what it is owed;
     /// `seqs` are its audit records.
+    #[inline]
     fn forward(
         &mut self,
         frame: &Frame,
@@ -242,6 +247,7 @@ impl Session {
     ) {
         self.copy.client = ClientCopy::Raw;
         let audited = self.audit_text(sql);
+        let tracked = self.tracks_statements();
         let prepared = match analysis {
             None | Some(Analysis::Pass) => {
                 self.queue.owe(Pending::Parse);
@@ -268,22 +274,27 @@ impl Session {
                 })
             }
         };
-        self.registry.parse(name, Statement { audited, prepared });
+        if tracked {
+            self.registry.parse(name, Statement { audited, prepared });
+        }
     }
 
     /// A Bind: parameters of protected columns are encrypted.
     fn bind(&mut self, frame: &Frame, b: &Bind<'_>, out: &mut Outbound) {
+        if !self.tracks_statements() {
+            out.upstream.extend_from_slice(frame.raw());
+            return self.queue.owe(Pending::Bind);
+        }
         let ctx = self.ctx();
-        let audited = self
-            .registry
-            .statement(b.statement)
-            .and_then(|s| s.audited.clone());
+        let statement = self.registry.statement(b.statement);
+        let audited = statement.and_then(|s| s.audited.clone());
+        let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
-        let encrypted = self.registry.prepared(b.statement).map(|prep| {
+        let encrypted = prepared.map(|prep| {
             let rows = Rows {
                 plan: prep.plan.clone(),
                 shape: prep.shape.clone(),
-                formats: Arc::from(b.result_formats.as_slice()),
+                formats: b.result_formats.iter().collect(),
             };
             transform::bind(b, &prep.plan, &prep.declared, ctx, &mut out.upstream).map(|()| rows)
         });
@@ -337,7 +348,10 @@ impl Session {
     /// An Execute: the rows of a rewritten portal are decrypted.
     fn execute(&mut self, portal: &str, audit: Option<u64>, now: Instant) {
         let ctx = self.ctx();
-        let rows = self.registry.rows(portal).cloned();
+        let rows = match self.guard {
+            Some(_) => self.registry.rows(portal).cloned(),
+            None => None,
+        };
         if let Some(rows) = &rows
             && rows.plan.copy.as_ref().is_some_and(|c| c.from_client)
         {
@@ -373,6 +387,12 @@ impl Session {
             self.copy.client = ClientCopy::Raw;
         }
         self.queue.copy_end();
+    }
+
+    /// True when prepared statements and portals are tracked: phigate rewrites statements
+    /// (a guard) or audits them.
+    fn tracks_statements(&self) -> bool {
+        self.guard.is_some() || self.audit.is_some()
     }
 
     /// Follows what a statement text does to the search path: plain changes outside a

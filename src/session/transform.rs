@@ -113,7 +113,7 @@ pub(super) fn bind(
     let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(msg.params.len());
     let mut formats: Vec<i16> = Vec::with_capacity(msg.params.len());
     for (i, v) in msg.params.iter().enumerate() {
-        let format = Format::nth(&msg.param_formats, i);
+        let format = Format::from_code(msg.param_formats.nth(i));
         match (plan.params.get(i).and_then(Option::as_ref), v) {
             (Some(use_), Some(v)) => {
                 let declared = match use_ {
@@ -151,8 +151,8 @@ pub(super) fn bind(
             }
         }
         put_count(b, msg.result_formats.len());
-        for f in &msg.result_formats {
-            b.put_i16(*f);
+        for f in msg.result_formats.iter() {
+            b.put_i16(f);
         }
     });
     Ok(())

@@ -58,47 +58,7 @@ impl ParamUse {
     }
 }
 
-/// The options of a COPY in text, CSV or binary format.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyFormat {
-    /// PostgreSQL's binary format (the other options do not apply)
-    pub binary: bool,
-    /// CSV rather than PostgreSQL's text format
-    pub csv: bool,
-    /// the field delimiter
-    pub delimiter: u8,
-    /// the string that stands for NULL
-    pub null: String,
-    /// the first line is a header (CSV)
-    pub header: bool,
-    /// the CSV quote character
-    pub quote: u8,
-    /// the CSV escape character
-    pub escape: u8,
-}
-
-impl CopyFormat {
-    /// PostgreSQL's text format with its defaults.
-    pub fn text() -> Self {
-        Self {
-            binary: false,
-            csv: false,
-            delimiter: b'\t',
-            null: "\\N".to_owned(),
-            header: false,
-            quote: b'"',
-            escape: b'"',
-        }
-    }
-
-    /// PostgreSQL's binary format.
-    pub fn binary() -> Self {
-        Self {
-            binary: true,
-            ..Self::text()
-        }
-    }
-}
+pub use crate::protocol::copy::CopyFormat;
 
 /// A COPY to or from a protected table: which fields to encrypt or decrypt.
 #[derive(Debug)]

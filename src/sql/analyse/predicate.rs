@@ -1,0 +1,279 @@
+//! Predicates: comparisons with protected columns (equality on deterministic ciphertext
+//! only), and refusing what cannot be computed over ciphertext.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Walker<'_> {
+    /// Classifies one side of a comparison. A protected column also passes the role check.
+    pub(super) fn operand(&mut self, e: &Expr) -> Res<Operand> {
+        Ok(match unnest(e) {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e)? {
+                // Searching on a column is reading it: a masked value could be probed.
+                Some(c) if self.access.outcome(&c) != ReadOutcome::Plaintext => {
+                    return Err(Refusal::new(
+                        "42501",
+                        format!(
+                            "role {} reads column {} of table {} as {}, so it may not search or join on it",
+                            self.access.role(),
+                            c.name,
+                            c.table,
+                            self.access.outcome(&c).name()
+                        ),
+                        "only roles that read the column in plaintext may compare it",
+                    ));
+                }
+                Some(c) => Operand::Column(c),
+                None => Operand::Other,
+            },
+            Expr::Value(v) => match &v.value {
+                Value::Null => Operand::Null,
+                Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                    Some(n) => Operand::Param(n),
+                    None => Operand::Other,
+                },
+                other => literal_text(other).map_or(Operand::Other, Operand::Literal),
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match unnest(expr) {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => Operand::Literal(format!("-{n}")),
+                    _ => Operand::Other,
+                },
+                _ => Operand::Other,
+            },
+            // `'2020-01-01'::date`, `DATE '2020-01-01'`: the literal's text is what counts
+            Expr::Cast { expr, .. } => match self.operand(expr)? {
+                lit @ (Operand::Literal(_) | Operand::Null | Operand::Param(_)) => lit,
+                _ => Operand::Other,
+            },
+            Expr::TypedString(ts) => {
+                literal_text(&ts.value.value).map_or(Operand::Other, Operand::Literal)
+            }
+            _ => Operand::Other,
+        })
+    }
+
+    /// A boolean condition (WHERE, ON, HAVING).
+    pub(super) fn predicate(&mut self, e: &mut Expr) -> Res {
+        match e {
+            Expr::Nested(inner) => self.predicate(inner),
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => self.predicate(expr),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And | BinaryOperator::Or,
+                right,
+            } => {
+                self.predicate(left)?;
+                self.predicate(right)
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq | BinaryOperator::NotEq,
+                right,
+            } => self.equality(left, right),
+            Expr::IsDistinctFrom(left, right) | Expr::IsNotDistinctFrom(left, right) => {
+                self.equality(left, right)
+            }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => match self.resolve(inner)? {
+                Some(_) => Ok(()),
+                None => self.forbid(inner, "a condition"),
+            },
+            Expr::In {
+                expr,
+                target: InTarget::List(items),
+                ..
+            } => self.in_list(expr, items),
+            Expr::In {
+                expr,
+                target: InTarget::Subquery(q),
+                ..
+            } => self.in_subquery(expr, q),
+            Expr::Exists { subquery, .. } => self.query(subquery, Output::Opaque).map(|_| ()),
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } => match self.resolve(left)? {
+                Some(col) => self.any_of(&col, right),
+                None => self.forbid(e, "a condition"),
+            },
+            other => self.forbid(other, "a condition"),
+        }
+    }
+
+    /// `expr IN (a, b, ...)`: values compared with a deterministic column are encrypted.
+    fn in_list(&mut self, expr: &Expr, items: &mut [Expr]) -> Res {
+        match self.resolve(expr)? {
+            Some(col) => {
+                self.need_deterministic(&col, "IN")?;
+                for item in items {
+                    self.compared_value(item, &col)?;
+                }
+                Ok(())
+            }
+            None => {
+                self.forbid(expr, "a condition")?;
+                items.iter().try_for_each(|i| self.forbid(i, "a condition"))
+            }
+        }
+    }
+
+    /// `expr IN (subquery)`: a deterministic column against the same column or domain.
+    fn in_subquery(&mut self, expr: &Expr, q: &mut Query) -> Res {
+        match self.resolve(expr)? {
+            Some(col) => {
+                self.need_deterministic(&col, "IN")?;
+                let (named, _) = self.query(q, Output::Origin)?;
+                match named.as_slice() {
+                    [(_, Some(c))] if c.identity == col.identity => Ok(()),
+                    _ => Err(Refusal::encrypted(
+                        &col,
+                        "IN (subquery) must select one column of the same column or domain",
+                        "select the matching encrypted column in the subquery",
+                    )),
+                }
+            }
+            None => {
+                self.forbid(expr, "a condition")?;
+                self.query(q, Output::Opaque).map(|_| ())
+            }
+        }
+    }
+
+    /// `col = ANY(right)` on a deterministic column: an array parameter (encrypted element
+    /// by element at Bind) or an ARRAY[...] of literals.
+    fn any_of(&mut self, col: &Arc<Column>, right: &mut Box<Expr>) -> Res {
+        self.need_deterministic(col, "= ANY")?;
+        self.value_casts(right, col, true)?;
+        if let Expr::Value(v) = unnest(right)
+            && matches!(v.value, Value::Placeholder(_))
+        {
+            return match self.operand(right)? {
+                Operand::Param(n) => self.param(n, ParamUse::Array(col.clone())),
+                _ => Err(Refusal::syntax("bad parameter")),
+            };
+        }
+        match right.as_mut() {
+            Expr::Array(arr) => {
+                for item in &mut arr.elem {
+                    self.compared_value(item, col)?;
+                }
+                Ok(())
+            }
+            _ => Err(Refusal::encrypted(
+                col,
+                "= ANY takes a parameter or an ARRAY[...] of literals here",
+                "bind the list as one array parameter",
+            )),
+        }
+    }
+
+    pub(super) fn need_deterministic(&self, col: &Arc<Column>, what: &str) -> Res {
+        if col.deterministic() {
+            Ok(())
+        } else {
+            Err(Refusal::randomized(col, what))
+        }
+    }
+
+    /// `a = b` / `a <> b` / IS [NOT] DISTINCT FROM.
+    pub(super) fn equality(&mut self, left: &mut Expr, right: &mut Expr) -> Res {
+        match (self.operand(left)?, self.operand(right)?) {
+            (Operand::Column(a), Operand::Column(b)) => {
+                self.need_deterministic(&a, "comparison")?;
+                if a.identity == b.identity {
+                    Ok(())
+                } else {
+                    Err(Refusal::encrypted(
+                        &a,
+                        &format!(
+                            "it can only be compared with columns of its own domain, not with {}.{}",
+                            b.table, b.name
+                        ),
+                        "declare both columns deterministic in the same domain",
+                    ))
+                }
+            }
+            (Operand::Column(col), _) => {
+                self.need_deterministic(&col, "comparison")?;
+                self.compared_value(right, &col)
+            }
+            (_, Operand::Column(col)) => {
+                self.need_deterministic(&col, "comparison")?;
+                self.compared_value(left, &col)
+            }
+            _ => {
+                self.forbid(left, "a condition")?;
+                self.forbid(right, "a condition")
+            }
+        }
+    }
+
+    /// A value compared with a deterministic column: a literal is encrypted, a parameter
+    /// is encrypted at Bind.
+    pub(super) fn compared_value(&mut self, e: &mut Expr, col: &Arc<Column>) -> Res {
+        self.value_casts(e, col, false)?;
+        match self.operand(e)? {
+            Operand::Literal(text) => self.encrypt_literal(e, col, &text),
+            Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
+            Operand::Null => Ok(()),
+            Operand::Column(other) if other.identity == col.identity => Ok(()),
+            _ => Err(Refusal::encrypted(
+                col,
+                "it can only be compared with literals, parameters or columns of its own domain",
+                "compare the column itself with a value the application computes",
+            )),
+        }
+    }
+
+    /// Refuses `e` if it uses a protected column or a subquery over a protected table:
+    /// phigate cannot compute over ciphertext.
+    pub(super) fn forbid(&self, e: &Expr, context: &str) -> Res {
+        self.forbid_in(e, context)
+    }
+
+    pub(super) fn forbid_in<V: sqlparser::ast::Visit>(&self, node: &V, context: &str) -> Res {
+        let rel = visit_relations(node, |name| {
+            let parts = idents(name);
+            let hit = match parts.as_slice() {
+                [t] => self.catalog.table(None, t),
+                [.., s, t] => self.catalog.table(Some(s), t),
+                [] => None,
+            };
+            match hit {
+                Some(t) => ControlFlow::Break(t.name.to_string()),
+                None => ControlFlow::Continue(()),
+            }
+        });
+        if let ControlFlow::Break(table) = rel {
+            return Err(Refusal::unsupported(
+                &format!("a subquery over a protected table in {context}"),
+                table,
+            ));
+        }
+        let col = visit_expressions(node, |e| match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e) {
+                Ok(Some(c)) => ControlFlow::Break(Ok(c)),
+                Ok(None) => ControlFlow::Continue(()),
+                Err(r) => ControlFlow::Break(Err(r)),
+            },
+            _ => ControlFlow::Continue(()),
+        });
+        match col {
+            ControlFlow::Break(Ok(c)) => Err(Refusal::encrypted(
+                &c,
+                &format!("{context} cannot be computed over an encrypted column"),
+                "use =, <>, IN or IS NULL on the column itself (deterministic columns), or compute in the application",
+            )),
+            ControlFlow::Break(Err(r)) => Err(r),
+            ControlFlow::Continue(()) => Ok(()),
+        }
+    }
+}
