@@ -8,7 +8,10 @@
 //!   what phigate cannot run correctly on ciphertext is refused
 //! - [`crypto`]: keyring, value envelope, randomized and deterministic column encryption (pure)
 //! - [`migrate`]: `encrypt-existing`, converting live plaintext columns in batches
-//! - [`server`]: sockets: listener, TLS, authentication, upstream connections, cancel
+//! - [`server`]: the proxy: listener, client authentication, session I/O, cancel
+//! - [`upstream`]: phigate's own connections to PostgreSQL (login, service sessions,
+//!   live schema, native row security), used by the proxy, the migration and the CLI
+//! - [`net`]: sockets and TLS shared by both
 //! - [`policy`]: the users and roles declared under `policies/`
 //! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
 //! - [`metrics`]: the Prometheus registry and the admin HTTP endpoint
@@ -20,9 +23,11 @@ pub mod config;
 pub mod crypto;
 pub mod metrics;
 pub mod migrate;
+pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sql;
 pub mod synth;
+pub mod upstream;

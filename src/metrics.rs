@@ -47,69 +47,67 @@ pub struct Metrics {
     pub audit_write_seconds: Histogram,
 }
 
+/// Registers `c` in `registry` and returns it.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
 impl Metrics {
     /// A fresh registry with every phigate metric registered.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(c)
-                .expect("metric names are unique and valid");
-        };
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            reg(Box::new(c.clone()));
-            c
+            register(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
         };
-        let sessions_active =
+        let vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            register(&registry, c)
+        };
+        let histogram = |name: &str, help: &str, start: f64| {
+            let buckets = prometheus::exponential_buckets(start, 4.0, 10).expect("valid buckets");
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            register(&registry, Histogram::with_opts(opts).expect("valid metric"))
+        };
+        let sessions_active = register(
+            &registry,
             IntGauge::new("phigate_sessions_active", "Client sessions currently open")
-                .expect("valid metric");
-        reg(Box::new(sessions_active.clone()));
-        let by_kind = IntCounterVec::new(
-            Opts::new("phigate_statements_total", "Statements completed, by kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
-        reg(Box::new(by_kind.clone()));
+                .expect("valid metric"),
+        );
+        let by_kind = vec(
+            "phigate_statements_total",
+            "Statements completed, by kind",
+            "kind",
+        );
         let statements = StatementKind::ALL
             .iter()
             .map(|k| (*k, by_kind.with_label_values(&[k.label()])))
             .collect();
-        let statement_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "phigate_statement_duration_seconds",
-                "Statement latency through phigate",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        reg(Box::new(statement_seconds.clone()));
-        let refusals = IntCounterVec::new(
-            Opts::new(
+        Self {
+            refusals: vec(
                 "phigate_refusals_total",
                 "Statements phigate refused, by SQLSTATE",
+                "sqlstate",
             ),
-            &["sqlstate"],
-        )
-        .expect("valid metric");
-        reg(Box::new(refusals.clone()));
-        let audit_write_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+            audit_write_seconds: histogram(
                 "phigate_audit_write_seconds",
                 "Time to write a statement's audit record (the audit lag a statement waits for)",
-            )
-            .buckets(prometheus::exponential_buckets(0.000_005, 4.0, 10).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        reg(Box::new(audit_write_seconds.clone()));
-        Self {
-            refusals,
-            audit_write_seconds,
+                0.000_005,
+            ),
+            statement_seconds: histogram(
+                "phigate_statement_duration_seconds",
+                "Statement latency through phigate",
+                0.0001,
+            ),
             audit_records: counter("phigate_audit_records_total", "Audit records written"),
+            statements,
             sessions_active,
             sessions_total: counter("phigate_sessions_total", "Client sessions opened"),
-            statements,
-            statement_seconds,
             auth_failures: counter("phigate_auth_failures_total", "Failed client logins"),
             client_bytes_in: counter(
                 "phigate_client_bytes_received_total",

@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::crypto::{Keyring, KeyringError};
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::value::{self, Context, Format};
-use crate::server::{ServerError, ServiceSession, UpstreamError};
 use crate::sql::{Catalog, Column};
+use crate::upstream::{ServiceSession, UpstreamError};
 
 /// Why a migration stopped. Messages name tables and columns, never values.
 #[derive(Debug, Error)]
@@ -31,10 +31,7 @@ pub enum MigrateError {
     /// The keyring does not load.
     #[error("keys.file: {0}")]
     Keyring(#[from] KeyringError),
-    /// The database could not be reached.
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    /// A statement failed.
+    /// The database could not be reached, or a statement failed.
     #[error("{0}")]
     Database(#[from] UpstreamError),
     /// No policy declares the column.

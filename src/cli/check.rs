@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use phigate::config::Config;
 use phigate::crypto::Keyring;
 use phigate::policy::PolicySet;
-use phigate::server::{ColumnStatus, LiveSchema, preflight};
+use phigate::server::preflight;
+use phigate::upstream::{ColumnStatus, LiveSchema};
 
 /// Validate the configuration and policies and print a summary.
 #[derive(clap::Args)]

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use phigate::config::Config;
-use phigate::server::{Server, ServiceSession};
+use phigate::server::Server;
 use phigate::synth::{EXAMPLE_POLICIES, Synth};
+use phigate::upstream::ServiceSession;
 
 use super::postgres::Cluster;
 use super::scaffold::{self, Settings};

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use phigate::server::url;
+use phigate::upstream::url;
 
 use super::scaffold::{self, Settings};
 

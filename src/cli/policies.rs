@@ -41,7 +41,8 @@ pub fn run(args: Args) -> Result<()> {
     if !tables.is_empty() {
         println!("{}", cutover_warning(&config, &tables));
     }
-    let done = runtime.block_on(phigate::server::apply_native_policies(&config, &policies))?;
+    let key = phigate::policy::session_key::SessionKey::load_or_create(&config.session_key_file())?;
+    let done = runtime.block_on(phigate::upstream::apply(&config, &policies, &key))?;
     if done.is_empty() {
         println!("no table has row policies; nothing to install");
     }

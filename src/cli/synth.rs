@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use phigate::server::ServiceSession;
 use phigate::synth::{Format, Synth, Table};
+use phigate::upstream::ServiceSession;
 
 /// What `phigate synth` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

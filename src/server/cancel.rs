@@ -8,8 +8,8 @@ use dashmap::DashMap;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 
-use super::upstream::{UpstreamTarget, open_stream};
 use crate::protocol::build;
+use crate::upstream::{UpstreamTarget, open_stream};
 
 /// The key phigate gave a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

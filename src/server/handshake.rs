@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use super::scram::{ScramError, ScramExchange, decoy_verifier};
-use super::stream::Stream;
+use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{Frame, split_frame};
@@ -142,39 +142,10 @@ async fn startup(
     peer: SocketAddr,
     shared: &Shared,
 ) -> std::io::Result<Opened> {
-    let param = |name| StartupPacket::param(&params, name);
-    if major != 3 {
-        let e = PgError::fatal(
-            "0A000",
-            format!("unsupported frontend protocol {major}.{minor}: phigate speaks 3.0"),
-        );
-        return Ok(refuse(&mut stream, e).await);
-    }
-    if shared.config.listen.require_tls && !stream.is_tls() {
-        let e = PgError::fatal("28000", "phigate accepts only TLS connections")
-            .with_hint("connect with sslmode=require (or stricter)");
-        return Ok(refuse(&mut stream, e).await);
-    }
-    let Some(user) = param("user").map(str::to_owned) else {
-        let e = PgError::fatal("28000", "no user name in the startup packet");
-        return Ok(refuse(&mut stream, e).await);
+    let user = match admit((major, minor), &params, stream.is_tls(), &shared.config) {
+        Ok(user) => user,
+        Err(e) => return Ok(refuse(&mut stream, e).await),
     };
-    if param("replication").is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0")) {
-        let e = PgError::fatal(
-            "0A000",
-            "replication connections are not supported through phigate",
-        );
-        return Ok(refuse(&mut stream, e).await);
-    }
-    let database = &shared.config.upstream.database;
-    if let Some(db) = param("database").filter(|d| *d != database) {
-        let e = PgError::fatal(
-            "3D000",
-            format!("database \"{db}\" is not served by this phigate"),
-        )
-        .with_hint(format!("connect to database \"{database}\""));
-        return Ok(refuse(&mut stream, e).await);
-    }
     let mut out = BytesMut::new();
     let unsupported: Vec<String> = params
         .iter()
@@ -184,50 +155,10 @@ async fn startup(
     if minor > 0 || !unsupported.is_empty() {
         build::negotiate_protocol_version(unsupported, &mut out);
     }
-
-    // SCRAM-SHA-256. Unknown users run the same exchange against a decoy verifier.
-    let policies = shared.policies();
-    let known = policies.user(&user).cloned();
-    let verifier = known.as_ref().map_or_else(
-        || decoy_verifier(&shared.decoy_secret, &user),
-        |u| u.scram.clone(),
-    );
-    build::authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), &mut out);
-    stream.write_all(&out).await?;
-    out.clear();
-
-    let Some(first) = read_auth_message(&mut stream, &mut buf).await? else {
-        return Ok(Opened::Closed);
+    let (stream, role) = match authenticate(stream, &mut buf, out, &user, peer, shared).await? {
+        Ok(done) => done,
+        Err(ended) => return Ok(ended),
     };
-    let first = match sasl_initial(&first) {
-        Ok(data) => data,
-        Err(e) => return Ok(refuse(&mut stream, e).await),
-    };
-    let nonce: [u8; 18] = rand::rng().random();
-    let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let exchange = match ScramExchange::start(verifier, &first, &nonce) {
-        Ok((exchange, server_first)) => {
-            build::authentication(Authentication::SASLContinue(server_first.into()), &mut out);
-            stream.write_all(&out).await?;
-            out.clear();
-            exchange
-        }
-        Err(e) => return Ok(login_failed(stream, &user, peer, &e, shared).await),
-    };
-    let Some(fin) = read_auth_message(&mut stream, &mut buf).await? else {
-        return Ok(Opened::Closed);
-    };
-    let result = exchange.finish(fin.body());
-    let (server_final, user_entry) = match (result, known) {
-        (Ok(server_final), Some(u)) => (server_final, u),
-        (Ok(_), None) => {
-            return Ok(login_failed(stream, &user, peer, &ScramError::BadProof, shared).await);
-        }
-        (Err(e), _) => return Ok(login_failed(stream, &user, peer, &e, shared).await),
-    };
-    build::authentication(Authentication::SASLFinal(server_final.into()), &mut out);
-    build::authentication(Authentication::Ok, &mut out);
-    stream.write_all(&out).await?;
     let rest = params
         .into_iter()
         .filter(|(k, _)| {
@@ -238,9 +169,108 @@ async fn startup(
         stream,
         buf,
         user,
-        role: user_entry.role,
+        role,
         params: rest,
     })))
+}
+
+/// The startup packet's checks before authentication: protocol 3, TLS when required, a
+/// user name, no replication, the database phigate serves. Returns the user name.
+fn admit(
+    (major, minor): (u16, u16),
+    params: &[(String, String)],
+    tls: bool,
+    config: &crate::config::Config,
+) -> Result<String, PgError> {
+    let param = |name| StartupPacket::param(params, name);
+    if major != 3 {
+        return Err(PgError::fatal(
+            "0A000",
+            format!("unsupported frontend protocol {major}.{minor}: phigate speaks 3.0"),
+        ));
+    }
+    if config.listen.require_tls && !tls {
+        return Err(
+            PgError::fatal("28000", "phigate accepts only TLS connections")
+                .with_hint("connect with sslmode=require (or stricter)"),
+        );
+    }
+    let Some(user) = param("user").map(str::to_owned) else {
+        return Err(PgError::fatal(
+            "28000",
+            "no user name in the startup packet",
+        ));
+    };
+    if param("replication").is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0")) {
+        return Err(PgError::fatal(
+            "0A000",
+            "replication connections are not supported through phigate",
+        ));
+    }
+    let database = &config.upstream.database;
+    if let Some(db) = param("database").filter(|d| *d != database) {
+        return Err(PgError::fatal(
+            "3D000",
+            format!("database \"{db}\" is not served by this phigate"),
+        )
+        .with_hint(format!("connect to database \"{database}\"")));
+    }
+    Ok(user)
+}
+
+/// SCRAM-SHA-256 (`out` holds what is still to be sent before the first challenge).
+/// Unknown users run the same exchange against a decoy verifier. Returns the stream and
+/// the user's role, or how the connection ended.
+async fn authenticate(
+    mut stream: Stream,
+    buf: &mut BytesMut,
+    mut out: BytesMut,
+    user: &str,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<Result<(Stream, String), Opened>> {
+    let policies = shared.policies();
+    let known = policies.user(user).cloned();
+    let verifier = known.as_ref().map_or_else(
+        || decoy_verifier(&shared.decoy_secret, user),
+        |u| u.scram.clone(),
+    );
+    build::authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), &mut out);
+    stream.write_all(&out).await?;
+    out.clear();
+    let Some(first) = read_auth_message(&mut stream, buf).await? else {
+        return Ok(Err(Opened::Closed));
+    };
+    let first = match sasl_initial(&first) {
+        Ok(data) => data,
+        Err(e) => return Ok(Err(refuse(&mut stream, e).await)),
+    };
+    let nonce: [u8; 18] = rand::rng().random();
+    let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let exchange = match ScramExchange::start(verifier, &first, &nonce) {
+        Ok((exchange, server_first)) => {
+            build::authentication(Authentication::SASLContinue(server_first.into()), &mut out);
+            stream.write_all(&out).await?;
+            out.clear();
+            exchange
+        }
+        Err(e) => return Ok(Err(login_failed(stream, user, peer, &e, shared).await)),
+    };
+    let Some(fin) = read_auth_message(&mut stream, buf).await? else {
+        return Ok(Err(Opened::Closed));
+    };
+    let (server_final, entry) = match (exchange.finish(fin.body()), known) {
+        (Ok(server_final), Some(u)) => (server_final, u),
+        (Ok(_), None) => {
+            let failed = login_failed(stream, user, peer, &ScramError::BadProof, shared).await;
+            return Ok(Err(failed));
+        }
+        (Err(e), _) => return Ok(Err(login_failed(stream, user, peer, &e, shared).await)),
+    };
+    build::authentication(Authentication::SASLFinal(server_final.into()), &mut out);
+    build::authentication(Authentication::Ok, &mut out);
+    stream.write_all(&out).await?;
+    Ok(Ok((stream, entry.role)))
 }
 
 /// Reads one password-family message; `None` when the client hung up (psql does so to

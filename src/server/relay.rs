@@ -18,9 +18,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-use super::stream::Stream;
 use crate::audit::{AuditError, Auditor};
 use crate::metrics::Metrics;
+use crate::net::stream::Stream;
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{split_client_frame, split_frame};
 use crate::session::{Event, Outbound, Phase, Session};

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::stream::Stream;
+use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{Frame, split_frame};
@@ -75,6 +75,25 @@ pub enum UpstreamError {
     /// is not configured) or broke the protocol.
     #[error("upstream login: {0}")]
     Login(String),
+    /// A file the configuration names for the upstream (a password file) cannot be read.
+    #[error("{key}: {path}: {cause}")]
+    File {
+        /// the configuration key
+        key: &'static str,
+        /// the file
+        path: String,
+        /// why
+        cause: std::io::Error,
+    },
+    /// The upstream TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    /// The configuration (or a connection URL) lacks what the work needs.
+    #[error("{0}")]
+    Config(String),
+    /// Native row-level security does not back the row policies.
+    #[error("row policies: {0}")]
+    NativePolicies(String),
 }
 
 impl From<ProtocolError> for UpstreamError {

@@ -1,14 +1,14 @@
 //! Installing and checking the native row-level security policies behind row policies
 //! (see [`crate::policy::native`]).
 
-use super::{ServerError, ServiceSession};
+use super::{ServiceSession, UpstreamError};
 use crate::config::Config;
 use crate::policy::native::{self, NativeTable, PREFIX};
 use crate::policy::session_key::SessionKey;
 use crate::policy::{PolicySet, quote_text};
 
 /// The phigate policies installed on `t` now.
-async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<String>, ServerError> {
+async fn installed(db: &mut ServiceSession, t: &NativeTable) -> Result<Vec<String>, UpstreamError> {
     let rows = db
         .query(&format!(
             "SELECT policyname FROM pg_catalog.pg_policies WHERE schemaname = {} AND tablename = {} \
@@ -28,9 +28,9 @@ pub async fn apply(
     config: &Config,
     policies: &PolicySet,
     key: &SessionKey,
-) -> Result<Vec<String>, ServerError> {
+) -> Result<Vec<String>, UpstreamError> {
     if let Some((table, policy, attribute)) = native::untyped_attribute(policies) {
-        return Err(ServerError::NativePolicies(format!(
+        return Err(UpstreamError::NativePolicies(format!(
             "policy {policy} of table {table} uses :user.{attribute}, which no user has yet, so its type is unknown; \
              add the users first (`phigate user add NAME --role ROLE --attr {attribute}=VALUE`), then apply"
         )));
@@ -48,7 +48,7 @@ pub async fn apply(
     sql.push_str("COMMIT;");
     if let Err(e) = db.query(sql.as_str()).await {
         let _ = db.query("ROLLBACK").await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(done)
 }
@@ -64,12 +64,12 @@ pub async fn verify(
     policies: &PolicySet,
     key: &SessionKey,
     login_only: bool,
-) -> Result<(), ServerError> {
+) -> Result<(), UpstreamError> {
     let tables = native::tables(policies);
     if tables.is_empty() {
         return Ok(());
     }
-    let fail = |m: String| ServerError::NativePolicies(m);
+    let fail = |m: String| UpstreamError::NativePolicies(m);
     let mut db = ServiceSession::open(config, "phigate:check").await?;
     let who = db
         .query("SELECT rolsuper::text, rolbypassrls::text FROM pg_catalog.pg_roles WHERE rolname = current_user")
@@ -132,8 +132,8 @@ async fn verify_key(
     db: &mut ServiceSession,
     config: &Config,
     key: &SessionKey,
-) -> Result<(), ServerError> {
-    let fail = |m: String| ServerError::NativePolicies(m);
+) -> Result<(), UpstreamError> {
+    let fail = |m: String| UpstreamError::NativePolicies(m);
     let apply = "run `phigate policies apply` (with the same policies.session_key_file as serve), or set policies.native = \"apply\"";
     let installed = db
         .query(

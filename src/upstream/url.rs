@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::ServerError;
-use super::tls;
-use super::upstream::UpstreamTarget;
+use super::UpstreamError;
+use super::connect::UpstreamTarget;
+use crate::net::tls;
 
 /// How a URL asks for TLS (libpq's `sslmode`, the values phigate supports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +48,10 @@ pub struct ParsedUrl {
     pub sslrootcert: Option<String>,
 }
 
-fn bad(url: &str, problem: &str) -> ServerError {
+fn bad(url: &str, problem: &str) -> UpstreamError {
     // never echo the URL: it may hold a password
     let _ = url;
-    ServerError::Config(format!(
+    UpstreamError::Config(format!(
         "the connection URL {problem}; write postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require"
     ))
 }
@@ -75,7 +75,7 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// Parses a `postgres://` URL; the user may be absent.
-pub fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
+pub fn parse(url: &str) -> Result<ParsedUrl, UpstreamError> {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
@@ -138,7 +138,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl, ServerError> {
 }
 
 /// The target a connection URL describes.
-pub(super) fn target(url: &str) -> Result<UpstreamTarget, ServerError> {
+pub(super) fn target(url: &str) -> Result<UpstreamTarget, UpstreamError> {
     let p = parse(url)?;
     if p.user.is_empty() {
         return Err(bad(url, "names no user"));
