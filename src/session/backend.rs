@@ -76,6 +76,12 @@ impl Session {
             *hidden += 1;
             return false;
         }
+        // PostgreSQL accepted the Parse of a name SQL had deallocated: the new statement
+        // takes its place.
+        if let Some(replacement) = self.queue.take_replacement() {
+            let (name, statement) = *replacement;
+            self.registry.define(&name, statement);
+        }
         self.queue.complete_head();
         true
     }

@@ -9,7 +9,9 @@ use std::time::Instant;
 use super::auditing::Begin;
 use super::copy::ClientCopy;
 use super::queue::Pending;
-use super::refuse::{audit_refusal, extended_declare_refusal, fast_path_refusal};
+use super::refuse::{
+    audit_refusal, extended_declare_refusal, fast_path_refusal, unanswered_parse_refusal,
+};
 use super::registry::{Portal, Prepared, Rows, Statement};
 use super::{Event, Held, Outbound, Phase, Session, transform};
 use crate::protocol::build;
@@ -247,12 +249,10 @@ impl Session {
     ) {
         self.copy.client = ClientCopy::Raw;
         let audited = self.audit_text(sql);
-        let tracked = self.tracks_statements();
-        let prepared = match analysis {
+        let (prepared, hidden) = match analysis {
             None | Some(Analysis::Pass) => {
-                self.queue.owe(Pending::Parse);
                 out.upstream.extend_from_slice(frame.raw());
-                None
+                (None, None)
             }
             // A refused Parse reaches PostgreSQL as another statement: what `name` was,
             // it stays.
@@ -264,18 +264,25 @@ impl Session {
                 transform::parse(name, &plan, declared, &mut out.upstream);
                 build::describe(b'S', name, &mut out.upstream);
                 let shape = Arc::new(OnceLock::new());
-                self.queue.owe(Pending::Parse);
-                self.queue
-                    .owe(Pending::HiddenDescribe(plan.clone(), shape.clone()));
-                Some(Prepared {
+                let hidden = Pending::HiddenDescribe(plan.clone(), shape.clone());
+                let prepared = Prepared {
                     plan,
                     declared: declared.to_vec(),
                     shape,
-                })
+                };
+                (Some(prepared), Some(hidden))
             }
         };
-        if tracked {
-            self.registry.parse(name, Statement { audited, prepared });
+        let replaces = match self.tracks_statements() {
+            true => self
+                .registry
+                .parse(name, Statement { audited, prepared })
+                .map(|s| Box::new((name.to_owned(), s))),
+            false => None,
+        };
+        self.queue.owe(Pending::Parse { replaces });
+        if let Some(hidden) = hidden {
+            self.queue.owe(hidden);
         }
     }
 
@@ -286,7 +293,15 @@ impl Session {
             return self.queue.owe(Pending::Bind);
         }
         let ctx = self.ctx();
-        let statement = self.registry.statement(b.statement);
+        let statement = match self.queue.replacing(b.statement) {
+            // PostgreSQL runs the new statement if it accepts the Parse, and skips this
+            // Bind if it refuses it; after a Sync it would bind the old one: refused.
+            Some((_, true)) => {
+                return self.refuse_extended(Arc::new(unanswered_parse_refusal()), out);
+            }
+            Some((replacement, false)) => Some(replacement),
+            None => self.registry.statement(b.statement),
+        };
         let audited = statement.and_then(|s| s.audited.clone());
         let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
@@ -324,7 +339,7 @@ impl Session {
     /// A Describe: the description of a rewritten statement or portal is rewritten.
     fn describe(&mut self, target: Target, name: &str) {
         let pending = match target {
-            Target::Statement => match self.registry.prepared(name) {
+            Target::Statement => match self.prepared(name) {
                 Some(p) => Pending::Describe {
                     plan: Some((p.plan.clone(), Arc::from(p.declared.as_slice()))),
                     rows: Some((p.plan.clone(), p.shape.clone())),
@@ -387,6 +402,14 @@ impl Session {
             self.copy.client = ClientCopy::Raw;
         }
         self.queue.copy_end();
+    }
+
+    /// The rewrite statement `name` has once the Parses sent so far are answered.
+    fn prepared(&self, name: &str) -> Option<&Prepared> {
+        match self.queue.replacing(name) {
+            Some((replacement, _)) => replacement.prepared.as_ref(),
+            None => self.registry.prepared(name),
+        }
     }
 
     /// True when prepared statements and portals are tracked: phigate rewrites statements

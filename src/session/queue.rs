@@ -8,14 +8,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::registry::Rows;
+use super::registry::{Rows, Statement};
 use super::transform::Shape;
 use crate::sql::{Plan, Refusal};
 
 /// A response the client is still owed.
 #[derive(Debug)]
 pub(super) enum Pending {
-    Parse,
+    /// `replaces`: the Parse of a name phigate holds, which PostgreSQL accepts only when
+    /// the name was deallocated by SQL (DEALLOCATE, DISCARD ALL); the new statement takes
+    /// its place at ParseComplete
+    Parse {
+        replaces: Option<Box<(String, Statement)>>,
+    },
     Bind,
     /// `plan` rewrites ParameterDescription; `rows` rewrites RowDescription
     Describe {
@@ -64,7 +69,7 @@ impl Pending {
     fn is_extended(&self) -> bool {
         matches!(
             self,
-            Pending::Parse
+            Pending::Parse { .. }
                 | Pending::Bind
                 | Pending::Describe { .. }
                 | Pending::Close
@@ -148,6 +153,28 @@ impl Queue {
             self.pending.push_back(Pending::CopyEnd);
         }
         self.unflushed = 0;
+    }
+
+    /// The statement a Parse still unanswered makes of `name`, and whether a Sync follows
+    /// that Parse (then a Bind may run against the old statement if the Parse fails).
+    pub(super) fn replacing(&self, name: &str) -> Option<(&Statement, bool)> {
+        let mut synced = false;
+        for p in self.pending.iter().rev() {
+            match p {
+                Pending::Sync => synced = true,
+                Pending::Parse { replaces: Some(r) } if r.0 == name => return Some((&r.1, synced)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Takes the replacement the Parse at the head carries.
+    pub(super) fn take_replacement(&mut self) -> Option<Box<(String, Statement)>> {
+        match self.pending.front_mut() {
+            Some(Pending::Parse { replaces }) => replaces.take(),
+            _ => None,
+        }
     }
 
     /// Notes an error phigate produced, delivered in order.

@@ -45,6 +45,16 @@ pub(super) fn extended_declare_refusal() -> Refusal {
     }
 }
 
+/// The refusal of a Bind to a statement name whose new Parse PostgreSQL has not answered
+/// yet, with a Sync between them: phigate cannot tell which statement it would bind.
+pub(super) fn unanswered_parse_refusal() -> Refusal {
+    Refusal {
+        code: "0A000",
+        message: "the statement was prepared again under the same name and PostgreSQL has not answered that Parse yet".into(),
+        hint: "wait for the Parse's answer (or send the Bind before the Sync) when re-preparing a name after DEALLOCATE".into(),
+    }
+}
+
 impl Session {
     /// A client message whose text is not valid in the client encoding (or in one phigate
     /// cannot convert): refused in protocol order, as PostgreSQL refuses it.

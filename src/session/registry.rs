@@ -55,17 +55,25 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    /// True when a Parse of `name` will fail because the statement exists (the unnamed
-    /// statement is always replaced).
-    pub(super) fn parse_fails(&self, name: &str) -> bool {
+    /// True when a Parse of `name` fails because the statement exists, unless SQL
+    /// deallocated it (the unnamed statement is always replaced).
+    fn parse_fails(&self, name: &str) -> bool {
         !name.is_empty() && self.statements.contains_key(name)
     }
 
-    /// A Parse: the statement `name` is (re)defined, unless the Parse will fail.
-    pub(super) fn parse(&mut self, name: &str, statement: Statement) {
+    /// A Parse: the statement `name` is defined. When the name exists (PostgreSQL refuses
+    /// the Parse unless SQL deallocated it), the statement is returned instead, to take
+    /// the name's place once PostgreSQL accepts it (see [`Registry::define`]).
+    pub(super) fn parse(&mut self, name: &str, statement: Statement) -> Option<Statement> {
         if self.parse_fails(name) {
-            return;
+            return Some(statement);
         }
+        self.define(name, statement);
+        None
+    }
+
+    /// Statement `name` is now `statement`.
+    pub(super) fn define(&mut self, name: &str, statement: Statement) {
         if statement.audited.is_none() && statement.prepared.is_none() {
             self.statements.remove(name);
         } else {

@@ -330,3 +330,70 @@ fn an_unwritable_audit_log_refuses_through_the_refusal_path() {
         "a statement that did not run has no outcome"
     );
 }
+
+/// Parse of statement "s" with `sql`.
+fn parse_named(sql: &str) -> Frame {
+    let mut body = b"s\0".to_vec();
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(b"\0\0\0");
+    fe(b'P', &body)
+}
+
+fn bind_named() -> Frame {
+    fe(b'B', b"\0s\0\0\0\0\0\0\0")
+}
+
+/// The statement text the held Execute's record names; the Execute is then released.
+fn executed_text(s: &mut Session, out: &mut Outbound) -> String {
+    s.on_frontend(execute(), t0(), out);
+    let text = out
+        .gated
+        .pop()
+        .and_then(|r| r.statement)
+        .unwrap_or_default();
+    s.audited(Ok(vec![1]), t0(), out);
+    text
+}
+
+/// A name prepared again after SQL deallocated it (DEALLOCATE, DISCARD ALL): PostgreSQL
+/// accepts the Parse, and the new statement is the one bound, pipelined or not; a Bind
+/// after a Sync that follows the unanswered Parse is refused (it may bind the old one).
+#[test]
+fn a_name_prepared_again_is_the_new_statement_once_postgres_accepts_it() {
+    let (mut s, mut out) = audited_session();
+    s.on_frontend(parse_named("select 1"), t0(), &mut out);
+    s.on_frontend(sync(), t0(), &mut out);
+    s.on_backend(fe(b'1', b""), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    // DEALLOCATE s (by SQL) happened; the client prepares s again and binds at once
+    s.on_frontend(parse_named("select 2"), t0(), &mut out);
+    s.on_frontend(bind_named(), t0(), &mut out);
+    assert_eq!(executed_text(&mut s, &mut out), "select ?");
+    assert_eq!(out.gated.len(), 0);
+    // a Sync between the Parse and the Bind: refused until the Parse is answered
+    s.on_frontend(sync(), t0(), &mut out);
+    out.events.clear();
+    s.on_frontend(bind_named(), t0(), &mut out);
+    assert_eq!(out.events, [Event::Refused("0A000")]);
+    s.on_frontend(sync(), t0(), &mut out);
+    for f in [
+        fe(b'1', b""),
+        fe(b'2', b""),
+        complete("SELECT 1"),
+        rfq(b'I'),
+    ] {
+        s.on_backend(f, t0(), &mut out);
+    }
+    // the refusal's hidden completions and error, then the last Sync
+    for f in [fe(b'1', b""), fe(b'2', b""), fe(b'3', b"")] {
+        s.on_backend(f, t0(), &mut out);
+    }
+    let raised = fe(b'E', b"SERROR\0VERROR\0CP0001\0Mphigate refusal\0\0");
+    s.on_backend(raised, t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    s.on_backend(rfq(b'I'), t0(), &mut out);
+    // answered: the new statement holds the name
+    s.on_frontend(bind_named(), t0(), &mut out);
+    let portal = s.registry.portal("").and_then(|p| p.audited.clone());
+    assert_eq!(portal.map(|t| t.values.clone()), Some(vec![b"2".to_vec()]));
+}
