@@ -1078,3 +1078,73 @@ async fn client_encodings_other_than_utf8() {
     let ok = run(b"SELECT 1").await;
     assert_eq!(values(&ok), [b"1".to_vec()]);
 }
+
+/// A statement name prepared again after SQL deallocated it (`DEALLOCATE`, `DISCARD ALL`:
+/// poolers and pgjdbc's statement cache do this) is the new statement: its parameters are
+/// encrypted for it, whether the Bind is pipelined behind the Parse or sent after its
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_name_prepared_again_after_deallocate_is_the_new_statement() {
+    use common::raw::{self, Raw, msg, query};
+    let (_pg, proxy, db) = setup().await;
+    let parse = |sql: &str| {
+        let mut b = b"s\0".to_vec();
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(b"\0\0\0");
+        msg(b'P', &b)
+    };
+    let bind = |value: &[u8]| {
+        let mut b = b"\0s\0\0\0\0\x01".to_vec();
+        b.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        b.extend_from_slice(value);
+        b.extend_from_slice(b"\0\0");
+        msg(b'B', &b)
+    };
+    let run = [msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    // (the Bind pipelined behind the Parse, or sent after the Parse is answered)
+    for (id, pipelined) in [(21, true), (22, false)] {
+        let first = [
+            parse("select id from patients where id = $1::int"),
+            msg(b'S', b""),
+        ];
+        let insert = format!("insert into patients (id, ssn) values ({id}, $1)");
+        let mut steps = vec![
+            query("deallocate all"),
+            first.concat(),
+            query("deallocate s"),
+        ];
+        let ssn = format!("{id}9-99-9999");
+        if pipelined {
+            steps.push([parse(&insert), bind(ssn.as_bytes()), run.clone()].concat());
+        } else {
+            steps.push([parse(&insert), msg(b'S', b"")].concat());
+            steps.push([bind(ssn.as_bytes()), run.clone()].concat());
+        }
+        for step in steps {
+            r.send(&step).await;
+            while let Some(m) = r.recv().await {
+                assert_ne!(m.0, b'E', "{}", raw::sqlstate(&m.1));
+                if m.0 == b'Z' {
+                    break;
+                }
+            }
+        }
+        let stored: Vec<u8> = db
+            .query_one(
+                &format!("select ssn::bytea from patients where id = {id}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored[0], 1, "stored as an envelope");
+        let app = proxy.alice().await;
+        let back: String = app
+            .query_one("select ssn from patients where id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(back, ssn);
+    }
+}
