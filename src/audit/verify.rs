@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::chain::{checkpoint_message, line_hash, split_mac};
 use super::keys::{AuditKeys, PublicKey};
 use super::record::Kind;
-use super::store::{parse_line, segments};
+use super::store::{LineInfo, parse_line, segments};
 use super::unhex;
 
 /// What a successful verification covered.
@@ -60,33 +60,86 @@ impl std::fmt::Display for Problem {
 
 /// Verifies the log in `dir` against `public` (and, given `keys`, every record's MAC).
 pub fn verify(dir: &Path, public: &PublicKey, keys: Option<&AuditKeys>) -> Result<Report, Problem> {
-    let problem = |seq: Option<u64>, file: &Path, line: usize, what: String| Problem {
+    let files = segments(dir).map_err(|e| problem(None, dir, 0, e.to_string()))?;
+    let head = std::fs::read_to_string(dir.join("HEAD")).ok();
+    let mut v = Verifier {
+        public,
+        keys,
+        head_seq: head
+            .as_deref()
+            .and_then(|h| parse_line(h.trim_end()))
+            .map(|i| i.seq),
+        head: head.as_deref().map(str::trim_end).map(str::to_owned),
+        head_seen: false,
+        report: Report {
+            segments: files.len(),
+            ..Report::default()
+        },
+        expected: 1,
+        prev: [0u8; 32],
+    };
+    for (index, file) in files.iter().enumerate() {
+        v.segment(file, index + 1 == files.len())?;
+    }
+    v.report.last_seq = v.expected - 1;
+    if let Some(seq) = v.head_seq
+        && !v.head_seen
+    {
+        let file = files.last().cloned().unwrap_or_else(|| dir.to_owned());
+        return Err(problem(
+            Some(v.expected),
+            &file,
+            0,
+            format!(
+                "the log ends at seq {} but HEAD records a checkpoint at seq {seq} (truncated)",
+                v.expected - 1
+            ),
+        ));
+    }
+    Ok(v.report)
+}
+
+fn problem(seq: Option<u64>, file: &Path, line: usize, what: String) -> Problem {
+    Problem {
         seq,
         file: file.to_owned(),
         line,
         what,
-    };
-    let files = segments(dir).map_err(|e| problem(None, dir, 0, e.to_string()))?;
-    let head = std::fs::read_to_string(dir.join("HEAD")).ok();
-    let head_seq = head
-        .as_deref()
-        .and_then(|h| parse_line(h.trim_end()))
-        .map(|i| i.seq);
-    let mut head_seen = false;
-    let mut report = Report {
-        segments: files.len(),
-        ..Report::default()
-    };
-    let mut expected = 1u64;
-    let mut prev = [0u8; 32];
-    for (index, file) in files.iter().enumerate() {
+    }
+}
+
+/// The walk over the segments: where the chain is.
+struct Verifier<'a> {
+    public: &'a PublicKey,
+    keys: Option<&'a AuditKeys>,
+    head: Option<String>,
+    head_seq: Option<u64>,
+    head_seen: bool,
+    report: Report,
+    /// the seq the next line must have
+    expected: u64,
+    /// the previous line's mac
+    prev: [u8; 32],
+}
+
+/// The records since the segment's last checkpoint.
+struct Pending {
+    hasher: Sha256,
+    first: u64,
+    count: u64,
+}
+
+impl Verifier<'_> {
+    /// One segment file; `last` when it is the newest.
+    fn segment(&mut self, file: &Path, last: bool) -> Result<(), Problem> {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| problem(Some(expected), file, 0, format!("unreadable: {e}")))?;
+            .map_err(|e| problem(Some(self.expected), file, 0, format!("unreadable: {e}")))?;
         let named = file
             .file_stem()
             .and_then(|s| s.to_str())
             .and_then(|s| s.parse::<u64>().ok());
-        if named != Some(expected) {
+        if named != Some(self.expected) {
+            let expected = self.expected;
             return Err(problem(
                 Some(expected),
                 file,
@@ -97,113 +150,108 @@ pub fn verify(dir: &Path, public: &PublicKey, keys: Option<&AuditKeys>) -> Resul
             ));
         }
         if !text.is_empty() && !text.ends_with('\n') {
+            let lines = text.lines().count();
             return Err(problem(
                 None,
                 file,
-                text.lines().count(),
+                lines,
                 "the last line is incomplete".into(),
             ));
         }
         let mut hasher = Sha256::new();
         hasher.update([0u8; 32]);
-        let mut first = expected;
-        let mut count = 0u64;
+        let mut pending = Pending {
+            hasher,
+            first: self.expected,
+            count: 0,
+        };
         let mut last_kind = None;
         for (i, line) in text.lines().enumerate() {
-            let at = |what: String| problem(Some(expected), file, i + 1, what);
-            let (body, mac) =
-                split_mac(line).ok_or_else(|| at("the line has no well-formed mac".into()))?;
-            let info = parse_line(line)
-                .ok_or_else(|| at("the line is not a well-formed record".into()))?;
-            if info.seq != expected {
-                return Err(at(format!(
-                    "found seq {} (records deleted, inserted or reordered)",
-                    info.seq
-                )));
-            }
-            if info.prev != hex::encode(prev) {
-                return Err(at(
-                    "prev does not match the previous line's mac (a line was removed or altered)"
-                        .into(),
-                ));
-            }
-            let hash = line_hash(&body);
-            if let Some(k) = keys
-                && k.mac(&prev, &hash) != mac
-            {
-                return Err(at("the mac does not match: the line was altered".into()));
-            }
-            if info.kind == Some(Kind::Checkpoint) {
-                let digest: [u8; 32] = hasher.clone().finalize().into();
-                let covers = [first, expected - 1, count];
-                if info.covers != Some(covers) {
-                    return Err(at(format!(
-                        "the checkpoint covers {:?} but the segment holds {covers:?}",
-                        info.covers
-                    )));
-                }
-                if info.digest.as_deref().and_then(unhex::<32>) != Some(digest) {
-                    return Err(at("the checkpoint's digest does not match the records it covers (a record was altered)".into()));
-                }
-                let message = checkpoint_message(covers, &prev, &digest);
-                if !info
-                    .signature
-                    .as_deref()
-                    .is_some_and(|s| public.verifies(&message, s))
-                {
-                    return Err(at(
-                        "the checkpoint's signature does not verify with this public key".into(),
-                    ));
-                }
-                report.checkpoints += 1;
-                hasher = Sha256::new();
-                hasher.update(digest);
-                first = expected + 1;
-                count = 0;
-            } else {
-                hasher.update(hash);
-                count += 1;
-                report.records += 1;
-            }
-            if head_seq == Some(info.seq) {
-                head_seen = head.as_deref().map(str::trim_end) == Some(line);
-                if !head_seen {
-                    return Err(at(
-                        "the line differs from the checkpoint recorded in HEAD".into()
-                    ));
-                }
-            }
-            last_kind = info.kind;
-            prev = mac;
-            expected += 1;
+            last_kind = self
+                .line(line, &mut pending)
+                .map_err(|what| problem(Some(self.expected), file, i + 1, what))?;
         }
-        let last_segment = index + 1 == files.len();
-        if !last_segment && last_kind != Some(Kind::Checkpoint) {
+        if !last && last_kind != Some(Kind::Checkpoint) {
             return Err(problem(
-                Some(expected),
+                Some(self.expected),
                 file,
                 text.lines().count(),
                 "a closed segment does not end with a checkpoint (truncated)".into(),
             ));
         }
-        if last_segment {
-            report.unsigned_tail = count;
+        if last {
+            self.report.unsigned_tail = pending.count;
         }
+        Ok(())
     }
-    report.last_seq = expected - 1;
-    if let Some(seq) = head_seq
-        && !head_seen
-    {
-        let file = files.last().cloned().unwrap_or_else(|| dir.to_owned());
-        return Err(problem(
-            Some(expected),
-            &file,
-            0,
-            format!(
-                "the log ends at seq {} but HEAD records a checkpoint at seq {seq} (truncated)",
-                expected - 1
-            ),
-        ));
+
+    /// One line: its place in the chain, its mac, and a checkpoint's signature. Returns
+    /// its kind.
+    fn line(&mut self, line: &str, pending: &mut Pending) -> Result<Option<Kind>, String> {
+        let (body, mac) = split_mac(line).ok_or("the line has no well-formed mac")?;
+        let info = parse_line(line).ok_or("the line is not a well-formed record")?;
+        if info.seq != self.expected {
+            return Err(format!(
+                "found seq {} (records deleted, inserted or reordered)",
+                info.seq
+            ));
+        }
+        if info.prev != hex::encode(self.prev) {
+            return Err(
+                "prev does not match the previous line's mac (a line was removed or altered)"
+                    .into(),
+            );
+        }
+        let hash = line_hash(&body);
+        if let Some(k) = self.keys
+            && k.mac(&self.prev, &hash) != mac
+        {
+            return Err("the mac does not match: the line was altered".into());
+        }
+        if info.kind == Some(Kind::Checkpoint) {
+            self.checkpoint(&info, pending)?;
+        } else {
+            pending.hasher.update(hash);
+            pending.count += 1;
+            self.report.records += 1;
+        }
+        if self.head_seq == Some(info.seq) {
+            self.head_seen = self.head.as_deref() == Some(line);
+            if !self.head_seen {
+                return Err("the line differs from the checkpoint recorded in HEAD".into());
+            }
+        }
+        self.prev = mac;
+        self.expected += 1;
+        Ok(info.kind)
     }
-    Ok(report)
+
+    /// A checkpoint: what it covers, its digest and its signature.
+    fn checkpoint(&mut self, info: &LineInfo, pending: &mut Pending) -> Result<(), String> {
+        let digest: [u8; 32] = pending.hasher.clone().finalize().into();
+        let covers = [pending.first, self.expected - 1, pending.count];
+        if info.covers != Some(covers) {
+            return Err(format!(
+                "the checkpoint covers {:?} but the segment holds {covers:?}",
+                info.covers
+            ));
+        }
+        if info.digest.as_deref().and_then(unhex::<32>) != Some(digest) {
+            return Err("the checkpoint's digest does not match the records it covers (a record was altered)".into());
+        }
+        let message = checkpoint_message(covers, &self.prev, &digest);
+        if !info
+            .signature
+            .as_deref()
+            .is_some_and(|s| self.public.verifies(&message, s))
+        {
+            return Err("the checkpoint's signature does not verify with this public key".into());
+        }
+        self.report.checkpoints += 1;
+        pending.hasher = Sha256::new();
+        pending.hasher.update(digest);
+        pending.first = self.expected + 1;
+        pending.count = 0;
+        Ok(())
+    }
 }

@@ -161,77 +161,9 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, Role>, Po
             key: format!("roles.{}.{key}", super::toml_key(&name)),
             problem,
         };
-        let idle_timeout = r
-            .idle_timeout
-            .map(|s| {
-                crate::config::parse_duration(&s)
-                    .and_then(|d| {
-                        if d.is_zero() {
-                            Err("must be longer than zero".into())
-                        } else {
-                            Ok(d)
-                        }
-                    })
-                    .map_err(|problem| invalid("idle_timeout", problem))
-            })
-            .transpose()?;
-        let tables = r
-            .tables
-            .map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        super::tables::table_name(t)
-                            .ok_or_else(|| invalid("tables", format!("`{t}` is not schema.table")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let statements = match r.statements {
-            None => StatementKinds::default(),
-            Some(names) if names.iter().any(|n| n == "all") => {
-                StatementKinds::of(StatementKind::ALL.map(|(_, k)| k))
-            }
-            Some(names) => {
-                let mut kinds = Vec::new();
-                for n in &names {
-                    let kind = StatementKind::ALL
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, k)| *k)
-                        .ok_or_else(|| {
-                            let all: Vec<_> = StatementKind::ALL.iter().map(|(n, _)| *n).collect();
-                            invalid(
-                                "statements",
-                                format!("`{n}` is not one of all, {}", all.join(", ")),
-                            )
-                        })?;
-                    kinds.push(kind);
-                }
-                StatementKinds::of(kinds)
-            }
-        };
-        if let Some(f) = r
-            .functions
-            .iter()
-            .find(|f| f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        {
-            return Err(invalid(
-                "functions",
-                format!("`{f}` is not a plain function name"),
-            ));
-        }
         declarers.extend(r.break_glass.iter().map(|d| (name.clone(), d.clone())));
-        roles.insert(
-            name,
-            Role {
-                idle_timeout,
-                bypass_row_policies: r.bypass_row_policies,
-                tables,
-                statements,
-                functions: r.functions.iter().map(|f| f.to_lowercase()).collect(),
-                break_glass: false,
-            },
-        );
+        let role = role(r).map_err(|(key, problem)| invalid(key, problem))?;
+        roles.insert(name, role);
     }
     for (listed_in, declarer) in declarers {
         match roles.get_mut(&declarer) {
@@ -246,6 +178,78 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, Role>, Po
         }
     }
     Ok(roles)
+}
+
+/// One role; an error names the key and the problem.
+fn role(r: RawRole) -> Result<Role, (&'static str, String)> {
+    let idle_timeout = r
+        .idle_timeout
+        .map(|s| {
+            crate::config::parse_duration(&s)
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be longer than zero".into())
+                    } else {
+                        Ok(d)
+                    }
+                })
+                .map_err(|problem| ("idle_timeout", problem))
+        })
+        .transpose()?;
+    let tables = r
+        .tables
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    super::tables::table_name(t)
+                        .ok_or_else(|| ("tables", format!("`{t}` is not schema.table")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let statements = statement_kinds(r.statements)?;
+    if let Some(f) = r
+        .functions
+        .iter()
+        .find(|f| f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(("functions", format!("`{f}` is not a plain function name")));
+    }
+    Ok(Role {
+        idle_timeout,
+        bypass_row_policies: r.bypass_row_policies,
+        tables,
+        statements,
+        functions: r.functions.iter().map(|f| f.to_lowercase()).collect(),
+        break_glass: false,
+    })
+}
+
+/// The statement kinds a role lists (`all`, or kinds by name; none listed: the default).
+fn statement_kinds(names: Option<Vec<String>>) -> Result<StatementKinds, (&'static str, String)> {
+    let names = match names {
+        None => return Ok(StatementKinds::default()),
+        Some(names) if names.iter().any(|n| n == "all") => {
+            return Ok(StatementKinds::of(StatementKind::ALL.map(|(_, k)| k)));
+        }
+        Some(names) => names,
+    };
+    let mut kinds = Vec::new();
+    for n in &names {
+        let kind = StatementKind::ALL
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                let all: Vec<_> = StatementKind::ALL.iter().map(|(n, _)| *n).collect();
+                (
+                    "statements",
+                    format!("`{n}` is not one of all, {}", all.join(", ")),
+                )
+            })?;
+        kinds.push(kind);
+    }
+    Ok(StatementKinds::of(kinds))
 }
 
 #[cfg(test)]

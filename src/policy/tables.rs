@@ -276,6 +276,15 @@ fn plain_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && !s.contains(['.', '"', '\0'])
 }
 
+/// A problem with `key` of the policy file `file`.
+fn invalid(file: &Path, key: String, problem: String) -> PolicyError {
+    PolicyError::Invalid {
+        file: file.to_owned(),
+        key,
+        problem,
+    }
+}
+
 /// Parses one table policy file; `roles` are the declared role names.
 pub(super) fn parse(
     file: &Path,
@@ -286,13 +295,9 @@ pub(super) fn parse(
         file: file.to_owned(),
         message: e.to_string(),
     })?;
-    let invalid = |key: String, problem: String| PolicyError::Invalid {
-        file: file.to_owned(),
-        key,
-        problem,
-    };
     let name = table_name(&raw.table.name).ok_or_else(|| {
         invalid(
+            file,
             "table.name".into(),
             format!(
                 "`{}` is not schema.table (plain identifiers as stored in the catalog)",
@@ -302,6 +307,7 @@ pub(super) fn parse(
     })?;
     if raw.columns.is_empty() && raw.policy.is_empty() {
         return Err(invalid(
+            file,
             "columns".into(),
             "a table policy names at least one protected column or row policy".into(),
         ));
@@ -309,145 +315,19 @@ pub(super) fn parse(
     let mut policies: Vec<RowPolicy> = Vec::new();
     for (i, p) in raw.policy.into_iter().enumerate() {
         let key = |k: &str| format!("policy[{i}].{k}");
-        if !plain_identifier(&p.name) || policies.iter().any(|q| q.name == p.name) {
+        if policies.iter().any(|q| q.name == p.name) {
             return Err(invalid(
+                file,
                 key("name"),
                 format!("`{}` is not a plain name used once per table", p.name),
             ));
         }
-        if p.roles.is_empty() {
-            return Err(invalid(key("roles"), "names at least one role".into()));
-        }
-        if let Some(r) = p.roles.iter().find(|r| !roles(r)) {
-            return Err(invalid(
-                key("roles"),
-                format!("role `{r}` is not declared in roles.toml"),
-            ));
-        }
-        let mut commands = Commands::default();
-        for c in &p.commands {
-            commands.0 |= match c.as_str() {
-                "select" => Commands::SELECT,
-                "insert" => Commands::INSERT,
-                "update" => Commands::UPDATE,
-                "delete" => Commands::DELETE,
-                "all" => Commands::ALL,
-                other => {
-                    return Err(invalid(
-                        key("commands"),
-                        format!("`{other}` is not select, insert, update, delete or all"),
-                    ));
-                }
-            };
-        }
-        if commands.0 == 0 {
-            return Err(invalid(
-                key("commands"),
-                "names at least one command".into(),
-            ));
-        }
-        let using = p
-            .using
-            .map(|u| PolicyExpr::parse(&u).map_err(|e| invalid(key("using"), e)))
-            .transpose()?;
-        let check = p
-            .check
-            .map(|c| PolicyExpr::parse(&c).map_err(|e| invalid(key("check"), e)))
-            .transpose()?;
-        if using.is_some() && commands.0 == Commands::INSERT {
-            return Err(invalid(
-                key("using"),
-                "an insert-only policy filters no rows; write `check`".into(),
-            ));
-        }
-        if check.is_some() && commands.0 & (Commands::INSERT | Commands::UPDATE) == 0 {
-            return Err(invalid(
-                key("check"),
-                "`check` applies to insert and update only".into(),
-            ));
-        }
-        policies.push(RowPolicy {
-            name: p.name,
-            roles: p.roles,
-            commands,
-            using,
-            check,
-        });
+        policies.push(row_policy(file, &key, p, roles)?);
     }
     let mut columns = BTreeMap::new();
     for (name, c) in raw.columns {
-        let key = |k: &str| format!("columns.{}.{k}", super::toml_key(&name));
-        if !plain_identifier(&name) {
-            return Err(invalid(
-                format!("columns.{}", super::toml_key(&name)),
-                "not a plain column name".into(),
-            ));
-        }
-        let logical_type = LogicalType::parse(&c.logical_type).ok_or_else(|| {
-            let names: Vec<_> = LogicalType::ALL.iter().map(|(n, _)| *n).collect();
-            invalid(
-                key("type"),
-                format!("`{}` is not one of {}", c.logical_type, names.join(", ")),
-            )
-        })?;
-        let mode = match c.encrypt.as_str() {
-            "randomized" => Mode::Randomized,
-            "deterministic" => Mode::Deterministic,
-            other => {
-                return Err(invalid(
-                    key("encrypt"),
-                    format!("`{other}` is not randomized or deterministic"),
-                ));
-            }
-        };
-        if c.domain.is_some() && mode != Mode::Deterministic {
-            return Err(invalid(
-                key("domain"),
-                "only deterministic columns share a domain".into(),
-            ));
-        }
-        if c.domain.as_deref().is_some_and(|d| !plain_identifier(d)) {
-            return Err(invalid(key("domain"), "not a plain name".into()));
-        }
-        let mut read = HashMap::new();
-        for (role, outcome) in c.read {
-            if !roles(&role) {
-                return Err(invalid(
-                    format!("{}.{role}", key("read")),
-                    format!("role `{role}` is not declared in roles.toml"),
-                ));
-            }
-            let o = ReadOutcome::parse(&outcome).ok_or_else(|| {
-                invalid(
-                    format!("{}.{role}", key("read")),
-                    format!("`{outcome}` is not plaintext, mask:last4, mask:year, mask:redact, mask:hash, null, ciphertext or deny"),
-                )
-            })?;
-            let fits = match o {
-                ReadOutcome::Mask(MaskKind::Last4) => logical_type.is_text_like(),
-                ReadOutcome::Mask(MaskKind::Year) => logical_type.is_temporal(),
-                _ => true,
-            };
-            if !fits {
-                return Err(invalid(
-                    format!("{}.{role}", key("read")),
-                    format!(
-                        "`{outcome}` does not apply to a {} column",
-                        logical_type.name()
-                    ),
-                ));
-            }
-            read.insert(role, o);
-        }
-        columns.insert(
-            name,
-            ProtectedColumn {
-                logical_type,
-                mode,
-                domain: c.domain,
-                read,
-            },
-        );
+        let column = protected_column(file, &name, c, roles)?;
+        columns.insert(name, column);
     }
     Ok(TablePolicy {
         name,
@@ -455,6 +335,163 @@ pub(super) fn parse(
         policies,
         file: file.to_owned(),
     })
+}
+
+/// One `[[policy]]` entry; `key` names its fields in errors.
+fn row_policy(
+    file: &Path,
+    key: &dyn Fn(&str) -> String,
+    p: RawPolicy,
+    roles: &dyn Fn(&str) -> bool,
+) -> Result<RowPolicy, PolicyError> {
+    let invalid = |k: &str, problem: String| invalid(file, key(k), problem);
+    if !plain_identifier(&p.name) {
+        return Err(invalid(
+            "name",
+            format!("`{}` is not a plain name used once per table", p.name),
+        ));
+    }
+    if p.roles.is_empty() {
+        return Err(invalid("roles", "names at least one role".into()));
+    }
+    if let Some(r) = p.roles.iter().find(|r| !roles(r)) {
+        return Err(invalid(
+            "roles",
+            format!("role `{r}` is not declared in roles.toml"),
+        ));
+    }
+    let mut commands = Commands::default();
+    for c in &p.commands {
+        commands.0 |= match c.as_str() {
+            "select" => Commands::SELECT,
+            "insert" => Commands::INSERT,
+            "update" => Commands::UPDATE,
+            "delete" => Commands::DELETE,
+            "all" => Commands::ALL,
+            other => {
+                return Err(invalid(
+                    "commands",
+                    format!("`{other}` is not select, insert, update, delete or all"),
+                ));
+            }
+        };
+    }
+    if commands.0 == 0 {
+        return Err(invalid("commands", "names at least one command".into()));
+    }
+    let using = p
+        .using
+        .map(|u| PolicyExpr::parse(&u).map_err(|e| invalid("using", e)))
+        .transpose()?;
+    let check = p
+        .check
+        .map(|c| PolicyExpr::parse(&c).map_err(|e| invalid("check", e)))
+        .transpose()?;
+    if using.is_some() && commands.0 == Commands::INSERT {
+        return Err(invalid(
+            "using",
+            "an insert-only policy filters no rows; write `check`".into(),
+        ));
+    }
+    if check.is_some() && commands.0 & (Commands::INSERT | Commands::UPDATE) == 0 {
+        return Err(invalid(
+            "check",
+            "`check` applies to insert and update only".into(),
+        ));
+    }
+    Ok(RowPolicy {
+        name: p.name,
+        roles: p.roles,
+        commands,
+        using,
+        check,
+    })
+}
+
+/// One `[columns.NAME]` entry.
+fn protected_column(
+    file: &Path,
+    name: &str,
+    c: RawColumn,
+    roles: &dyn Fn(&str) -> bool,
+) -> Result<ProtectedColumn, PolicyError> {
+    let key = |k: &str| format!("columns.{}.{k}", super::toml_key(name));
+    if !plain_identifier(name) {
+        return Err(invalid(
+            file,
+            format!("columns.{}", super::toml_key(name)),
+            "not a plain column name".into(),
+        ));
+    }
+    let logical_type = LogicalType::parse(&c.logical_type).ok_or_else(|| {
+        let names: Vec<_> = LogicalType::ALL.iter().map(|(n, _)| *n).collect();
+        invalid(
+            file,
+            key("type"),
+            format!("`{}` is not one of {}", c.logical_type, names.join(", ")),
+        )
+    })?;
+    let mode = match c.encrypt.as_str() {
+        "randomized" => Mode::Randomized,
+        "deterministic" => Mode::Deterministic,
+        other => {
+            return Err(invalid(
+                file,
+                key("encrypt"),
+                format!("`{other}` is not randomized or deterministic"),
+            ));
+        }
+    };
+    if c.domain.is_some() && mode != Mode::Deterministic {
+        return Err(invalid(
+            file,
+            key("domain"),
+            "only deterministic columns share a domain".into(),
+        ));
+    }
+    if c.domain.as_deref().is_some_and(|d| !plain_identifier(d)) {
+        return Err(invalid(file, key("domain"), "not a plain name".into()));
+    }
+    let mut read = HashMap::new();
+    for (role, outcome) in c.read {
+        let at = format!("{}.{role}", key("read"));
+        let o = read_outcome(logical_type, &role, &outcome, roles)
+            .map_err(|problem| invalid(file, at, problem))?;
+        read.insert(role, o);
+    }
+    Ok(ProtectedColumn {
+        logical_type,
+        mode,
+        domain: c.domain,
+        read,
+    })
+}
+
+/// What `role` reads from a column of `logical_type`, as `outcome` says.
+fn read_outcome(
+    logical_type: LogicalType,
+    role: &str,
+    outcome: &str,
+    roles: &dyn Fn(&str) -> bool,
+) -> Result<ReadOutcome, String> {
+    if !roles(role) {
+        return Err(format!("role `{role}` is not declared in roles.toml"));
+    }
+    let o = ReadOutcome::parse(outcome).ok_or_else(|| {
+        format!("`{outcome}` is not plaintext, mask:last4, mask:year, mask:redact, mask:hash, null, ciphertext or deny")
+    })?;
+    let fits = match o {
+        ReadOutcome::Mask(MaskKind::Last4) => logical_type.is_text_like(),
+        ReadOutcome::Mask(MaskKind::Year) => logical_type.is_temporal(),
+        _ => true,
+    };
+    if !fits {
+        return Err(format!(
+            "`{outcome}` does not apply to a {} column",
+            logical_type.name()
+        ));
+    }
+    Ok(o)
 }
 
 /// `schema.table` or `table` (in `public`) as plain catalog names.

@@ -228,46 +228,14 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
             }
             K::Write
         }
-        "copy" => {
-            if has(words, &["program"]) {
-                return Err(forbidden("COPY ... PROGRAM"));
-            }
-            let file = stmt.windows(2).any(|w| {
-                (is_keyword(Some(&w[0]), "to") || is_keyword(Some(&w[0]), "from"))
-                    && matches!(w[1], Token::Str(_))
-            });
-            if file {
-                return Err(forbidden("COPY to or from a server file"));
-            }
-            K::Copy
-        }
+        "copy" => copy_kind(stmt, words)?,
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
             K::Transaction
         }
         "set" | "reset" => return settings(&head, stmt),
         "discard" => K::Session,
         "prepare" if is(words.get(1), "transaction") => K::Transaction,
-        "prepare" => {
-            // PREPARE name [(types)] AS statement: the statement decides.
-            let at = stmt.iter().position(|t| is_keyword(Some(t), "as"));
-            if let Some(at) = at {
-                let inner = &stmt[at + 1..];
-                let inner_words = words_of(inner);
-                if let Some(Kind::Is(k)) = kind(inner, &inner_words)?
-                    && k != K::Read
-                    && k != K::Write
-                {
-                    return Err(refuse(
-                        format!("phigate does not prepare {} statements", k.name()),
-                        "prepare queries and data changes only",
-                    ));
-                }
-                if let Some(Kind::Is(K::Write)) = kind(inner, &inner_words)? {
-                    return Ok(Some(Kind::Is(K::Write)));
-                }
-            }
-            K::Prepare
-        }
+        "prepare" => return prepare_kind(stmt),
         "execute" | "deallocate" => K::Prepare,
         "create" | "alter" => {
             ddl_settings(stmt, words)?;
@@ -290,6 +258,44 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         }
     };
     Ok(Some(Kind::Is(kind)))
+}
+
+/// COPY: to and from the client only.
+fn copy_kind(stmt: &[Token<'_>], words: &[&str]) -> Result<StatementKind, Refusal> {
+    if has(words, &["program"]) {
+        return Err(forbidden("COPY ... PROGRAM"));
+    }
+    let file = stmt.windows(2).any(|w| {
+        (is_keyword(Some(&w[0]), "to") || is_keyword(Some(&w[0]), "from"))
+            && matches!(w[1], Token::Str(_))
+    });
+    if file {
+        return Err(forbidden("COPY to or from a server file"));
+    }
+    Ok(StatementKind::Copy)
+}
+
+/// PREPARE name [(types)] AS statement: the statement decides.
+fn prepare_kind(stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
+    use StatementKind as K;
+    let at = stmt.iter().position(|t| is_keyword(Some(t), "as"));
+    if let Some(at) = at {
+        let inner = &stmt[at + 1..];
+        let inner_words = words_of(inner);
+        if let Some(Kind::Is(k)) = kind(inner, &inner_words)?
+            && k != K::Read
+            && k != K::Write
+        {
+            return Err(refuse(
+                format!("phigate does not prepare {} statements", k.name()),
+                "prepare queries and data changes only",
+            ));
+        }
+        if let Some(Kind::Is(K::Write)) = kind(inner, &inner_words)? {
+            return Ok(Some(Kind::Is(K::Write)));
+        }
+    }
+    Ok(Some(Kind::Is(K::Prepare)))
 }
 
 fn is_phigate(name: &str) -> bool {
