@@ -47,6 +47,14 @@ pub struct Metrics {
     pub audit_write_seconds: Histogram,
 }
 
+/// The counter of each statement kind.
+fn by_kind(counters: &IntCounterVec) -> Vec<(StatementKind, IntCounter)> {
+    StatementKind::ALL
+        .iter()
+        .map(|k| (*k, counters.with_label_values(&[k.label()])))
+        .collect()
+}
+
 /// Registers `c` in `registry` and returns it.
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
@@ -79,15 +87,11 @@ impl Metrics {
             IntGauge::new("phigate_sessions_active", "Client sessions currently open")
                 .expect("valid metric"),
         );
-        let by_kind = vec(
+        let statements = by_kind(&vec(
             "phigate_statements_total",
             "Statements completed, by kind",
             "kind",
-        );
-        let statements = StatementKind::ALL
-            .iter()
-            .map(|k| (*k, by_kind.with_label_values(&[k.label()])))
-            .collect();
+        ));
         Self {
             refusals: vec(
                 "phigate_refusals_total",

@@ -173,27 +173,7 @@ pub async fn encrypt_existing(
         Some(_) => ServiceSession::open_admin(config, "phigate:encrypt-existing").await?,
         None => ServiceSession::open(config, "phigate:encrypt-existing").await?,
     };
-    // With row security off, a query that row-level security would filter fails instead
-    // of silently seeing fewer rows (which would leave rows out of the swap).
-    db.query(
-        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; \
-         SET standard_conforming_strings = on; SET extra_float_digits = 3; SET row_security = off",
-    )
-    .await?;
-    let filtered = db
-        .query(&format!(
-            "SELECT pg_catalog.row_security_active({}::regclass)",
-            literal(&names.table)
-        ))
-        .await?;
-    if filtered
-        .first()
-        .and_then(|r| r.first())
-        .cloned()
-        .flatten()
-        .as_deref()
-        == Some("t")
-    {
+    if prepare_session(&mut db, &names).await? {
         return Err(MigrateError::RowSecurity(name));
     }
     let ty = db
@@ -225,6 +205,30 @@ pub async fn encrypt_existing(
         (true, true) => m.rekey(&mut progress).await,
         (false, _) => m.encrypt(&mut progress).await,
     }
+}
+
+/// Settings for exact text conversions, and row security off: a query that row-level
+/// security would filter then fails instead of silently seeing fewer rows (which would
+/// leave rows out of the swap). True when row security still applies to the table.
+async fn prepare_session(db: &mut ServiceSession, names: &Names) -> Result<bool, MigrateError> {
+    db.query(
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; \
+         SET standard_conforming_strings = on; SET extra_float_digits = 3; SET row_security = off",
+    )
+    .await?;
+    let filtered = db
+        .query(&format!(
+            "SELECT pg_catalog.row_security_active({}::regclass)",
+            literal(&names.table)
+        ))
+        .await?;
+    Ok(filtered
+        .first()
+        .and_then(|r| r.first())
+        .cloned()
+        .flatten()
+        .as_deref()
+        == Some("t"))
 }
 
 struct Migration<'a> {

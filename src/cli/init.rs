@@ -163,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(|c| std::path::absolute(c).map_or_else(|_| c.to_owned(), |p| p.display().to_string()));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let toml = scaffold::config_toml(&Settings {
+    let settings = Settings {
         listen: &args.listen,
         upstream: &upstream,
         database: &u.database,
@@ -174,32 +174,10 @@ pub fn run(args: Args) -> Result<()> {
         admin: &args.admin_listen,
         ca_file: ca.as_deref(),
         instance: None,
-    });
-    std::fs::write(dir.join("phigate.toml"), toml)?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        names.push(h.trim().to_owned());
-    }
-    scaffold::dev_certificate(&dir.join("certs"), &names)?;
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies)?;
-    std::fs::write(policies.join("roles.toml"), ROLES_TEMPLATE)?;
-    std::fs::write(policies.join("users.toml"), USERS_TEMPLATE)?;
-    std::fs::write(policies.join("table.toml.example"), TABLE_TEMPLATE)?;
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    phigate::crypto::Keyring::generate(&secrets.join("phigate.keys"))?;
-    let service_pw = scaffold::random_password();
-    let backup_pw = scaffold::random_password();
-    scaffold::write_secret(&secrets.join("upstream.pw"), &service_pw)?;
-    scaffold::write_secret(&secrets.join("backup.pw"), &backup_pw)?;
-    let owner_pw_known = match &u.password {
-        Some(p) => {
-            scaffold::write_secret(&secrets.join("admin.pw"), p)?;
-            true
-        }
-        None => false,
     };
+    write_configuration(dir, &settings)?;
+    let (service_pw, backup_pw) = write_secrets(dir, u.password.as_deref())?;
+    let owner_pw_known = u.password.is_some();
     let psql = format!(
         "psql \"host={} port={} dbname={} user=postgres\" -f {}",
         u.host,
@@ -230,6 +208,38 @@ pub fn run(args: Args) -> Result<()> {
             owner_pw_known
         )
     );
+    Ok(())
+}
+
+/// secrets/: the keyring, new passwords for the service and backup logins (returned),
+/// and the owner's password when the URL holds it.
+fn write_secrets(dir: &Path, owner_pw: Option<&str>) -> Result<(String, String)> {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    phigate::crypto::Keyring::generate(&secrets.join("phigate.keys"))?;
+    let service_pw = scaffold::random_password();
+    let backup_pw = scaffold::random_password();
+    scaffold::write_secret(&secrets.join("upstream.pw"), &service_pw)?;
+    scaffold::write_secret(&secrets.join("backup.pw"), &backup_pw)?;
+    if let Some(p) = owner_pw {
+        scaffold::write_secret(&secrets.join("admin.pw"), p)?;
+    }
+    Ok((service_pw, backup_pw))
+}
+
+/// phigate.toml, the development certificate and the policy templates.
+fn write_configuration(dir: &Path, settings: &Settings<'_>) -> Result<()> {
+    std::fs::write(dir.join("phigate.toml"), scaffold::config_toml(settings))?;
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(h.trim().to_owned());
+    }
+    scaffold::dev_certificate(&dir.join("certs"), &names)?;
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    std::fs::write(policies.join("roles.toml"), ROLES_TEMPLATE)?;
+    std::fs::write(policies.join("users.toml"), USERS_TEMPLATE)?;
+    std::fs::write(policies.join("table.toml.example"), TABLE_TEMPLATE)?;
     Ok(())
 }
 

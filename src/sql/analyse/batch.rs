@@ -157,24 +157,9 @@ impl Walker<'_> {
             return Ok(false);
         }
         // the VALUES column each select item names (checked before anything changes)
-        let mut named = Vec::with_capacity(targets.len());
-        for item in &select.projection {
-            let found = match item {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                    cast_column(e).and_then(|(name, casts)| {
-                        names
-                            .iter()
-                            .position(|n| *n == name)
-                            .map(|k| (name, casts, k))
-                    })
-                }
-                _ => None,
-            };
-            let Some(found) = found else {
-                return Ok(false);
-            };
-            named.push(found);
-        }
+        let Some(named) = values_columns(&select.projection, &names) else {
+            return Ok(false);
+        };
         // per VALUES column: the encrypted column its values are written to
         let mut feeds: Vec<Option<Arc<Column>>> = vec![None; names.len()];
         for ((item, target), (name, casts, k)) in
@@ -226,4 +211,23 @@ impl Walker<'_> {
         }
         Ok(true)
     }
+}
+
+/// Per select item: the VALUES column (of `names`) it names, under its casts, as (name,
+/// casts, index); `None` when an item is anything else.
+fn values_columns(
+    projection: &[SelectItem],
+    names: &[String],
+) -> Option<Vec<(String, Vec<String>, usize)>> {
+    projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                let (name, casts) = cast_column(e)?;
+                let k = names.iter().position(|n| *n == name)?;
+                Some((name, casts, k))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -206,41 +206,15 @@ impl Walker<'_> {
             ));
         };
         let columns = drop_default_columns(source, columns, t)?;
-        let ty = |c: &String| {
-            t.columns
-                .iter()
-                .position(|n| n == c)
-                .and_then(|i| t.types.get(i))
-                .cloned()
-                .ok_or_else(|| {
-                    Refusal::new(
-                        "42703",
-                        format!("column {c} of table {} does not exist", t.name),
-                        "check the column list",
-                    )
-                })
-        };
-        let types: Vec<String> = columns.iter().map(ty).collect::<Res<_>>()?;
+        let types: Vec<String> = columns
+            .iter()
+            .map(|c| column_type(t, c))
+            .collect::<Res<_>>()?;
         cast_values(source, &types)?;
         let assigned: Vec<(String, Option<Expr>)> = Vec::new();
         let new = Ident::new(NEW);
         let expr = self.policy_condition(t, &check, &new, &assigned)?;
-        let read_unlisted = {
-            let mut found = None;
-            let mut probe = expr.clone();
-            let _ = visit_expressions_mut(&mut probe, |e| {
-                if let Expr::CompoundIdentifier(parts) = e
-                    && parts.len() == 2
-                    && parts[0].value == NEW
-                    && !columns.contains(&fold(&parts[1]))
-                {
-                    found = Some(fold(&parts[1]));
-                }
-                ControlFlow::<()>::Continue(())
-            });
-            found
-        };
-        if let Some(c) = read_unlisted {
+        if let Some(c) = read_unlisted(&expr, &columns) {
             return Err(Refusal::new(
                 "0A000",
                 format!(
@@ -280,6 +254,39 @@ impl Walker<'_> {
             .collect();
         Ok(())
     }
+}
+
+/// The SQL type of column `c` of `t`.
+fn column_type(t: &Table, c: &str) -> Res<String> {
+    t.columns
+        .iter()
+        .position(|n| n == c)
+        .and_then(|i| t.types.get(i))
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                "42703",
+                format!("column {c} of table {} does not exist", t.name),
+                "check the column list",
+            )
+        })
+}
+
+/// A column of the new row that a check reads and the INSERT does not list.
+fn read_unlisted(expr: &Expr, columns: &[String]) -> Option<String> {
+    let mut found = None;
+    let mut probe = expr.clone();
+    let _ = visit_expressions_mut(&mut probe, |e| {
+        if let Expr::CompoundIdentifier(parts) = e
+            && parts.len() == 2
+            && parts[0].value == NEW
+            && !columns.contains(&fold(&parts[1]))
+        {
+            found = Some(fold(&parts[1]));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 /// Rewrites DEFAULT in a VALUES source, which a subquery's VALUES cannot say: NULL for a
