@@ -11,7 +11,7 @@
 //! - [`server`]: the proxy: listener, client authentication, session I/O, cancel
 //! - [`upstream`]: phigate's own connections to PostgreSQL (login, service sessions,
 //!   live schema, native row security), used by the proxy, the migration and the CLI
-//! - [`net`]: sockets and TLS shared by both
+//! - `net` (internal): sockets and TLS shared by both
 //! - [`policy`]: the users and roles declared under `policies/`
 //! - [`config`]: `phigate.toml` and `PHIGATE_*` overrides
 //! - [`metrics`]: the Prometheus registry and the admin HTTP endpoint
@@ -23,7 +23,7 @@ pub mod config;
 pub mod crypto;
 pub mod metrics;
 pub mod migrate;
-pub mod net;
+mod net;
 pub mod policy;
 pub mod protocol;
 pub mod server;

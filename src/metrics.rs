@@ -10,7 +10,7 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::session::StatementKind;
+use crate::session::CommandKind;
 
 /// phigate's metrics. Label values are resolved once, so the hot path only touches atomics.
 pub struct Metrics {
@@ -19,7 +19,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     /// sessions opened since start
     pub sessions_total: IntCounter,
-    statements: Vec<(StatementKind, IntCounter)>,
+    statements: Vec<(CommandKind, IntCounter)>,
     /// statement latency, forward to completion
     pub statement_seconds: Histogram,
     /// failed client logins
@@ -48,8 +48,8 @@ pub struct Metrics {
 }
 
 /// The counter of each statement kind.
-fn by_kind(counters: &IntCounterVec) -> Vec<(StatementKind, IntCounter)> {
-    StatementKind::ALL
+fn by_kind(counters: &IntCounterVec) -> Vec<(CommandKind, IntCounter)> {
+    CommandKind::ALL
         .iter()
         .map(|k| (*k, counters.with_label_values(&[k.label()])))
         .collect()
@@ -147,7 +147,7 @@ impl Metrics {
     }
 
     /// Counts a completed statement.
-    pub fn statement(&self, kind: StatementKind, elapsed: Duration) {
+    pub fn statement(&self, kind: CommandKind, elapsed: Duration) {
         if let Some((_, c)) = self.statements.iter().find(|(k, _)| *k == kind) {
             c.inc();
         }

@@ -2,11 +2,11 @@
 //! their roles allow. Loaded and validated as a whole; a set that does not validate is never
 //! used.
 
-pub mod native;
+pub(crate) mod native;
 mod roles;
 mod rows;
 pub mod session_key;
-pub mod settings;
+pub(crate) mod settings;
 mod tables;
 mod users;
 

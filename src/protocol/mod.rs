@@ -13,7 +13,7 @@ mod datetime;
 pub mod encoding;
 pub mod frame;
 pub mod message;
-pub mod reader;
+pub(crate) mod reader;
 pub mod startup;
 pub mod value;
 

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::queue::Pending;
 use super::transform::{self, FieldOut, RowError};
-use super::{Event, Outbound, Phase, Session, StatementKind, copy};
+use super::{CommandKind, Event, Outbound, Phase, Session, copy};
 use crate::protocol::ProtocolError;
 use crate::protocol::build;
 use crate::protocol::frame::Frame;
@@ -133,9 +133,9 @@ impl Session {
             b'C' => {
                 let tag = message::decode_command_tag(body)?;
                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
-                (StatementKind::from_tag(tag), rows)
+                (CommandKind::from_tag(tag), rows)
             }
-            _ => (StatementKind::Other, None),
+            _ => (CommandKind::Other, None),
         };
         self.queue.copy_in = false;
         self.statement_done(kind, rows, None, now, out);
@@ -177,7 +177,7 @@ impl Session {
         };
         self.queue.copy_in = false;
         let code = fields.code.to_owned();
-        self.statement_done(StatementKind::Failed, None, Some(&code), now, out);
+        self.statement_done(CommandKind::Failed, None, Some(&code), now, out);
         self.queue.skip_after_error();
         Ok(!replaced)
     }
@@ -213,7 +213,7 @@ impl Session {
     /// statement's clock starts.
     fn statement_done(
         &mut self,
-        kind: StatementKind,
+        kind: CommandKind,
         rows: Option<u64>,
         sqlstate: Option<&str>,
         now: Instant,
@@ -229,7 +229,7 @@ impl Session {
                 (elapsed, audit.pop_front())
             }
             // A Parse, Bind or COMMIT-at-Sync that failed is a failed statement too.
-            Some(_) if kind == StatementKind::Failed => {
+            Some(_) if kind == CommandKind::Failed => {
                 out.events.push(Event::Statement {
                     kind,
                     elapsed: Duration::ZERO,
@@ -242,7 +242,7 @@ impl Session {
         if let Some(begin) = begin {
             self.audit_end(begin, rows, sqlstate, elapsed, out);
         }
-        if kind != StatementKind::Failed
+        if kind != CommandKind::Failed
             && matches!(self.queue.front(), Some(Pending::Execute { .. }))
         {
             self.queue.complete_head();

@@ -1,8 +1,9 @@
-//! Statement kinds, as counted in metrics, derived from PostgreSQL's command tags.
+//! The kinds of completed commands, as counted in metrics, from PostgreSQL's command tags
+//! (the firewall's statement kinds are `policy::StatementKind`).
 
 /// The kind of a completed statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StatementKind {
+pub enum CommandKind {
     /// SELECT, FETCH, SHOW, VALUES, TABLE
     Select,
     /// INSERT
@@ -25,9 +26,9 @@ pub enum StatementKind {
     Failed,
 }
 
-impl StatementKind {
+impl CommandKind {
     /// Every kind, for pre-registering metric labels.
-    pub const ALL: [StatementKind; 10] = [
+    pub const ALL: [CommandKind; 10] = [
         Self::Select,
         Self::Insert,
         Self::Update,
@@ -84,19 +85,16 @@ mod tests {
 
     #[test]
     fn kinds_from_tags() {
-        assert_eq!(StatementKind::from_tag("SELECT 3"), StatementKind::Select);
-        assert_eq!(StatementKind::from_tag("INSERT 0 1"), StatementKind::Insert);
-        assert_eq!(StatementKind::from_tag("CREATE TABLE"), StatementKind::Ddl);
+        assert_eq!(CommandKind::from_tag("SELECT 3"), CommandKind::Select);
+        assert_eq!(CommandKind::from_tag("INSERT 0 1"), CommandKind::Insert);
+        assert_eq!(CommandKind::from_tag("CREATE TABLE"), CommandKind::Ddl);
+        assert_eq!(CommandKind::from_tag("ROLLBACK"), CommandKind::Transaction);
         assert_eq!(
-            StatementKind::from_tag("ROLLBACK"),
-            StatementKind::Transaction
+            CommandKind::from_tag("PREPARE TRANSACTION"),
+            CommandKind::Transaction
         );
-        assert_eq!(
-            StatementKind::from_tag("PREPARE TRANSACTION"),
-            StatementKind::Transaction
-        );
-        assert_eq!(StatementKind::from_tag("PREPARE"), StatementKind::Other);
-        assert_eq!(StatementKind::from_tag("SET"), StatementKind::Other);
-        assert_eq!(StatementKind::from_tag(""), StatementKind::Other);
+        assert_eq!(CommandKind::from_tag("PREPARE"), CommandKind::Other);
+        assert_eq!(CommandKind::from_tag("SET"), CommandKind::Other);
+        assert_eq!(CommandKind::from_tag(""), CommandKind::Other);
     }
 }

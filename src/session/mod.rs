@@ -29,7 +29,7 @@ mod refuse;
 mod registry;
 mod transform;
 
-pub use kind::StatementKind;
+pub use kind::CommandKind;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -67,7 +67,7 @@ pub enum Event {
     /// A statement completed (successfully or not).
     Statement {
         /// its kind
-        kind: StatementKind,
+        kind: CommandKind,
         /// time from forwarding to completion
         elapsed: Duration,
     },

@@ -99,7 +99,7 @@ fn an_error_skips_to_the_next_sync() {
     assert_eq!(
         out.events[0],
         Event::Statement {
-            kind: StatementKind::Failed,
+            kind: CommandKind::Failed,
             elapsed: Duration::ZERO
         }
     );
@@ -219,7 +219,7 @@ fn transaction_status_follows_ready_for_query() {
     assert_eq!(
         out.events,
         vec![Event::Statement {
-            kind: StatementKind::Transaction,
+            kind: CommandKind::Transaction,
             elapsed: Duration::ZERO
         }]
     );
