@@ -3,11 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use phigate::protocol::backend::Backend;
 use phigate::protocol::frame::Frame;
-use phigate::protocol::message::{
-    Frontend, decode_command_tag, decode_error_fields, decode_parameter_status,
-    decode_ready_status,
-};
+use phigate::protocol::message::Frontend;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&tag, body)) = data.split_first() else {
@@ -15,8 +13,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let frame = Frame::new(tag, body);
     let _ = Frontend::decode(&frame);
-    let _ = decode_error_fields(body);
-    let _ = decode_ready_status(body);
-    let _ = decode_command_tag(body);
-    let _ = decode_parameter_status(body);
+    let _ = Backend::decode(&frame);
+    let _ = phigate::protocol::backend::decode_parameter_status(body);
 });

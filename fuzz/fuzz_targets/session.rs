@@ -31,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
         keys: Arc::new(AuditKeys::from_seed(&[2; 32])),
         template: Record::default(),
     };
-    let mut session = Session::new("phigate:carol".into(), String::new(), Some(guard))
-        .with_audit(audit);
+    let mut session =
+        Session::new("phigate:carol".into(), String::new(), Some(guard)).with_audit(audit);
     let mut out = Outbound::default();
     let mut seq = 0u64;
     let mut rest = data;

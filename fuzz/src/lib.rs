@@ -52,9 +52,19 @@ fn live(oid: u32, cols: &[&str]) -> LiveTable {
                 name: (*c).to_owned(),
                 attnum: i16::try_from(i + 1).unwrap_or(i16::MAX),
                 has_default: false,
-                type_name: if protected(c) { "phigate_encrypted" } else { "int4" }.into(),
+                type_name: if protected(c) {
+                    "phigate_encrypted"
+                } else {
+                    "int4"
+                }
+                .into(),
                 base_type: "bytea".into(),
-                sql_type: if protected(c) { "phigate_encrypted" } else { "integer" }.into(),
+                sql_type: if protected(c) {
+                    "phigate_encrypted"
+                } else {
+                    "integer"
+                }
+                .into(),
             })
             .collect(),
     }
@@ -64,10 +74,15 @@ fn build() -> Arc<Enforcement> {
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect(name);
     write("patients.toml", PATIENTS.to_owned());
-    write("roles.toml", "[roles.clinician]\nstatements = [\"read\", \"write\"]\n".into());
+    write(
+        "roles.toml",
+        "[roles.clinician]\nstatements = [\"read\", \"write\"]\n".into(),
+    );
     write(
         "users.toml",
-        format!("[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n"),
+        format!(
+            "[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n"
+        ),
     );
     let policies = PolicySet::load(dir.path()).expect("policies");
     let keyring = Keyring::from_keys(1, vec![(1, [7u8; 32])]);
@@ -82,7 +97,10 @@ fn build() -> Arc<Enforcement> {
     );
     schema.insert(name("visits"), live(200, &["id", "patient_id", "note"]));
     let catalog = Catalog::new(&policies, &keyring, &schema).expect("catalog");
-    Arc::new(Enforcement::new(Analyzer::new(Arc::new(catalog), Arc::new(policies))))
+    Arc::new(Enforcement::new(Analyzer::new(
+        Arc::new(catalog),
+        Arc::new(policies),
+    )))
 }
 
 /// The policies in force, built once.

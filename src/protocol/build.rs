@@ -251,8 +251,8 @@ pub fn put_cstr(out: &mut BytesMut, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::backend::decode_error_fields;
     use crate::protocol::frame::split_frame;
-    use crate::protocol::message::decode_error_fields;
 
     #[test]
     fn error_round_trips_through_our_decoder() {

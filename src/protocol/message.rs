@@ -222,68 +222,6 @@ fn decode_bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
     })
 }
 
-/// Fields of an ErrorResponse or NoticeResponse that phigate looks at.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ErrorFields<'a> {
-    /// 'V' (non-localised severity) or 'S'
-    pub severity: &'a str,
-    /// 'C': SQLSTATE
-    pub code: &'a str,
-    /// 'M'
-    pub message: &'a str,
-}
-
-/// Decodes the fields of an ErrorResponse/NoticeResponse body.
-pub fn decode_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError> {
-    let mut r = Reader::new(body, "ErrorResponse");
-    let mut f = ErrorFields::default();
-    loop {
-        match r.u8()? {
-            0 => break,
-            code => {
-                // in the client encoding: a field that is not UTF-8 reads as empty (only
-                // severity, SQLSTATE and phigate's own ASCII message are compared)
-                let v = std::str::from_utf8(r.cbytes()?).unwrap_or("");
-                match code {
-                    b'V' => f.severity = v,
-                    b'S' if f.severity.is_empty() => f.severity = v,
-                    b'C' => f.code = v,
-                    b'M' => f.message = v,
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(f)
-}
-
-/// Decodes a ReadyForQuery body: the transaction status byte (`I`, `T` or `E`).
-pub fn decode_ready_status(body: &[u8]) -> Result<u8, ProtocolError> {
-    match body {
-        [s @ (b'I' | b'T' | b'E')] => Ok(*s),
-        _ => Err(ProtocolError::Malformed {
-            what: "ReadyForQuery",
-        }),
-    }
-}
-
-/// Decodes a CommandComplete body: the command tag.
-pub fn decode_command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
-    let mut r = Reader::new(body, "CommandComplete");
-    let tag = r.cstr()?;
-    r.finish()?;
-    Ok(tag)
-}
-
-/// Decodes a ParameterStatus body: name and value.
-pub fn decode_parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
-    let mut r = Reader::new(body, "ParameterStatus");
-    let name = r.cstr()?;
-    let value = r.cstr()?;
-    r.finish()?;
-    Ok((name, value))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,20 +286,5 @@ mod tests {
                 "{tag} {body:?}"
             );
         }
-    }
-
-    #[test]
-    fn decodes_backend_fields() {
-        let body = b"SERROR\0VERROR\0C42P01\0Mno such table\0\0";
-        let f = decode_error_fields(body).unwrap();
-        assert_eq!(
-            (f.severity, f.code, f.message),
-            ("ERROR", "42P01", "no such table")
-        );
-        assert!(decode_error_fields(b"C42").is_err());
-        assert_eq!(decode_ready_status(b"T"), Ok(b'T'));
-        assert!(decode_ready_status(b"x").is_err());
-        assert_eq!(decode_command_tag(b"SELECT 1\0"), Ok("SELECT 1"));
-        assert_eq!(decode_parameter_status(b"a\0b\0"), Ok(("a", "b")));
     }
 }

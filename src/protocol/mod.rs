@@ -7,6 +7,7 @@
 //! bounds-checked [`reader::Reader`]: pgwire 0.42's decoders index without length checks and
 //! panic on truncated bodies, which a proxy facing the network cannot afford.
 
+pub mod backend;
 pub mod build;
 pub mod copy;
 mod datetime;

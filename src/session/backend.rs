@@ -12,9 +12,9 @@ use super::queue::Pending;
 use super::transform::{self, FieldOut, RowError};
 use super::{CommandKind, Event, Outbound, Phase, Session, copy};
 use crate::protocol::ProtocolError;
+use crate::protocol::backend::{Backend, ErrorFields, decode_parameter_status};
 use crate::protocol::build;
 use crate::protocol::frame::Frame;
-use crate::protocol::message;
 use crate::sql::Plan;
 
 impl Session {
@@ -24,49 +24,60 @@ impl Session {
         now: Instant,
         out: &mut Outbound,
     ) -> Result<(), ProtocolError> {
-        let body = frame.body();
-        let forward = match frame.tag() {
-            b'1' | b'2' | b'3' => self.completion(),
-            b'n' => self.no_data(),
-            b't' => return self.parameter_description(frame, out),
-            b'T' => return self.row_description(frame, out),
-            b'D' => return self.data_row(frame, out),
-            b'C' | b'I' | b's' => {
-                self.command_complete(frame.tag(), body, now, out)?;
+        let forward = match Backend::decode(frame)? {
+            Backend::ParseComplete | Backend::BindComplete | Backend::CloseComplete => {
+                self.completion()
+            }
+            Backend::NoData => self.no_data(),
+            Backend::ParameterDescription(body) => self.parameter_description(body, out)?,
+            Backend::RowDescription(body) => self.row_description(body, out)?,
+            Backend::DataRow(body) => self.data_row(body, out)?,
+            Backend::CommandComplete(tag) => {
+                let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
+                self.command_complete(CommandKind::from_tag(tag), rows, now, out);
                 true
             }
-            b'E' => self.error(body, now, out)?,
-            b'Z' => {
-                self.tx_status = message::decode_ready_status(body)?;
-                if let Some(Pending::Query { audit, .. }) = self.queue.front_mut() {
-                    // Statements after a failed one in a simple query do not run.
-                    let skipped = std::mem::take(audit);
-                    self.audit_not_run(skipped, out);
-                }
-                self.queue.complete_head();
+            Backend::EmptyQuery | Backend::PortalSuspended => {
+                self.command_complete(CommandKind::Other, None, now, out);
                 true
             }
-            b'G' | b'W' => {
+            Backend::Error(fields) => self.error(&fields, now, out),
+            Backend::ReadyForQuery(status) => {
+                self.ready_for_query(status, out);
+                true
+            }
+            Backend::CopyIn => {
                 self.queue.copy_started();
                 true
             }
-            b'H' => {
+            Backend::CopyOut => {
                 let ctx = self.ctx();
                 self.copy.out = self.copy_plan().map(|p| copy::CopyOut::new(p, ctx));
                 true
             }
-            b'd' => self.copy_out_data(body, out)?,
-            b'c' => {
+            Backend::CopyData(body) => self.copy_out_data(body, out)?,
+            Backend::CopyDone => {
                 self.copy.out = None;
                 true
             }
-            b'S' => self.parameter_status(body, out),
-            _ => true,
+            Backend::ParameterStatus(body) => self.parameter_status(body, out),
+            Backend::Other => true,
         };
         if forward {
             out.client.extend_from_slice(frame.raw());
         }
         Ok(())
+    }
+
+    /// ReadyForQuery: the transaction status; a simple query's statements after a failed
+    /// one did not run.
+    fn ready_for_query(&mut self, status: u8, out: &mut Outbound) {
+        self.tx_status = status;
+        if let Some(Pending::Query { audit, .. }) = self.queue.front_mut() {
+            let skipped = std::mem::take(audit);
+            self.audit_not_run(skipped, out);
+        }
+        self.queue.complete_head();
     }
 
     /// ParseComplete, BindComplete, CloseComplete; false when hidden (the replacement of a
@@ -103,54 +114,39 @@ impl Session {
     /// rewritten statement (encrypted parameters shown with their logical types).
     fn parameter_description(
         &mut self,
-        frame: &Frame,
+        body: &[u8],
         out: &mut Outbound,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         match self.queue.front() {
-            Some(Pending::HiddenDescribe(..)) => Ok(()),
+            Some(Pending::HiddenDescribe(..)) => Ok(false),
             Some(Pending::Describe {
                 plan: Some((plan, declared)),
                 ..
-            }) => transform::parameter_description(frame.body(), plan, declared, &mut out.client),
-            _ => {
-                out.client.extend_from_slice(frame.raw());
-                Ok(())
+            }) => {
+                transform::parameter_description(body, plan, declared, &mut out.client)?;
+                Ok(false)
             }
+            _ => Ok(true),
         }
     }
 
     /// CommandComplete, EmptyQueryResponse, PortalSuspended.
     fn command_complete(
         &mut self,
-        tag: u8,
-        body: &[u8],
+        kind: CommandKind,
+        rows: Option<u64>,
         now: Instant,
         out: &mut Outbound,
-    ) -> Result<(), ProtocolError> {
+    ) {
         self.simple_rows = None;
         self.copy.out = None;
-        let (kind, rows) = match tag {
-            b'C' => {
-                let tag = message::decode_command_tag(body)?;
-                let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
-                (CommandKind::from_tag(tag), rows)
-            }
-            _ => (CommandKind::Other, None),
-        };
         self.queue.copy_in = false;
         self.statement_done(kind, rows, None, now, out);
-        Ok(())
     }
 
     /// ErrorResponse: a refusal phigate caused is replaced by phigate's error. Returns
     /// whether the server's error goes to the client.
-    fn error(
-        &mut self,
-        body: &[u8],
-        now: Instant,
-        out: &mut Outbound,
-    ) -> Result<bool, ProtocolError> {
-        let fields = message::decode_error_fields(body)?;
+    fn error(&mut self, fields: &ErrorFields<'_>, now: Instant, out: &mut Outbound) -> bool {
         if matches!(fields.severity, "FATAL" | "PANIC") {
             // The server ends the connection after this; so do we.
             self.phase = Phase::Closed;
@@ -179,7 +175,7 @@ impl Session {
         let code = fields.code.to_owned();
         self.statement_done(CommandKind::Failed, None, Some(&code), now, out);
         self.queue.skip_after_error();
-        Ok(!replaced)
+        !replaced
     }
 
     /// CopyData from the server: decrypted in a COPY TO STDOUT of a protected table.
@@ -198,7 +194,7 @@ impl Session {
     /// ParameterStatus: `application_name` is shown as the client set it. A value in a
     /// client encoding other than UTF-8 is passed on as it is.
     fn parameter_status(&mut self, body: &[u8], out: &mut Outbound) -> bool {
-        let Ok((name, value)) = message::decode_parameter_status(body) else {
+        let Ok((name, value)) = decode_parameter_status(body) else {
             return true;
         };
         let shown = self.params.observe(name, value);
@@ -250,7 +246,7 @@ impl Session {
     }
 
     /// RowDescription: rewritten when it describes a rewritten statement or portal.
-    fn row_description(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+    fn row_description(&mut self, body: &[u8], out: &mut Outbound) -> Result<bool, ProtocolError> {
         // The statement it describes, and whether the client sees the description.
         let described = match self.queue.front() {
             Some(Pending::HiddenDescribe(plan, _)) => Some((plan.clone(), false)),
@@ -267,12 +263,11 @@ impl Session {
             if matches!(self.queue.front(), Some(Pending::Describe { .. })) {
                 self.queue.complete_head();
             }
-            out.client.extend_from_slice(frame.raw());
-            return Ok(());
+            return Ok(true);
         };
         let mut hidden = BytesMut::new();
         let (shape, formats) = transform::row_description(
-            frame.body(),
+            body,
             guard.enforcement.current().catalog(),
             &guard.subject,
             plan.outputs.as_deref(),
@@ -292,12 +287,12 @@ impl Session {
             // a simple Query: its rows follow
             _ => self.simple_rows = Some((shape, formats)),
         }
-        Ok(())
+        Ok(false)
     }
 
     /// DataRow: protected values are decrypted when the result comes from a rewritten
     /// statement.
-    fn data_row(&mut self, frame: &Frame, out: &mut Outbound) -> Result<(), ProtocolError> {
+    fn data_row(&mut self, body: &[u8], out: &mut Outbound) -> Result<bool, ProtocolError> {
         let (shape, formats): (&[Option<FieldOut>], &[i16]) = match self.queue.front() {
             Some(Pending::Query { .. }) => match &self.simple_rows {
                 Some((shape, formats)) => (shape, formats),
@@ -312,15 +307,14 @@ impl Session {
             _ => (&[], &[]),
         };
         if shape.is_empty() {
-            out.client.extend_from_slice(frame.raw());
-            return Ok(());
+            return Ok(true);
         }
-        match transform::data_row(frame.body(), shape, formats, self.ctx(), &mut out.client) {
-            Ok(()) => Ok(()),
+        match transform::data_row(body, shape, formats, self.ctx(), &mut out.client) {
+            Ok(()) => Ok(false),
             Err(RowError::Protocol(e)) => Err(e),
             Err(e @ RowError::Unreadable { .. }) => {
                 self.unreadable(&e, out);
-                Ok(())
+                Ok(false)
             }
         }
     }

@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
+use crate::protocol::backend::{decode_error_fields, decode_parameter_status};
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{Frame, split_frame};
-use crate::protocol::message::{decode_error_fields, decode_parameter_status};
 use crate::protocol::reader::Reader;
 
 /// Where and how to reach the upstream server (resolved from the configuration once).
