@@ -1,10 +1,11 @@
 //! PostgreSQL wire protocol (v3) glue: framing, checked decoding of the messages phigate
 //! inspects, and encoding of the messages phigate itself sends.
 //!
-//! Everything here is pure: bytes in, values or bytes out. Sockets live in [`crate::server`].
+//! Everything here is pure: bytes in, values or bytes out. Sockets live in [`crate::server`] and
+//! [`crate::upstream`].
 //!
 //! pgwire encodes the messages phigate produces. Untrusted input is decoded with our own
-//! bounds-checked [`reader::Reader`]: pgwire 0.42's decoders index without length checks and
+//! bounds-checked `reader::Reader`: pgwire 0.42's decoders index without length checks and
 //! panic on truncated bodies, which a proxy facing the network cannot afford.
 
 pub mod backend;
