@@ -315,10 +315,13 @@ impl Relay<'_> {
                 self.session.audited(Ok(Vec::new()), now, &mut self.out);
                 continue;
             };
+            // Only the last is gated: its write hands everything before it to the OS too.
+            let last = records.len().saturating_sub(1);
             let mut seqs = Vec::with_capacity(records.len());
             let appended = records
                 .into_iter()
-                .try_for_each(|r| auditor.append(r, true).map(|seq| seqs.push(seq)));
+                .enumerate()
+                .try_for_each(|(i, r)| auditor.append(r, i == last).map(|seq| seqs.push(seq)));
             match (appended, seqs.last()) {
                 (Ok(()), Some(&last)) if auditor.syncs_each_statement() => {
                     let durable = Box::pin(auditor.durable(last));

@@ -83,12 +83,17 @@ impl Session {
             return Begin::Nothing;
         };
         match msg {
-            Frontend::Query { sql } => Begin::Gated(
-                redact(sql)
+            Frontend::Query { sql } => {
+                let records: Vec<Record> = redact(sql)
                     .iter()
                     .map(|stmt| audit.statement(stmt, &[], analysis))
-                    .collect(),
-            ),
+                    .collect();
+                // an empty query string has no statement to record
+                match records.is_empty() {
+                    true => Begin::Nothing,
+                    false => Begin::Gated(records),
+                }
+            }
             Frontend::FunctionCall => {
                 Begin::Gated(vec![audit.statement(&function_call(), &[], analysis)])
             }

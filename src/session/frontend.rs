@@ -66,10 +66,6 @@ impl Session {
         self.follow_search_path(&msg);
         let analysis = self.analyse(&frame, &msg);
         match self.audit_begin(&msg, analysis.as_ref(), out) {
-            // an empty query string has no statement to record
-            Begin::Gated(records) if records.is_empty() => {
-                self.forward(&frame, &msg, analysis, VecDeque::new(), now, out)
-            }
             Begin::Nothing => self.forward(&frame, &msg, analysis, VecDeque::new(), now, out),
             Begin::Gated(records) => {
                 out.gated.extend(records);

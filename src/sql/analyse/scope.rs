@@ -56,14 +56,7 @@ impl Walker<'_> {
     pub(super) fn qualified(&self, rel: &str, col: &str) -> Option<Arc<Column>> {
         for level in self.scope.iter().rev() {
             if let Some(r) = level.iter().find(|r| r.name == rel) {
-                return match &r.kind {
-                    RelKind::Table(t) => t.protected.get(col).cloned(),
-                    RelKind::Derived(cols, _) => cols
-                        .iter()
-                        .find(|(n, _)| n == col)
-                        .and_then(|(_, c)| c.clone()),
-                    RelKind::Opaque => None,
-                };
+                return r.column(col);
             }
         }
         None
@@ -157,14 +150,7 @@ impl Walker<'_> {
     }
 
     pub(super) fn level_column(&self, name: &str) -> Option<Arc<Column>> {
-        self.scope.last()?.iter().find_map(|r| match &r.kind {
-            RelKind::Table(t) => t.protected.get(name).cloned(),
-            RelKind::Derived(cols, _) => cols
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, c)| c.clone()),
-            RelKind::Opaque => None,
-        })
+        self.scope.last()?.iter().find_map(|r| r.column(name))
     }
 
     pub(super) fn factor(&mut self, f: &mut TableFactor) -> Res {
@@ -216,11 +202,7 @@ impl Walker<'_> {
     /// A reference to a CTE: its outputs, renamed by the alias's column list.
     fn cte_factor(&self, name: &ObjectName, alias: Option<&TableAlias>) -> Rel {
         let (mut cols, complete) = self.cte(name).cloned().unwrap_or_default();
-        if let Some(a) = alias {
-            for (slot, renamed) in cols.iter_mut().zip(&a.columns) {
-                slot.0 = fold(&renamed.name);
-            }
-        }
+        rename(&mut cols, alias);
         let own = idents(name).pop().unwrap_or_default();
         Rel {
             name: alias.map(|a| fold(&a.name)).unwrap_or(own),
@@ -284,11 +266,7 @@ impl Walker<'_> {
             self.scope.push(level);
         }
         let (mut cols, complete) = result?;
-        if let Some(a) = alias {
-            for (slot, renamed) in cols.iter_mut().zip(&a.columns) {
-                slot.0 = fold(&renamed.name);
-            }
-        }
+        rename(&mut cols, alias);
         Ok(Rel {
             name: alias.map(|a| fold(&a.name)).unwrap_or_default(),
             kind: RelKind::Derived(cols, complete),
@@ -330,5 +308,28 @@ impl Walker<'_> {
         }
         self.ctes.push(level);
         Ok(())
+    }
+}
+
+impl Rel {
+    /// The protected column `name` of this relation is, if any.
+    fn column(&self, name: &str) -> Option<Arc<Column>> {
+        match &self.kind {
+            RelKind::Table(t) => t.protected.get(name).cloned(),
+            RelKind::Derived(cols, _) => cols
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, c)| c.clone()),
+            RelKind::Opaque => None,
+        }
+    }
+}
+
+/// Outputs renamed by an alias's column list (`AS a (x, y)`).
+fn rename(cols: &mut Named, alias: Option<&TableAlias>) {
+    if let Some(a) = alias {
+        for (slot, renamed) in cols.iter_mut().zip(&a.columns) {
+            slot.0 = fold(&renamed.name);
+        }
     }
 }
