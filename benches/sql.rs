@@ -10,12 +10,13 @@ use std::time::Instant;
 use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 use phigate::crypto::{ColumnCipher, Keyring, Mode, domain_aad};
+use phigate::encryption::Ciphers;
 use phigate::policy::{PolicySet, TableName};
 use phigate::protocol::frame::split_frame;
 use phigate::protocol::value::Context;
-use phigate::session::{Guard, Outbound, Session};
+use phigate::session::{Enforcement, Guard, Outbound, Session};
 use phigate::sql::catalog::{LiveColumn, LiveTable};
-use phigate::sql::{Analyzer, Catalog, Enforcement, Subject};
+use phigate::sql::{Analyzer, Catalog, Subject};
 
 const POLICY: &str = r#"
 [table]
@@ -67,7 +68,7 @@ fn catalog() -> (Arc<Catalog>, Arc<PolicySet>) {
         },
         LiveTable { oid: 100, columns },
     );
-    let catalog = Catalog::new(&policies, &keyring(), &live).expect("catalog");
+    let catalog = Catalog::new(&policies, &live).expect("catalog");
     (Arc::new(catalog), Arc::new(policies))
 }
 
@@ -214,7 +215,10 @@ fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
 fn session(c: &mut Criterion) {
     let (catalog, policies) = catalog();
     let guard = Guard {
-        enforcement: Arc::new(Enforcement::new(Analyzer::new(catalog, policies))),
+        enforcement: Arc::new(Enforcement::new(
+            Analyzer::new(catalog.clone(), policies),
+            Ciphers::new(keyring(), &catalog),
+        )),
         subject: subject(),
         break_glass_for: std::time::Duration::from_secs(1800),
         session_key: Arc::new(phigate::policy::session_key::SessionKey::from_bytes(

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod config;
 pub mod crypto;
+pub mod encryption;
 pub mod metrics;
 pub mod migrate;
 mod net;

@@ -165,7 +165,8 @@ pub async fn encrypt_existing(
         .ok_or_else(undeclared)?;
     let declared = policy.columns.get(column).ok_or_else(undeclared)?;
     let keyring = Keyring::load(&config.keyring_file())?;
-    let col = Catalog::column(&name, column, declared, &keyring);
+    let col = Catalog::column(&name, column, declared);
+    let cipher = crate::encryption::cipher(&keyring, &col);
     let names = Names::new(&name, column);
     // The tables' owner (`upstream.admin_user`) changes the column's type; without one, the
     // service login must own the table (and `serve` then refuses until it no longer does).
@@ -196,6 +197,7 @@ pub async fn encrypt_existing(
     let mut m = Migration {
         db: &mut db,
         col: &col,
+        cipher: &cipher,
         names: &names,
         active: keyring.active(),
         batch: batch.max(1),
@@ -234,6 +236,7 @@ async fn prepare_session(db: &mut ServiceSession, names: &Names) -> Result<bool,
 struct Migration<'a> {
     db: &'a mut ServiceSession,
     col: &'a Column,
+    cipher: &'a crate::crypto::ColumnCipher,
     names: &'a Names,
     active: u32,
     batch: usize,
@@ -382,7 +385,7 @@ impl Migration<'_> {
             let canonical =
                 value::to_canonical(self.col.logical_type(), Format::Text, text.as_bytes(), ctx)
                     .map_err(|e| self.value_error(e.to_string()))?;
-            let sealed = self.col.cipher.encrypt(&canonical);
+            let sealed = self.cipher.encrypt(&canonical);
             values.push(format!(
                 "({}::tid, pg_catalog.decode('{}', 'hex'))",
                 literal(tid),
@@ -432,14 +435,13 @@ impl Migration<'_> {
                 let stored = value::parse_bytea(&format!("\\x{stored}"))
                     .map_err(|e| self.value_error(e.into()))?;
                 let plain = self
-                    .col
                     .cipher
                     .decrypt(&stored)
                     .map_err(|e| self.value_error(e.to_string()))?;
                 values.push(format!(
                     "({}::tid, pg_catalog.decode('{}', 'hex'))",
                     literal(tid),
-                    hex::encode(self.col.cipher.encrypt(&plain))
+                    hex::encode(self.cipher.encrypt(&plain))
                 ));
             }
             if !values.is_empty() {

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use phigate::crypto::Keyring;
+use phigate::encryption::Ciphers;
 use phigate::policy::{PolicySet, TableName};
+use phigate::session::Enforcement;
 use phigate::sql::catalog::{LiveColumn, LiveTable};
-use phigate::sql::{Analyzer, Catalog, Enforcement, Subject};
+use phigate::sql::{Analyzer, Catalog, Subject};
 
 const PATIENTS: &str = r#"
 [table]
@@ -96,11 +98,12 @@ fn build() -> Arc<Enforcement> {
         live(100, &["id", "ssn", "full_name", "birth_date", "clinic_id"]),
     );
     schema.insert(name("visits"), live(200, &["id", "patient_id", "note"]));
-    let catalog = Catalog::new(&policies, &keyring, &schema).expect("catalog");
-    Arc::new(Enforcement::new(Analyzer::new(
-        Arc::new(catalog),
-        Arc::new(policies),
-    )))
+    let catalog = Arc::new(Catalog::new(&policies, &schema).expect("catalog"));
+    let ciphers = Ciphers::new(keyring, &catalog);
+    Arc::new(Enforcement::new(
+        Analyzer::new(catalog, Arc::new(policies)),
+        ciphers,
+    ))
 }
 
 /// The policies in force, built once.

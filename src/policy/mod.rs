@@ -10,6 +10,8 @@ pub(crate) mod settings;
 mod tables;
 mod users;
 
+/// The encryption mode a column is declared with.
+pub use crate::crypto::Mode;
 pub use roles::{Role, StatementKind, StatementKinds};
 pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};

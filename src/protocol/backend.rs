@@ -1,7 +1,8 @@
 //! Backend (server to client) messages, decoded with bounds checks: [`Backend`] names
-//! every message the session core acts on; the bodies it rewrites (RowDescription,
-//! DataRow, ParameterDescription, CopyData) are kept as bytes for the transforms that
-//! read them field by field.
+//! every message phigate acts on. The bodies only the encryption rewrites read
+//! (RowDescription, DataRow, ParameterDescription) stay bytes in [`Backend`] until a rewrite
+//! decodes them with [`decode_row_description`], [`decode_data_row`] and
+//! [`decode_parameter_description`]: a message passed through is never decoded.
 
 use super::ProtocolError;
 use super::frame::Frame;
@@ -44,8 +45,120 @@ pub enum Backend<'a> {
     CopyDone,
     /// 'S' (body: its text may be in a client encoding other than UTF-8)
     ParameterStatus(&'a [u8]),
+    /// 'R': a step of the login
+    Authentication(Authentication<'a>),
+    /// 'K': the backend's process id and cancel key
+    BackendKeyData(i32, &'a [u8]),
     /// anything else (NoticeResponse, NotificationResponse, ...): passed on
     Other,
+}
+
+/// An Authentication request from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authentication<'a> {
+    /// 0: logged in
+    Ok,
+    /// 3: send the password in clear
+    CleartextPassword,
+    /// 5: send the MD5 hash of the password with this salt
+    Md5Password([u8; 4]),
+    /// 10: SASL, with the mechanisms offered
+    Sasl(Vec<&'a str>),
+    /// 11: the server's SASL challenge
+    SaslContinue(&'a [u8]),
+    /// 12: the server's last SASL message
+    SaslFinal(&'a [u8]),
+    /// any other method (its code)
+    Unsupported(i32),
+}
+
+/// Decodes an Authentication body.
+pub fn decode_authentication(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
+    let mut r = Reader::new(body, "Authentication");
+    Ok(match r.i32()? {
+        0 => Authentication::Ok,
+        3 => Authentication::CleartextPassword,
+        5 => {
+            let salt = r.bytes(4)?;
+            Authentication::Md5Password([salt[0], salt[1], salt[2], salt[3]])
+        }
+        10 => {
+            let mut offered = Vec::new();
+            loop {
+                match r.cstr()? {
+                    "" => break,
+                    m => offered.push(m),
+                }
+            }
+            Authentication::Sasl(offered)
+        }
+        11 => Authentication::SaslContinue(r.rest()),
+        12 => Authentication::SaslFinal(r.rest()),
+        code => Authentication::Unsupported(code),
+    })
+}
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDescription<'a> {
+    /// the column name (in the client encoding)
+    pub name: &'a [u8],
+    /// the table's OID, 0 when the field is no table column
+    pub table_oid: u32,
+    /// the column's attribute number, 0 when none
+    pub column: i16,
+    /// the type's OID
+    pub type_oid: u32,
+    /// the type's size (negative: variable)
+    pub type_len: i16,
+    /// the type modifier
+    pub type_mod: i32,
+    /// 0 text, 1 binary
+    pub format: i16,
+}
+
+/// Decodes a RowDescription body.
+pub fn decode_row_description(body: &[u8]) -> Result<Vec<FieldDescription<'_>>, ProtocolError> {
+    let mut r = Reader::new(body, "RowDescription");
+    let n = r.count16()?;
+    let mut fields = Vec::with_capacity(n.min(body.len() / 19));
+    for _ in 0..n {
+        fields.push(FieldDescription {
+            name: r.cbytes()?,
+            table_oid: r.i32()? as u32,
+            column: r.i16()?,
+            type_oid: r.i32()? as u32,
+            type_len: r.i16()?,
+            type_mod: r.i32()?,
+            format: r.i16()?,
+        });
+    }
+    r.finish()?;
+    Ok(fields)
+}
+
+/// Decodes a DataRow body: each value, `None` for NULL.
+pub fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.count16()?;
+    let mut values = Vec::with_capacity(n.min(body.len() / 4));
+    for _ in 0..n {
+        values.push(r.value()?);
+    }
+    r.finish()?;
+    Ok(values)
+}
+
+/// Decodes a ParameterDescription body: each parameter's type OID.
+pub fn decode_parameter_description(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.count16()?;
+    let mut oids = Vec::with_capacity(n.min(body.len() / 4));
+    for _ in 0..n {
+        oids.push(r.i32()? as u32);
+    }
+    r.finish()?;
+    Ok(oids)
 }
 
 impl<'a> Backend<'a> {
@@ -70,6 +183,11 @@ impl<'a> Backend<'a> {
             b'd' => Self::CopyData(body),
             b'c' => Self::CopyDone,
             b'S' => Self::ParameterStatus(body),
+            b'R' => Self::Authentication(decode_authentication(body)?),
+            b'K' => {
+                let mut r = Reader::new(body, "BackendKeyData");
+                Self::BackendKeyData(r.i32()?, r.rest())
+            }
             _ => Self::Other,
         })
     }
@@ -154,5 +272,20 @@ mod tests {
         assert!(decode_ready_status(b"x").is_err());
         assert_eq!(decode_command_tag(b"SELECT 1\0"), Ok("SELECT 1"));
         assert_eq!(decode_parameter_status(b"a\0b\0"), Ok(("a", "b")));
+        assert_eq!(
+            decode_parameter_description(b"\0\x01\0\0\0\x11"),
+            Ok(vec![17])
+        );
+        assert!(decode_parameter_description(b"\0\x02\0\0\0\x11").is_err());
+        assert_eq!(
+            decode_data_row(b"\0\x02\xff\xff\xff\xff\0\0\0\x01x"),
+            Ok(vec![None, Some(&b"x"[..])])
+        );
+        assert!(decode_data_row(b"\0\x01\0\0\0\x05x").is_err());
+        assert_eq!(
+            decode_authentication(b"\0\0\0\x0aSCRAM-SHA-256\0\0"),
+            Ok(Authentication::Sasl(vec!["SCRAM-SHA-256"]))
+        );
+        assert!(decode_authentication(b"\0\0\0\x05ab").is_err());
     }
 }

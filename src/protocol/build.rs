@@ -2,6 +2,8 @@
 //! Each appends one complete message to `out`.
 
 use bytes::{BufMut, BytesMut};
+
+use super::backend::FieldDescription;
 use pgwire::messages::Message;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
@@ -88,9 +90,25 @@ fn put<M: Message>(m: &M, out: &mut BytesMut) {
     }
 }
 
-/// AuthenticationOk, AuthenticationSASL, SASLContinue, SASLFinal.
-pub fn authentication(auth: Authentication, out: &mut BytesMut) {
-    put(&auth, out);
+/// AuthenticationOk.
+pub fn authentication_ok(out: &mut BytesMut) {
+    put(&Authentication::Ok, out);
+}
+
+/// AuthenticationSASL offering `mechanisms`.
+pub fn authentication_sasl(mechanisms: &[&str], out: &mut BytesMut) {
+    let offered = mechanisms.iter().map(|m| (*m).to_owned()).collect();
+    put(&Authentication::SASL(offered), out);
+}
+
+/// AuthenticationSASLContinue.
+pub fn authentication_sasl_continue(data: &[u8], out: &mut BytesMut) {
+    put(&Authentication::SASLContinue(data.to_vec().into()), out);
+}
+
+/// AuthenticationSASLFinal.
+pub fn authentication_sasl_final(data: &[u8], out: &mut BytesMut) {
+    put(&Authentication::SASLFinal(data.to_vec().into()), out);
 }
 
 /// ParameterStatus.
@@ -181,7 +199,7 @@ pub fn flush(out: &mut BytesMut) {
 }
 
 /// Appends a message with type byte `tag` whose body `body` writes.
-pub fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);
     let at = out.len();
     out.put_i32(0);
@@ -205,6 +223,90 @@ pub fn parse(name: &str, sql: &str, param_types: &[u32], out: &mut BytesMut) {
             b.put_u32(*t);
         }
     });
+}
+
+/// Bind: `values` in `formats` (one code each), results in `result_formats`.
+pub fn bind(
+    (portal, statement): (&str, &str),
+    formats: &[i16],
+    values: &[Option<Vec<u8>>],
+    result_formats: impl ExactSizeIterator<Item = i16>,
+    out: &mut BytesMut,
+) {
+    message(out, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        put_count(b, formats.len());
+        for f in formats {
+            b.put_i16(*f);
+        }
+        put_values(b, values);
+        put_count(b, result_formats.len());
+        for f in result_formats {
+            b.put_i16(f);
+        }
+    });
+}
+
+/// ParameterDescription.
+pub fn parameter_description(oids: &[u32], out: &mut BytesMut) {
+    message(out, b't', |b| {
+        put_count(b, oids.len());
+        for oid in oids {
+            b.put_u32(*oid);
+        }
+    });
+}
+
+/// RowDescription.
+pub fn row_description(fields: &[FieldDescription<'_>], out: &mut BytesMut) {
+    message(out, b'T', |b| {
+        put_count(b, fields.len());
+        for f in fields {
+            b.put_slice(f.name);
+            b.put_u8(0);
+            b.put_u32(f.table_oid);
+            b.put_i16(f.column);
+            b.put_u32(f.type_oid);
+            b.put_i16(f.type_len);
+            b.put_i32(f.type_mod);
+            b.put_i16(f.format);
+        }
+    });
+}
+
+/// DataRow.
+pub fn data_row(values: &[Option<Vec<u8>>], out: &mut BytesMut) {
+    message(out, b'D', |b| put_values(b, values));
+}
+
+/// CopyData.
+pub fn copy_data(data: &[u8], out: &mut BytesMut) {
+    message(out, b'd', |b| b.put_slice(data));
+}
+
+/// CopyFail with `reason`.
+pub fn copy_fail(reason: &str, out: &mut BytesMut) {
+    message(out, b'f', |b| put_cstr(b, reason));
+}
+
+/// A 16-bit count (clamped: the callers' counts come from 16-bit counts).
+fn put_count(b: &mut BytesMut, n: usize) {
+    b.put_i16(i16::try_from(n).unwrap_or(i16::MAX));
+}
+
+/// A count, then each value with its length (-1 for NULL).
+fn put_values(b: &mut BytesMut, values: &[Option<Vec<u8>>]) {
+    put_count(b, values.len());
+    for v in values {
+        match v {
+            Some(v) => {
+                b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                b.put_slice(v);
+            }
+            None => b.put_i32(-1),
+        }
+    }
 }
 
 /// Bind with no parameters and default (text) result formats.
@@ -243,7 +345,7 @@ pub fn execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
 }
 
 /// Appends a NUL-terminated string.
-pub fn put_cstr(out: &mut BytesMut, s: &str) {
+fn put_cstr(out: &mut BytesMut, s: &str) {
     out.put_slice(s.as_bytes());
     out.put_u8(0);
 }
@@ -274,5 +376,26 @@ mod tests {
         let mut out = BytesMut::new();
         startup(&[("user", "u")], &mut out);
         assert_eq!(&out[..], b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
+    }
+
+    #[test]
+    fn rows_round_trip_through_our_decoders() {
+        use crate::protocol::backend::{decode_data_row, decode_row_description};
+        let field = FieldDescription {
+            name: b"ssn",
+            table_oid: 7,
+            column: 2,
+            type_oid: 25,
+            type_len: -1,
+            type_mod: -1,
+            format: 1,
+        };
+        let mut out = BytesMut::new();
+        row_description(std::slice::from_ref(&field), &mut out);
+        data_row(&[None, Some(b"x".to_vec())], &mut out);
+        let t = split_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_row_description(t.body()).unwrap(), [field]);
+        let d = split_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_data_row(d.body()).unwrap(), [None, Some(&b"x"[..])]);
     }
 }

@@ -230,6 +230,58 @@ pub fn put_value(v: &[u8], f: &CopyFormat, out: &mut Vec<u8>) {
     }
 }
 
+/// Where each complete row of `buf` ends (just after its newline). A CSV row may hold
+/// newlines inside quotes.
+pub fn row_ends(buf: &[u8], f: &CopyFormat) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < buf.len() {
+        let b = buf[i];
+        if f.csv {
+            if in_quotes && b == f.escape && f.escape != f.quote {
+                i += 2;
+                continue;
+            }
+            if b == f.quote {
+                in_quotes = !in_quotes;
+            }
+        } else if b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b == b'\n' && !in_quotes {
+            ends.push(i + 1);
+        }
+        i += 1;
+    }
+    ends
+}
+
+/// Rewrites one row (without its line end) into `out`: each non-NULL field `i` replaced by
+/// what `transform(i, value)` gives (`None`: kept as it appeared).
+pub fn rewrite_row<E>(
+    row: &[u8],
+    f: &CopyFormat,
+    mut transform: impl FnMut(usize, &[u8]) -> Option<Result<Vec<u8>, E>>,
+    out: &mut Vec<u8>,
+) -> Result<(), E> {
+    for (i, field) in fields(row, f).into_iter().enumerate() {
+        if i > 0 {
+            out.push(f.delimiter);
+        }
+        let new = match &field.value {
+            Some(v) => transform(i, v).transpose()?,
+            None => None,
+        };
+        match new {
+            Some(v) => put_value(&v, f, out),
+            None => out.extend_from_slice(field.raw),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,7 +182,7 @@ impl ClientEncoding {
     }
 
     /// UTF-8 bytes as client bytes.
-    pub fn from_utf8(self, bytes: &[u8]) -> Result<Vec<u8>, EncodingError> {
+    pub fn utf8_to_client(self, bytes: &[u8]) -> Result<Vec<u8>, EncodingError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EncodingError)?;
         self.encode(text).map(Cow::into_owned)
     }
@@ -244,7 +244,7 @@ impl ClientEncoding {
                 .ok_or(EncodingError)?;
             let frame = rest.get(..1 + len).ok_or(EncodingError)?;
             let (tag, body) = (frame[0], &frame[5..]);
-            match convert_body(tag, body, |t| self.from_utf8(t))? {
+            match convert_body(tag, body, |t| self.utf8_to_client(t))? {
                 Some(b) if !body.is_ascii() => {
                     out.push(tag);
                     out.extend_from_slice(

@@ -55,7 +55,7 @@ impl Formats<'_> {
     }
 
     /// The codes, in order.
-    pub fn iter(&self) -> impl Iterator<Item = i16> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = i16> + '_ {
         self.0
             .chunks_exact(2)
             .map(|c| i16::from_be_bytes([c[0], c[1]]))
@@ -66,6 +66,16 @@ impl Formats<'_> {
         let at = if self.len() == 1 { 0 } else { i };
         self.iter().nth(at).unwrap_or(0)
     }
+}
+
+/// Decodes a SASLInitialResponse body (a password message during SASL authentication):
+/// the mechanism and the client's first message.
+pub fn decode_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
+    let mut r = Reader::new(body, "SASLInitialResponse");
+    let mechanism = r.cstr()?;
+    let data = r.value()?.unwrap_or_default();
+    r.finish()?;
+    Ok((mechanism, data))
 }
 
 /// A frontend (client to server) message after startup.

@@ -9,13 +9,14 @@
 //! panic on truncated bodies, which a proxy facing the network cannot afford.
 
 pub mod backend;
-pub mod build;
+pub(crate) mod build;
 pub mod copy;
+pub(crate) mod copy_binary;
 mod datetime;
-pub mod encoding;
+pub(crate) mod encoding;
 pub mod frame;
 pub mod message;
-pub(crate) mod reader;
+mod reader;
 pub mod startup;
 pub mod value;
 

@@ -89,7 +89,7 @@ impl Context {
         v: Vec<u8>,
     ) -> Result<Vec<u8>, super::encoding::EncodingError> {
         if is_textual(ty, format) && !self.encoding.is_utf8() {
-            self.encoding.from_utf8(&v)
+            self.encoding.utf8_to_client(&v)
         } else {
             Ok(v)
         }

@@ -11,6 +11,7 @@ use super::{ServerError, Shared};
 use crate::audit::{Auditor, Durability, Kind, LogOptions, Record};
 use crate::config::{AuditDurability, Config, NativePolicies};
 use crate::crypto::Keyring;
+use crate::encryption::Ciphers;
 use crate::net::tls;
 use crate::policy::PolicySet;
 use crate::policy::session_key::SessionKey;
@@ -76,20 +77,20 @@ pub(super) fn open_auditor(config: &Config) -> Result<Option<Arc<Auditor>>, Serv
 
 impl Shared {
     pub(super) fn policies(&self) -> Arc<PolicySet> {
-        self.enforcement.current().policies().clone()
+        self.enforcement.current().analyzer.policies().clone()
     }
 }
 
-/// Loads the policy set and everything enforcing it needs: the keyring and the live schema
-/// for protected columns, the native row-level security check (or installation) for row
-/// policies.
-pub(super) async fn load_analyzer(
+/// Loads the policy set and everything enforcing it needs: the keyring (the ciphers) and
+/// the live schema for protected columns, the native row-level security check (or
+/// installation) for row policies.
+pub(super) async fn load_enforced(
     config: &Config,
     key: &SessionKey,
     mode: Native,
-) -> Result<Analyzer, ServerError> {
+) -> Result<(Analyzer, Ciphers), ServerError> {
     let policies = PolicySet::load(&config.policies_dir())?;
-    let catalog = if policies.tables().next().is_some() {
+    let (catalog, keyring) = if policies.tables().next().is_some() {
         let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
             Keyring::load(&config.keyring_file())?
         } else {
@@ -102,9 +103,12 @@ pub(super) async fn load_analyzer(
         if !config.policies.allow_plain_bytea {
             schema.require_backstop(&policies)?;
         }
-        Catalog::new(&policies, &keyring, &schema.tables)?
+        (Catalog::new(&policies, &schema.tables)?, keyring)
     } else {
-        Catalog::default()
+        (
+            Catalog::default(),
+            Keyring::from_keys(1, vec![(1, [0; 32])]),
+        )
     };
     let apply = config.policies.native == NativePolicies::Apply;
     match mode {
@@ -118,7 +122,11 @@ pub(super) async fn load_analyzer(
         Native::Check if apply => upstream::verify(config, &policies, key, true).await?,
         Native::Check => upstream::verify(config, &policies, key, false).await?,
     }
-    Ok(Analyzer::new(Arc::new(catalog), Arc::new(policies)))
+    let ciphers = Ciphers::new(keyring, &catalog);
+    Ok((
+        Analyzer::new(Arc::new(catalog), Arc::new(policies)),
+        ciphers,
+    ))
 }
 
 /// What loading the policies does about the native row-level security policies.
@@ -144,7 +152,7 @@ pub async fn check(config: &Config) -> Result<PolicySet, ServerError> {
         // serve creates it; until then no database holds its secret
         SessionKey::from_bytes(rand::rng().random())
     };
-    load_analyzer(config, &key, Native::Check).await?;
+    load_enforced(config, &key, Native::Check).await?;
     if config.audit.enabled {
         crate::audit::check_writable(&config.audit_dir(), &config.audit_key_file())?;
     }
@@ -164,7 +172,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<(), ServerError> {
         let shared = &self.0;
         let _one = shared.reloading.lock().await;
-        let result = load_analyzer(&shared.config, &shared.session_key, Native::Enforce).await;
+        let result = load_enforced(&shared.config, &shared.session_key, Native::Enforce).await;
         let mut record = Record::default();
         match &result {
             Ok(_) => record.decision = Some(crate::audit::Decision::Allowed),
@@ -174,14 +182,14 @@ impl Reloader {
             }
         }
         let audited = shared.audit(record, Kind::PolicyReload).await;
-        let analyzer = result?;
+        let (analyzer, ciphers) = result?;
         if audited.is_err() {
             return Err(ServerError::Config(
                 "the audit log cannot record the reload; the policies in force stay".into(),
             ));
         }
         let (users, roles) = analyzer.policies().counts();
-        shared.enforcement.replace(analyzer);
+        shared.enforcement.replace(analyzer, ciphers);
         tracing::info!(users, roles, "policies reloaded");
         Ok(())
     }

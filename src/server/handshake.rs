@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use bytes::BytesMut;
-use pgwire::messages::startup::Authentication;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,7 +15,7 @@ use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{Frame, split_frame};
-use crate::protocol::reader::Reader;
+use crate::protocol::message::decode_sasl_initial_response;
 use crate::protocol::startup::{StartupPacket, split_startup};
 
 /// What a new connection turned out to be.
@@ -235,7 +234,7 @@ async fn authenticate(
         || decoy_verifier(&shared.decoy_secret, user),
         |u| u.scram.clone(),
     );
-    build::authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), &mut out);
+    build::authentication_sasl(&["SCRAM-SHA-256"], &mut out);
     stream.write_all(&out).await?;
     out.clear();
     let Some(first) = read_auth_message(&mut stream, buf).await? else {
@@ -249,7 +248,7 @@ async fn authenticate(
     let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
     let exchange = match ScramExchange::start(verifier, &first, &nonce) {
         Ok((exchange, server_first)) => {
-            build::authentication(Authentication::SASLContinue(server_first.into()), &mut out);
+            build::authentication_sasl_continue(server_first.as_bytes(), &mut out);
             stream.write_all(&out).await?;
             out.clear();
             exchange
@@ -267,8 +266,8 @@ async fn authenticate(
         }
         (Err(e), _) => return Ok(Err(login_failed(stream, user, peer, &e, shared).await)),
     };
-    build::authentication(Authentication::SASLFinal(server_final.into()), &mut out);
-    build::authentication(Authentication::Ok, &mut out);
+    build::authentication_sasl_final(server_final.as_bytes(), &mut out);
+    build::authentication_ok(&mut out);
     stream.write_all(&out).await?;
     Ok(Ok((stream, entry.role)))
 }
@@ -301,14 +300,7 @@ async fn read_auth_message(
 }
 
 fn sasl_initial(frame: &Frame) -> Result<Vec<u8>, PgError> {
-    let mut r = Reader::new(frame.body(), "SASLInitialResponse");
-    let parsed = (|| {
-        let mechanism = r.cstr()?;
-        let data = r.value()?.unwrap_or_default();
-        r.finish()?;
-        Ok::<_, ProtocolError>((mechanism, data))
-    })();
-    match parsed {
+    match decode_sasl_initial_response(frame.body()) {
         Ok(("SCRAM-SHA-256", data)) => Ok(data.to_vec()),
         Ok((other, _)) => Err(PgError::fatal(
             "28000",

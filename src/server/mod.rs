@@ -29,10 +29,10 @@ use crate::metrics::{Metrics, serve_admin};
 use crate::net::tls;
 use crate::policy::PolicyError;
 use crate::policy::session_key::SessionKey;
-use crate::sql::Enforcement;
+use crate::session::Enforcement;
 use crate::sql::catalog::CatalogError;
 use crate::upstream::{self, UpstreamError, UpstreamTarget};
-use boot::{Native, load_analyzer, open_auditor};
+use boot::{Native, load_enforced, open_auditor};
 use cancel::CancelRegistry;
 
 /// Why the server could not start.
@@ -107,7 +107,7 @@ impl Server {
     /// Loads policies and TLS material and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let session_key = Arc::new(SessionKey::load_or_create(&config.session_key_file())?);
-        let analyzer = load_analyzer(&config, &session_key, Native::Enforce).await?;
+        let (analyzer, ciphers) = load_enforced(&config, &session_key, Native::Enforce).await?;
         let auditor = open_auditor(&config)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
@@ -146,7 +146,7 @@ impl Server {
                 decoy_secret: rand::rng().random(),
                 throttle: throttle::LoginThrottle::new(config.listen.auth_failure_delay),
                 connections,
-                enforcement: Arc::new(Enforcement::new(analyzer)),
+                enforcement: Arc::new(Enforcement::new(analyzer, ciphers)),
                 reloading: tokio::sync::Mutex::new(()),
                 auditor,
                 session_key,

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::queue::Pending;
-use super::transform::{self, FieldOut, RowError};
-use super::{CommandKind, Event, Outbound, Phase, Session, copy};
+use super::refuse::REFUSAL_MESSAGE;
+use super::{CommandKind, Event, Outbound, Phase, Session};
+use crate::encryption::{self, CopyOut, FieldOut, RowError};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{Backend, ErrorFields, decode_parameter_status};
 use crate::protocol::build;
@@ -52,7 +53,10 @@ impl Session {
             }
             Backend::CopyOut => {
                 let ctx = self.ctx();
-                self.copy.out = self.copy_plan().map(|p| copy::CopyOut::new(p, ctx));
+                self.copy.out = match (self.copy_plan(), self.enforced()) {
+                    (Some(p), Some(e)) => Some(CopyOut::new(&p, &e.ciphers, ctx)),
+                    _ => None,
+                };
                 true
             }
             Backend::CopyData(body) => self.copy_out_data(body, out)?,
@@ -61,7 +65,8 @@ impl Session {
                 true
             }
             Backend::ParameterStatus(body) => self.parameter_status(body, out),
-            Backend::Other => true,
+            // login messages never come in a session: passed on as they are
+            Backend::Other | Backend::Authentication(_) | Backend::BackendKeyData(..) => true,
         };
         if forward {
             out.client.extend_from_slice(frame.raw());
@@ -123,7 +128,7 @@ impl Session {
                 plan: Some((plan, declared)),
                 ..
             }) => {
-                transform::parameter_description(body, plan, declared, &mut out.client)?;
+                encryption::parameter_description(body, plan, declared, &mut out.client)?;
                 Ok(false)
             }
             _ => Ok(true),
@@ -153,9 +158,8 @@ impl Session {
         }
         self.simple_rows = None;
         self.copy.out = None;
-        let ours = fields.code == "P0001" && fields.message == transform::REFUSAL_MESSAGE;
-        let copy_failed =
-            fields.code == "57014" && fields.message.ends_with(transform::REFUSAL_MESSAGE);
+        let ours = fields.code == "P0001" && fields.message == REFUSAL_MESSAGE;
+        let copy_failed = fields.code == "57014" && fields.message.ends_with(REFUSAL_MESSAGE);
         let refusal = match self.queue.front() {
             _ if copy_failed => self.copy.refusal.take(),
             Some(Pending::Refused { refusal, .. }) => Some(refusal.clone()),
@@ -266,9 +270,10 @@ impl Session {
             return Ok(true);
         };
         let mut hidden = BytesMut::new();
-        let (shape, formats) = transform::row_description(
+        let enforced = guard.enforcement.current();
+        let (shape, formats) = encryption::row_description(
             body,
-            guard.enforcement.current().catalog(),
+            (enforced.analyzer.catalog(), &enforced.ciphers),
             &guard.subject,
             plan.outputs.as_deref(),
             if shown { &mut out.client } else { &mut hidden },
@@ -309,7 +314,7 @@ impl Session {
         if shape.is_empty() {
             return Ok(true);
         }
-        match transform::data_row(body, shape, formats, self.ctx(), &mut out.client) {
+        match encryption::data_row(body, shape, formats, self.ctx(), &mut out.client) {
             Ok(()) => Ok(false),
             Err(RowError::Protocol(e)) => Err(e),
             Err(e @ RowError::Unreadable { .. }) => {

@@ -13,7 +13,8 @@ use super::refuse::{
     audit_refusal, extended_declare_refusal, fast_path_refusal, unanswered_parse_refusal,
 };
 use super::registry::{Portal, Prepared, Rows, Statement};
-use super::{Event, Held, Outbound, Phase, Session, transform};
+use super::{Event, Held, Outbound, Phase, Session};
+use crate::encryption;
 use crate::protocol::build;
 use crate::protocol::frame::Frame;
 use crate::protocol::message::{Bind, Frontend, Target};
@@ -117,8 +118,12 @@ impl Session {
             }
             Frontend::Query { sql } | Frontend::Parse { sql, .. } => {
                 g.subject.emergency = self.emergency.is_some();
-                let analyzer = g.enforcement.current();
-                Some(analyzer.analyse_on(&g.subject, ctx, &self.search_path, sql))
+                let enforced = g.enforcement.current();
+                Some(
+                    enforced
+                        .analyzer
+                        .analyse_on(&g.subject, ctx, &self.search_path, sql),
+                )
             }
             Frontend::FunctionCall if !large_object_call(frame.body()) => {
                 Some(Analysis::Refuse(Arc::new(fast_path_refusal())))
@@ -200,8 +205,13 @@ impl Session {
                 None
             }
             Some(Analysis::Rewrite(plan)) => {
-                build::query(&plan.sql, &mut out.upstream);
-                self.copy.client = ClientCopy::after(&plan, ctx);
+                // a plan comes from a guard's analyser: the ciphers are there
+                let Some(enforced) = self.enforced() else {
+                    return;
+                };
+                let ciphers = &enforced.ciphers;
+                build::query(&encryption::render(&plan.sql, ciphers), &mut out.upstream);
+                self.copy.client = ClientCopy::after(&plan, ciphers, ctx);
                 Some(plan)
             }
             Some(Analysis::Refuse(r)) => return self.refuse_query(r, now, out),
@@ -257,7 +267,10 @@ impl Session {
             }
             Some(Analysis::Refuse(r)) => return self.refuse_extended(r, out),
             Some(Analysis::Rewrite(plan)) => {
-                transform::parse(name, &plan, declared, &mut out.upstream);
+                let Some(enforced) = self.enforced() else {
+                    return;
+                };
+                encryption::parse(name, &plan, declared, &enforced.ciphers, &mut out.upstream);
                 build::describe(b'S', name, &mut out.upstream);
                 let shape = Arc::new(OnceLock::new());
                 let hidden = Pending::HiddenDescribe(plan.clone(), shape.clone());
@@ -289,25 +302,22 @@ impl Session {
             return self.queue.owe(Pending::Bind);
         }
         let ctx = self.ctx();
-        let statement = match self.queue.replacing(b.statement) {
-            // PostgreSQL runs the new statement if it accepts the Parse, and skips this
-            // Bind if it refuses it; after a Sync it would bind the old one: refused.
-            Some((_, true)) => {
-                return self.refuse_extended(Arc::new(unanswered_parse_refusal()), out);
-            }
-            Some((replacement, false)) => Some(replacement),
-            None => self.registry.statement(b.statement),
-        };
+        let (statement, ambiguous) = self.statement_now(b.statement);
+        if ambiguous {
+            return self.refuse_extended(Arc::new(unanswered_parse_refusal()), out);
+        }
         let audited = statement.and_then(|s| s.audited.clone());
         let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
-        let encrypted = prepared.map(|prep| {
+        let enforced = self.enforced();
+        let encrypted = prepared.zip(enforced.as_ref()).map(|(prep, enforced)| {
             let rows = Rows {
                 plan: prep.plan.clone(),
                 shape: prep.shape.clone(),
                 formats: b.result_formats.iter().collect(),
             };
-            transform::bind(b, &prep.plan, &prep.declared, ctx, &mut out.upstream).map(|()| rows)
+            let plan = (&*prep.plan, &prep.declared[..]);
+            encryption::bind(b, plan, &enforced.ciphers, ctx, &mut out.upstream).map(|()| rows)
         });
         let rows = match encrypted {
             None => {
@@ -365,8 +375,9 @@ impl Session {
         };
         if let Some(rows) = &rows
             && rows.plan.copy.as_ref().is_some_and(|c| c.from_client)
+            && let Some(enforced) = self.enforced()
         {
-            self.copy.client = ClientCopy::after(&rows.plan, ctx);
+            self.copy.client = ClientCopy::after(&rows.plan, &enforced.ciphers, ctx);
         }
         self.queue.owe(Pending::Execute {
             since: now,
@@ -400,12 +411,20 @@ impl Session {
         self.queue.copy_end();
     }
 
+    /// The statement `name` means for a message sent now: the one an unanswered Parse
+    /// gives it (PostgreSQL runs the new statement if it accepts the Parse, and skips what
+    /// follows until Sync if it refuses it), else the registered one. True as well when a
+    /// Sync lies between that Parse and now: PostgreSQL may then run either statement.
+    fn statement_now(&self, name: &str) -> (Option<&Statement>, bool) {
+        match self.queue.replacing(name) {
+            Some((replacement, after_sync)) => (Some(replacement), after_sync),
+            None => (self.registry.statement(name), false),
+        }
+    }
+
     /// The rewrite statement `name` has once the Parses sent so far are answered.
     fn prepared(&self, name: &str) -> Option<&Prepared> {
-        match self.queue.replacing(name) {
-            Some((replacement, _)) => replacement.prepared.as_ref(),
-            None => self.registry.prepared(name),
-        }
+        self.statement_now(name).0?.prepared.as_ref()
     }
 
     /// True when prepared statements and portals are tracked: phigate rewrites statements

@@ -15,34 +15,38 @@
 //! - `frontend` / `backend`: the messages of each direction
 //! - `auditing`: the audit records of statements
 //! - `refuse`: replacing a statement by an error, in protocol order
-//! - `transform`, `copy`: encryption of parameters and COPY rows, decryption of results
+//! - `copy`: the COPY in progress
+//! - `guard`: the policies and ciphers in force
+//!
+//! Values are encrypted and decrypted by `crate::encryption`, which the session calls with
+//! the ciphers in force.
 
 mod auditing;
 mod backend;
 mod copy;
-mod copy_binary;
 mod frontend;
+mod guard;
 mod kind;
 mod parameters;
 mod queue;
 mod refuse;
 mod registry;
-mod transform;
 
+pub use guard::{Enforced, Enforcement, Guard};
 pub use kind::CommandKind;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
 use crate::audit::{AuditKeys, Record};
+use crate::encryption::Shape;
 use crate::protocol::frame::Frame;
 use crate::protocol::value::Context;
-use crate::sql::{Analysis, Enforcement, Subject};
+use crate::sql::Analysis;
 use queue::Queue;
 use registry::Registry;
-use transform::Shape;
 
 /// What the session asks its driver to do, and what happened, since the driver last
 /// drained it.
@@ -77,25 +81,6 @@ pub enum Event {
     BreakGlass,
     /// phigate refused a statement with this SQLSTATE.
     Refused(&'static str),
-}
-
-/// What a session enforces: the policies in force (firewall, column access, row policies,
-/// encryption) for its user.
-#[derive(Debug, Clone)]
-pub struct Guard {
-    /// the policies in force, replaced whole when they reload
-    pub enforcement: Arc<Enforcement>,
-    /// the session's user and role (the emergency flag is the session's to keep)
-    pub subject: Subject,
-    /// how long a declared emergency lasts
-    pub break_glass_for: Duration,
-    /// tags the emergency setting so that only this backend's native policies accept it
-    pub session_key: Arc<crate::policy::session_key::SessionKey>,
-    /// the upstream backend's process id
-    pub backend_pid: i32,
-    /// when the session started, on the monotonic clock and the wall clock: an emergency's
-    /// wall-clock expiry (which the native policies read) is computed from them
-    pub started: (Instant, SystemTime),
 }
 
 /// What a session writes to the audit log.
@@ -203,6 +188,11 @@ impl Session {
     /// What value conversions need to know of the session.
     fn ctx(&self) -> Context {
         self.params.ctx()
+    }
+
+    /// The analyser and ciphers in force; `None` without a guard (nothing is rewritten).
+    fn enforced(&self) -> Option<Arc<Enforced>> {
+        self.guard.as_ref().map(|g| g.enforcement.current())
     }
 
     /// Where the session is in its life.

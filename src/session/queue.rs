@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::registry::{Rows, Statement};
-use super::transform::Shape;
+use crate::encryption::Shape;
 use crate::sql::{Plan, Refusal};
 
 /// A response the client is still owed.

@@ -9,10 +9,31 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::queue::Pending;
-use super::{Event, Outbound, Phase, Session, copy, transform};
+use super::{Event, Outbound, Phase, Session, copy};
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
 use crate::sql::Refusal;
+
+/// The SQL PostgreSQL runs in place of a refused statement: it raises an error phigate
+/// recognises (and replaces with its own), so the transaction aborts as PostgreSQL would
+/// abort it and responses keep their order.
+pub(super) const REFUSAL_SQL: &str = "DO $phigate$BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', \
+     MESSAGE = 'phigate refusal'; END$phigate$";
+
+/// The message PostgreSQL raises for [`REFUSAL_SQL`].
+pub(super) const REFUSAL_MESSAGE: &str = "phigate refusal";
+
+/// The prepared statement name the extended-protocol refusal uses (closed at once).
+const REFUSAL_STATEMENT: &str = "\u{1}phigate_refusal";
+
+/// Parse, Bind, Close, Execute of [`REFUSAL_SQL`]: answered by ParseComplete, BindComplete,
+/// CloseComplete, then the error.
+pub(super) fn refusal_extended(out: &mut BytesMut) {
+    build::parse(REFUSAL_STATEMENT, REFUSAL_SQL, &[], out);
+    build::bind_empty("", REFUSAL_STATEMENT, out);
+    build::close(b'S', REFUSAL_STATEMENT, out);
+    build::execute("", 0, out);
+}
 
 /// The refusal of a statement the audit log cannot record.
 pub(super) fn audit_refusal() -> Refusal {
@@ -77,7 +98,7 @@ impl Session {
     /// raise `refusal` in its place, in protocol order.
     pub(super) fn refuse_query(&mut self, refusal: Arc<Refusal>, now: Instant, out: &mut Outbound) {
         out.events.push(Event::Refused(refusal.code));
-        build::query(transform::REFUSAL_SQL, &mut out.upstream);
+        build::query(REFUSAL_SQL, &mut out.upstream);
         self.copy.client = copy::ClientCopy::Discard;
         self.queue.owe_now(Pending::Query {
             since: now,
@@ -88,10 +109,10 @@ impl Session {
     }
 
     /// Replaces an extended-protocol message by a statement that makes PostgreSQL raise
-    /// an error in its place (see [`transform::refusal_extended`]).
+    /// an error in its place (see [`refusal_extended`]).
     pub(super) fn refuse_extended(&mut self, refusal: Arc<Refusal>, out: &mut Outbound) {
         out.events.push(Event::Refused(refusal.code));
-        transform::refusal_extended(&mut out.upstream);
+        refusal_extended(&mut out.upstream);
         self.copy.client = copy::ClientCopy::Discard;
         self.queue.owe(Pending::Refused { refusal, hidden: 0 });
     }
@@ -101,9 +122,7 @@ impl Session {
     pub(super) fn abort_copy(&mut self, refusal: Refusal, out: &mut Outbound) {
         self.copy.client = copy::ClientCopy::Discard;
         self.copy.refusal = Some(Arc::new(refusal));
-        build::message(&mut out.upstream, b'f', |b| {
-            build::put_cstr(b, transform::REFUSAL_MESSAGE);
-        });
+        build::copy_fail(REFUSAL_MESSAGE, &mut out.upstream);
     }
 
     /// Delivers the synthetic messages that have reached the head of the queue.
@@ -158,7 +177,7 @@ impl Session {
 
     /// A stored value does not decrypt: the result cannot be delivered whole, so the
     /// session ends with FATAL XX001 (the server rolls back the transaction).
-    pub(super) fn unreadable(&mut self, e: &transform::RowError, out: &mut Outbound) {
+    pub(super) fn unreadable(&mut self, e: &crate::encryption::RowError, out: &mut Outbound) {
         tracing::error!(error = %e, "a protected value does not decrypt; ending the session");
         self.fail_upstream(
             PgError::fatal("XX001", e.to_string()).with_hint(

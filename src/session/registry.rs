@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use crate::audit::Redacted;
 use crate::sql::Plan;
 
-use super::transform::Shape;
+use crate::encryption::Shape;
 
 /// A prepared statement phigate rewrote.
 #[derive(Debug)]
@@ -83,11 +83,6 @@ impl Registry {
 
     pub(super) fn statement(&self, name: &str) -> Option<&Statement> {
         self.statements.get(name)
-    }
-
-    /// The rewrite of statement `name`, when phigate rewrote it.
-    pub(super) fn prepared(&self, name: &str) -> Option<&Prepared> {
-        self.statements.get(name)?.prepared.as_ref()
     }
 
     /// A Bind: the portal `name` is (re)defined.

@@ -229,17 +229,26 @@ fn transaction_status_follows_ready_for_query() {
 fn masks_show_only_what_the_role_may_see() {
     use crate::policy::MaskKind;
     assert_eq!(
-        transform::mask(MaskKind::Last4, "123-45-6789"),
+        crate::encryption::mask(MaskKind::Last4, "123-45-6789"),
         "***-**-6789"
     );
-    assert_eq!(transform::mask(MaskKind::Last4, "abc"), "abc");
-    assert_eq!(transform::mask(MaskKind::Year, "1912-06-23"), "1912");
+    assert_eq!(crate::encryption::mask(MaskKind::Last4, "abc"), "abc");
     assert_eq!(
-        transform::mask(MaskKind::Year, "2020-01-02 03:04:05+00"),
+        crate::encryption::mask(MaskKind::Year, "1912-06-23"),
+        "1912"
+    );
+    assert_eq!(
+        crate::encryption::mask(MaskKind::Year, "2020-01-02 03:04:05+00"),
         "2020"
     );
-    assert_eq!(transform::mask(MaskKind::Year, "0044-03-15 BC"), "0044 BC");
-    assert_eq!(transform::mask(MaskKind::Redact, "Ada Lovelace"), "***");
+    assert_eq!(
+        crate::encryption::mask(MaskKind::Year, "0044-03-15 BC"),
+        "0044 BC"
+    );
+    assert_eq!(
+        crate::encryption::mask(MaskKind::Redact, "Ada Lovelace"),
+        "***"
+    );
 }
 
 /// An error in the extended protocol that arrives before the client's Sync: the messages

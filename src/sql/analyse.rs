@@ -1,6 +1,7 @@
 //! The walk over a parsed statement that touches a protected table: it resolves every
 //! column reference against the tables in scope, accepts protected columns only where the
-//! result stays correct on ciphertext, encrypts literals written to or compared with them,
+//! result stays correct on ciphertext, leaves literals written to or compared with them
+//! as slots for the `encryption` module to fill,
 //! and records which bound parameters must be encrypted. Anything else is refused.
 
 use std::sync::Arc;
@@ -28,7 +29,6 @@ use copy::literal_text;
 
 use super::catalog::{Catalog, Column, Table};
 use super::{Access, CopyFormat, CopyPlan, ParamUse, Refusal};
-use crate::crypto::Mode;
 use crate::policy::{LogicalType, ReadOutcome};
 use crate::protocol::value::{self, Context, Format};
 
@@ -80,8 +80,9 @@ pub(super) struct Walker<'a> {
     /// per parameter: the type a cast on it named (PostgreSQL would infer that type for it)
     pub(super) param_casts: Vec<Option<crate::policy::LogicalType>>,
     pub(super) tables: Vec<Arc<Table>>,
-    /// a literal was encrypted in randomized mode: the rewritten text must not be reused
-    pub(super) randomized_literal: bool,
+    /// the values the statement writes to or compares with encrypted columns, each left
+    /// in the text as a marker (its index here)
+    pub(super) literals: Vec<super::Literal>,
     /// the COPY of a protected table the statement runs
     pub(super) copy: Option<CopyPlan>,
     /// the protected column of each output of the last statement, when phigate can list
@@ -246,7 +247,7 @@ impl<'a> Walker<'a> {
             unqualified: false,
             path,
             tables: Vec::new(),
-            randomized_literal: false,
+            literals: Vec::new(),
             copy: None,
             outputs: None,
             fetch: false,

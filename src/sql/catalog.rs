@@ -1,13 +1,14 @@
 //! What the analyser knows about protected tables: the policy joined with the live
-//! schema (column order, catalog OIDs) and each protected column's cipher.
+//! schema (column order, catalog OIDs). No keys: ciphers live in `encryption`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::crypto::{self, ColumnCipher, Keyring, Mode};
-use crate::policy::{LogicalType, PolicySet, ProtectedColumn, ReadOutcome, RowPolicy, TableName};
+use crate::policy::{
+    LogicalType, Mode, PolicySet, ProtectedColumn, ReadOutcome, RowPolicy, TableName,
+};
 
 /// One column of a live table, as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +62,8 @@ pub enum CatalogError {
     },
 }
 
-/// A protected column, ready to encrypt and decrypt.
+/// A protected column: its policy and which ciphertexts it can be compared with. Its
+/// cipher lives in the `encryption` module, never here.
 #[derive(Debug)]
 pub struct Column {
     /// its table
@@ -70,9 +72,8 @@ pub struct Column {
     pub name: String,
     /// the policy
     pub policy: ProtectedColumn,
-    /// the cipher bound to its column (or domain) AAD
-    pub cipher: ColumnCipher,
-    /// the AAD: columns with equal AADs hold comparable ciphertexts
+    /// columns with equal identities hold comparable ciphertexts (the same deterministic
+    /// domain, or the same column), whatever the keys
     pub identity: String,
 }
 
@@ -128,12 +129,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Joins the table policies with the live schema and derives each column's keys.
+    /// Joins the table policies with the live schema.
     /// `live` maps each table to its description; a protected column that is missing or is
     /// not bytea is an error naming table and column.
     pub fn new(
         policies: &PolicySet,
-        keyring: &Keyring,
         live: &HashMap<TableName, LiveTable>,
     ) -> Result<Self, CatalogError> {
         let mut catalog = Catalog::default();
@@ -156,7 +156,7 @@ impl Catalog {
                         found: found.map_or("missing".to_owned(), |c| c.type_name.clone()),
                     });
                 };
-                let column = Arc::new(Self::column(&policy.name, name, col, keyring));
+                let column = Arc::new(Self::column(&policy.name, name, col));
                 catalog
                     .by_origin
                     .insert((table.oid, found.attnum), column.clone());
@@ -198,25 +198,24 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// A protected column with its cipher derived from `keyring`.
-    pub fn column(
-        table: &TableName,
-        name: &str,
-        col: &ProtectedColumn,
-        keyring: &Keyring,
-    ) -> Column {
+    /// A protected column of `table`.
+    pub fn column(table: &TableName, name: &str, col: &ProtectedColumn) -> Column {
         let ty = col.logical_type.name();
         let identity = match &col.domain {
-            Some(domain) => crypto::domain_aad(domain, ty),
-            None => crypto::column_aad(&table.schema, &table.table, name, ty),
+            Some(domain) => format!("domain:{domain}/{ty}"),
+            None => format!("{}.{}.{name}/{ty}", table.schema, table.table),
         };
         Column {
             table: table.clone(),
             name: name.to_owned(),
             policy: col.clone(),
-            cipher: ColumnCipher::new(keyring, col.mode, &identity),
             identity,
         }
+    }
+
+    /// Every protected column.
+    pub fn columns(&self) -> impl Iterator<Item = &Arc<Column>> {
+        self.tables.iter().flat_map(|t| t.protected.values())
     }
 
     /// True when no table is protected: every statement passes through.

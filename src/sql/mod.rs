@@ -10,20 +10,19 @@ pub mod catalog;
 mod firewall;
 pub(crate) mod lex;
 mod search_path;
+mod text;
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, Value,
-};
+use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 pub use catalog::{Catalog, Column};
 pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
+pub use text::{Literal, Sql};
 
 use std::collections::BTreeMap;
 
@@ -74,8 +73,9 @@ pub struct CopyPlan {
 /// A statement phigate rewrote.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// the text to send upstream
-    pub sql: String,
+    /// the text to send upstream, with slots for the values the `encryption` module
+    /// encrypts at each execution
+    pub sql: Sql,
     /// per parameter ($1 is index 0): how to transform it, `None` to pass it unchanged
     pub params: Vec<Option<ParamUse>>,
     /// per parameter: the type a cast on it named, which PostgreSQL would have inferred
@@ -93,9 +93,6 @@ pub struct Plan {
     /// whose outputs phigate can list: used where PostgreSQL reports no origin (set
     /// operations, expressions over CTEs)
     pub outputs: Option<Vec<Option<Arc<Column>>>>,
-    /// false when a literal was encrypted in randomized mode: the text must then not be
-    /// reused for another execution, or equal values would share a ciphertext
-    pub reusable: bool,
 }
 
 /// A statement phigate refuses, as the client will see it.
@@ -331,11 +328,18 @@ fn analyse_touched(
     } else {
         None
     };
-    let sql = statements
+    let rendered = statements
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
+    let sql = Sql::split(&rendered, std::mem::take(&mut walker.literals)).ok_or_else(|| {
+        Refusal::new(
+            "0A000",
+            "phigate cannot rewrite a statement holding a NUL character".into(),
+            "PostgreSQL does not accept NUL in text either; remove it",
+        )
+    })?;
     Ok(Some(Plan {
         sql,
         params: walker.params,
@@ -345,7 +349,6 @@ fn analyse_touched(
         tables: walker.tables,
         copy: walker.copy,
         outputs,
-        reusable: !walker.randomized_literal,
     }))
 }
 
@@ -353,8 +356,7 @@ impl Plan {
     /// A plan that only replaces the statement's text.
     pub fn text(sql: String) -> Self {
         Self {
-            sql,
-            reusable: true,
+            sql: Sql::plain(sql),
             ..Self::default()
         }
     }
@@ -555,31 +557,6 @@ fn parse_position(e: &sqlparser::parser::ParserError) -> String {
     }
 }
 
-/// `pg_catalog.decode('<hex>', 'hex')`: a bytea value whatever `standard_conforming_strings`
-/// says.
-fn bytea_literal(bytes: &[u8]) -> Expr {
-    let hex = hex::encode(bytes);
-    let arg = |s: String| {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
-            Value::SingleQuotedString(s),
-        )))
-    };
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("pg_catalog"), Ident::new("decode")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![arg(hex), arg("hex".to_owned())],
-            clauses: Vec::new(),
-        }),
-        within_group: Vec::new(),
-        filter: None,
-        null_treatment: None,
-        over: None,
-    })
-}
-
 /// Most distinct statement texts kept per process; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 4096;
 /// Most bytes of statement text (counted twice: the key and the rewritten plan) the cache
@@ -588,35 +565,6 @@ const CACHE_BYTES: usize = 32 << 20;
 /// Statements longer than this are analysed every time, never kept: generated bulk
 /// statements are rarely sent twice, and would crowd out the ones that are.
 const CACHEABLE_LEN: usize = 64 << 10;
-
-/// The analyser in force, replaced whole when the policies reload: sessions pick up the
-/// new one at their next statement.
-#[derive(Debug)]
-pub struct Enforcement(std::sync::RwLock<Arc<Analyzer>>);
-
-impl Enforcement {
-    /// Enforces `analyzer`.
-    pub fn new(analyzer: Analyzer) -> Self {
-        Self(std::sync::RwLock::new(Arc::new(analyzer)))
-    }
-
-    /// The analyser in force.
-    pub fn current(&self) -> Arc<Analyzer> {
-        match self.0.read() {
-            Ok(a) => a.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Puts `analyzer` in force.
-    pub fn replace(&self, analyzer: Analyzer) {
-        let new = Arc::new(analyzer);
-        match self.0.write() {
-            Ok(mut a) => *a = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
-    }
-}
 
 impl Subject {
     /// What the subject reads from `col`.
@@ -737,16 +685,12 @@ impl Analyzer {
             settings,
             attributes: &user.attributes,
         };
-        let (analysis, reusable) =
-            match analyse_touched(&self.catalog, &access, (ctx, path), sql, &names) {
-                Ok(None) => (Analysis::Pass, true),
-                Ok(Some(plan)) => {
-                    let reusable = plan.reusable;
-                    (Analysis::Rewrite(Arc::new(plan)), reusable)
-                }
-                Err(r) => (Analysis::Refuse(Arc::new(r)), true),
-            };
-        if reusable && sql.len() <= CACHEABLE_LEN {
+        let analysis = match analyse_touched(&self.catalog, &access, (ctx, path), sql, &names) {
+            Ok(None) => Analysis::Pass,
+            Ok(Some(plan)) => Analysis::Rewrite(Arc::new(plan)),
+            Err(r) => Analysis::Refuse(Arc::new(r)),
+        };
+        if sql.len() <= CACHEABLE_LEN {
             self.keep(key, analysis.clone());
         }
         analysis
@@ -766,4 +710,4 @@ impl Analyzer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

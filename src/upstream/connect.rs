@@ -13,10 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
-use crate::protocol::backend::{decode_error_fields, decode_parameter_status};
+use crate::protocol::backend::{Authentication, Backend, decode_data_row, decode_parameter_status};
 use crate::protocol::build::{self, PgError};
 use crate::protocol::frame::{Frame, split_frame};
-use crate::protocol::reader::Reader;
 
 /// Where and how to reach the upstream server (resolved from the configuration once).
 #[derive(Clone)]
@@ -213,24 +212,20 @@ async fn login(
             }
         };
         let mut reply = BytesMut::new();
-        match frame.tag() {
-            b'R' => authenticate(target, &frame, &mut scram, &mut reply)?,
-            b'S' => {
-                let (k, v) = decode_parameter_status(frame.body())?;
+        match Backend::decode(&frame)? {
+            Backend::Authentication(auth) => authenticate(target, auth, &mut scram, &mut reply)?,
+            Backend::ParameterStatus(body) => {
+                let (k, v) = decode_parameter_status(body)?;
                 parameters.push((k.to_owned(), v.to_owned()));
             }
-            b'K' => {
-                let mut r = Reader::new(frame.body(), "BackendKeyData");
-                backend_key = Some((r.i32()?, r.rest().to_vec()));
-            }
-            b'E' => {
-                let f = decode_error_fields(frame.body())?;
+            Backend::BackendKeyData(pid, secret) => backend_key = Some((pid, secret.to_vec())),
+            Backend::Error(f) => {
                 return Err(UpstreamError::Refused {
                     code: f.code.to_owned(),
                     message: f.message.to_owned(),
                 });
             }
-            b'Z' => {
+            Backend::ReadyForQuery(_) => {
                 let backend_key = backend_key
                     .ok_or_else(|| UpstreamError::Login("server sent no BackendKeyData".into()))?;
                 return Ok(Connected {
@@ -240,8 +235,9 @@ async fn login(
                     leftover: buf,
                 });
             }
-            b'N' | b'v' => {}
-            other => return Err(ProtocolError::UnexpectedType(other).into()),
+            // NoticeResponse, NegotiateProtocolVersion
+            Backend::Other if matches!(frame.tag(), b'N' | b'v') => {}
+            _ => return Err(ProtocolError::UnexpectedType(frame.tag()).into()),
         }
         if !reply.is_empty() {
             stream.write_all(&reply).await.map_err(io)?;
@@ -251,11 +247,10 @@ async fn login(
 
 fn authenticate(
     target: &UpstreamTarget,
-    frame: &Frame,
+    auth: Authentication<'_>,
     scram: &mut Option<ScramSha256>,
     reply: &mut BytesMut,
 ) -> Result<(), UpstreamError> {
-    let mut r = Reader::new(frame.body(), "Authentication");
     let password = || {
         target.password.as_deref().ok_or_else(|| {
             UpstreamError::Login(
@@ -263,20 +258,14 @@ fn authenticate(
             )
         })
     };
-    match r.i32()? {
-        0 => {}
-        3 => {
+    match auth {
+        Authentication::Ok => {}
+        Authentication::CleartextPassword => {
             let mut p = password()?.as_bytes().to_vec();
             p.push(0);
             build::password_message(&p, reply);
         }
-        5 => {
-            let salt: [u8; 4] = r
-                .bytes(4)?
-                .try_into()
-                .map_err(|_| ProtocolError::Malformed {
-                    what: "Authentication",
-                })?;
+        Authentication::Md5Password(salt) => {
             let hash = postgres_protocol::authentication::md5_hash(
                 target.user.as_bytes(),
                 password()?.as_bytes(),
@@ -286,15 +275,7 @@ fn authenticate(
             p.push(0);
             build::password_message(&p, reply);
         }
-        10 => {
-            let mut offered = Vec::new();
-            loop {
-                let m = r.cstr()?;
-                if m.is_empty() {
-                    break;
-                }
-                offered.push(m);
-            }
+        Authentication::Sasl(offered) => {
             if !offered.contains(&"SCRAM-SHA-256") {
                 return Err(UpstreamError::Login(format!(
                     "no supported SASL mechanism in {offered:?}"
@@ -304,24 +285,24 @@ fn authenticate(
             build::sasl_initial_response("SCRAM-SHA-256", client.message(), reply);
             *scram = Some(client);
         }
-        11 => {
+        Authentication::SaslContinue(data) => {
             let client = scram
                 .as_mut()
                 .ok_or_else(|| UpstreamError::Login("SASLContinue before SASL".into()))?;
             client
-                .update(r.rest())
+                .update(data)
                 .map_err(|e| UpstreamError::Login(format!("SCRAM: {e}")))?;
             build::password_message(client.message(), reply);
         }
-        12 => {
+        Authentication::SaslFinal(data) => {
             let mut client = scram
                 .take()
                 .ok_or_else(|| UpstreamError::Login("SASLFinal before SASL".into()))?;
             client
-                .finish(r.rest())
+                .finish(data)
                 .map_err(|e| UpstreamError::Login(format!("SCRAM server signature: {e}")))?;
         }
-        code => {
+        Authentication::Unsupported(code) => {
             return Err(UpstreamError::Login(format!(
                 "unsupported authentication method {code}"
             )));
@@ -361,35 +342,34 @@ impl Connected {
         let mut failure = None;
         loop {
             let frame = self.next_frame().await?;
-            match frame.tag() {
-                b'D' => {
-                    let mut r = Reader::new(frame.body(), "DataRow");
-                    let n = r.count16()?;
-                    let row = (0..n)
-                        .map(|_| Ok(r.value()?.map(|v| String::from_utf8_lossy(v).into_owned())))
-                        .collect::<Result<Vec<_>, ProtocolError>>()?;
+            match Backend::decode(&frame)? {
+                Backend::DataRow(body) => {
+                    let row = decode_data_row(body)?
+                        .into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect();
                     rows.push(row);
                 }
-                b'E' => {
-                    let f = decode_error_fields(frame.body())?;
+                Backend::Error(f) => {
                     failure.get_or_insert(UpstreamError::Refused {
                         code: f.code.to_owned(),
                         message: f.message.to_owned(),
                     });
                 }
                 // a COPY FROM STDIN this session did not expect: end it
-                b'G' => self.send(b'f', b"unexpected COPY\0").await?,
-                b'Z' => return failure.map_or(Ok(rows), Err),
+                Backend::CopyIn => {
+                    let mut out = BytesMut::new();
+                    build::copy_fail("unexpected COPY", &mut out);
+                    self.send(&out).await?;
+                }
+                Backend::ReadyForQuery(_) => return failure.map_or(Ok(rows), Err),
                 _ => {}
             }
         }
     }
 
-    async fn send(&mut self, tag: u8, body: &[u8]) -> Result<(), UpstreamError> {
-        self.stream
-            .write_all(Frame::new(tag, body).raw())
-            .await
-            .map_err(Self::io)
+    async fn send(&mut self, messages: &[u8]) -> Result<(), UpstreamError> {
+        self.stream.write_all(messages).await.map_err(Self::io)
     }
 
     /// Runs one simple query on a session opened by phigate itself (never a client's) and
@@ -398,9 +378,9 @@ impl Connected {
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
-        let mut body = sql.as_bytes().to_vec();
-        body.push(0);
-        self.send(b'Q', &body).await?;
+        let mut out = BytesMut::new();
+        build::query(sql, &mut out);
+        self.send(&out).await?;
         self.finish_query().await
     }
 }

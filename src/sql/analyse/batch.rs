@@ -125,16 +125,22 @@ impl Walker<'_> {
                 "write the array as '{a,b,...}'",
             )
         })?;
-        let mut elements = Vec::with_capacity(items.len());
+        let unsupported = || Refusal::unsupported("an array of encrypted values", &col.table);
+        let mut array = parse_expr("ARRAY[]::bytea[]").ok_or_else(unsupported)?;
+        let Expr::Cast { expr, .. } = &mut array else {
+            return Err(unsupported());
+        };
+        let Expr::Array(sqlparser::ast::Array { elem, .. }) = expr.as_mut() else {
+            return Err(unsupported());
+        };
         for item in items {
             let mut e = Expr::Value(sqlparser::ast::Value::Null.into());
             if let Some(v) = item {
                 self.encrypt_literal(&mut e, col, &v)?;
             }
-            elements.push(e.to_string());
+            elem.push(e);
         }
-        parse_expr(&format!("ARRAY[{}]::bytea[]", elements.join(", ")))
-            .ok_or_else(|| Refusal::unsupported("an array of encrypted values", &col.table))
+        Ok(array)
     }
 
     /// `SELECT c1, c2::t, ... FROM (VALUES ...) AS a (c1, c2, ...) [ORDER BY ...]`: target

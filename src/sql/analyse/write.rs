@@ -280,15 +280,17 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// A literal for encrypted column `col`: checked and made canonical here, left as a
+    /// slot the `encryption` module fills at every execution.
     pub(super) fn encrypt_literal(&mut self, e: &mut Expr, col: &Arc<Column>, text: &str) -> Res {
         let canonical =
             value::to_canonical(col.logical_type(), Format::Text, text.as_bytes(), self.ctx)
                 .map_err(|err| Refusal::invalid_value(col, &err))?;
-        let envelope = col.cipher.encrypt(&canonical);
-        if col.policy.mode == Mode::Randomized {
-            self.randomized_literal = true;
-        }
-        *e = crate::sql::bytea_literal(&envelope);
+        *e = crate::sql::text::marker(self.literals.len());
+        self.literals.push(crate::sql::Literal {
+            column: col.clone(),
+            value: canonical,
+        });
         Ok(())
     }
 

@@ -1,22 +1,18 @@
 //! PostgreSQL's binary COPY format, read as a stream that may be split anywhere: the
 //! header (`PGCOPY\n\xff\r\n\0`, flags, extension), tuples (a field count, then each
 //! field's length, -1 for NULL, and bytes), and the trailer (a field count of -1). Each
-//! complete tuple is rewritten with the protected fields transformed. Pure: bytes in,
-//! bytes out.
-
-use std::sync::Arc;
-
-use crate::sql::{Column, CopyPlan};
+//! complete tuple is rewritten with the fields its caller picks transformed. Pure: bytes
+//! in, bytes out.
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Binary COPY data that is not in the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed(pub &'static str);
+pub struct Malformed(pub &'static str);
 
 /// A binary COPY stream being rewritten.
 #[derive(Debug, Default)]
-pub(super) struct BinaryStream {
+pub struct BinaryStream {
     /// bytes of an incomplete header or tuple
     partial: Vec<u8>,
     /// the header has passed
@@ -86,14 +82,14 @@ fn tuple(b: &[u8]) -> Result<Option<(Vec<Option<&[u8]>>, usize, bool)>, Malforme
 }
 
 impl BinaryStream {
-    /// Feeds a chunk; writes to `out` every complete unit, tuples with the fields of
-    /// protected columns passed through `transform`. `Malformed` for data that is not in
-    /// the format (an error of `transform` is returned as `Err(Ok(e))`).
-    pub(super) fn feed<E>(
+    /// Feeds a chunk; writes to `out` every complete unit, each non-NULL field `i` of a
+    /// tuple replaced by what `transform(i, value)` gives (`None`: kept as it is).
+    /// `Malformed` for data that is not in the format (an error of `transform` is returned
+    /// as `Err(Ok(e))`).
+    pub fn feed<E>(
         &mut self,
         chunk: &[u8],
-        plan: &CopyPlan,
-        mut transform: impl FnMut(&Arc<Column>, &[u8]) -> Result<Vec<u8>, E>,
+        mut transform: impl FnMut(usize, &[u8]) -> Option<Result<Vec<u8>, E>>,
         out: &mut Vec<u8>,
     ) -> Result<(), Result<E, Malformed>> {
         if self.ended {
@@ -130,16 +126,18 @@ impl BinaryStream {
             }
             out.extend_from_slice(&rest[..2]);
             for (i, field) in fields.into_iter().enumerate() {
-                match (field, plan.columns.get(i).and_then(Option::as_ref)) {
-                    (None, _) => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                    (Some(v), None) => {
-                        out.extend_from_slice(&field_len(v.len()));
-                        out.extend_from_slice(v);
-                    }
-                    (Some(v), Some(col)) => {
-                        let t = transform(col, v).map_err(Ok)?;
+                let Some(v) = field else {
+                    out.extend_from_slice(&(-1i32).to_be_bytes());
+                    continue;
+                };
+                match transform(i, v).transpose().map_err(Ok)? {
+                    Some(t) => {
                         out.extend_from_slice(&field_len(t.len()));
                         out.extend_from_slice(&t);
+                    }
+                    None => {
+                        out.extend_from_slice(&field_len(v.len()));
+                        out.extend_from_slice(v);
                     }
                 }
             }
@@ -150,7 +148,7 @@ impl BinaryStream {
     }
 
     /// True when no incomplete unit is held back.
-    pub(super) fn is_clean(&self) -> bool {
+    pub fn is_clean(&self) -> bool {
         self.partial.is_empty()
     }
 }
@@ -183,30 +181,6 @@ mod tests {
         b
     }
 
-    fn plan_with(protected: &[bool]) -> CopyPlan {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("roles.toml"), "[roles.r]\n").unwrap();
-        std::fs::write(
-            dir.path().join("t.toml"),
-            "[table]\nname = \"t\"\n[columns.c]\ntype = \"text\"\nencrypt = \"randomized\"\n",
-        )
-        .unwrap();
-        let set = crate::policy::PolicySet::load(dir.path()).unwrap();
-        let policy = set.tables().next().unwrap();
-        let keyring = crate::crypto::Keyring::from_keys(1, vec![(1, [1; 32])]);
-        let col = Arc::new(crate::sql::catalog::Catalog::column(
-            &policy.name,
-            "c",
-            &policy.columns["c"],
-            &keyring,
-        ));
-        CopyPlan {
-            from_client: true,
-            columns: protected.iter().map(|p| p.then(|| col.clone())).collect(),
-            format: crate::sql::CopyFormat::binary(),
-        }
-    }
-
     #[test]
     fn tuples_split_anywhere_are_rewritten_whole() {
         let input = stream(&[
@@ -217,15 +191,13 @@ mod tests {
             &[Some(b"1"), Some(b"ABC"), None],
             &[Some(b"22"), Some(b""), Some(b"x")],
         ]);
-        let plan = plan_with(&[false, true, false]);
         for split in 0..input.len() {
             let mut s = BinaryStream::default();
             let mut out = Vec::new();
             for chunk in [&input[..split], &input[split..]] {
                 s.feed(
                     chunk,
-                    &plan,
-                    |_, v| Ok::<_, ()>(v.to_ascii_uppercase()),
+                    |i, v| (i == 1).then(|| Ok::<_, ()>(v.to_ascii_uppercase())),
                     &mut out,
                 )
                 .unwrap();
@@ -237,21 +209,16 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        let plan = plan_with(&[true]);
+        let keep = |_, _: &[u8]| None::<Result<Vec<u8>, ()>>;
         let mut s = BinaryStream::default();
         let mut out = Vec::new();
-        let e = s.feed(
-            b"1\tplain text\n",
-            &plan,
-            |_, v| Ok::<_, ()>(v.to_vec()),
-            &mut out,
-        );
+        let e = s.feed(b"1\tplain text\n", keep, &mut out);
         assert!(matches!(e, Err(Err(Malformed(_)))));
         let mut s = BinaryStream::default();
         let mut bad = stream(&[]);
         bad.truncate(19);
         bad.extend_from_slice(&[0, 1, 0xff, 0xff, 0xff, 0xf0]);
-        let e = s.feed(&bad, &plan, |_, v| Ok::<_, ()>(v.to_vec()), &mut out);
+        let e = s.feed(&bad, keep, &mut out);
         assert!(matches!(e, Err(Err(Malformed(_)))));
     }
 }

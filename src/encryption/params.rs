@@ -1,0 +1,231 @@
+//! Parameters of rewritten statements: the Parse that types encrypted parameters `bytea`,
+//! the Bind that encrypts them, and the ParameterDescription that shows the client the
+//! types it would see without phigate.
+
+use bytes::BytesMut;
+
+use super::Ciphers;
+use crate::crypto::ColumnCipher;
+use crate::protocol::ProtocolError;
+use crate::protocol::backend::decode_parameter_description;
+use crate::protocol::build;
+use crate::protocol::message::Bind;
+use crate::protocol::value::{self, Context, Format};
+use crate::sql::{Column, ParamUse, Plan, Refusal};
+
+/// The Parse phigate forwards for a rewritten statement: the plan's text, with encrypted
+/// parameters typed `bytea` (or `bytea[]`).
+pub(crate) fn parse(
+    name: &str,
+    plan: &Plan,
+    declared: &[u32],
+    ciphers: &Ciphers,
+    out: &mut BytesMut,
+) {
+    let n = declared.len().max(plan.params.len());
+    let types: Vec<u32> = (0..n)
+        .map(|i| match plan.params.get(i).and_then(Option::as_ref) {
+            Some(ParamUse::Scalar(_)) => 17,
+            Some(ParamUse::Array(_)) => 1001,
+            None => declared.get(i).copied().unwrap_or(0),
+        })
+        .collect();
+    build::parse(name, &super::render(&plan.sql, ciphers), &types, out);
+}
+
+/// The type of encrypted parameter `i` as the client sees it: the one it declared, else
+/// the one a cast in the statement named (PostgreSQL would have inferred it), else the
+/// column's logical type. `None` for a parameter phigate does not encrypt.
+fn param_oid(plan: &Plan, declared: &[u32], i: usize) -> Option<u32> {
+    let use_ = plan.params.get(i)?.as_ref()?;
+    match declared.get(i).copied().unwrap_or(0) {
+        0 => {
+            let ty = plan
+                .param_casts
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(use_.column().logical_type());
+            Some(match use_ {
+                ParamUse::Scalar(_) => value::type_oid(ty),
+                ParamUse::Array(_) => value::array_type_oid(ty),
+            })
+        }
+        d => Some(d),
+    }
+}
+
+/// Bind with the plan's parameters encrypted (sent in binary format).
+pub(crate) fn bind(
+    msg: &Bind<'_>,
+    (plan, declared): (&Plan, &[u32]),
+    ciphers: &Ciphers,
+    ctx: Context,
+    out: &mut BytesMut,
+) -> Result<(), Refusal> {
+    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(msg.params.len());
+    let mut formats: Vec<i16> = Vec::with_capacity(msg.params.len());
+    for (i, v) in msg.params.iter().enumerate() {
+        let format = Format::from_code(msg.param_formats.nth(i));
+        match (plan.params.get(i).and_then(Option::as_ref), v) {
+            (Some(use_), Some(v)) => {
+                let declared = match use_ {
+                    ParamUse::Scalar(_) => param_oid(plan, declared, i).unwrap_or(0),
+                    ParamUse::Array(_) => 0,
+                };
+                let cipher = ciphers.of(use_.column());
+                let sealed = encrypt_param(use_, &cipher, (format, declared), v, ctx, i + 1)?;
+                values.push(Some(sealed));
+                formats.push(1);
+            }
+            (Some(_), None) => {
+                values.push(None);
+                formats.push(1);
+            }
+            (None, v) => {
+                values.push(v.map(<[u8]>::to_vec));
+                formats.push(if format == Format::Binary { 1 } else { 0 });
+            }
+        }
+    }
+    build::bind(
+        (msg.portal, msg.statement),
+        &formats,
+        &values,
+        msg.result_formats.iter(),
+        out,
+    );
+    Ok(())
+}
+
+fn param_refusal(col: &Column, n: usize, problem: &str) -> Refusal {
+    Refusal {
+        code: "22P02",
+        message: format!(
+            "parameter ${n} for column {} of table {}: {problem}",
+            col.name, col.table
+        ),
+        hint: format!(
+            "send a {} value in text or binary format",
+            col.logical_type().name()
+        ),
+    }
+}
+
+/// One element's canonical plaintext, however the client sent it.
+fn canonical(
+    col: &Column,
+    format: Format,
+    declared: u32,
+    v: &[u8],
+    ctx: Context,
+    n: usize,
+) -> Result<Vec<u8>, Refusal> {
+    let ty = col.logical_type();
+    let v = &ctx.from_client(ty, format, v).map_err(|_| Refusal {
+        code: "22021",
+        message: format!(
+            "parameter ${n} for column {} of table {} is not valid in the client encoding",
+            col.name, col.table
+        ),
+        hint: "send text in the session's client_encoding".into(),
+    })?[..];
+    let format = match format {
+        Format::Binary if declared == 0 || declared == value::type_oid(ty) => Format::Binary,
+        Format::Binary if value::is_text_oid(declared) => Format::Text,
+        Format::Binary => match value::logical_of_oid(declared).filter(|s| s.converts_to(ty)) {
+            // another type whose values mean the same (an integer of another width):
+            // read it as that type, then as the column's through its text
+            Some(source) => {
+                let text = value::to_canonical(source, Format::Binary, v, ctx)
+                    .and_then(|c| value::from_canonical(source, Format::Text, &c))
+                    .map_err(|e| param_refusal(col, n, &e.to_string()))?;
+                return value::to_canonical(ty, Format::Text, &text, ctx)
+                    .map_err(|e| param_refusal(col, n, &e.to_string()));
+            }
+            None => {
+                return Err(Refusal {
+                    code: "42804",
+                    message: format!(
+                        "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
+                        col.name,
+                        col.table,
+                        ty.name()
+                    ),
+                    hint: format!("declare the parameter as {} or send it as text", ty.name()),
+                });
+            }
+        },
+        Format::Text => Format::Text,
+    };
+    value::to_canonical(ty, format, v, ctx).map_err(|e| param_refusal(col, n, &e.to_string()))
+}
+
+fn encrypt_param(
+    use_: &ParamUse,
+    cipher: &ColumnCipher,
+    (format, declared): (Format, u32),
+    v: &[u8],
+    ctx: Context,
+    n: usize,
+) -> Result<Vec<u8>, Refusal> {
+    match use_ {
+        ParamUse::Scalar(col) => Ok(cipher.encrypt(&canonical(col, format, declared, v, ctx, n)?)),
+        ParamUse::Array(col) => {
+            let elements: Vec<(Option<Vec<u8>>, Format, u32)> = match format {
+                Format::Text => {
+                    let text = ctx
+                        .encoding
+                        .decode(v)
+                        .map_err(|_| param_refusal(col, n, "not valid in the client encoding"))?;
+                    value::parse_text_array(&text)
+                        .map_err(|e| param_refusal(col, n, e))?
+                        .into_iter()
+                        .map(|e| (e.map(String::into_bytes), Format::Text, 0))
+                        .collect()
+                }
+                Format::Binary => {
+                    let (elem, items) =
+                        value::parse_binary_array(v).map_err(|e| param_refusal(col, n, e))?;
+                    items
+                        .into_iter()
+                        .map(|e| (e.map(<[u8]>::to_vec), Format::Binary, elem))
+                        .collect()
+                }
+            };
+            let mut sealed = Vec::with_capacity(elements.len());
+            for (e, f, elem) in elements {
+                // the text form was converted whole above
+                let ctx = match f {
+                    Format::Text => Context {
+                        encoding: crate::protocol::encoding::ClientEncoding::Utf8,
+                        ..ctx
+                    },
+                    Format::Binary => ctx,
+                };
+                sealed.push(match e {
+                    Some(e) => Some(cipher.encrypt(&canonical(col, f, elem, &e, ctx, n)?)),
+                    None => None,
+                });
+            }
+            Ok(value::binary_bytea_array(&sealed))
+        }
+    }
+}
+
+/// Rewrites a ParameterDescription: encrypted parameters show the type the client declared,
+/// or would see without phigate ([`param_oid`]).
+pub(crate) fn parameter_description(
+    body: &[u8],
+    plan: &Plan,
+    declared: &[u32],
+    out: &mut BytesMut,
+) -> Result<(), ProtocolError> {
+    let oids: Vec<u32> = decode_parameter_description(body)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, oid)| param_oid(plan, declared, i).unwrap_or(oid))
+        .collect();
+    build::parameter_description(&oids, out);
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! What a session enforces: the analyser and the ciphers in force, replaced together when
+//! the policies reload, and the session's own subject.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::encryption::Ciphers;
+use crate::sql::{Analyzer, Subject};
+
+/// The policies in force and the ciphers of their protected columns.
+#[derive(Debug)]
+pub struct Enforced {
+    /// the firewall and the analysis
+    pub analyzer: Analyzer,
+    /// the column ciphers
+    pub ciphers: Ciphers,
+}
+
+/// What is enforced now, replaced whole when the policies reload: sessions pick up the new
+/// one at their next statement.
+#[derive(Debug)]
+pub struct Enforcement(std::sync::RwLock<Arc<Enforced>>);
+
+impl Enforcement {
+    /// Enforces `analyzer` with `ciphers`.
+    pub fn new(analyzer: Analyzer, ciphers: Ciphers) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(Enforced {
+            analyzer,
+            ciphers,
+        })))
+    }
+
+    /// What is in force.
+    pub fn current(&self) -> Arc<Enforced> {
+        match self.0.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `analyzer` and `ciphers` in force.
+    pub fn replace(&self, analyzer: Analyzer, ciphers: Ciphers) {
+        let new = Arc::new(Enforced { analyzer, ciphers });
+        match self.0.write() {
+            Ok(mut a) => *a = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+/// What a session enforces: the policies in force (firewall, column access, row policies,
+/// encryption) for its user.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// the policies in force, replaced whole when they reload
+    pub enforcement: Arc<Enforcement>,
+    /// the session's user and role (the emergency flag is the session's to keep)
+    pub subject: Subject,
+    /// how long a declared emergency lasts
+    pub break_glass_for: Duration,
+    /// tags the emergency setting so that only this backend's native policies accept it
+    pub session_key: Arc<crate::policy::session_key::SessionKey>,
+    /// the upstream backend's process id
+    pub backend_pid: i32,
+    /// when the session started, on the monotonic clock and the wall clock: an emergency's
+    /// wall-clock expiry (which the native policies read) is computed from them
+    pub started: (Instant, SystemTime),
+}
