@@ -1148,3 +1148,40 @@ async fn a_statement_name_prepared_again_after_deallocate_is_the_new_statement()
         assert_eq!(back, ssn);
     }
 }
+
+/// Every plan is cached, and a literal for a randomized column is encrypted afresh at each
+/// execution: the same statement text sent twice stores two different ciphertexts (which
+/// both read back), while a deterministic literal stores the same one each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_statement_encrypts_its_randomized_literals_afresh() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    let insert = "insert into patients (id, ssn, full_name, clinic_id) \
+                  values (1, '123-45-6789', 'Ada Lovelace', 1)";
+    let mut stored = Vec::new();
+    for _ in 0..2 {
+        app.batch_execute(insert)
+            .await
+            .expect("insert through phigate");
+        let read = app
+            .query("select full_name, ssn from patients", &[])
+            .await
+            .unwrap();
+        assert_eq!(names(&read), ["Ada Lovelace"]);
+        assert_eq!(read[0].get::<_, String>(1), "123-45-6789");
+        let row = db
+            .query_one("select full_name::bytea, ssn::bytea from patients", &[])
+            .await
+            .unwrap();
+        stored.push((row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)));
+        db.batch_execute("delete from patients").await.unwrap();
+    }
+    assert_ne!(
+        stored[0].0, stored[1].0,
+        "randomized: a fresh nonce each time"
+    );
+    assert_eq!(
+        stored[0].1, stored[1].1,
+        "deterministic: the same ciphertext"
+    );
+}
