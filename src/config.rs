@@ -256,7 +256,7 @@ impl Default for Audit {
 }
 
 /// Six years (HIPAA's retention for audit documentation), as humantime counts years.
-pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(6 * 31_557_600);
+pub(crate) const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(6 * 31_557_600);
 
 /// `[session]`
 #[derive(Debug, Clone, Deserialize)]
@@ -301,10 +301,10 @@ mod defaults {
     pub fn max_message_size() -> usize {
         256 << 20
     }
-    pub fn auth_timeout() -> Duration {
+    pub(crate) fn auth_timeout() -> Duration {
         Duration::from_secs(30)
     }
-    pub fn auth_failure_delay() -> Duration {
+    pub(crate) fn auth_failure_delay() -> Duration {
         Duration::from_secs(1)
     }
     pub fn max_connections() -> usize {
@@ -313,7 +313,7 @@ mod defaults {
     pub fn upstream_tls() -> UpstreamTls {
         UpstreamTls::VerifyFull
     }
-    pub fn connect_timeout() -> Duration {
+    pub(crate) fn connect_timeout() -> Duration {
         Duration::from_secs(10)
     }
     pub fn idle_timeout() -> Duration {
@@ -328,7 +328,7 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
-    pub fn retention() -> Duration {
+    pub(crate) fn retention() -> Duration {
         super::MIN_AUDIT_RETENTION
     }
     pub fn segment_size() -> usize {
@@ -337,13 +337,13 @@ mod defaults {
     pub fn checkpoint_every() -> u64 {
         10_000
     }
-    pub fn checkpoint_interval() -> Duration {
+    pub(crate) fn checkpoint_interval() -> Duration {
         Duration::from_secs(10)
     }
 }
 
 /// Parses a duration such as `15m`, `1h 30m` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 90s, 15m, 12h"))
 }
@@ -354,7 +354,7 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// Parses a size such as `256MiB`, `64KiB` or `1048576`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -521,7 +521,7 @@ impl Config {
     }
 
     /// The host part of `upstream.address`.
-    pub fn upstream_host(&self) -> &str {
+    pub(crate) fn upstream_host(&self) -> &str {
         let addr = &self.upstream.address;
         let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
         host.trim_start_matches('[').trim_end_matches(']')

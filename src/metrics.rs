@@ -177,7 +177,7 @@ impl Default for Metrics {
 
 /// Serves the admin endpoint on `listener` until the task is dropped. `/readyz` answers 200
 /// only while a TCP connection to `upstream` succeeds.
-pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, upstream: String) {
+pub(crate) async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, upstream: String) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -112,13 +112,13 @@ impl Auditor {
     }
 
     /// True when a gated record must wait for [`Auditor::durable`] (`fsync` mode).
-    pub fn syncs_each_statement(&self) -> bool {
+    pub(crate) fn syncs_each_statement(&self) -> bool {
         self.durability == Durability::Fsync
     }
 
     /// Resolves once `seq` is on disk: the syncer is woken, and one sync covers every
     /// session waiting at the time. Only the awaiting task waits, never its thread.
-    pub fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + use<> {
+    pub(crate) fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + use<> {
         let mut rx = self.synced.subscribe();
         {
             let mut wanted = lock(&self.wanted);
@@ -153,7 +153,11 @@ impl Auditor {
 
     /// Reports every record written from now on to `records` and the time each append
     /// took to `seconds`.
-    pub fn report_to(&self, records: prometheus::IntCounter, seconds: prometheus::Histogram) {
+    pub(crate) fn report_to(
+        &self,
+        records: prometheus::IntCounter,
+        seconds: prometheus::Histogram,
+    ) {
         let _ = self.metrics.set((records, seconds));
     }
 

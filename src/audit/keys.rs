@@ -169,7 +169,7 @@ impl AuditKeys {
 }
 
 /// The public key file beside a signing key file.
-pub fn public_path(path: &Path) -> PathBuf {
+pub(crate) fn public_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".pub");
     PathBuf::from(p)

@@ -62,7 +62,10 @@ pub enum AuditError {
 
 /// Checks, without appending anything, that the log in `dir` can be written and its
 /// signing key in `key_file` read (or created): what `phigate check` asks of the log.
-pub fn check_writable(dir: &std::path::Path, key_file: &std::path::Path) -> Result<(), AuditError> {
+pub(crate) fn check_writable(
+    dir: &std::path::Path,
+    key_file: &std::path::Path,
+) -> Result<(), AuditError> {
     if key_file.exists() {
         AuditKeys::load(key_file)?;
     } else if let Some(parent) = key_file.parent().filter(|p| !p.as_os_str().is_empty()) {

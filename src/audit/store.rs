@@ -235,7 +235,7 @@ impl AuditLog {
     }
 
     /// The seq the next record will get.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.chain.next_seq
     }
 
@@ -288,7 +288,7 @@ impl AuditLog {
 
     /// Writes a checkpoint when records have waited longer than `interval` for one, and
     /// flushes the buffer.
-    pub fn tick(&mut self, interval: std::time::Duration) -> Result<(), AuditError> {
+    pub(crate) fn tick(&mut self, interval: std::time::Duration) -> Result<(), AuditError> {
         if self.chain.count > 0 && self.last_checkpoint.elapsed() >= interval {
             self.checkpoint()?;
         }
@@ -317,7 +317,7 @@ impl AuditLog {
     /// What a sync needs, taken under the lock and used outside it: a handle on the
     /// current segment, the seq it covers, and the checkpoint to publish in `HEAD` once
     /// synced. `None` when nothing is unsynced.
-    pub fn sync_job(&mut self) -> Result<Option<SyncJob>, AuditError> {
+    pub(crate) fn sync_job(&mut self) -> Result<Option<SyncJob>, AuditError> {
         if !self.dirty {
             return Ok(None);
         }
@@ -368,7 +368,7 @@ impl AuditLog {
 /// Lines written to the operating system but not yet synced, and the checkpoint to
 /// publish once they are.
 #[derive(Debug)]
-pub struct SyncJob {
+pub(crate) struct SyncJob {
     file: File,
     path: PathBuf,
     /// the last seq the sync covers

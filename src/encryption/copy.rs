@@ -83,7 +83,7 @@ fn seal(
 ) -> Result<Vec<u8>, Refusal> {
     let ty = col.logical_type();
     let v = ctx
-        .from_client(ty, format, v)
+        .value_from_client(ty, format, v)
         .map_err(|_| bad_encoding(col))?;
     value::to_canonical(ty, format, &v, ctx)
         .map(|c| cipher.encrypt(&c))
@@ -277,7 +277,7 @@ fn revealed(
     ctx: Context,
 ) -> Result<Vec<u8>, RowError> {
     let plain = open(cipher, col, envelope, format)?;
-    ctx.to_client(col.logical_type(), format, plain)
+    ctx.value_for_client(col.logical_type(), format, plain)
         .map_err(|_| {
             unreadable(
                 col,

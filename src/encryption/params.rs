@@ -122,7 +122,7 @@ fn canonical(
     n: usize,
 ) -> Result<Vec<u8>, Refusal> {
     let ty = col.logical_type();
-    let v = &ctx.from_client(ty, format, v).map_err(|_| Refusal {
+    let v = &ctx.value_from_client(ty, format, v).map_err(|_| Refusal {
         code: "22021",
         message: format!(
             "parameter ${n} for column {} of table {} is not valid in the client encoding",

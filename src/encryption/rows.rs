@@ -121,7 +121,7 @@ fn for_client(f: &FieldOut, format: Format, v: Vec<u8>, ctx: Context) -> Result<
         ReadOutcome::Plaintext => f.column.logical_type(),
         _ => return Ok(v),
     };
-    ctx.to_client(ty, format, v).map_err(|_| {
+    ctx.value_for_client(ty, format, v).map_err(|_| {
         unreadable(
             &f.column,
             "a character has no equivalent in the client encoding".into(),

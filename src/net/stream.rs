@@ -19,7 +19,7 @@ pub enum Stream {
 
 impl Stream {
     /// Whether the connection is encrypted.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
 }

@@ -58,7 +58,7 @@ fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// The listener's TLS configuration from a PEM certificate chain and key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
     let config = ServerConfig::builder_with_provider(provider())
@@ -70,7 +70,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 
 /// The upstream TLS configuration: verifying against `ca_file` (or the Mozilla roots), or
 /// (`verify = false`, tls = require) accepting any certificate.
-pub fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+pub(crate) fn client_config(
+    verify: bool,
+    ca_file: Option<&Path>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let builder =
         ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
     let config = if verify {

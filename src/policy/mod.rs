@@ -193,7 +193,7 @@ impl PolicySet {
     }
 
     /// The type of each user attribute (one per name across all users).
-    pub fn attribute_types(&self) -> &BTreeMap<String, AttributeType> {
+    pub(crate) fn attribute_types(&self) -> &BTreeMap<String, AttributeType> {
         &self.attribute_types
     }
 

@@ -16,7 +16,7 @@ use super::{PolicySet, TableName, TablePolicy};
 
 /// The native policies of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeTable {
+pub(crate) struct NativeTable {
     /// the table
     pub table: TableName,
     /// `CREATE POLICY` statements, each naming its policy
@@ -26,7 +26,7 @@ pub struct NativeTable {
 impl NativeTable {
     /// The statements that put the policies in place, given the names of the phigate
     /// policies installed now (dropped first): enable and force row-level security.
-    pub fn apply_sql(&self, installed: &[String]) -> String {
+    pub(crate) fn apply_sql(&self, installed: &[String]) -> String {
         let table = qualified(&self.table);
         let mut sql = format!(
             "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\nALTER TABLE {table} FORCE ROW LEVEL SECURITY;\n"
@@ -48,7 +48,7 @@ impl NativeTable {
 }
 
 /// The prefix of every policy phigate installs.
-pub const PREFIX: &str = "phigate_";
+pub(crate) const PREFIX: &str = "phigate_";
 
 fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -101,7 +101,7 @@ pub fn tables(policies: &PolicySet) -> Vec<NativeTable> {
 
 /// A row policy attribute no user has yet: its type, and so the native policy's text, is
 /// unknown until one does. Returns (table, policy, attribute).
-pub fn untyped_attribute(set: &PolicySet) -> Option<(String, String, String)> {
+pub(crate) fn untyped_attribute(set: &PolicySet) -> Option<(String, String, String)> {
     let types = set.attribute_types();
     set.tables().find_map(|t| {
         t.policies.iter().find_map(|p| {

@@ -121,7 +121,7 @@ pub struct Role {
 
 impl Role {
     /// True when the role may name the protected table `t`.
-    pub fn may_use(&self, t: &TableName) -> bool {
+    pub(crate) fn may_use(&self, t: &TableName) -> bool {
         self.tables.as_ref().is_none_or(|ts| ts.contains(t))
     }
 }

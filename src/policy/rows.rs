@@ -220,7 +220,7 @@ impl PolicyExpr {
 
     /// The condition for one user: each attribute as a quoted literal. `None` when the user
     /// lacks an attribute (the policy set validates that this never happens).
-    pub fn for_user(&self, attributes: &BTreeMap<String, toml::Value>) -> Option<String> {
+    pub(crate) fn for_user(&self, attributes: &BTreeMap<String, toml::Value>) -> Option<String> {
         let mut missing = false;
         let text = self.render(|a| match attributes.get(a).and_then(literal) {
             Some(l) => l,

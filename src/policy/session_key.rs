@@ -117,7 +117,7 @@ impl SessionKey {
     /// SQL (run by the admin login, inside the transaction that installs the native
     /// policies) that puts the schema `phigate`, the secret and the two reader functions
     /// in place. The secret is readable by its owner only.
-    pub fn install_sql(&self) -> Zeroizing<String> {
+    pub(crate) fn install_sql(&self) -> Zeroizing<String> {
         let (ipad, opad) = self.pads();
         Zeroizing::new(format!(
             "{INSTALL_SCHEMA}DELETE FROM phigate.secret;\n\

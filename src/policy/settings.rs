@@ -7,7 +7,7 @@ use thiserror::Error;
 
 /// A client setting phigate will not pass on.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SettingError {
+pub(crate) enum SettingError {
     /// The setting is phigate's own, or changes the session's identity or search path.
     #[error("phigate does not allow a client to set {name}: {why}")]
     Forbidden {
@@ -48,7 +48,7 @@ impl SettingError {
 
 /// Why a client may not set the setting `name` (as PostgreSQL looks it up: case-insensitive),
 /// or `None` when it may.
-pub fn forbidden_setting(name: &str) -> Option<&'static str> {
+pub(crate) fn forbidden_setting(name: &str) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     if lower.starts_with("phigate") {
         return Some("phigate's own session settings steer its row policies");
@@ -75,7 +75,7 @@ fn check(name: String, value: String) -> Result<(String, String), SettingError> 
 
 /// Splits an `options` string into arguments as PostgreSQL's `pg_split_opts` does:
 /// whitespace separates, a backslash makes the next character literal.
-pub fn split_options(options: &str) -> Vec<String> {
+pub(crate) fn split_options(options: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut chars = options.chars().peekable();
     loop {
@@ -116,7 +116,7 @@ fn long_option(arg: &str) -> Option<(String, String)> {
 /// The settings an `options` string makes, in order: the `-c name=value`, `-cname=value`
 /// and `--name=value` switches. Any other switch, or an argument that is not a switch, is
 /// refused: phigate forwards only what it has understood.
-pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, SettingError> {
+pub(crate) fn parse_options(options: &str) -> Result<Vec<(String, String)>, SettingError> {
     let mut settings = Vec::new();
     let mut args = split_options(options).into_iter();
     while let Some(arg) = args.next() {
@@ -140,7 +140,7 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, SettingErro
 /// Every setting a client's startup parameters make, in the order PostgreSQL applies them
 /// (the `options` switches first, then the other parameters). `params` excludes `user`,
 /// `database`, `replication`, `application_name` and the protocol's `_pq_.` options.
-pub fn startup_settings(
+pub(crate) fn startup_settings(
     params: &[(String, String)],
 ) -> Result<Vec<(String, String)>, SettingError> {
     let mut settings = Vec::new();
@@ -154,7 +154,7 @@ pub fn startup_settings(
 }
 
 /// `settings` as an `options` string PostgreSQL splits back into the same settings.
-pub fn encode_options<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub(crate) fn encode_options<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let escape = |v: &str, out: &mut String| {
         for c in v.chars() {
             if c == '\\' || is_c_space(c) {

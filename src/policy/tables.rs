@@ -89,7 +89,7 @@ impl LogicalType {
 
     /// The type an SQL type name (as in a cast: `VARCHAR(20)`, `integer`,
     /// `timestamp with time zone`, `pg_catalog.int8`) denotes, if it is one of these.
-    pub fn from_sql_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_sql_name(name: &str) -> Option<Self> {
         let lower = name.trim().to_ascii_lowercase();
         let lower = lower.strip_prefix("pg_catalog.").unwrap_or(&lower);
         let base = match lower.find('(') {
@@ -124,7 +124,7 @@ impl LogicalType {
     /// True when a value of `self` means the same as a value of `to` (integers of another
     /// width when they fit: the value is checked when it arrives), so a value cast to
     /// `self` may be stored in, or compared with, a column of `to`.
-    pub fn converts_to(self, to: Self) -> bool {
+    pub(crate) fn converts_to(self, to: Self) -> bool {
         use LogicalType as T;
         self == to
             || (self.is_text_like() && to.is_text_like())

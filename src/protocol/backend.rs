@@ -73,7 +73,7 @@ pub enum Authentication<'a> {
 }
 
 /// Decodes an Authentication body.
-pub fn decode_authentication(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
+pub(crate) fn decode_authentication(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
     let mut r = Reader::new(body, "Authentication");
     Ok(match r.i32()? {
         0 => Authentication::Ok,
@@ -100,7 +100,7 @@ pub fn decode_authentication(body: &[u8]) -> Result<Authentication<'_>, Protocol
 
 /// One field of a RowDescription.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldDescription<'a> {
+pub(crate) struct FieldDescription<'a> {
     /// the column name (in the client encoding)
     pub name: &'a [u8],
     /// the table's OID, 0 when the field is no table column
@@ -118,7 +118,9 @@ pub struct FieldDescription<'a> {
 }
 
 /// Decodes a RowDescription body.
-pub fn decode_row_description(body: &[u8]) -> Result<Vec<FieldDescription<'_>>, ProtocolError> {
+pub(crate) fn decode_row_description(
+    body: &[u8],
+) -> Result<Vec<FieldDescription<'_>>, ProtocolError> {
     let mut r = Reader::new(body, "RowDescription");
     let n = r.count16()?;
     let mut fields = Vec::with_capacity(n.min(body.len() / 19));
@@ -138,7 +140,7 @@ pub fn decode_row_description(body: &[u8]) -> Result<Vec<FieldDescription<'_>>, 
 }
 
 /// Decodes a DataRow body: each value, `None` for NULL.
-pub fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+pub(crate) fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
     let mut r = Reader::new(body, "DataRow");
     let n = r.count16()?;
     let mut values = Vec::with_capacity(n.min(body.len() / 4));
@@ -150,7 +152,7 @@ pub fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError>
 }
 
 /// Decodes a ParameterDescription body: each parameter's type OID.
-pub fn decode_parameter_description(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
+pub(crate) fn decode_parameter_description(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
     let mut r = Reader::new(body, "ParameterDescription");
     let n = r.count16()?;
     let mut oids = Vec::with_capacity(n.min(body.len() / 4));
@@ -205,7 +207,7 @@ pub struct ErrorFields<'a> {
 }
 
 /// Decodes the fields of an ErrorResponse/NoticeResponse body.
-pub fn decode_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError> {
+pub(crate) fn decode_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError> {
     let mut r = Reader::new(body, "ErrorResponse");
     let mut f = ErrorFields::default();
     loop {
@@ -229,7 +231,7 @@ pub fn decode_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, ProtocolError
 }
 
 /// Decodes a ReadyForQuery body: the transaction status byte (`I`, `T` or `E`).
-pub fn decode_ready_status(body: &[u8]) -> Result<u8, ProtocolError> {
+pub(crate) fn decode_ready_status(body: &[u8]) -> Result<u8, ProtocolError> {
     match body {
         [s @ (b'I' | b'T' | b'E')] => Ok(*s),
         _ => Err(ProtocolError::Malformed {
@@ -239,7 +241,7 @@ pub fn decode_ready_status(body: &[u8]) -> Result<u8, ProtocolError> {
 }
 
 /// Decodes a CommandComplete body: the command tag.
-pub fn decode_command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
+pub(crate) fn decode_command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
     let mut r = Reader::new(body, "CommandComplete");
     let tag = r.cstr()?;
     r.finish()?;

@@ -45,7 +45,7 @@ impl PgError {
     }
 
     /// A FATAL error: the connection is closed after it.
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn fatal(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Fatal,
             ..Self::error(code, message)
@@ -53,7 +53,7 @@ impl PgError {
     }
 
     /// Adds a hint.
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -91,28 +91,28 @@ fn put<M: Message>(m: &M, out: &mut BytesMut) {
 }
 
 /// AuthenticationOk.
-pub fn authentication_ok(out: &mut BytesMut) {
+pub(crate) fn authentication_ok(out: &mut BytesMut) {
     put(&Authentication::Ok, out);
 }
 
 /// AuthenticationSASL offering `mechanisms`.
-pub fn authentication_sasl(mechanisms: &[&str], out: &mut BytesMut) {
+pub(crate) fn authentication_sasl(mechanisms: &[&str], out: &mut BytesMut) {
     let offered = mechanisms.iter().map(|m| (*m).to_owned()).collect();
     put(&Authentication::SASL(offered), out);
 }
 
 /// AuthenticationSASLContinue.
-pub fn authentication_sasl_continue(data: &[u8], out: &mut BytesMut) {
+pub(crate) fn authentication_sasl_continue(data: &[u8], out: &mut BytesMut) {
     put(&Authentication::SASLContinue(data.to_vec().into()), out);
 }
 
 /// AuthenticationSASLFinal.
-pub fn authentication_sasl_final(data: &[u8], out: &mut BytesMut) {
+pub(crate) fn authentication_sasl_final(data: &[u8], out: &mut BytesMut) {
     put(&Authentication::SASLFinal(data.to_vec().into()), out);
 }
 
 /// ParameterStatus.
-pub fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
+pub(crate) fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
     put(
         &ParameterStatus::new(name.to_owned(), value.to_owned()),
         out,
@@ -120,12 +120,12 @@ pub fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
 }
 
 /// BackendKeyData with a 4-byte secret (protocol 3.0).
-pub fn backend_key_data(pid: i32, secret: i32, out: &mut BytesMut) {
+pub(crate) fn backend_key_data(pid: i32, secret: i32, out: &mut BytesMut) {
     put(&BackendKeyData::new(pid, SecretKey::I32(secret)), out);
 }
 
 /// ReadyForQuery with the given transaction status byte.
-pub fn ready_for_query(status: u8, out: &mut BytesMut) {
+pub(crate) fn ready_for_query(status: u8, out: &mut BytesMut) {
     let status = match status {
         b'T' => TransactionStatus::Transaction,
         b'E' => TransactionStatus::Error,
@@ -135,7 +135,7 @@ pub fn ready_for_query(status: u8, out: &mut BytesMut) {
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_` options.
-pub fn negotiate_protocol_version(unsupported: Vec<String>, out: &mut BytesMut) {
+pub(crate) fn negotiate_protocol_version(unsupported: Vec<String>, out: &mut BytesMut) {
     put(&NegotiateProtocolVersion::new(0, unsupported), out);
 }
 
@@ -157,13 +157,13 @@ pub fn startup(params: &[(&str, &str)], out: &mut BytesMut) {
 }
 
 /// SSLRequest.
-pub fn ssl_request(out: &mut BytesMut) {
+pub(crate) fn ssl_request(out: &mut BytesMut) {
     out.put_i32(8);
     out.put_i32(80_877_103);
 }
 
 /// CancelRequest for an upstream backend.
-pub fn cancel_request(pid: i32, secret: &[u8], out: &mut BytesMut) {
+pub(crate) fn cancel_request(pid: i32, secret: &[u8], out: &mut BytesMut) {
     out.put_i32(12 + secret.len() as i32);
     out.put_i32(80_877_102);
     out.put_i32(pid);
@@ -171,14 +171,14 @@ pub fn cancel_request(pid: i32, secret: &[u8], out: &mut BytesMut) {
 }
 
 /// A password message ('p') carrying `payload` as is.
-pub fn password_message(payload: &[u8], out: &mut BytesMut) {
+pub(crate) fn password_message(payload: &[u8], out: &mut BytesMut) {
     out.put_u8(b'p');
     out.put_i32(4 + payload.len() as i32);
     out.put_slice(payload);
 }
 
 /// A SASLInitialResponse.
-pub fn sasl_initial_response(mechanism: &str, data: &[u8], out: &mut BytesMut) {
+pub(crate) fn sasl_initial_response(mechanism: &str, data: &[u8], out: &mut BytesMut) {
     let mut body = BytesMut::with_capacity(mechanism.len() + data.len() + 5);
     put_cstr(&mut body, mechanism);
     body.put_i32(data.len() as i32);
@@ -249,7 +249,7 @@ pub fn bind(
 }
 
 /// ParameterDescription.
-pub fn parameter_description(oids: &[u32], out: &mut BytesMut) {
+pub(crate) fn parameter_description(oids: &[u32], out: &mut BytesMut) {
     message(out, b't', |b| {
         put_count(b, oids.len());
         for oid in oids {
@@ -259,7 +259,7 @@ pub fn parameter_description(oids: &[u32], out: &mut BytesMut) {
 }
 
 /// RowDescription.
-pub fn row_description(fields: &[FieldDescription<'_>], out: &mut BytesMut) {
+pub(crate) fn row_description(fields: &[FieldDescription<'_>], out: &mut BytesMut) {
     message(out, b'T', |b| {
         put_count(b, fields.len());
         for f in fields {
@@ -276,17 +276,17 @@ pub fn row_description(fields: &[FieldDescription<'_>], out: &mut BytesMut) {
 }
 
 /// DataRow.
-pub fn data_row(values: &[Option<Vec<u8>>], out: &mut BytesMut) {
+pub(crate) fn data_row(values: &[Option<Vec<u8>>], out: &mut BytesMut) {
     message(out, b'D', |b| put_values(b, values));
 }
 
 /// CopyData.
-pub fn copy_data(data: &[u8], out: &mut BytesMut) {
+pub(crate) fn copy_data(data: &[u8], out: &mut BytesMut) {
     message(out, b'd', |b| b.put_slice(data));
 }
 
 /// CopyFail with `reason`.
-pub fn copy_fail(reason: &str, out: &mut BytesMut) {
+pub(crate) fn copy_fail(reason: &str, out: &mut BytesMut) {
     message(out, b'f', |b| put_cstr(b, reason));
 }
 
@@ -310,7 +310,7 @@ fn put_values(b: &mut BytesMut, values: &[Option<Vec<u8>>]) {
 }
 
 /// Bind with no parameters and default (text) result formats.
-pub fn bind_empty(portal: &str, statement: &str, out: &mut BytesMut) {
+pub(crate) fn bind_empty(portal: &str, statement: &str, out: &mut BytesMut) {
     message(out, b'B', |b| {
         put_cstr(b, portal);
         put_cstr(b, statement);

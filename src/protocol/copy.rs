@@ -232,7 +232,7 @@ pub fn put_value(v: &[u8], f: &CopyFormat, out: &mut Vec<u8>) {
 
 /// Where each complete row of `buf` ends (just after its newline). A CSV row may hold
 /// newlines inside quotes.
-pub fn row_ends(buf: &[u8], f: &CopyFormat) -> Vec<usize> {
+pub(crate) fn row_ends(buf: &[u8], f: &CopyFormat) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut in_quotes = false;
     let mut i = 0;
@@ -260,7 +260,7 @@ pub fn row_ends(buf: &[u8], f: &CopyFormat) -> Vec<usize> {
 
 /// Rewrites one row (without its line end) into `out`: each non-NULL field `i` replaced by
 /// what `transform(i, value)` gives (`None`: kept as it appeared).
-pub fn rewrite_row<E>(
+pub(crate) fn rewrite_row<E>(
     row: &[u8],
     f: &CopyFormat,
     mut transform: impl FnMut(usize, &[u8]) -> Option<Result<Vec<u8>, E>>,

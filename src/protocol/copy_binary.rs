@@ -12,7 +12,7 @@ pub struct Malformed(pub &'static str);
 
 /// A binary COPY stream being rewritten.
 #[derive(Debug, Default)]
-pub struct BinaryStream {
+pub(crate) struct BinaryStream {
     /// bytes of an incomplete header or tuple
     partial: Vec<u8>,
     /// the header has passed
@@ -148,7 +148,7 @@ impl BinaryStream {
     }
 
     /// True when no incomplete unit is held back.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.partial.is_empty()
     }
 }

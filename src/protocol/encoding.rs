@@ -43,7 +43,7 @@ const LATIN5: [(u8, char); 6] = [
 
 impl ClientEncoding {
     /// The encoding PostgreSQL names `name` (as in ParameterStatus `client_encoding`).
-    pub fn from_name(name: &str) -> Self {
+    pub(crate) fn from_name(name: &str) -> Self {
         let upper = name.to_ascii_uppercase().replace(['-', '_'], "");
         let standard =
             |label: &[u8]| Encoding::for_label(label).map_or(Self::Unsupported, Self::Standard);
@@ -89,7 +89,7 @@ impl ClientEncoding {
     /// False for the client-only encodings whose multi-byte characters may hold bytes
     /// that look like ASCII (`\`, a delimiter): SJIS, BIG5, GBK, GB18030, UHC. (EUC_KR and
     /// EUC_CN, read with the UHC and GBK tables, count as such too.)
-    pub fn ascii_safe(self) -> bool {
+    pub(crate) fn ascii_safe(self) -> bool {
         match self {
             Self::Standard(e) => ![
                 encoding_rs::SHIFT_JIS,
@@ -104,7 +104,7 @@ impl ClientEncoding {
     }
 
     /// True when text needs no conversion.
-    pub fn is_utf8(self) -> bool {
+    pub(crate) fn is_utf8(self) -> bool {
         self == Self::Utf8
     }
 
@@ -174,7 +174,7 @@ impl ClientEncoding {
     }
 
     /// Client bytes as UTF-8 bytes.
-    pub fn to_utf8(self, bytes: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
+    pub(crate) fn to_utf8(self, bytes: &[u8]) -> Result<Cow<'_, [u8]>, EncodingError> {
         Ok(match self.decode(bytes)? {
             Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
             Cow::Owned(s) => Cow::Owned(s.into_bytes()),
@@ -182,7 +182,7 @@ impl ClientEncoding {
     }
 
     /// UTF-8 bytes as client bytes.
-    pub fn utf8_to_client(self, bytes: &[u8]) -> Result<Vec<u8>, EncodingError> {
+    pub(crate) fn utf8_to_client(self, bytes: &[u8]) -> Result<Vec<u8>, EncodingError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EncodingError)?;
         self.encode(text).map(Cow::into_owned)
     }
@@ -225,7 +225,11 @@ fn convert_body(
 impl ClientEncoding {
     /// A client message's body with its text in UTF-8, for analysis; `None` when it needs
     /// no conversion (UTF-8 session, ASCII text, or a message without text).
-    pub fn frontend_to_utf8(self, tag: u8, body: &[u8]) -> Result<Option<Vec<u8>>, EncodingError> {
+    pub(crate) fn frontend_to_utf8(
+        self,
+        tag: u8,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, EncodingError> {
         if self.is_utf8() || body.is_ascii() {
             return Ok(None);
         }
@@ -234,7 +238,7 @@ impl ClientEncoding {
 
     /// Frontend messages phigate wrote upstream (whole frames, in UTF-8) with their text in
     /// the client encoding again.
-    pub fn upstream_from_utf8(self, frames: &[u8]) -> Result<Vec<u8>, EncodingError> {
+    pub(crate) fn upstream_from_utf8(self, frames: &[u8]) -> Result<Vec<u8>, EncodingError> {
         let mut out = Vec::with_capacity(frames.len() + 16);
         let mut rest = frames;
         while !rest.is_empty() {

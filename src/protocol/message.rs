@@ -70,7 +70,7 @@ impl Formats<'_> {
 
 /// Decodes a SASLInitialResponse body (a password message during SASL authentication):
 /// the mechanism and the client's first message.
-pub fn decode_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
+pub(crate) fn decode_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
     let mut r = Reader::new(body, "SASLInitialResponse");
     let mechanism = r.cstr()?;
     let data = r.value()?.unwrap_or_default();

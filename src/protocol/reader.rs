@@ -4,7 +4,7 @@ use super::ProtocolError;
 
 /// Reads protocol fields from a byte slice; every read fails instead of panicking when the
 /// body is shorter than the field.
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
@@ -47,13 +47,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A non-negative i16 count, as used for array lengths.
-    pub fn count16(&mut self) -> Result<usize, ProtocolError> {
+    pub(crate) fn count16(&mut self) -> Result<usize, ProtocolError> {
         usize::try_from(self.i16()?).map_err(|_| self.malformed())
     }
 
     /// A NUL-terminated string's bytes, in whatever encoding (server text is in the
     /// session's client encoding).
-    pub fn cbytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+    pub(crate) fn cbytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let end = self
             .buf
             .iter()
@@ -65,7 +65,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A NUL-terminated string that must be valid UTF-8.
-    pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
+    pub(crate) fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
         let end = self
             .buf
             .iter()

@@ -10,7 +10,7 @@ const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 /// Largest startup packet accepted (PostgreSQL uses the same bound).
-pub const MAX_STARTUP_LEN: usize = 10_000;
+pub(crate) const MAX_STARTUP_LEN: usize = 10_000;
 
 /// The first packet a client sends, or the one after an SSL/GSS negotiation.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum StartupPacket {
 
 impl StartupPacket {
     /// The value of startup parameter `name`.
-    pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         params
             .iter()
             .find(|(k, _)| k == name)

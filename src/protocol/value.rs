@@ -28,7 +28,7 @@ pub enum Format {
 impl Format {
     /// The format a code denotes (anything but 1 is text, as PostgreSQL checks codes
     /// itself).
-    pub fn from_code(code: i16) -> Self {
+    pub(crate) fn from_code(code: i16) -> Self {
         if code == 1 { Self::Binary } else { Self::Text }
     }
 
@@ -46,7 +46,7 @@ impl Format {
 /// A value that is not valid for its logical type. The message never contains the value.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid {format} value for type {type_name}: {problem}")]
-pub struct ValueError {
+pub(crate) struct ValueError {
     /// the logical type
     pub type_name: &'static str,
     /// "text" or "binary"
@@ -68,7 +68,7 @@ pub struct Context {
 impl Context {
     /// A value of type `ty` as the client sent it, with its text in UTF-8 (phigate
     /// canonicalises text as UTF-8, so clients in different encodings share ciphertexts).
-    pub fn from_client<'a>(
+    pub(crate) fn value_from_client<'a>(
         &self,
         ty: LogicalType,
         format: Format,
@@ -82,7 +82,7 @@ impl Context {
     }
 
     /// A value of type `ty` for the client: its text in the client encoding.
-    pub fn to_client(
+    pub(crate) fn value_for_client(
         &self,
         ty: LogicalType,
         format: Format,
@@ -105,7 +105,7 @@ fn is_textual(ty: LogicalType, format: Format) -> bool {
 }
 
 /// The type OID an application sees for a logical type.
-pub fn type_oid(ty: LogicalType) -> u32 {
+pub(crate) fn type_oid(ty: LogicalType) -> u32 {
     match ty {
         LogicalType::Text => 25,
         LogicalType::Varchar => 1043,
@@ -126,7 +126,7 @@ pub fn type_oid(ty: LogicalType) -> u32 {
 }
 
 /// The OID of the array type over a logical type.
-pub fn array_type_oid(ty: LogicalType) -> u32 {
+pub(crate) fn array_type_oid(ty: LogicalType) -> u32 {
     match ty {
         LogicalType::Text => 1009,
         LogicalType::Varchar => 1015,
@@ -147,7 +147,7 @@ pub fn array_type_oid(ty: LogicalType) -> u32 {
 }
 
 /// The logical type whose OID is `oid` (the inverse of [`type_oid`]).
-pub fn logical_of_oid(oid: u32) -> Option<LogicalType> {
+pub(crate) fn logical_of_oid(oid: u32) -> Option<LogicalType> {
     use LogicalType as T;
     [
         T::Text,
@@ -172,12 +172,12 @@ pub fn logical_of_oid(oid: u32) -> Option<LogicalType> {
 
 /// True for the OIDs whose binary form is their text (text, varchar, bpchar, name,
 /// unknown): a client that declared one of them for a parameter sends text.
-pub fn is_text_oid(oid: u32) -> bool {
+pub(crate) fn is_text_oid(oid: u32) -> bool {
     matches!(oid, 25 | 1043 | 1042 | 19 | 705)
 }
 
 /// The elements of a one-dimensional array parameter in text form (`{a,"b c",NULL}`).
-pub fn parse_text_array(s: &str) -> Result<Vec<Option<String>>, &'static str> {
+pub(crate) fn parse_text_array(s: &str) -> Result<Vec<Option<String>>, &'static str> {
     let inner = s
         .trim()
         .strip_prefix('{')
@@ -236,10 +236,10 @@ pub fn parse_text_array(s: &str) -> Result<Vec<Option<String>>, &'static str> {
 }
 
 /// A binary array's element type OID and its elements (`None` is NULL).
-pub type BinaryArray<'a> = (u32, Vec<Option<&'a [u8]>>);
+pub(crate) type BinaryArray<'a> = (u32, Vec<Option<&'a [u8]>>);
 
 /// A one-dimensional binary array: its element type OID and elements.
-pub fn parse_binary_array(v: &[u8]) -> Result<BinaryArray<'_>, &'static str> {
+pub(crate) fn parse_binary_array(v: &[u8]) -> Result<BinaryArray<'_>, &'static str> {
     let int = |i: usize| -> Result<i32, &'static str> {
         v.get(i..i + 4)
             .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -273,7 +273,7 @@ pub fn parse_binary_array(v: &[u8]) -> Result<BinaryArray<'_>, &'static str> {
 }
 
 /// A one-dimensional binary `bytea[]` array of `items`.
-pub fn binary_bytea_array(items: &[Option<Vec<u8>>]) -> Vec<u8> {
+pub(crate) fn binary_bytea_array(items: &[Option<Vec<u8>>]) -> Vec<u8> {
     let mut out = Vec::new();
     let has_null = items.iter().any(Option::is_none);
     let len = |n: usize| i32::try_from(n).unwrap_or(i32::MAX).to_be_bytes();
@@ -295,7 +295,7 @@ pub fn binary_bytea_array(items: &[Option<Vec<u8>>]) -> Vec<u8> {
 }
 
 /// The type's length as RowDescription reports it (-1 for variable length).
-pub fn type_len(ty: LogicalType) -> i16 {
+pub(crate) fn type_len(ty: LogicalType) -> i16 {
     match ty {
         LogicalType::Int2 => 2,
         LogicalType::Int4 | LogicalType::Date => 4,
@@ -308,7 +308,7 @@ pub fn type_len(ty: LogicalType) -> i16 {
 
 /// Decodes a client value (a literal's text, or a bound parameter) into canonical
 /// plaintext.
-pub fn to_canonical(
+pub(crate) fn to_canonical(
     ty: LogicalType,
     format: Format,
     value: &[u8],
@@ -330,7 +330,7 @@ pub fn to_canonical(
 }
 
 /// Encodes canonical plaintext in the format the client asked for.
-pub fn from_canonical(
+pub(crate) fn from_canonical(
     ty: LogicalType,
     format: Format,
     canonical: &[u8],
@@ -560,7 +560,7 @@ fn hex_digit(c: u8) -> Res<u8> {
 }
 
 /// bytea text input: `\x` hex (whitespace between pairs allowed) or the escape format.
-pub fn parse_bytea(s: &str) -> Res<Vec<u8>> {
+pub(crate) fn parse_bytea(s: &str) -> Res<Vec<u8>> {
     let b = s.as_bytes();
     if let Some(hex) = s.strip_prefix("\\x").or_else(|| s.strip_prefix("\\X")) {
         let digits: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();

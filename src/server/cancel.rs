@@ -13,7 +13,7 @@ use crate::upstream::{UpstreamTarget, open_stream};
 
 /// The key phigate gave a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientKey {
+pub(crate) struct ClientKey {
     /// process id
     pub pid: i32,
     /// secret
@@ -22,14 +22,14 @@ pub struct ClientKey {
 
 /// Live sessions' keys, client key to upstream key.
 #[derive(Default)]
-pub struct CancelRegistry {
+pub(crate) struct CancelRegistry {
     map: DashMap<ClientKey, (i32, Vec<u8>)>,
 }
 
 impl CancelRegistry {
     /// Registers an upstream key and returns the client key for it: the same process id,
     /// a fresh secret.
-    pub fn register(&self, upstream: (i32, Vec<u8>)) -> ClientKey {
+    pub(crate) fn register(&self, upstream: (i32, Vec<u8>)) -> ClientKey {
         let mut rng = rand::rng();
         loop {
             let key = ClientKey {
@@ -44,7 +44,7 @@ impl CancelRegistry {
     }
 
     /// Forgets a session's key.
-    pub fn unregister(&self, key: ClientKey) {
+    pub(crate) fn unregister(&self, key: ClientKey) {
         self.map.remove(&key);
     }
 

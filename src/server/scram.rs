@@ -135,7 +135,7 @@ impl ScramExchange {
 
 /// A verifier for a user that does not exist: the exchange runs as for a real user (same
 /// salt every time, so probing cannot tell) and always fails with [`ScramError::BadProof`].
-pub fn decoy_verifier(instance_secret: &[u8], user: &str) -> ScramVerifier {
+pub(crate) fn decoy_verifier(instance_secret: &[u8], user: &str) -> ScramVerifier {
     let salt = hmac(instance_secret, user.as_bytes())[..16].to_vec();
     ScramVerifier {
         iterations: 4096,

@@ -58,7 +58,7 @@ impl CommandKind {
     }
 
     /// The kind named by a CommandComplete tag such as `INSERT 0 1` or `CREATE TABLE`.
-    pub fn from_tag(tag: &str) -> Self {
+    pub(crate) fn from_tag(tag: &str) -> Self {
         let word = tag.split(' ').next().unwrap_or("");
         match word {
             "SELECT" | "FETCH" | "SHOW" | "MOVE" => Self::Select,

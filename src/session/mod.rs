@@ -155,7 +155,7 @@ impl Session {
     }
 
     /// A session whose start-up settings set the search_path to `value`.
-    pub fn with_search_path(mut self, value: &str) -> Self {
+    pub(crate) fn with_search_path(mut self, value: &str) -> Self {
         let path = match crate::sql::parse_search_path(value) {
             Some(p) => crate::sql::SearchPath::Known(p.into()),
             None => crate::sql::SearchPath::Unknown,
@@ -175,14 +175,8 @@ impl Session {
 
     /// Notes a parameter the server reported (at login or later); returns the value the
     /// client is shown.
-    pub fn observe_parameter<'a>(&'a mut self, name: &str, value: &'a str) -> &'a str {
+    pub(crate) fn observe_parameter<'a>(&'a mut self, name: &str, value: &'a str) -> &'a str {
         self.params.observe(name, value)
-    }
-
-    /// Rewrites a ParameterStatus value for the client (see [`Session::new`]): the upstream
-    /// `phigate:<user>/<name>` (also after the client's own SET) is shown as `<name>`.
-    pub fn client_parameter<'a>(&'a self, name: &str, value: &'a str) -> &'a str {
-        self.params.client_value(name, value)
     }
 
     /// What value conversions need to know of the session.
@@ -201,13 +195,13 @@ impl Session {
     }
 
     /// The last transaction status reported by the server (`I`, `T` or `E`).
-    pub fn tx_status(&self) -> u8 {
+    pub(crate) fn tx_status(&self) -> u8 {
         self.tx_status
     }
 
     /// True while the server owes the client a response without further client input: the
     /// idle clock does not run then.
-    pub fn awaiting_upstream(&self) -> bool {
+    pub(crate) fn awaiting_upstream(&self) -> bool {
         self.queue.awaiting_upstream()
     }
 

@@ -154,7 +154,7 @@ impl Session {
     }
 
     /// The client broke the protocol: 08P01, then the connection is closed.
-    pub fn protocol_violation(&mut self, err: &ProtocolError, out: &mut Outbound) {
+    pub(crate) fn protocol_violation(&mut self, err: &ProtocolError, out: &mut Outbound) {
         tracing::warn!(error = %err, "client protocol violation");
         out.events.push(Event::ProtocolViolation);
         self.terminate(
@@ -166,7 +166,7 @@ impl Session {
 
     /// The upstream connection failed or misbehaved: the client gets `err` at once (nothing
     /// more will come from the server) and the session closes.
-    pub fn fail_upstream(&mut self, err: PgError, out: &mut Outbound) {
+    pub(crate) fn fail_upstream(&mut self, err: PgError, out: &mut Outbound) {
         if self.phase == Phase::Closed {
             return;
         }

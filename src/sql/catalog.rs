@@ -225,7 +225,7 @@ impl Catalog {
 
     /// The protected column a result field comes from, by the table OID and attribute
     /// number PostgreSQL reports in RowDescription.
-    pub fn by_origin(&self, table_oid: u32, attnum: i16) -> Option<&Arc<Column>> {
+    pub(crate) fn by_origin(&self, table_oid: u32, attnum: i16) -> Option<&Arc<Column>> {
         if table_oid == 0 {
             return None;
         }
@@ -250,7 +250,7 @@ impl Catalog {
     /// The protected table an unqualified `name` means on the search path `path`: the
     /// first schema (after pg_catalog) holding a relation of that name decides. `None` when
     /// that relation is not protected, or no schema on the path holds one.
-    pub fn resolve(&self, name: &str, path: &[String]) -> Option<&Arc<Table>> {
+    pub(crate) fn resolve(&self, name: &str, path: &[String]) -> Option<&Arc<Table>> {
         let homes = self.homes.get(name)?;
         let implicit = ["pg_catalog".to_owned()];
         let first = implicit
@@ -262,7 +262,10 @@ impl Catalog {
     }
 
     /// Every protected table called `name` (in any schema).
-    pub fn tables_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<Table>> {
+    pub(crate) fn tables_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Table>> {
         self.tables.iter().filter(move |t| t.name.table == name)
     }
 

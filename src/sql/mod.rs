@@ -193,7 +193,7 @@ impl Refusal {
     }
 
     /// The error sent to the client.
-    pub fn to_error(&self) -> PgError {
+    pub(crate) fn to_error(&self) -> PgError {
         PgError::error(self.code, self.message.clone()).with_hint(self.hint.clone())
     }
 }

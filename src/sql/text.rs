@@ -51,7 +51,7 @@ impl Sql {
 
     /// Where each literal goes: (byte offset in the text, index in [`Sql::literals`]), in
     /// text order.
-    pub fn slots(&self) -> &[(usize, usize)] {
+    pub(crate) fn slots(&self) -> &[(usize, usize)] {
         &self.slots
     }
 

@@ -201,7 +201,7 @@ impl Synth {
 
     /// Writes the rows of `table` generated from `ids` (a part of [`Self::sources`]);
     /// returns the number of rows.
-    pub fn write_rows(
+    pub(crate) fn write_rows(
         &self,
         table: Table,
         format: Format,

@@ -2,7 +2,7 @@
 //! up; codes (ICD-10-CM, LOINC) are real so that the data looks like an EHR's.
 
 /// Given names.
-pub const FIRST_NAMES: &[&str] = &[
+pub(crate) const FIRST_NAMES: &[&str] = &[
     "Ada", "Alan", "Amara", "Ana", "Arjun", "Beatrix", "Bruno", "Carmen", "Chen", "Chloe",
     "Dmitri", "Elena", "Emeka", "Farah", "Felix", "Grace", "Hana", "Hugo", "Ines", "Isaac",
     "Jamal", "Jun", "Kai", "Keiko", "Lars", "Leila", "Lucia", "Malik", "Maya", "Mateo", "Nadia",
@@ -11,7 +11,7 @@ pub const FIRST_NAMES: &[&str] = &[
 ];
 
 /// Family names.
-pub const LAST_NAMES: &[&str] = &[
+pub(crate) const LAST_NAMES: &[&str] = &[
     "Abara",
     "Bergstrom",
     "Castellano",
@@ -45,7 +45,7 @@ pub const LAST_NAMES: &[&str] = &[
 ];
 
 /// Street names (with a house number in front).
-pub const STREETS: &[&str] = &[
+pub(crate) const STREETS: &[&str] = &[
     "Maple St",
     "Oak Ave",
     "Cedar Ln",
@@ -61,7 +61,7 @@ pub const STREETS: &[&str] = &[
 ];
 
 /// Fictional towns, with a two-letter state code.
-pub const TOWNS: &[(&str, &str)] = &[
+pub(crate) const TOWNS: &[(&str, &str)] = &[
     ("Springfield", "ZZ"),
     ("Riverton", "ZZ"),
     ("Fairview", "ZY"),
@@ -71,7 +71,7 @@ pub const TOWNS: &[(&str, &str)] = &[
 ];
 
 /// Clinic name stems.
-pub const CLINICS: &[&str] = &[
+pub(crate) const CLINICS: &[&str] = &[
     "Riverside Family Medicine",
     "Northgate Internal Medicine",
     "Harbor Pediatrics",
@@ -81,13 +81,13 @@ pub const CLINICS: &[&str] = &[
 ];
 
 /// ICD-10-CM codes common in primary care.
-pub const ICD10: &[&str] = &[
+pub(crate) const ICD10: &[&str] = &[
     "I10", "E11.9", "E78.5", "J06.9", "M54.5", "F41.1", "F32.9", "J45.909", "K21.9", "N39.0",
     "E03.9", "R51.9", "Z00.00", "E66.9", "G43.909", "M17.11", "J02.9", "L30.9", "R05.9", "B20",
 ];
 
 /// LOINC lab tests: code, unit, typical low and high value.
-pub const LABS: &[(&str, &str, f64, f64)] = &[
+pub(crate) const LABS: &[(&str, &str, f64, f64)] = &[
     ("2345-7", "mg/dL", 65.0, 180.0),   // glucose
     ("4548-4", "%", 4.5, 9.5),          // hemoglobin A1c
     ("2093-3", "mg/dL", 120.0, 280.0),  // cholesterol
@@ -101,7 +101,7 @@ pub const LABS: &[(&str, &str, f64, f64)] = &[
 ];
 
 /// Medications with a usual dose.
-pub const MEDICATIONS: &[(&str, &str)] = &[
+pub(crate) const MEDICATIONS: &[(&str, &str)] = &[
     ("lisinopril", "10 mg daily"),
     ("metformin", "500 mg twice daily"),
     ("atorvastatin", "20 mg daily"),
@@ -117,10 +117,10 @@ pub const MEDICATIONS: &[(&str, &str)] = &[
 ];
 
 /// Kinds of encounter.
-pub const ENCOUNTER_KINDS: &[&str] = &["office", "telehealth", "urgent", "inpatient", "lab"];
+pub(crate) const ENCOUNTER_KINDS: &[&str] = &["office", "telehealth", "urgent", "inpatient", "lab"];
 
 /// What a patient reports, for notes.
-pub const COMPLAINTS: &[&str] = &[
+pub(crate) const COMPLAINTS: &[&str] = &[
     "fatigue for two weeks",
     "intermittent headaches",
     "lower back pain after lifting",
@@ -134,7 +134,7 @@ pub const COMPLAINTS: &[&str] = &[
 ];
 
 /// What the clinician plans, for notes.
-pub const PLANS: &[&str] = &[
+pub(crate) const PLANS: &[&str] = &[
     "labs ordered, review in two weeks",
     "continue current medication",
     "start medication, recheck in one month",

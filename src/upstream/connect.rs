@@ -104,7 +104,7 @@ impl From<ProtocolError> for UpstreamError {
 impl UpstreamError {
     /// The error a client sees. The service login's own problems are not the client's:
     /// they are reported as 08006 without the server's details.
-    pub fn client_error(&self) -> PgError {
+    pub(crate) fn client_error(&self) -> PgError {
         match self {
             UpstreamError::Refused { code, message } if !code.starts_with("28") => {
                 PgError::fatal(known_code(code), format!("upstream: {message}"))
@@ -374,7 +374,7 @@ impl Connected {
 
     /// Runs one simple query on a session opened by phigate itself (never a client's) and
     /// returns its rows as text.
-    pub async fn query_text(
+    pub(crate) async fn query_text(
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {

@@ -81,7 +81,7 @@ impl LiveSchema {
 
     /// Every protected column that exists as `bytea` carries the `phigate_encrypted`
     /// domain, so the database itself refuses a plaintext value.
-    pub fn require_backstop(&self, policies: &PolicySet) -> Result<(), UpstreamError> {
+    pub(crate) fn require_backstop(&self, policies: &PolicySet) -> Result<(), UpstreamError> {
         for t in policies.tables() {
             for name in t.columns.keys() {
                 if self.column(&t.name, name) == ColumnStatus::LacksDomain {

@@ -19,7 +19,7 @@ impl ServiceSession {
     }
 
     /// Logs in upstream as `upstream.admin_user`, the tables' owner.
-    pub async fn open_admin(
+    pub(crate) async fn open_admin(
         config: &Config,
         application_name: &str,
     ) -> Result<Self, UpstreamError> {
