@@ -18,33 +18,50 @@ use crate::sql::{Column, Plan, Refusal};
 /// Per field of a COPY row: the protected column it holds, with its cipher.
 type Fields = Vec<Option<(Arc<Column>, Arc<ColumnCipher>)>>;
 
-/// The protected fields of `plan`'s COPY, and its format.
-fn fields_of(plan: &Plan, ciphers: &Ciphers) -> (Fields, CopyFormat) {
-    let Some(copy) = &plan.copy else {
-        return (Vec::new(), CopyFormat::text());
-    };
-    let fields = copy
-        .columns
-        .iter()
-        .map(|c| c.as_ref().map(|c| (c.clone(), ciphers.of(c))))
-        .collect();
-    (fields, copy.format.clone())
+/// What both directions of a COPY know: its fields, format and stream state.
+#[derive(Debug)]
+struct Copying {
+    fields: Fields,
+    format: CopyFormat,
+    ctx: Context,
+    /// the header line is still to come (text and CSV)
+    header: bool,
+    /// the binary format's stream, for a binary COPY
+    binary: Option<BinaryStream>,
+}
+
+impl Copying {
+    /// The COPY of `plan`: its protected fields with their ciphers, and its format.
+    fn new(plan: &Plan, ciphers: &Ciphers, ctx: Context) -> Self {
+        let (fields, format) = match &plan.copy {
+            Some(copy) => {
+                let fields = copy
+                    .columns
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| (c.clone(), ciphers.of(c))))
+                    .collect();
+                (fields, copy.format.clone())
+            }
+            None => (Vec::new(), CopyFormat::text()),
+        };
+        Self {
+            header: format.header,
+            binary: format.binary.then(BinaryStream::default),
+            fields,
+            format,
+            ctx,
+        }
+    }
 }
 
 /// The rows of a COPY FROM STDIN, reassembled from CopyData chunks and encrypted.
 #[derive(Debug)]
 pub(crate) struct CopyIn {
-    fields: Fields,
-    format: CopyFormat,
-    ctx: Context,
+    c: Copying,
     /// bytes of an incomplete row
     partial: Vec<u8>,
-    /// the header line is still to come
-    header: bool,
     /// the `\.` end marker was seen: the rest is ignored
     ended: bool,
-    /// the binary format's stream, for a binary COPY
-    binary: Option<BinaryStream>,
 }
 
 fn bad_value(col: &Column, e: &value::ValueError) -> Refusal {
@@ -93,13 +110,8 @@ fn seal(
 impl CopyIn {
     /// Starts on the COPY of `plan` (which must have a copy plan).
     pub(crate) fn new(plan: &Plan, ciphers: &Ciphers, ctx: Context) -> Self {
-        let (fields, format) = fields_of(plan, ciphers);
         Self {
-            header: format.header,
-            binary: format.binary.then(BinaryStream::default),
-            fields,
-            format,
-            ctx,
+            c: Copying::new(plan, ciphers, ctx),
             partial: Vec::new(),
             ended: false,
         }
@@ -107,10 +119,10 @@ impl CopyIn {
 
     /// A chunk of binary COPY data: its complete tuples, encrypted.
     fn binary_data(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Refusal> {
-        let Some(stream) = self.binary.as_mut() else {
+        let Some(stream) = self.c.binary.as_mut() else {
             return Ok(());
         };
-        let (fields, ctx) = (&self.fields, self.ctx);
+        let (fields, ctx) = (&self.c.fields, self.c.ctx);
         let mut buf = Vec::with_capacity(chunk.len() * 2);
         stream
             .feed(
@@ -127,11 +139,11 @@ impl CopyIn {
 
     /// A chunk of client data: the complete rows in it, encrypted, as one CopyData.
     pub(crate) fn data(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Refusal> {
-        if self.binary.is_some() {
+        if self.c.binary.is_some() {
             return self.binary_data(chunk, out);
         }
         self.partial.extend_from_slice(chunk);
-        let ends = row_ends(&self.partial, &self.format);
+        let ends = row_ends(&self.partial, &self.c.format);
         let Some(&end) = ends.last() else {
             return Ok(());
         };
@@ -141,7 +153,7 @@ impl CopyIn {
 
     /// The client's CopyDone: the last row may lack its line end.
     pub(crate) fn done(&mut self, out: &mut BytesMut) -> Result<(), Refusal> {
-        if let Some(stream) = &self.binary {
+        if let Some(stream) = &self.c.binary {
             return if stream.is_clean() {
                 Ok(())
             } else {
@@ -153,7 +165,7 @@ impl CopyIn {
         }
         let mut rows = std::mem::take(&mut self.partial);
         rows.push(b'\n');
-        let ends = row_ends(&rows, &self.format);
+        let ends = row_ends(&rows, &self.c.format);
         if ends.last() != Some(&rows.len()) {
             return Err(Refusal {
                 code: "22P04",
@@ -173,13 +185,13 @@ impl CopyIn {
             start = end;
             let body = line.strip_suffix(b"\n").unwrap_or(line);
             let body = body.strip_suffix(b"\r").unwrap_or(body);
-            if self.ended || self.header || body == b"\\." {
+            if self.ended || self.c.header || body == b"\\." {
                 self.ended |= body == b"\\.";
-                self.header = false;
+                self.c.header = false;
                 buf.extend_from_slice(line);
                 continue;
             }
-            let (fields, ctx) = (&self.fields, self.ctx);
+            let (fields, ctx) = (&self.c.fields, self.c.ctx);
             let sealed_hex = |i: usize, v: &[u8]| {
                 let field = fields.get(i)?.as_ref()?;
                 Some(seal(field, Format::Text, v, ctx).map(|sealed| {
@@ -189,7 +201,7 @@ impl CopyIn {
                     hex
                 }))
             };
-            rewrite_row(body, &self.format, sealed_hex, &mut buf)?;
+            rewrite_row(body, &self.c.format, sealed_hex, &mut buf)?;
             buf.push(b'\n');
         }
         build::copy_data(&buf, out);
@@ -199,33 +211,18 @@ impl CopyIn {
 
 /// A COPY TO STDOUT of a protected table: its data decrypted on the way to the client.
 #[derive(Debug)]
-pub(crate) struct CopyOut {
-    fields: Fields,
-    format: CopyFormat,
-    ctx: Context,
-    /// the header line is next (CSV)
-    header: bool,
-    /// the binary format's stream, for a binary COPY
-    binary: Option<BinaryStream>,
-}
+pub(crate) struct CopyOut(Copying);
 
 impl CopyOut {
     /// Starts on the COPY of `plan` (which has a copy plan).
     pub(crate) fn new(plan: &Plan, ciphers: &Ciphers, ctx: Context) -> Self {
-        let (fields, format) = fields_of(plan, ciphers);
-        Self {
-            header: format.header,
-            binary: format.binary.then(BinaryStream::default),
-            fields,
-            format,
-            ctx,
-        }
+        Self(Copying::new(plan, ciphers, ctx))
     }
 
     /// One CopyData from the server, decrypted.
     pub(crate) fn data(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), RowError> {
-        let (fields, ctx) = (&self.fields, self.ctx);
-        let Some(stream) = &mut self.binary else {
+        let (fields, ctx) = (&self.0.fields, self.0.ctx);
+        let Some(stream) = &mut self.0.binary else {
             return self.text_row(data, out);
         };
         let mut buf = Vec::with_capacity(data.len());
@@ -249,11 +246,11 @@ impl CopyOut {
 
     /// One row of text or CSV (PostgreSQL sends a row per CopyData), decrypted.
     fn text_row(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), RowError> {
-        if std::mem::take(&mut self.header) {
+        if std::mem::take(&mut self.0.header) {
             build::copy_data(data, out);
             return Ok(());
         }
-        let (fields, ctx) = (&self.fields, self.ctx);
+        let (fields, ctx) = (&self.0.fields, self.0.ctx);
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         let mut row = Vec::with_capacity(data.len());
         let opened = |i: usize, v: &[u8]| {
@@ -262,7 +259,7 @@ impl CopyOut {
                 .map_err(|e| unreadable(&field.0, e.into()));
             Some(envelope.and_then(|e| revealed(field, &e, Format::Text, ctx)))
         };
-        rewrite_row(body, &self.format, opened, &mut row)?;
+        rewrite_row(body, &self.0.format, opened, &mut row)?;
         row.push(b'\n');
         build::copy_data(&row, out);
         Ok(())
