@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# K per pgbench workload: K = (phigate/direct) / (PgBouncer/direct), TPS medians over
+# ROUNDS rounds in which direct, phigate and PgBouncer (session mode) run alternately on the
+# same PostgreSQL, so all three see the same machine state. phigate runs with analysis and
+# the audit log on (group durability), TLS off on both proxies, SCRAM on both.
+# Workloads: pgbench -S (simple, extended, prepared), the built-in TPC-B (simple,
+# prepared), -C (a new connection per transaction). Also phigate's and PgBouncer's CPU per
+# transaction; an encrypted-table workload (a lookup by a deterministic column and an
+# insert) against the same statements on a plaintext table, both through phigate; and with
+# one client, the latency phigate and PgBouncer add per statement at p50 and p99.
+#
+# usage: benches/k.sh [rounds] [seconds-per-run] [clients]
+set -euo pipefail
+
+ROUNDS=${1:-3}
+SECS=${2:-10}
+CLIENTS=${3:-8}
+# shellcheck source=benches/harness.sh
+source "$(dirname "$0")/harness.sh"
+
+WORKLOADS=(select-simple select-extended select-prepared tpcb-simple tpcb-prepared connect)
+args_of() {
+  case $1 in
+    select-simple) echo "-S -M simple" ;;
+    select-extended) echo "-S -M extended" ;;
+    select-prepared) echo "-S -M prepared" ;;
+    tpcb-simple) echo "-M simple" ;;
+    tpcb-prepared) echo "-M prepared" ;;
+    connect) echo "-C -S -M simple" ;;
+  esac
+}
+port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; esac; }
+pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; *) echo $$ ;; esac; }
+
+declare -A KTPS KTICKS KTXS
+echo "round workload target tps"
+for round in $(seq 1 "$ROUNDS"); do
+  for w in "${WORKLOADS[@]}"; do
+    for target in direct phigate pgbouncer; do
+      # shellcheck disable=SC2046
+      measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
+      KTPS[$w,$target]="${KTPS[$w,$target]:-} $TPS_OUT"
+      KTICKS[$w,$target]=$(( ${KTICKS[$w,$target]:-0} + TICKS_OUT ))
+      KTXS[$w,$target]=$(( ${KTXS[$w,$target]:-0} + TX_OUT ))
+      echo "$round $w $target $TPS_OUT"
+    done
+  done
+done
+
+HZ=$(getconf CLK_TCK)
+echo
+echo "K over $ROUNDS rounds, $CLIENTS clients, ${SECS}s per run (TPS medians; CPU per transaction over all runs):"
+printf '  %-16s %9s %9s %9s %7s %7s %10s %10s\n' workload direct phigate pgbouncer p/d K "phigate us" "bouncer us"
+for w in "${WORKLOADS[@]}"; do
+  read -r d p b <<<"$(medians_of KTPS "$w" direct phigate pgbouncer)"
+  awk -v w="$w" -v d="$d" -v p="$p" -v b="$b" -v hz="$HZ" \
+      -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" \
+      -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" 'BEGIN {
+    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f\n", w, d, p, b, p/d, (p/d)/(b/d),
+      pt / hz * 1e6 / pn, bt / hz * 1e6 / bn }'
+done
+
+# Encrypted against plaintext, both through phigate: a lookup by a deterministic column and
+# an insert of three encrypted values, per transaction.
+for table in plain enc; do
+  case $table in plain) t=plain_patients; seq=plain_ids ;; enc) t=patients; seq=patient_ids ;; esac
+  for mode in simple prepared; do
+    # pgbench puts a variable into a quoted literal in simple mode only
+    case $mode in simple) ssn="':id'" ;; *) ssn=":id" ;; esac
+    printf '\\set id random(1, 10000)\nSELECT id, full_name FROM %s WHERE ssn = %s;\nINSERT INTO %s (id, ssn, full_name, birth_date) VALUES (nextval(%s), %s, %s, %s);\n' \
+      "$t" "$ssn" "$t" "'$seq'" "'x'" "'New patient'" "'2001-02-03'" >"$WORK/$table-$mode.sql"
+  done
+done
+declare -A ETPS ETICKS ETXS
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for table in plain enc; do
+      measure "$PHPID" "$table $mode" -n -M "$mode" -f "$WORK/$table-$mode.sql" -p "$PHPORT"
+      ETPS[$mode,$table]="${ETPS[$mode,$table]:-} $TPS_OUT"
+      ETICKS[$mode,$table]=$(( ${ETICKS[$mode,$table]:-0} + TICKS_OUT ))
+      ETXS[$mode,$table]=$(( ${ETXS[$mode,$table]:-0} + TX_OUT ))
+    done
+  done
+done
+echo
+echo "lookup by a deterministic column + insert, through phigate, plaintext vs encrypted table:"
+for mode in simple prepared; do
+  read -r pl en <<<"$(medians_of ETPS "$mode" plain enc)"
+  awk -v m="$mode" -v hz="$HZ" -v pl="$pl" -v en="$en" \
+      -v pt="${ETICKS[$mode,plain]}" -v pn="${ETXS[$mode,plain]}" \
+      -v et="${ETICKS[$mode,enc]}" -v enn="${ETXS[$mode,enc]}" 'BEGIN {
+    p = pt / hz * 1e6 / pn / 2; e = et / hz * 1e6 / enn / 2
+    printf "  %-8s TPS plaintext %.0f, encrypted %.0f (%.2f); phigate CPU per statement %.1f us vs %.1f us: +%.1f us\n", m, pl, en, en/pl, p, e, e - p }'
+done
+
+# One client: the latency each proxy adds per statement (pgbench -S, prepared), from
+# pgbench's per-transaction log.
+echo
+echo "one client, pgbench -S prepared, latency per statement (us):"
+percentiles() { sort -n | awk '{a[NR]=$1} END {printf "%d %d", a[int(NR*0.5)], a[int(NR*0.99)]}'; }
+declare -A P50 P99
+for target in direct phigate pgbouncer; do
+  rm -f "$WORK"/lat-"$target".*
+  PGPASSWORD=bench-pw pgbench -n -c 1 -j 1 -T "$SECS" -S -M prepared -l --log-prefix="$WORK/lat-$target" \
+    -h 127.0.0.1 -U bench -p "$(port_of $target)" bench >/dev/null 2>&1
+  read -r P50[$target] P99[$target] <<<"$(cat "$WORK"/lat-"$target".* | awk '{print $3}' | percentiles)"
+done
+for target in direct phigate pgbouncer; do
+  printf '  %-10s p50 %5d  p99 %5d' "$target" "${P50[$target]}" "${P99[$target]}"
+  [ "$target" = direct ] && echo || echo "   added: p50 +$((P50[$target] - P50[direct])), p99 +$((P99[$target] - P99[direct]))"
+done
