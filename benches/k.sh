@@ -18,7 +18,8 @@ CLIENTS=${3:-8}
 # shellcheck source=benches/harness.sh
 source "$(dirname "$0")/harness.sh"
 
-WORKLOADS=(select-simple select-extended select-prepared tpcb-simple tpcb-prepared connect)
+# K_WORKLOADS (space-separated) runs a subset
+read -r -a WORKLOADS <<<"${K_WORKLOADS:-select-simple select-extended select-prepared tpcb-simple tpcb-prepared connect}"
 args_of() {
   case $1 in
     select-simple) echo "-S -M simple" ;;

@@ -7,7 +7,7 @@ mod cancel;
 mod connection;
 mod handshake;
 mod relay;
-mod scram;
+pub(crate) mod scram;
 mod throttle;
 
 pub use boot::{Reloader, check, preflight};

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::scram::{SaltCache, ScramClient};
 use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{Authentication, Backend, decode_data_row, decode_parameter_status};
@@ -32,6 +32,8 @@ pub struct UpstreamTarget {
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// time allowed to connect and log in
     pub connect_timeout: Duration,
+    /// the SCRAM salted password of the service login, derived once per server salt
+    pub(crate) salted: Arc<SaltCache>,
 }
 
 impl std::fmt::Debug for UpstreamTarget {
@@ -197,7 +199,7 @@ async fn login(
     stream.write_all(&out).await.map_err(io)?;
 
     let mut buf = BytesMut::with_capacity(4096);
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     let mut parameters = Vec::new();
     let mut backend_key = None;
     loop {
@@ -248,7 +250,7 @@ async fn login(
 fn authenticate(
     target: &UpstreamTarget,
     auth: Authentication<'_>,
-    scram: &mut Option<ScramSha256>,
+    scram: &mut Option<ScramClient>,
     reply: &mut BytesMut,
 ) -> Result<(), UpstreamError> {
     let password = || {
@@ -281,26 +283,26 @@ fn authenticate(
                     "no supported SASL mechanism in {offered:?}"
                 )));
             }
-            let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-            build::sasl_initial_response("SCRAM-SHA-256", client.message(), reply);
+            let client = ScramClient::new(password()?);
+            build::sasl_initial_response("SCRAM-SHA-256", client.first().as_bytes(), reply);
             *scram = Some(client);
         }
         Authentication::SaslContinue(data) => {
             let client = scram
                 .as_mut()
                 .ok_or_else(|| UpstreamError::Login("SASLContinue before SASL".into()))?;
-            client
-                .update(data)
-                .map_err(|e| UpstreamError::Login(format!("SCRAM: {e}")))?;
-            build::password_message(client.message(), reply);
+            let response = client
+                .respond(data, &target.salted)
+                .map_err(|e| UpstreamError::Login(format!("SCRAM: {}", e.0)))?;
+            build::password_message(response.as_bytes(), reply);
         }
         Authentication::SaslFinal(data) => {
-            let mut client = scram
+            let client = scram
                 .take()
                 .ok_or_else(|| UpstreamError::Login("SASLFinal before SASL".into()))?;
             client
                 .finish(data)
-                .map_err(|e| UpstreamError::Login(format!("SCRAM server signature: {e}")))?;
+                .map_err(|e| UpstreamError::Login(format!("SCRAM server signature: {}", e.0)))?;
         }
         Authentication::Unsupported(code) => {
             return Err(UpstreamError::Login(format!(

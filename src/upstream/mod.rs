@@ -6,6 +6,7 @@
 mod connect;
 mod row_security;
 mod schema;
+mod scram;
 mod service;
 mod target;
 pub mod url;

@@ -42,6 +42,7 @@ pub(crate) fn service_target(config: &Config) -> Result<UpstreamTarget, Upstream
         password,
         tls,
         connect_timeout: u.connect_timeout,
+        salted: Default::default(),
     })
 }
 
@@ -56,6 +57,8 @@ pub(crate) fn admin_target(config: &Config) -> Result<UpstreamTarget, UpstreamEr
     };
     let mut target = service_target(config)?;
     target.user.clone_from(user);
+    // another login: its own salted password
+    target.salted = Default::default();
     target.password = match &u.admin_password_file {
         Some(p) => Some(read_password(
             &p.relative(),

@@ -163,6 +163,7 @@ pub(super) fn target(url: &str) -> Result<UpstreamTarget, UpstreamError> {
         password: p.password,
         tls,
         connect_timeout: Duration::from_secs(10),
+        salted: Default::default(),
     })
 }
 
