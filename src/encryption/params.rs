@@ -2,6 +2,8 @@
 //! the Bind that encrypts them, and the ParameterDescription that shows the client the
 //! types it would see without phigate.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 use super::Ciphers;
@@ -63,7 +65,7 @@ pub(crate) fn bind(
     ctx: Context,
     out: &mut BytesMut,
 ) -> Result<(), Refusal> {
-    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(msg.params.len());
+    let mut values: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(msg.params.len());
     let mut formats: Vec<i16> = Vec::with_capacity(msg.params.len());
     for (i, v) in msg.params.iter().enumerate() {
         let format = Format::from_code(msg.param_formats.nth(i));
@@ -75,7 +77,7 @@ pub(crate) fn bind(
                 };
                 let cipher = ciphers.of(use_.column());
                 let sealed = encrypt_param(use_, &cipher, (format, declared), v, ctx, i + 1)?;
-                values.push(Some(sealed));
+                values.push(Some(Cow::Owned(sealed)));
                 formats.push(1);
             }
             (Some(_), None) => {
@@ -83,7 +85,7 @@ pub(crate) fn bind(
                 formats.push(1);
             }
             (None, v) => {
-                values.push(v.map(<[u8]>::to_vec));
+                values.push(v.map(Cow::Borrowed));
                 formats.push(if format == Format::Binary { 1 } else { 0 });
             }
         }

@@ -2,6 +2,7 @@
 //! masks as text) and each DataRow decrypted, masked or left as ciphertext, as the
 //! reader's role may read it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -100,11 +101,11 @@ pub(crate) fn data_row(
             (Some(f), Some(stored)) => {
                 let format = Format::nth(formats, i);
                 match reveal(f, format, stored)? {
-                    Some(p) => Some(for_client(f, format, p, ctx)?),
+                    Some(p) => Some(Cow::Owned(for_client(f, format, p, ctx)?)),
                     None => None,
                 }
             }
-            (_, v) => v.map(<[u8]>::to_vec),
+            (_, v) => v.map(Cow::Borrowed),
         });
     }
     build::data_row(&row, out);

@@ -1,6 +1,8 @@
 //! Encoders for the messages phigate itself sends, to clients and to the upstream server.
 //! Each appends one complete message to `out`.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 
 use super::backend::FieldDescription;
@@ -229,7 +231,7 @@ pub fn parse(name: &str, sql: &str, param_types: &[u32], out: &mut BytesMut) {
 pub fn bind(
     (portal, statement): (&str, &str),
     formats: &[i16],
-    values: &[Option<Vec<u8>>],
+    values: &[Option<Cow<'_, [u8]>>],
     result_formats: impl ExactSizeIterator<Item = i16>,
     out: &mut BytesMut,
 ) {
@@ -276,7 +278,7 @@ pub(crate) fn row_description(fields: &[FieldDescription<'_>], out: &mut BytesMu
 }
 
 /// DataRow.
-pub(crate) fn data_row(values: &[Option<Vec<u8>>], out: &mut BytesMut) {
+pub(crate) fn data_row(values: &[Option<Cow<'_, [u8]>>], out: &mut BytesMut) {
     message(out, b'D', |b| put_values(b, values));
 }
 
@@ -296,7 +298,7 @@ fn put_count(b: &mut BytesMut, n: usize) {
 }
 
 /// A count, then each value with its length (-1 for NULL).
-fn put_values(b: &mut BytesMut, values: &[Option<Vec<u8>>]) {
+fn put_values(b: &mut BytesMut, values: &[Option<Cow<'_, [u8]>>]) {
     put_count(b, values.len());
     for v in values {
         match v {
@@ -392,7 +394,7 @@ mod tests {
         };
         let mut out = BytesMut::new();
         row_description(std::slice::from_ref(&field), &mut out);
-        data_row(&[None, Some(b"x".to_vec())], &mut out);
+        data_row(&[None, Some(Cow::Borrowed(&b"x"[..]))], &mut out);
         let t = split_frame(&mut out, 1 << 20).unwrap().unwrap();
         assert_eq!(decode_row_description(t.body()).unwrap(), [field]);
         let d = split_frame(&mut out, 1 << 20).unwrap().unwrap();
