@@ -10,7 +10,8 @@ use super::auditing::Begin;
 use super::copy::ClientCopy;
 use super::queue::Pending;
 use super::refuse::{
-    audit_refusal, extended_declare_refusal, fast_path_refusal, unanswered_parse_refusal,
+    audit_refusal, extended_declare_refusal, fast_path_refusal, no_ciphers_refusal,
+    unanswered_parse_refusal,
 };
 use super::registry::{Portal, Prepared, Rows, Statement};
 use super::{Event, Held, Outbound, Phase, Session};
@@ -205,9 +206,8 @@ impl Session {
                 None
             }
             Some(Analysis::Rewrite(plan)) => {
-                // a plan comes from a guard's analyser: the ciphers are there
                 let Some(enforced) = self.enforced() else {
-                    return;
+                    return self.refuse_query(Arc::new(no_ciphers_refusal()), now, out);
                 };
                 let ciphers = &enforced.ciphers;
                 build::query(&encryption::render(&plan.sql, ciphers), &mut out.upstream);
@@ -268,7 +268,7 @@ impl Session {
             Some(Analysis::Refuse(r)) => return self.refuse_extended(r, out),
             Some(Analysis::Rewrite(plan)) => {
                 let Some(enforced) = self.enforced() else {
-                    return;
+                    return self.refuse_extended(Arc::new(no_ciphers_refusal()), out);
                 };
                 encryption::parse(name, &plan, declared, &enforced.ciphers, &mut out.upstream);
                 build::describe(b'S', name, &mut out.upstream);
@@ -310,7 +310,8 @@ impl Session {
         let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
         let enforced = self.enforced();
-        let encrypted = prepared.zip(enforced.as_ref()).map(|(prep, enforced)| {
+        let encrypted = prepared.map(|prep| {
+            let enforced = enforced.as_ref().ok_or_else(no_ciphers_refusal)?;
             let rows = Rows {
                 plan: prep.plan.clone(),
                 shape: prep.shape.clone(),

@@ -66,6 +66,17 @@ pub(super) fn extended_declare_refusal() -> Refusal {
     }
 }
 
+/// The refusal of a rewritten statement with no ciphers to encrypt it with. A plan only
+/// comes from the session's guard, which holds them, so this never reaches a client; it
+/// keeps a statement from going upstream unencrypted, or unanswered, were that to change.
+pub(super) fn no_ciphers_refusal() -> Refusal {
+    Refusal {
+        code: "XX000",
+        message: "phigate has no encryption keys in force for this session".into(),
+        hint: "reconnect; if it persists, report it as a phigate bug".into(),
+    }
+}
+
 /// The refusal of a Bind to a statement name whose new Parse PostgreSQL has not answered
 /// yet, with a Sync between them: phigate cannot tell which statement it would bind.
 pub(super) fn unanswered_parse_refusal() -> Refusal {
