@@ -1185,3 +1185,80 @@ async fn a_cached_statement_encrypts_its_randomized_literals_afresh() {
         "deterministic: the same ciphertext"
     );
 }
+
+/// A literal for a randomized column in a statement prepared once and executed many times
+/// gets a fresh nonce at each execution: phigate sends it as a hidden parameter after the
+/// client's, which the client never sees (its statement describes one parameter, int4);
+/// a Bind with the wrong number of values gets PostgreSQL's own error and the session
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_encrypts_its_randomized_literals_at_each_execution() {
+    use common::raw::{self, Raw, msg};
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    // c_text is randomized, c_varchar deterministic
+    let insert = app
+        .prepare("insert into vault (id, c_text, c_varchar) values ($1, 'Ada Lovelace', 'same')")
+        .await
+        .expect("prepare through phigate");
+    assert_eq!(insert.params(), [Type::INT4]);
+    for id in [1i32, 2] {
+        app.execute(&insert, &[&id]).await.expect("insert");
+    }
+    let back: Vec<(String, String)> = app
+        .query("select c_text, c_varchar from vault order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let one = ("Ada Lovelace".to_owned(), "same".to_owned());
+    assert_eq!(back, [one.clone(), one]);
+    let stored = db
+        .query(
+            "select c_text::bytea, c_varchar::bytea from vault order by id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let column = |i: usize| -> Vec<Vec<u8>> { stored.iter().map(|r| r.get(i)).collect() };
+    assert_ne!(
+        column(0)[0],
+        column(0)[1],
+        "randomized: a fresh nonce each time"
+    );
+    assert_eq!(
+        column(1)[0],
+        column(1)[1],
+        "deterministic: the same ciphertext"
+    );
+    // Parse with one parameter, Bind with none
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let parse = b"\0insert into patients (id, full_name) values ($1, 'Bo')\0\0\0".to_vec();
+    let mut bytes = msg(b'P', &parse);
+    bytes.extend_from_slice(&msg(b'B', b"\0\0\0\0\0\0\0\0"));
+    bytes.extend_from_slice(&msg(b'E', b"\0\0\0\0\0"));
+    bytes.extend_from_slice(&msg(b'S', b""));
+    bytes.extend_from_slice(&common::raw::query("select 'after'"));
+    r.send(&bytes).await;
+    let mut errors = Vec::new();
+    let mut ready = 0;
+    while let Some(m) = r.recv().await {
+        match m.0 {
+            b'E' => errors.push((
+                raw::sqlstate(&m.1),
+                String::from_utf8_lossy(&m.1).into_owned(),
+            )),
+            b'Z' if ready == 1 => break,
+            b'Z' => ready += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "08P01");
+    assert!(
+        errors[0].1.contains("supplies 0 parameters") && errors[0].1.contains("requires 1"),
+        "{errors:?}"
+    );
+    assert_eq!(count(&db, "select count(*) from patients").await, 0);
+}

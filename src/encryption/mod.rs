@@ -1,7 +1,7 @@
 //! Where values are encrypted and decrypted: the one module that holds the column ciphers.
 //!
 //! Analysis (`sql`) decides *what* must be encrypted and leaves typed slots in its plan:
-//! literals as [`crate::sql::Slot`]s, parameters as [`crate::sql::ParamUse`]s, COPY fields
+//! literals as [`crate::sql::Literal`]s, parameters as [`crate::sql::ParamUse`]s, COPY fields
 //! as the columns of a [`crate::sql::CopyPlan`]. This module fills them at every execution
 //! (so a randomized value gets a fresh nonce each time and every plan can be cached):
 //! - `literals`: the statement text with its slots encrypted;
@@ -156,6 +156,34 @@ mod tests {
             let plain = c.of(&l.column).decrypt(envelope).expect("decrypts");
             assert_eq!(plain, l.value);
         }
+    }
+
+    #[test]
+    fn a_prepared_statement_takes_its_randomized_literals_as_hidden_parameters() {
+        let a = analyzer();
+        let c = ciphers(&a);
+        let p = plan(
+            &a,
+            "INSERT INTO patients (id, ssn, full_name) VALUES ($2, '111-22-3333', 'Ada Lovelace')",
+        );
+        assert_eq!(p.arity, 2);
+        let text = literals::render_prepared(&p.sql, &c, p.arity);
+        assert!(text.contains("$3") && !text.contains("$4"), "{text}");
+        assert_eq!(
+            envelopes(&text).len(),
+            1,
+            "the deterministic literal stays: {text}"
+        );
+        let hidden: Vec<_> = literals::hidden(&p.sql).collect();
+        assert_eq!(hidden.len(), 1);
+        assert_eq!(hidden[0].column.name, "full_name");
+        // the Parse declares the client's two parameters and the hidden bytea one
+        let mut out = bytes::BytesMut::new();
+        parse("s", &p, &[], &c, &mut out).expect("parses");
+        assert!(
+            out.ends_with(&[0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17]),
+            "{out:?}"
+        );
     }
 
     #[test]

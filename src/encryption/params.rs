@@ -16,14 +16,26 @@ use crate::protocol::value::{self, Context, Format};
 use crate::sql::{Column, ParamUse, Plan, Refusal};
 
 /// The Parse phigate forwards for a rewritten statement: the plan's text, with encrypted
-/// parameters typed `bytea` (or `bytea[]`).
+/// parameters typed `bytea` (or `bytea[]`) and its randomized literals as hidden `bytea`
+/// parameters after the client's.
 pub(crate) fn parse(
     name: &str,
     plan: &Plan,
     declared: &[u32],
     ciphers: &Ciphers,
     out: &mut BytesMut,
-) {
+) -> Result<(), Refusal> {
+    let arity = arity(plan, declared);
+    let hidden = super::literals::hidden(&plan.sql).count();
+    if hidden > 0 && arity + hidden > MAX_PARAMS {
+        return Err(Refusal {
+            code: "54000",
+            message: format!(
+                "the statement takes {arity} parameters and {hidden} encrypted literals, more than the {MAX_PARAMS} parameters phigate can send for it"
+            ),
+            hint: "send the encrypted values as parameters rather than literals".into(),
+        });
+    }
     let n = declared.len().max(plan.params.len());
     let types: Vec<u32> = (0..n)
         .map(|i| match plan.params.get(i).and_then(Option::as_ref) {
@@ -31,8 +43,21 @@ pub(crate) fn parse(
             Some(ParamUse::Array(_)) => 1001,
             None => declared.get(i).copied().unwrap_or(0),
         })
+        .chain((n..arity).map(|_| 0))
+        .chain(std::iter::repeat_n(17, hidden))
         .collect();
-    build::parse(name, &super::render(&plan.sql, ciphers), &types, out);
+    let text = super::literals::render_prepared(&plan.sql, ciphers, arity);
+    build::parse(name, &text, &types, out);
+    Ok(())
+}
+
+/// The most parameters a Bind can carry.
+const MAX_PARAMS: usize = u16::MAX as usize;
+
+/// The number of parameters the client's statement takes: PostgreSQL counts the types it
+/// declared and the parameters the text names.
+fn arity(plan: &Plan, declared: &[u32]) -> usize {
+    declared.len().max(plan.arity)
 }
 
 /// The type of encrypted parameter `i` as the client sees it: the one it declared, else
@@ -89,6 +114,23 @@ pub(crate) fn bind(
                 formats.push(if format == Format::Binary { 1 } else { 0 });
             }
         }
+    }
+    let mut hidden = super::literals::hidden(&plan.sql).peekable();
+    if hidden.peek().is_some() && msg.params.len() != arity(plan, declared) {
+        return Err(Refusal {
+            code: "08P01",
+            message: format!(
+                "bind message supplies {} parameters, but prepared statement \"{}\" requires {}",
+                msg.params.len(),
+                msg.statement,
+                arity(plan, declared)
+            ),
+            hint: "bind one value for each parameter of the statement".into(),
+        });
+    }
+    for l in hidden {
+        values.push(Some(Cow::Owned(ciphers.of(&l.column).encrypt(&l.value))));
+        formats.push(1);
     }
     build::bind(
         (msg.portal, msg.statement),
@@ -216,14 +258,18 @@ fn encrypt_param(
 }
 
 /// Rewrites a ParameterDescription: encrypted parameters show the type the client declared,
-/// or would see without phigate ([`param_oid`]).
+/// or would see without phigate ([`param_oid`]); the hidden parameters are left out.
 pub(crate) fn parameter_description(
     body: &[u8],
     plan: &Plan,
     declared: &[u32],
     out: &mut BytesMut,
 ) -> Result<(), ProtocolError> {
-    let oids: Vec<u32> = decode_parameter_description(body)?
+    let mut oids = decode_parameter_description(body)?;
+    // the hidden parameters are phigate's own
+    let hidden = super::literals::hidden(&plan.sql).count();
+    oids.truncate(oids.len().saturating_sub(hidden));
+    let oids: Vec<u32> = oids
         .into_iter()
         .enumerate()
         .map(|(i, oid)| param_oid(plan, declared, i).unwrap_or(oid))

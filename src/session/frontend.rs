@@ -270,7 +270,11 @@ impl Session {
                 let Some(enforced) = self.enforced() else {
                     return self.refuse_extended(Arc::new(no_ciphers_refusal()), out);
                 };
-                encryption::parse(name, &plan, declared, &enforced.ciphers, &mut out.upstream);
+                let sent =
+                    encryption::parse(name, &plan, declared, &enforced.ciphers, &mut out.upstream);
+                if let Err(r) = sent {
+                    return self.refuse_extended(Arc::new(r), out);
+                }
                 build::describe(b'S', name, &mut out.upstream);
                 let shape = Arc::new(OnceLock::new());
                 let hidden = Pending::HiddenDescribe(plan.clone(), shape.clone());

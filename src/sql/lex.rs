@@ -239,6 +239,16 @@ fn comment_end(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
+/// The number of parameters PostgreSQL counts in `sql`: the highest `$n` it holds
+/// (outside strings, quoted names and comments), 0 for none.
+pub(crate) fn arity(sql: &str) -> usize {
+    Lexer::new(sql)
+        .filter(|l| l.kind == Kind::Param)
+        .filter_map(|l| sql[l.start + 1..l.end].parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 fn digits_end(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && b[i].is_ascii_digit() {
         i += 1;

@@ -78,6 +78,9 @@ pub struct Plan {
     pub sql: Sql,
     /// per parameter ($1 is index 0): how to transform it, `None` to pass it unchanged
     pub params: Vec<Option<ParamUse>>,
+    /// the number of parameters PostgreSQL counts in the client's statement (its highest
+    /// `$n`); phigate numbers its own hidden parameters after them
+    pub arity: usize,
     /// per parameter: the type a cast on it named, which PostgreSQL would have inferred
     /// for it (phigate removes such casts from encrypted parameters)
     pub param_casts: Vec<Option<crate::policy::LogicalType>>,
@@ -333,6 +336,7 @@ fn analyse_touched(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
+    let text = sql;
     let sql = Sql::split(&rendered, std::mem::take(&mut walker.literals)).ok_or_else(|| {
         Refusal::new(
             "0A000",
@@ -341,6 +345,7 @@ fn analyse_touched(
         )
     })?;
     Ok(Some(Plan {
+        arity: lex::arity(text),
         sql,
         params: walker.params,
         param_casts: walker.param_casts,
