@@ -42,8 +42,12 @@ fn audit(c: &mut Criterion) {
         r.decision = Some(Decision::Allowed);
         r
     };
+    // as sessions write it: nothing its begin record holds
     let end = {
-        let mut r = template();
+        let mut r = Record {
+            session: template().session,
+            ..Record::default()
+        };
         r.kind = Some(Kind::StatementEnd);
         r.rows = Some(1);
         r.duration_us = Some(120);

@@ -10,6 +10,10 @@
 # one client, the latency phigate and PgBouncer add per statement at p50 and p99.
 #
 # usage: benches/k.sh [rounds] [seconds-per-run] [clients]
+# K_WORKLOADS="select-simple ..." runs a subset; K_BASELINE=/path/to/an/older/phigate runs
+# that binary too (same configuration, its own audit log) as a fourth target, alternating
+# with the others, to compare a change before and after in one run; K_ONLY=k prints the K
+# tables only.
 set -euo pipefail
 
 ROUNDS=${1:-3}
@@ -30,14 +34,26 @@ args_of() {
     connect) echo "-C -S -M simple" ;;
   esac
 }
-port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; esac; }
-pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; *) echo $$ ;; esac; }
+TARGETS=(direct phigate pgbouncer)
+if [ -n "${K_BASELINE:-}" ]; then
+  cp -a "$WORK/phigate" "$WORK/baseline"
+  rm -rf "$WORK/baseline/audit"
+  BLPORT=$(free_port)
+  sed -i "s/^address = \"127.0.0.1:$PHPORT\"/address = \"127.0.0.1:$BLPORT\"/" "$WORK/baseline/phigate.toml"
+  RUST_LOG=warn "$K_BASELINE" serve --config "$WORK/baseline/phigate.toml" 2>"$WORK/baseline.log" &
+  BLPID=$!
+  PIDS+=($BLPID)
+  until pg_isready -q -h 127.0.0.1 -p "$BLPORT" 2>/dev/null; do sleep 0.1; done
+  TARGETS+=(baseline)
+fi
+port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; baseline) echo "$BLPORT" ;; esac; }
+pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; baseline) echo "$BLPID" ;; *) echo $$ ;; esac; }
 
 declare -A KTPS KTICKS KTXS
 echo "round workload target tps"
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
-    for target in direct phigate pgbouncer; do
+    for target in "${TARGETS[@]}"; do
       # shellcheck disable=SC2046
       measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
       KTPS[$w,$target]="${KTPS[$w,$target]:-} $TPS_OUT"
@@ -60,6 +76,21 @@ for w in "${WORKLOADS[@]}"; do
     printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f\n", w, d, p, b, p/d, (p/d)/(b/d),
       pt / hz * 1e6 / pn, bt / hz * 1e6 / bn }'
 done
+if [ -n "${K_BASELINE:-}" ]; then
+  echo
+  echo "phigate against the baseline build ($K_BASELINE), same rounds:"
+  printf '  %-16s %9s %9s %7s %10s %10s\n' workload phigate baseline ratio "phigate us" "baseline us"
+  for w in "${WORKLOADS[@]}"; do
+    read -r p l <<<"$(medians_of KTPS "$w" phigate baseline)"
+    awk -v w="$w" -v p="$p" -v l="$l" -v hz="$HZ" \
+        -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" \
+        -v lt="${KTICKS[$w,baseline]}" -v ln="${KTXS[$w,baseline]}" 'BEGIN {
+      printf "  %-16s %9.0f %9.0f %7.2f %10.1f %10.1f\n", w, p, l, p/l, pt / hz * 1e6 / pn, lt / hz * 1e6 / ln }'
+  done
+fi
+
+# K_ONLY=k stops here (the K table, and the baseline's)
+[ "${K_ONLY:-}" = k ] && exit 0
 
 # Encrypted against plaintext, both through phigate: a lookup by a deterministic column and
 # an insert of three encrypted values, per transaction.

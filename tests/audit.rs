@@ -168,9 +168,20 @@ async fn statements_are_recorded_without_their_values() {
     assert_eq!(hits.len(), 1, "{found}");
     assert_eq!(hits[0].user.as_deref(), Some("alice"));
     assert_eq!(hits[0].statement.as_deref(), Some("select $1::text || ?"));
+    // the outcome record (which repeats nothing of the begin record) is folded into it
+    assert_eq!(hits[0].rows, Some(1), "{found}");
+    assert!(hits[0].duration_us.is_some(), "{found}");
     let errors = search(&["--user", "alice", "--decision", "error"]);
     assert_eq!(errors.lines().count(), 1, "{errors}");
-    assert!(errors.contains("22012"), "{errors}");
+    assert!(
+        errors.contains("22012") && errors.contains("select ?/?"),
+        "{errors}"
+    );
+    let outcome = end(failed.seq);
+    assert!(
+        outcome.user.is_none() && outcome.role.is_none(),
+        "{outcome:?}"
+    );
     let failures = search(&["--kind", "auth_failure", "--since", "2000-01-01"]);
     assert_eq!(failures.lines().count(), 1, "{failures}");
     assert!(search(&["--until", "2000-01-01"]).is_empty());
@@ -374,4 +385,103 @@ async fn a_slow_sync_holds_only_the_session_waiting_for_it() {
     assert_eq!(n.get::<_, i32>(0), 7);
     let report = check_chain(proxy.setup.dir.path());
     assert!(report.records >= 4, "{report:?}");
+}
+
+/// Connections refused before a session starts are recorded with the reason, the client's
+/// address and the user claimed: plaintext to a TLS-only proxy (28000), another database
+/// (3D000), too many connections (53300); a failed login says how long its answer was
+/// held back (the throttle doubles it per failure from one address; the tests' base
+/// pause is 100 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_recorded() {
+    let pg = Pg::start();
+    let tls_only = Proxy::start(
+        &pg,
+        &Options {
+            listen_tls: true,
+            require_tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let e = tls_only.connect("alice", "alice-pw").await.unwrap_err();
+    assert_eq!(code(&e), "28000");
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            listen_extra: "max_connections = 1",
+            ..Options::default()
+        },
+    )
+    .await;
+    let other_db = format!(
+        "host=127.0.0.1 port={} user=mallory password=x dbname=payroll",
+        proxy.addr.port()
+    );
+    let e = tokio_postgres::connect(&other_db, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code(&e), "3D000");
+    for _ in 0..2 {
+        let e = proxy
+            .connect("alice", "wrong-password")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&e), "28P01");
+    }
+    // a connection that has not finished its startup holds the only slot
+    let held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let e = proxy
+        .connect("alice", "alice-pw")
+        .await
+        .expect_err("no slot");
+    assert_eq!(code(&e), "53300");
+    drop(held);
+
+    let plain: Vec<Record> = wait_for(&tls_only.setup.dir.path().join("audit"), |all| {
+        all.iter().any(|r| r.kind == Some(Kind::ConnectionRefused))
+    })
+    .await
+    .into_iter()
+    .filter(|r| matches!(r.kind, Some(Kind::ConnectionRefused | Kind::AuthFailure)))
+    .collect();
+    assert_eq!(plain.len(), 1, "{plain:#?}");
+    assert_eq!(plain[0].sqlstate.as_deref(), Some("28000"));
+    assert_eq!(plain[0].user.as_deref(), Some("alice"));
+    assert_eq!(plain[0].client_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(plain[0].tls, Some(false));
+    let dir = proxy.setup.dir.path();
+    let all = wait_for(&dir.join("audit"), |all| {
+        all.iter().any(|r| r.sqlstate.as_deref() == Some("53300"))
+    })
+    .await;
+    let of = |code: &str| -> Vec<&Record> {
+        all.iter()
+            .filter(|r| r.sqlstate.as_deref() == Some(code))
+            .collect()
+    };
+    let db = of("3D000");
+    assert_eq!(db.len(), 1);
+    assert_eq!(db[0].kind, Some(Kind::ConnectionRefused));
+    assert_eq!(db[0].user.as_deref(), Some("mallory"));
+    assert!(
+        db[0].detail.as_deref().unwrap().contains("payroll"),
+        "{db:?}"
+    );
+    let full = of("53300");
+    assert_eq!(
+        (full.len(), full[0].client_addr.as_deref()),
+        (1, Some("127.0.0.1"))
+    );
+    let failed = of("28P01");
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|r| r.kind == Some(Kind::AuthFailure)));
+    let pauses: Vec<&str> = failed
+        .iter()
+        .map(|r| r.detail.as_deref().unwrap())
+        .collect();
+    assert!(pauses[0].ends_with("answered after 100 ms"), "{pauses:?}");
+    assert!(pauses[1].ends_with("answered after 200 ms"), "{pauses:?}");
 }

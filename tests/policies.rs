@@ -1058,3 +1058,77 @@ async fn reload_keeps_the_old_policies_when_the_new_ones_are_broken() {
         ]
     );
 }
+
+/// A reviewer's search by table finds every attempt on it, whatever stopped it, with its
+/// outcome on one line: reads phigate refused (a masked column searched, a LIKE on a
+/// column it cannot search) and an insert the database's row security refused (42501
+/// from PostgreSQL, recorded as `denied_by_database`, not `allowed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_attempts_are_found_by_table() {
+    use phigate::audit::{Decision, Record};
+    let w = world().await;
+    let bill = w.proxy.connect("bill", "bill-pw").await.unwrap();
+    let probe = "SELECT id FROM patients WHERE ssn = '333-33-3333'";
+    assert_eq!(simple(&bill, probe).await.unwrap_err(), "42501");
+    let like = bill
+        .query("SELECT id FROM patients WHERE full_name LIKE $1", &[&"C%"])
+        .await
+        .unwrap_err();
+    let like_code = code(&like);
+    // another clinic's row: outside the policy's check
+    let insert = "INSERT INTO patients (id, clinic_id) VALUES (9, 3)";
+    assert_eq!(simple(&bill, insert).await.unwrap_err(), "42501");
+    assert_eq!(simple(&bill, "SELECT 1").await.unwrap(), rows(&[&["1"]]));
+    let audit = w.proxy.setup.dir.path().join("audit");
+    let search = |args: &[&str]| -> Vec<Record> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "search"])
+            .arg(&audit)
+            .args(args)
+            .args(["--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (String::from_utf8(out.stdout).unwrap().lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut found = Vec::new();
+    // outcome records are buffered for a few milliseconds
+    for _ in 0..100 {
+        found = search(&["--table", "patients", "--user", "bill"]);
+        if found
+            .iter()
+            .any(|r| r.decision == Some(Decision::DeniedByDatabase))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let of = |text: &str| -> &Record {
+        found
+            .iter()
+            .find(|r| r.statement.as_deref() == Some(text))
+            .unwrap_or_else(|| panic!("{text} not found: {found:#?}"))
+    };
+    let probed = of("SELECT id FROM patients WHERE ssn = ?");
+    assert_eq!(probed.decision, Some(Decision::Denied));
+    assert_eq!(probed.sqlstate.as_deref(), Some("42501"));
+    assert_eq!(probed.tables, ["public.patients"]);
+    assert_eq!(probed.phi_columns, ["public.patients.ssn"]);
+    let liked = of("SELECT id FROM patients WHERE full_name LIKE $1");
+    assert_eq!(liked.decision, Some(Decision::Denied));
+    assert_eq!(liked.sqlstate.as_deref(), Some(like_code.as_str()));
+    assert_eq!(liked.phi_columns, ["public.patients.full_name"]);
+    let inserted = of("INSERT INTO patients (id, clinic_id) VALUES (?, ?)");
+    assert_eq!(inserted.decision, Some(Decision::DeniedByDatabase));
+    assert_eq!(inserted.sqlstate.as_deref(), Some("42501"));
+    assert_eq!(inserted.tables, ["public.patients"]);
+    // `denied` finds both kinds of refusal
+    let denied = search(&["--decision", "denied", "--user", "bill"]);
+    assert_eq!(denied.len(), 3, "{denied:#?}");
+}

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::AuditError;
 use super::keys::AuditKeys;
-use super::record::Record;
+use super::record::{Record, Unsealed};
 use super::store::{AuditLog, Durability, LogOptions};
 
 /// How often the syncer runs when nobody waits for it.
@@ -34,7 +34,10 @@ struct Synced {
 /// The instance's audit log, shared by sessions.
 #[derive(Debug)]
 pub struct Auditor {
-    log: Mutex<AuditLog>,
+    /// held only to seal and write (a spinning lock: the holder is never long)
+    log: parking_lot::Mutex<AuditLog>,
+    /// the instance name records carry
+    instance: String,
     keys: Arc<AuditKeys>,
     durability: Durability,
     checkpoint_interval: Duration,
@@ -66,6 +69,7 @@ impl Auditor {
     ) -> Result<Arc<Self>, AuditError> {
         let keys = Arc::new(AuditKeys::load_or_create(key_file)?);
         let durability = opts.durability;
+        let instance = opts.instance.clone();
         // The log itself never syncs per record: the syncer shares syncs.
         let log = AuditLog::open(
             dir,
@@ -77,7 +81,8 @@ impl Auditor {
         )?;
         let through = log.next_seq().saturating_sub(1);
         let auditor = Arc::new(Self {
-            log: Mutex::new(log),
+            log: parking_lot::Mutex::new(log),
+            instance,
             keys,
             durability,
             checkpoint_interval,
@@ -103,7 +108,9 @@ impl Auditor {
     /// says so.
     pub fn append(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
         let started = std::time::Instant::now();
-        let seq = lock(&self.log).append(record, gate)?;
+        // everything but the chain's part is done before taking the lock
+        let unsealed = Unsealed::new(record, &self.instance);
+        let seq = self.log.lock().append_unsealed(&unsealed, gate)?;
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();
             seconds.observe(started.elapsed().as_secs_f64());
@@ -191,7 +198,7 @@ impl Auditor {
         let _leader = lock(&self.sync);
         let result = self.sync_out(|log| log.tick(self.checkpoint_interval));
         if result.is_err() {
-            let written = lock(&self.log).next_seq().saturating_sub(1);
+            let written = self.log.lock().next_seq().saturating_sub(1);
             self.synced
                 .send_modify(|s| s.failed = s.failed.max(written));
         }
@@ -205,7 +212,7 @@ impl Auditor {
         prepare: impl FnOnce(&mut AuditLog) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
         let job = {
-            let mut log = lock(&self.log);
+            let mut log = self.log.lock();
             prepare(&mut log)?;
             log.sync_job()?
         };

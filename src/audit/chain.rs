@@ -3,7 +3,9 @@
 use sha2::{Digest, Sha256};
 
 use super::keys::AuditKeys;
-use super::record::{Kind, Record};
+use std::fmt::Write as _;
+
+use super::record::{Kind, Record, Unsealed};
 use super::unhex;
 
 /// Prefix of every signed checkpoint message.
@@ -108,28 +110,38 @@ impl Chain {
         self.count += 1;
     }
 
-    /// Numbers, links and MACs a record; returns its line (with the newline).
-    pub(super) fn seal(&mut self, keys: &AuditKeys, record: &mut Record) -> String {
-        record.seq = self.next_seq;
-        record.prev = super::to_hex(&self.prev);
-        let body = serde_json::to_string(&record).unwrap_or_default();
-        let hash = line_hash(&body);
+    /// Numbers, links and MACs a record; returns its seq and line (with the newline).
+    pub(super) fn seal(&mut self, keys: &AuditKeys, record: &Unsealed) -> (u64, String) {
+        self.seal_line(keys, record, true)
+    }
+
+    /// [`Chain::seal`]; a line `counted` enters the next checkpoint's digest.
+    fn seal_line(&mut self, keys: &AuditKeys, record: &Unsealed, counted: bool) -> (u64, String) {
+        let seq = self.next_seq;
+        let mut line = String::with_capacity(record.open.len() + 200);
+        line.push_str(&record.open);
+        line.push_str(",\"seq\":");
+        let _ = write!(line, "{seq}");
+        line.push_str(",\"prev\":\"");
+        line.push_str(&super::to_hex(&self.prev));
+        line.push_str("\"}");
+        let hash = line_hash(&line);
         let mac = keys.mac(&self.prev, &hash);
-        let line = format!(
-            "{},\"mac\":\"{}\"}}",
-            &body[..body.len().saturating_sub(1)],
-            super::to_hex(&mac)
-        );
-        if record.kind != Some(Kind::Checkpoint) {
-            self.count_line(&hash, record.seq);
+        line.pop();
+        line.push_str(",\"mac\":\"");
+        line.push_str(&super::to_hex(&mac));
+        line.push_str("\"}\n");
+        if counted {
+            self.count_line(&hash, seq);
         }
         self.prev = mac;
         self.next_seq += 1;
-        line + "\n"
+        (seq, line)
     }
 
     /// A signed checkpoint over the records since the previous one.
-    pub(super) fn checkpoint(&mut self, keys: &AuditKeys, mut record: Record) -> String {
+    /// Returns its seq and line.
+    pub(super) fn checkpoint(&mut self, keys: &AuditKeys, mut record: Record) -> (u64, String) {
         let digest: [u8; 32] = self.hasher.clone().finalize().into();
         let covers = [self.first, self.next_seq - 1, self.count];
         let message = checkpoint_message(covers, &self.prev, &digest);
@@ -137,8 +149,9 @@ impl Chain {
         record.covers = Some(covers);
         record.digest = Some(hex::encode(digest));
         record.signature = Some(keys.sign(&message));
-        let line = self.seal(keys, &mut record);
+        let instance = std::mem::take(&mut record.instance);
+        let sealed = self.seal_line(keys, &Unsealed::new(record, &instance), false);
         self.after_checkpoint(&digest);
-        line
+        sealed
     }
 }

@@ -23,7 +23,7 @@ pub use auditor::Auditor;
 pub use keys::{AuditKeys, PublicKey};
 pub use record::{Decision, Kind, Record};
 pub use redact::{Redacted, redact};
-pub use search::{Filter, follow, read_all, table_row};
+pub use search::{Filter, follow, read_all, table_row, with_outcomes};
 pub use store::{AuditLog, Durability, LogOptions};
 pub use verify::{Problem, Report, verify};
 

@@ -18,6 +18,9 @@ pub enum Kind {
     AuthFailure,
     /// a session was ended for idleness
     IdleTimeout,
+    /// a connection was refused before its session started (no TLS where required,
+    /// another database, too many connections...): `sqlstate` and `detail` say why
+    ConnectionRefused,
     /// policies were reloaded (or a reload was refused)
     PolicyReload,
     /// a break-glass declaration
@@ -34,16 +37,34 @@ pub enum Decision {
     Allowed,
     /// refused by phigate
     Denied,
+    /// refused by the database: its row-level security or privileges (SQLSTATE 42501)
+    DeniedByDatabase,
     /// failed (in phigate or in the server)
     Error,
 }
 
+impl Decision {
+    /// The decision of a statement that ended with `sqlstate` (none: it succeeded).
+    pub fn of_outcome(sqlstate: Option<&str>) -> Self {
+        match sqlstate {
+            None => Self::Allowed,
+            Some("42501") => Self::DeniedByDatabase,
+            Some(_) => Self::Error,
+        }
+    }
+
+    /// True when a search for `self` should show a record decided `other`: `denied`
+    /// finds refusals by phigate and by the database.
+    pub fn finds(self, other: Self) -> bool {
+        self == other || (self == Self::Denied && other == Self::DeniedByDatabase)
+    }
+}
+
 /// One audit record (DESIGN section 7). Fields are written in this order; `seq`, `prev`
-/// and `mac` are set by the chain.
+/// and `mac` are set by the chain and come last, so the rest of a line is written before
+/// the chain's lock is taken (see [`Unsealed`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// position in the chain
-    pub seq: u64,
     /// RFC 3339 UTC time with microseconds
     pub ts: String,
     /// the phigate instance
@@ -113,8 +134,43 @@ pub struct Record {
     /// checkpoints: Ed25519 signature (see [`super::chain`])
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
-    /// the previous line's mac
+    /// position in the chain (0 until sealed)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// the previous line's mac (empty until sealed)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev: String,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A record written as JSON without its chain fields, ready to be sealed: `{"ts":...,`
+/// up to its last field, without the closing brace.
+#[derive(Debug)]
+pub(crate) struct Unsealed {
+    /// the JSON object, open
+    pub(crate) open: String,
+    /// the UTC day of its time (`YYYY-MM-DD`)
+    pub(crate) day: String,
+}
+
+impl Unsealed {
+    /// `record`, with its time set to now when empty and its instance set.
+    pub(crate) fn new(mut record: Record, instance: &str) -> Self {
+        if record.ts.is_empty() {
+            record.ts = now();
+        }
+        instance.clone_into(&mut record.instance);
+        record.seq = 0;
+        record.prev.clear();
+        let mut open = serde_json::to_string(&record).unwrap_or_default();
+        open.pop();
+        let day = record.ts.get(..10).unwrap_or_default().to_owned();
+        Self { open, day }
+    }
 }
 
 /// The current time as RFC 3339 UTC with microseconds.

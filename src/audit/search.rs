@@ -19,7 +19,7 @@ pub struct Filter {
     pub table: Option<String>,
     /// a PHI column touched (`column`, or `schema.table.column`)
     pub column: Option<String>,
-    /// the decision
+    /// the decision (`denied` also finds `denied_by_database`)
     pub decision: Option<Decision>,
     /// the record kind
     pub kind: Option<Kind>,
@@ -45,7 +45,9 @@ impl Filter {
             && eq(&self.role, &r.role)
             && names(&self.table, &r.tables)
             && names(&self.column, &r.phi_columns)
-            && self.decision.is_none_or(|d| r.decision == Some(d))
+            && self
+                .decision
+                .is_none_or(|d| r.decision.is_some_and(|have| d.finds(have)))
             && self.kind.is_none_or(|k| r.kind == Some(k))
             && self
                 .since
@@ -74,6 +76,39 @@ pub fn read_all(dir: &Path) -> Result<Vec<Record>, AuditError> {
     Ok(out)
 }
 
+/// The records with each statement's outcome (rows, SQLSTATE, duration; `error` when it
+/// failed) folded into its begin record, so one record says what was asked and what came
+/// of it. Outcome records whose begin record is present are left out.
+pub fn with_outcomes(records: Vec<Record>) -> Vec<Record> {
+    let mut at = std::collections::HashMap::new();
+    let mut out: Vec<Record> = Vec::with_capacity(records.len());
+    for r in records {
+        let begin = r.begin.filter(|_| r.kind == Some(Kind::StatementEnd));
+        match begin.and_then(|b| at.get(&b).copied()) {
+            Some(i) => fold(&mut out[i], &r),
+            None => {
+                if r.kind == Some(Kind::Statement) {
+                    at.insert(r.seq, out.len());
+                }
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+fn fold(begin: &mut Record, end: &Record) {
+    begin.rows = end.rows;
+    begin.duration_us = end.duration_us;
+    if begin.sqlstate.is_none() {
+        begin.sqlstate.clone_from(&end.sqlstate);
+    }
+    // an outcome record only says how an allowed statement ended
+    if begin.decision == Some(Decision::Allowed) && end.decision.is_some() {
+        begin.decision = end.decision;
+    }
+}
+
 fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
     serde_json::from_str(line).map_err(|e| AuditError::Corrupt {
         path: seg.to_owned(),
@@ -81,8 +116,8 @@ fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
     })
 }
 
-/// One record as a line of a table: seq, time, user, role, kind, decision, outcome,
-/// statement.
+/// One record as a line of a table: seq, time, user, role, kind, decision, outcome
+/// (SQLSTATE or rows, and duration), statement.
 pub fn table_row(r: &Record) -> String {
     let kind = r
         .kind
@@ -92,13 +127,20 @@ pub fn table_row(r: &Record) -> String {
         .decision
         .map(|d| serde_json::to_string(&d).unwrap_or_default())
         .unwrap_or_default();
-    let outcome = match (&r.sqlstate, r.rows) {
+    let mut outcome = match (&r.sqlstate, r.rows) {
         (Some(s), _) => s.clone(),
         (None, Some(n)) => format!("{n} rows"),
         _ => String::new(),
     };
+    if let Some(us) = r.duration_us {
+        outcome.push_str(&format!(" {:.3}ms", us as f64 / 1000.0));
+    }
+    let what = match (r.kind, r.begin) {
+        (Some(Kind::StatementEnd), Some(b)) => Some(format!("(outcome of {b})")),
+        _ => None,
+    };
     format!(
-        "{:>8} {} {:<12} {:<12} {:<16} {:<9} {:<10} {}",
+        "{:>8} {} {:<12} {:<12} {:<16} {:<9} {:<18} {}",
         r.seq,
         r.ts,
         r.user.as_deref().unwrap_or("-"),
@@ -106,7 +148,11 @@ pub fn table_row(r: &Record) -> String {
         kind.trim_matches('"'),
         decision.trim_matches('"'),
         outcome,
-        r.statement.as_deref().or(r.detail.as_deref()).unwrap_or(""),
+        r.statement
+            .as_deref()
+            .or(r.detail.as_deref())
+            .or(what.as_deref())
+            .unwrap_or(""),
     )
 }
 

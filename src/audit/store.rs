@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::chain::{Chain, line_hash, split_mac};
 use super::keys::AuditKeys;
-use super::record::{Kind, Record, now};
+use super::record::{Kind, Record, Unsealed, now};
 use super::{AuditError, io, unhex};
 
 /// When a record counts as written.
@@ -42,7 +42,7 @@ pub struct AuditLog {
     keys: Arc<AuditKeys>,
     opts: LogOptions,
     chain: Chain,
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     bytes: u64,
     /// UTC date (YYYY-MM-DD) the segment was started on
@@ -56,7 +56,10 @@ pub struct AuditLog {
     /// the chain as of the last line written to the file
     written: Chain,
     /// a checkpoint to publish in HEAD once synced
-    pending_head: Option<String>,
+    pending_head: Option<(u64, String)>,
+    /// the seq of the checkpoint in HEAD: syncs run concurrently (the syncer's, and a
+    /// rotation's under the log's lock), and HEAD only moves forward
+    published: Arc<std::sync::Mutex<u64>>,
 }
 
 /// Buffered lines are written out beyond this size even when nobody waits for them.
@@ -221,7 +224,7 @@ impl AuditLog {
             dir: dir.to_owned(),
             keys,
             opts,
-            file: at.file,
+            file: Arc::new(at.file),
             path: at.path,
             bytes: at.bytes,
             day: at.day,
@@ -231,6 +234,7 @@ impl AuditLog {
             written: at.chain.clone(),
             chain: at.chain,
             pending_head: None,
+            published: Arc::default(),
         })
     }
 
@@ -243,17 +247,26 @@ impl AuditLog {
     /// in) and returns its seq. With `flush`, it (and everything buffered before it) is
     /// written to the operating system before this returns; otherwise it may wait in
     /// memory for the next flush. In `fsync` durability mode every flush also syncs.
-    pub fn append(&mut self, mut record: Record, flush: bool) -> Result<u64, AuditError> {
-        if record.ts.is_empty() {
-            record.ts = now();
-        }
+    pub fn append(&mut self, record: Record, flush: bool) -> Result<u64, AuditError> {
+        let unsealed = Unsealed::new(record, &self.opts.instance);
+        self.append_unsealed(&unsealed, flush)
+    }
+
+    /// [`AuditLog::append`] of a record already written as JSON (see [`Unsealed`]), so
+    /// that the caller's lock covers only the chain's part.
+    pub(crate) fn append_unsealed(
+        &mut self,
+        record: &Unsealed,
+        flush: bool,
+    ) -> Result<u64, AuditError> {
+        // a record of a later day starts a segment (one of an earlier day, made just
+        // before midnight by another session, stays in this one)
         if self.bytes + self.buf.len() as u64 > 0
-            && (self.bytes >= self.opts.segment_bytes || !record.ts.starts_with(&self.day))
+            && (self.bytes >= self.opts.segment_bytes || record.day > self.day)
         {
             self.rotate()?;
         }
-        record.instance.clone_from(&self.opts.instance);
-        let line = self.chain.seal(&self.keys, &mut record);
+        let (seq, line) = self.chain.seal(&self.keys, record);
         self.buf.extend_from_slice(line.as_bytes());
         if self.chain.count >= self.opts.checkpoint_every {
             self.checkpoint()?;
@@ -263,7 +276,7 @@ impl AuditLog {
         if flush && self.opts.durability == Durability::Fsync {
             self.sync()?;
         }
-        Ok(record.seq)
+        Ok(seq)
     }
 
     /// Writes the buffered lines to the file. On failure nothing of them stays (the file
@@ -272,7 +285,7 @@ impl AuditLog {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
             let _ = self.file.set_len(self.bytes);
             self.chain = self.written.clone();
             self.buf.clear();
@@ -306,11 +319,11 @@ impl AuditLog {
             instance: self.opts.instance.clone(),
             ..Record::default()
         };
-        let line = self.chain.checkpoint(&self.keys, record);
+        let (seq, line) = self.chain.checkpoint(&self.keys, record);
         self.buf.extend_from_slice(line.as_bytes());
         self.last_checkpoint = std::time::Instant::now();
         self.write_out()?;
-        self.pending_head = Some(line);
+        self.pending_head = Some((seq, line));
         Ok(())
     }
 
@@ -321,13 +334,18 @@ impl AuditLog {
         if !self.dirty {
             return Ok(None);
         }
-        let file = self.file.try_clone().map_err(io(&self.path))?;
+        let file = self.file.clone();
         self.dirty = false;
         Ok(Some(SyncJob {
             file,
             path: self.path.clone(),
             through: self.written.next_seq.saturating_sub(1),
-            head: self.pending_head.take().map(|h| (self.dir.join("HEAD"), h)),
+            head: self.pending_head.take().map(|(seq, line)| Head {
+                path: self.dir.join("HEAD"),
+                seq,
+                line,
+                published: self.published.clone(),
+            }),
         }))
     }
 
@@ -345,11 +363,13 @@ impl AuditLog {
         self.checkpoint()?;
         self.sync()?;
         let path = self.dir.join(segment_name(self.chain.next_seq));
-        self.file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        );
         self.path = path;
         self.bytes = 0;
         self.day = today();
@@ -369,11 +389,20 @@ impl AuditLog {
 /// publish once they are.
 #[derive(Debug)]
 pub(crate) struct SyncJob {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     /// the last seq the sync covers
     pub through: u64,
-    head: Option<(PathBuf, String)>,
+    head: Option<Head>,
+}
+
+/// A checkpoint to publish in `HEAD`.
+#[derive(Debug)]
+struct Head {
+    path: PathBuf,
+    seq: u64,
+    line: String,
+    published: Arc<std::sync::Mutex<u64>>,
 }
 
 impl SyncJob {
@@ -381,11 +410,15 @@ impl SyncJob {
     /// rename, so `HEAD` is always whole).
     pub fn run(self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(io(&self.path))?;
-        if let Some((head, line)) = self.head {
-            let tmp = head.with_extension("tmp");
-            std::fs::write(&tmp, line)
-                .and_then(|()| std::fs::rename(&tmp, &head))
-                .map_err(io(&head))?;
+        if let Some(head) = self.head {
+            let mut published = head.published.lock().unwrap_or_else(|p| p.into_inner());
+            if head.seq > *published {
+                let tmp = head.path.with_extension("tmp");
+                std::fs::write(&tmp, head.line)
+                    .and_then(|()| std::fs::rename(&tmp, &head.path))
+                    .map_err(io(&head.path))?;
+                *published = head.seq;
+            }
         }
         Ok(())
     }

@@ -119,10 +119,11 @@ pub fn run(args: Args) -> Result<()> {
                 until,
                 value_hash,
             };
-            for r in phigate::audit::read_all(&dir)?
-                .iter()
-                .filter(|r| filter.matches(r))
-            {
+            let mut all = phigate::audit::read_all(&dir)?;
+            if filter.kind != Some(phigate::audit::Kind::StatementEnd) {
+                all = phigate::audit::with_outcomes(all);
+            }
+            for r in all.iter().filter(|r| filter.matches(r)) {
                 print_record(r, json);
             }
             Ok(())
@@ -139,7 +140,7 @@ pub fn run(args: Args) -> Result<()> {
                     true
                 })?;
             } else {
-                let all = phigate::audit::read_all(&dir)?;
+                let all = phigate::audit::with_outcomes(phigate::audit::read_all(&dir)?);
                 for r in &all[all.len().saturating_sub(n)..] {
                     print_record(r, json);
                 }

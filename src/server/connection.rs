@@ -26,8 +26,10 @@ pub(super) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
     let _ = tcp.set_nodelay(true);
     let Ok(_permit) = shared.connections.clone().try_acquire_owned() else {
         let mut out = BytesMut::new();
-        PgError::fatal("53300", "sorry, too many clients already").encode(&mut out);
+        let error = PgError::fatal("53300", "sorry, too many clients already");
+        error.encode(&mut out);
         let _ = tcp.write_all(&out).await;
+        handshake::refused(&shared, peer, (None, false), &error).await;
         return;
     };
     let opened = tokio::time::timeout(

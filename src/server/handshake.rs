@@ -59,6 +59,17 @@ async fn refuse(stream: &mut Stream, err: PgError) -> Opened {
     Opened::Closed
 }
 
+/// [`refuse`], recorded in the audit log (before the startup packet: no user yet).
+async fn refuse_recorded(
+    mut stream: Stream,
+    err: PgError,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Opened {
+    refused(shared, peer, (None, stream.is_tls()), &err).await;
+    refuse(&mut stream, err).await
+}
+
 /// Runs the handshake on a fresh connection.
 pub(super) async fn accept(
     tcp: TcpStream,
@@ -81,7 +92,9 @@ pub(super) async fn accept(
                     tracing::debug!(%peer, error = %e, "invalid length of startup packet");
                     return Ok(Opened::Closed);
                 }
-                Err(e) => return Ok(refuse(&mut stream, protocol_error(&e)).await),
+                Err(e) => {
+                    return Ok(refuse_recorded(stream, protocol_error(&e), peer, shared).await);
+                }
             }
         };
         match packet {
@@ -121,11 +134,34 @@ pub(super) async fn accept(
                 let e = ProtocolError::Malformed {
                     what: "SSL/GSS negotiation",
                 };
-                return Ok(refuse(&mut stream, protocol_error(&e)).await);
+                return Ok(refuse_recorded(stream, protocol_error(&e), peer, shared).await);
             }
         }
     };
     startup(stream, buf, major, minor, params, peer, shared).await
+}
+
+/// Records a connection refused before its session started: why, from where, and the
+/// user it claimed.
+pub(super) async fn refused(
+    shared: &Shared,
+    peer: SocketAddr,
+    (user, tls): (Option<&str>, bool),
+    why: &PgError,
+) {
+    tracing::info!(%peer, user, code = why.code, reason = %why.message, "connection refused");
+    let record = crate::audit::Record {
+        user: user.map(str::to_owned),
+        client_addr: Some(peer.ip().to_string()),
+        tls: Some(tls),
+        decision: Some(crate::audit::Decision::Denied),
+        sqlstate: Some(why.code.to_owned()),
+        detail: Some(why.message.clone()),
+        ..crate::audit::Record::default()
+    };
+    let _ = shared
+        .audit(record, crate::audit::Kind::ConnectionRefused)
+        .await;
 }
 
 fn protocol_error(e: &ProtocolError) -> PgError {
@@ -143,7 +179,11 @@ async fn startup(
 ) -> std::io::Result<Opened> {
     let user = match admit((major, minor), &params, stream.is_tls(), &shared.config) {
         Ok(user) => user,
-        Err(e) => return Ok(refuse(&mut stream, e).await),
+        Err(e) => {
+            let claimed = StartupPacket::param(&params, "user");
+            refused(shared, peer, (claimed, stream.is_tls()), &e).await;
+            return Ok(refuse(&mut stream, e).await);
+        }
     };
     let mut out = BytesMut::new();
     let unsupported: Vec<String> = params
@@ -320,15 +360,20 @@ async fn login_failed(
 ) -> Opened {
     shared.metrics.auth_failures.inc();
     tracing::warn!(%peer, user, reason = %why, "login failed");
+    let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
     let record = crate::audit::Record {
         user: Some(user.to_owned()),
         client_addr: Some(peer.ip().to_string()),
         tls: Some(stream.is_tls()),
-        detail: Some(why.to_string()),
+        decision: Some(crate::audit::Decision::Denied),
+        sqlstate: Some("28P01".into()),
+        detail: Some(format!(
+            "{why}; throttled: answered after {} ms",
+            pause.as_millis()
+        )),
         ..crate::audit::Record::default()
     };
     let _ = shared.audit(record, crate::audit::Kind::AuthFailure).await;
-    let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
     tokio::time::sleep(pause).await;
     refuse(
         &mut stream,

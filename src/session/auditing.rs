@@ -86,7 +86,7 @@ impl Session {
             Frontend::Query { sql } => {
                 let records: Vec<Record> = redact(sql)
                     .iter()
-                    .map(|stmt| audit.statement(stmt, &[], analysis))
+                    .map(|stmt| self.referred(audit.statement(stmt, &[], analysis)))
                     .collect();
                 // an empty query string has no statement to record
                 match records.is_empty() {
@@ -101,7 +101,8 @@ impl Session {
                 if let Some(Analysis::Refuse(_)) = analysis
                     && let Some(text) = redact(sql).first()
                 {
-                    out.audit.push(audit.statement(text, &[], analysis));
+                    out.audit
+                        .push(self.referred(audit.statement(text, &[], analysis)));
                 }
                 Begin::Nothing
             }
@@ -119,6 +120,17 @@ impl Session {
             }
             _ => Begin::Nothing,
         }
+    }
+
+    /// A refused statement's record, with the protected tables and columns it named (so
+    /// a search by table finds the attempt).
+    fn referred(&self, mut r: Record) -> Record {
+        if r.decision == Some(Decision::Denied)
+            && let (Some(text), Some(enforced)) = (&r.statement, self.enforced())
+        {
+            (r.tables, r.phi_columns) = enforced.analyzer.referred(text);
+        }
+        r
     }
 
     /// The text the audit log keeps of a statement being prepared.
@@ -139,7 +151,8 @@ impl Session {
             .collect()
     }
 
-    /// The outcome record of a statement whose begin record is `begin`.
+    /// The outcome record of a statement whose begin record is `begin`: its session,
+    /// outcome, rows and duration, and nothing its begin record holds.
     pub(super) fn audit_end(
         &self,
         begin: u64,
@@ -151,16 +164,16 @@ impl Session {
         let Some(audit) = &self.audit else {
             return;
         };
-        let mut r = audit.template.clone();
+        // who, from where and under which emergency is in the begin record
+        let mut r = Record {
+            session: audit.template.session,
+            ..Record::default()
+        };
         r.kind = Some(Kind::StatementEnd);
         r.begin = Some(begin);
         r.rows = rows;
         r.sqlstate = sqlstate.map(str::to_owned);
-        r.decision = Some(if sqlstate.is_some() {
-            Decision::Error
-        } else {
-            Decision::Allowed
-        });
+        r.decision = Some(Decision::of_outcome(sqlstate));
         r.duration_us = Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         out.audit.push(r);
     }

@@ -701,6 +701,40 @@ impl Analyzer {
         analysis
     }
 
+    /// The protected tables (`schema.table`) and columns (`schema.table.column`) the
+    /// identifiers of `sql` name: what the audit record of a statement phigate refused
+    /// says it referred to (a refusal stops analysis before it has listed them). Empty
+    /// when the text cannot be read.
+    pub(crate) fn referred(&self, sql: &str) -> (Vec<String>, Vec<String>) {
+        let Ok(tokens) = firewall::read(sql) else {
+            return (Vec::new(), Vec::new());
+        };
+        let names = protected_names(&self.catalog, &tokens);
+        let tables: Vec<&Arc<catalog::Table>> = (names.iter())
+            .flat_map(|n| self.catalog.tables_named(n))
+            .collect();
+        let named = |column: &str| {
+            tokens.iter().any(|t| match t {
+                lex::Token::Word { text, quoted: true } => text == column,
+                lex::Token::Word {
+                    text,
+                    quoted: false,
+                } => text.eq_ignore_ascii_case(column),
+                _ => false,
+            })
+        };
+        let mut columns: Vec<String> = (tables.iter())
+            .flat_map(|t| {
+                t.protected
+                    .keys()
+                    .filter(|c| named(c))
+                    .map(move |c| format!("{}.{c}", t.name))
+            })
+            .collect();
+        columns.sort();
+        (tables.iter().map(|t| t.name.to_string()).collect(), columns)
+    }
+
     /// Caches `analysis`, starting over when the cache is full by count or by bytes.
     fn keep(&self, key: CacheKey, analysis: Analysis) {
         use std::sync::atomic::Ordering::Relaxed;
