@@ -182,6 +182,52 @@ async fn statements_are_recorded_without_their_values() {
         outcome.user.is_none() && outcome.role.is_none(),
         "{outcome:?}"
     );
+
+    // Export for a SIEM: OCSF events with the outcome in them, CEF, the stored lines.
+    let export = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "export"])
+            .arg(&audit)
+            .args(["--format", format, "--since", "2000-01-01"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains("888-77-6666") && !text.contains("999-12-3456"));
+        text
+    };
+    let ocsf: Vec<serde_json::Value> = export("ocsf")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let division = ocsf
+        .iter()
+        .find(|e| e["query_info"]["query_string"] == "select ?/?")
+        .expect("the failed statement");
+    assert_eq!(division["class_uid"], 6005);
+    assert_eq!(division["status_code"], "22012");
+    assert_eq!(division["actor"]["user"]["name"], "alice");
+    assert_eq!(division["unmapped"]["decision"], "error");
+    assert!(ocsf.iter().any(|e| e["class_uid"] == 3002), "logins");
+    let cef = export("cef");
+    assert!(
+        cef.lines().all(|l| l.starts_with("CEF:0|phigate|phigate|")),
+        "{cef}"
+    );
+    assert!(
+        cef.contains("cs1=select ?/?") && cef.contains("reason=22012"),
+        "{cef}"
+    );
+    let jsonl = export("jsonl");
+    assert_eq!(
+        jsonl.lines().count(),
+        phigate::audit::read_lines(&audit).unwrap().len()
+    );
+    assert!(jsonl.lines().all(|l| l.contains("\"mac\":\"")));
     let failures = search(&["--kind", "auth_failure", "--since", "2000-01-01"]);
     assert_eq!(failures.lines().count(), 1, "{failures}");
     assert!(search(&["--until", "2000-01-01"]).is_empty());

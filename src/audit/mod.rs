@@ -12,6 +12,7 @@
 
 mod auditor;
 mod chain;
+mod export;
 mod keys;
 mod record;
 mod redact;
@@ -20,10 +21,11 @@ mod store;
 mod verify;
 
 pub use auditor::Auditor;
+pub use export::{OCSF_VERSION, cef, ocsf};
 pub use keys::{AuditKeys, PublicKey};
 pub use record::{Decision, Kind, Record};
 pub use redact::{Redacted, redact};
-pub use search::{Filter, follow, read_all, table_row, with_outcomes};
+pub use search::{Filter, follow, read_all, read_lines, table_row, with_outcomes};
 pub use store::{AuditLog, Durability, LogOptions};
 pub use verify::{Problem, Report, verify};
 

@@ -109,6 +109,18 @@ fn fold(begin: &mut Record, end: &Record) {
     }
 }
 
+/// Every line in `dir` as stored (MACs included), oldest first, with its record.
+pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, AuditError> {
+    let mut out = Vec::new();
+    for seg in segments(dir)? {
+        let text = std::fs::read_to_string(&seg).map_err(io(&seg))?;
+        for line in text.lines() {
+            out.push((line.to_owned(), parse(&seg, line)?));
+        }
+    }
+    Ok(out)
+}
+
 fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
     serde_json::from_str(line).map_err(|e| AuditError::Corrupt {
         path: seg.to_owned(),
