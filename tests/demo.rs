@@ -117,6 +117,14 @@ fn demo_starts_protects_audits_and_cleans_up() {
         out.trim().starts_with('9') && out.trim().len() == 11,
         "{out}"
     );
+    // One patient looked up by SSN: by billing (allowed), and by the clinician, whose
+    // role sees SSNs masked and so may not search on them (refused).
+    let ssn = out.trim().to_owned();
+    let lookup = format!("SELECT full_name FROM patients WHERE ssn = '{ssn}'");
+    let (out, err) = psql(&billing, &lookup);
+    assert!(err.is_empty() && out.lines().count() == 1, "{out}{err}");
+    let (_, err) = psql(&house, &lookup);
+    assert!(err.contains("42501") || err.contains("may not"), "{err}");
     let (_, err) = psql(&billing, "SELECT notes FROM encounters LIMIT 1");
     assert!(err.contains("permission denied for column notes"), "{err}");
 
@@ -156,6 +164,53 @@ fn demo_starts_protects_audits_and_cleans_up() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+
+    // The compliance officer's report on that patient, opened in a real browser.
+    let page = std::env::temp_dir().join(format!("phigate-report-{}.html", std::process::id()));
+    let report = phigate()
+        .args(["audit", "report"])
+        .arg(&audit)
+        .args(["--patient", &ssn, "--key"])
+        .arg(&key)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    // the seeding INSERT that created the patient used the value too
+    assert!(
+        text.contains("accesses: 2 allowed, 1 refused or failed"),
+        "{text}"
+    );
+    assert!(text.contains("ada.admin") && text.contains("INSERT INTO public.patients"));
+    assert!(
+        !text.contains(&ssn),
+        "the report never shows the value: {text}"
+    );
+    let dom = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (installed by .ci/run) opens the report");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let _ = std::fs::remove_file(&page);
+    for expected in [
+        "bill.pay",
+        "dr.house",
+        "denied by phigate (42501)",
+        "id=\"timeline\"",
+        "<rect",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "{expected} not in the rendered report:\n{dom}"
+        );
+    }
 
     // Ctrl-C: everything stops and the workspace is gone.
     let pg_port: u16 = backup

@@ -1,12 +1,12 @@
-//! `phigate audit verify | search | export | tail`: what security teams run against the
-//! log.
+//! `phigate audit verify | search | export | report | tail`: what security teams and
+//! compliance officers run against the log.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use phigate::audit::{AuditKeys, Filter, PublicKey, Record};
+use phigate::audit::{AccessReport, AuditKeys, Filter, PublicKey, Record, Subject};
 
 /// Work with the tamper-evident audit log.
 #[derive(clap::Args)]
@@ -84,6 +84,40 @@ enum AuditCommand {
         #[arg(long)]
         until: Option<String>,
     },
+    /// An access report for compliance officers: who accessed one patient's data (by a
+    /// value that identifies them, such as an SSN or MRN, hashed with the lookup key) or
+    /// what one user did, over a period; a table, and with --html a self-contained page
+    /// with a timeline.
+    Report {
+        /// the audit directory
+        dir: PathBuf,
+        /// the patient: statements that used this value (needs --key)
+        #[arg(
+            long,
+            requires = "key",
+            conflicts_with = "user",
+            required_unless_present = "user"
+        )]
+        patient: Option<String>,
+        /// how the report names the patient (default: the value's last four characters)
+        #[arg(long, requires = "patient")]
+        label: Option<String>,
+        /// the user
+        #[arg(long)]
+        user: Option<String>,
+        /// the instance's signing key file (for --patient)
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// from this time on (RFC 3339, or a prefix such as 2026-11-01)
+        #[arg(long)]
+        since: Option<String>,
+        /// before this time
+        #[arg(long)]
+        until: Option<String>,
+        /// also write the report as an HTML page to this file
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Print the last records, and with -f the ones appended from now on.
     Tail {
         /// the audit directory
@@ -137,14 +171,7 @@ pub fn run(args: Args) -> Result<()> {
                 until,
                 value_hash,
             };
-            let mut all = phigate::audit::read_all(&dir)?;
-            if filter.kind != Some(phigate::audit::Kind::StatementEnd) {
-                all = phigate::audit::with_outcomes(all);
-            }
-            for r in all.iter().filter(|r| filter.matches(r)) {
-                print_record(r, json);
-            }
-            Ok(())
+            search(&dir, &filter, json)
         }
         AuditCommand::Export {
             dir,
@@ -152,6 +179,19 @@ pub fn run(args: Args) -> Result<()> {
             since,
             until,
         } => export(&dir, &format, (since, until)),
+        AuditCommand::Report {
+            dir,
+            patient,
+            label,
+            user,
+            key,
+            since,
+            until,
+            html,
+        } => {
+            let subject = subject((patient, label), user, key)?;
+            report(&dir, subject, (since, until), html)
+        }
         AuditCommand::Tail {
             dir,
             n,
@@ -205,6 +245,59 @@ fn verify(dir: &std::path::Path, public_key: Option<PathBuf>, key: Option<PathBu
             std::process::exit(1);
         }
     }
+}
+
+/// `audit search`: the matching records, each statement with its outcome (unless the
+/// search is for outcome records).
+fn search(dir: &std::path::Path, filter: &Filter, json: bool) -> Result<()> {
+    let mut all = phigate::audit::read_all(dir)?;
+    if filter.kind != Some(phigate::audit::Kind::StatementEnd) {
+        all = phigate::audit::with_outcomes(all);
+    }
+    for r in all.iter().filter(|r| filter.matches(r)) {
+        print_record(r, json);
+    }
+    Ok(())
+}
+
+/// Whom `audit report` is about: a patient by value (and the label it shows), or a user.
+fn subject(
+    (patient, label): (Option<String>, Option<String>),
+    user: Option<String>,
+    key: Option<PathBuf>,
+) -> Result<Subject> {
+    Ok(match (patient, user, key) {
+        (Some(value), _, Some(key)) => Subject::Patient {
+            hash: AuditKeys::load(&key)?.value_hash(value.as_bytes()),
+            label: label.unwrap_or_else(|| last_four(&value)),
+        },
+        (_, Some(user), _) => Subject::User(user),
+        _ => anyhow::bail!("give --patient VALUE --key FILE, or --user USER"),
+    })
+}
+
+/// `audit report`: the text on stdout, the page in `html`.
+fn report(
+    dir: &std::path::Path,
+    subject: Subject,
+    period: (Option<String>, Option<String>),
+    html: Option<PathBuf>,
+) -> Result<()> {
+    let all = phigate::audit::with_outcomes(phigate::audit::read_all(dir)?);
+    let report = AccessReport::new(subject, period, all);
+    if let Some(path) = html {
+        std::fs::write(&path, report.html())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", report.text());
+    Ok(())
+}
+
+/// A patient's label that does not repeat the value: `…` and its last four characters.
+fn last_four(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("…{tail}")
 }
 
 /// `audit export`: the records in [since, until) in `format`.
