@@ -483,3 +483,44 @@ async fn database_other_than_the_configured_one_is_refused() {
         .unwrap();
     assert_eq!(code(&e), "3D000");
 }
+
+/// SCRAM-SHA-256-PLUS: over TLS phigate offers channel binding (tls-server-end-point), so
+/// a client that requires it (libpq's `channel_binding=require`) logs in; without TLS
+/// there is no channel to bind, and such a client refuses to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_requires_channel_binding_logs_in_over_tls() {
+    let pg = Pg::start();
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            listen_tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let psql = |options: &str| {
+        // (no sslrootcert: libpq would verify the test CA, which OpenSSL rejects)
+        let conninfo = format!(
+            "host=localhost port={} user=alice dbname=ehr {options}",
+            proxy.addr.port(),
+        );
+        let out = std::process::Command::new("psql")
+            .args([&conninfo, "-X", "-At", "-c", "select 'bound'"])
+            .env("PGPASSWORD", "alice-pw")
+            .output()
+            .expect("psql runs");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = psql("sslmode=require channel_binding=require");
+    assert_eq!(out, "bound", "{err}");
+    let (out, err) = psql("sslmode=require channel_binding=disable");
+    assert_eq!(out, "bound", "{err}");
+    let (out, err) = psql("sslmode=disable channel_binding=require");
+    assert!(
+        out.is_empty() && err.contains("channel binding"),
+        "{out}{err}"
+    );
+}

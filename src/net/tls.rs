@@ -57,6 +57,41 @@ fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The channel binding data of `tls-server-end-point` (RFC 5929) for the listener's
+/// certificate: its hash with the hash function of its signature (SHA-256 for SHA-1,
+/// MD5 and SHA-256 signatures). `None` when RFC 5929 defines none (Ed25519, say): then
+/// SCRAM-SHA-256-PLUS is not offered.
+pub(crate) fn server_end_point(cert: &Path) -> Result<Option<Vec<u8>>, TlsError> {
+    use sha2::Digest;
+    use x509_parser::oid_registry as oids;
+    let certs = load_certs(cert)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| pem_err(cert, format!("not an X.509 certificate: {e}")))?;
+    let alg = &parsed.signature_algorithm.algorithm;
+    let der: &[u8] = &certs[0];
+    Ok(
+        if [
+            oids::OID_PKCS1_SHA384WITHRSA,
+            oids::OID_SIG_ECDSA_WITH_SHA384,
+        ]
+        .contains(alg)
+        {
+            Some(sha2::Sha384::digest(der).to_vec())
+        } else if [
+            oids::OID_PKCS1_SHA512WITHRSA,
+            oids::OID_SIG_ECDSA_WITH_SHA512,
+        ]
+        .contains(alg)
+        {
+            Some(sha2::Sha512::digest(der).to_vec())
+        } else if [oids::OID_SIG_ED25519, oids::OID_SIG_ED448].contains(alg) {
+            None
+        } else {
+            Some(sha2::Sha256::digest(der).to_vec())
+        },
+    )
+}
+
 /// The listener's TLS configuration from a PEM certificate chain and key.
 pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
@@ -142,5 +177,32 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::Digest;
+
+    /// A certificate signed with `alg`, written to a temporary PEM file.
+    fn cert(alg: &'static rcgen::SignatureAlgorithm) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(alg).expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), cert.pem()).expect("write");
+        (file, cert.der().to_vec())
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_hash() {
+        let (p256, der) = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let hash = super::server_end_point(p256.path()).expect("reads");
+        assert_eq!(hash, Some(sha2::Sha256::digest(&der).to_vec()));
+        let (p384, der) = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        let hash = super::server_end_point(p384.path()).expect("reads");
+        assert_eq!(hash, Some(sha2::Sha384::digest(&der).to_vec()));
+        let (ed, _) = cert(&rcgen::PKCS_ED25519);
+        assert_eq!(super::server_end_point(ed.path()).expect("reads"), None);
     }
 }

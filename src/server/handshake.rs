@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Shared;
-use super::scram::{ScramError, ScramExchange, decoy_verifier};
+use super::scram::{Channel, ScramError, ScramExchange, decoy_verifier};
 use crate::net::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::protocol::build::{self, PgError};
@@ -274,19 +274,29 @@ async fn authenticate(
         || decoy_verifier(&shared.decoy_secret, user),
         |u| u.scram.clone(),
     );
-    build::authentication_sasl(&["SCRAM-SHA-256"], &mut out);
+    // channel binding is offered on TLS, when the certificate defines its data
+    let end_point = shared.tls_end_point.as_deref().filter(|_| stream.is_tls());
+    let mechanisms: &[&str] = match end_point {
+        Some(_) => &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+        None => &["SCRAM-SHA-256"],
+    };
+    build::authentication_sasl(mechanisms, &mut out);
     stream.write_all(&out).await?;
     out.clear();
     let Some(first) = read_auth_message(&mut stream, buf).await? else {
         return Ok(Err(Opened::Closed));
     };
-    let first = match sasl_initial(&first) {
-        Ok(data) => data,
+    let (plus, first) = match sasl_initial(&first, mechanisms) {
+        Ok(chosen) => chosen,
         Err(e) => return Ok(Err(refuse(&mut stream, e).await)),
+    };
+    let channel = match end_point {
+        Some(data) => Channel::Offered { data, plus },
+        None => Channel::Unavailable,
     };
     let nonce: [u8; 18] = rand::rng().random();
     let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let exchange = match ScramExchange::start(verifier, &first, &nonce) {
+    let exchange = match ScramExchange::start(verifier, &first, &nonce, channel) {
         Ok((exchange, server_first)) => {
             build::authentication_sasl_continue(server_first.as_bytes(), &mut out);
             stream.write_all(&out).await?;
@@ -339,14 +349,15 @@ async fn read_auth_message(
     }
 }
 
-fn sasl_initial(frame: &Frame) -> Result<Vec<u8>, PgError> {
+/// The client's SASLInitialResponse: whether it chose SCRAM-SHA-256-PLUS, and its data.
+fn sasl_initial(frame: &Frame, offered: &[&str]) -> Result<(bool, Vec<u8>), PgError> {
     match decode_sasl_initial_response(frame.body()) {
-        Ok(("SCRAM-SHA-256", data)) => Ok(data.to_vec()),
+        Ok((m, data)) if offered.contains(&m) => Ok((m.ends_with("-PLUS"), data.to_vec())),
         Ok((other, _)) => Err(PgError::fatal(
             "28000",
-            format!("SASL mechanism {other} is not supported"),
+            format!("SASL mechanism {other} is not offered"),
         )
-        .with_hint("use SCRAM-SHA-256")),
+        .with_hint(format!("use {}", offered.join(" or ")))),
         Err(e) => Err(protocol_error(&e)),
     }
 }

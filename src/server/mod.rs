@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// tags phigate's session settings for the native row policies
     session_key: Arc<SessionKey>,
     tls: Option<TlsAcceptor>,
+    /// `tls-server-end-point` channel binding data of the listener's certificate
+    tls_end_point: Option<Vec<u8>>,
     upstream: UpstreamTarget,
     metrics: Arc<Metrics>,
     cancels: CancelRegistry,
@@ -109,12 +111,15 @@ impl Server {
         let session_key = Arc::new(SessionKey::load_or_create(&config.session_key_file())?);
         let (analyzer, ciphers) = load_enforced(&config, &session_key, Native::Enforce).await?;
         let auditor = open_auditor(&config)?;
-        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
-                &cert.relative(),
-                &key.relative(),
-            )?)),
-            _ => None,
+        let (tls, tls_end_point) = match (&config.listen.tls_cert, &config.listen.tls_key) {
+            (Some(cert), Some(key)) => (
+                Some(TlsAcceptor::from(tls::server_config(
+                    &cert.relative(),
+                    &key.relative(),
+                )?)),
+                tls::server_end_point(&cert.relative())?,
+            ),
+            _ => (None, None),
         };
         let upstream = upstream::service_target(&config)?;
         let bind = |address: SocketAddr| async move {
@@ -140,6 +145,7 @@ impl Server {
             admin,
             shared: Arc::new(Shared {
                 tls,
+                tls_end_point,
                 upstream,
                 metrics,
                 cancels: CancelRegistry::default(),

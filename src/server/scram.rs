@@ -1,5 +1,5 @@
-//! The server side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, without
-//! I/O. Channel binding is not offered, so clients send `n,,` or `y,,`.
+//! The server side of SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, channel
+//! binding `tls-server-end-point` of RFC 5929) as PostgreSQL speaks them, without I/O.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -21,10 +21,48 @@ pub enum ScramError {
     BadProof,
 }
 
+/// Channel binding, as the server offered it.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel<'a> {
+    /// not offered (a connection without TLS): clients send `n` or `y`
+    Unavailable,
+    /// offered (TLS): the `tls-server-end-point` data, and whether the client chose
+    /// SCRAM-SHA-256-PLUS
+    Offered {
+        /// the hash of the server's certificate
+        data: &'a [u8],
+        /// the client chose the -PLUS mechanism
+        plus: bool,
+    },
+}
+
+/// The bytes the client's `c=` attribute must carry: the GS2 header, and with binding
+/// the channel's data.
+fn expected_binding(cb_flag: &str, channel: Channel<'_>) -> Result<Vec<u8>, ScramError> {
+    let header = format!("{cb_flag},,").into_bytes();
+    match (cb_flag, channel) {
+        ("n", Channel::Unavailable | Channel::Offered { plus: false, .. }) => Ok(header),
+        ("y", Channel::Unavailable) => Ok(header),
+        // the client can bind and the server offered it: a man in the middle removed
+        // the offer
+        ("y", Channel::Offered { plus: false, .. }) => Err(ScramError::Malformed(
+            "channel binding downgrade (y with the offer made)",
+        )),
+        ("p=tls-server-end-point", Channel::Offered { data, plus: true }) => {
+            Ok([header.as_slice(), data].concat())
+        }
+        (_, Channel::Offered { plus: true, .. }) => Err(ScramError::Malformed(
+            "SCRAM-SHA-256-PLUS needs channel binding type tls-server-end-point",
+        )),
+        _ => Err(ScramError::Malformed("channel binding was not offered")),
+    }
+}
+
 /// An exchange after the server-first message.
 pub struct ScramExchange {
     verifier: ScramVerifier,
-    gs2_header: String,
+    /// what the client's `c=` attribute must decode to
+    binding: Vec<u8>,
     nonce: String,
     /// client-first-bare "," server-first
     auth_prefix: String,
@@ -44,15 +82,14 @@ impl ScramExchange {
         verifier: ScramVerifier,
         client_first: &[u8],
         server_nonce: &str,
+        channel: Channel<'_>,
     ) -> Result<(Self, String), ScramError> {
         let msg =
             std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (cb_flag, rest) = msg
             .split_once(',')
             .ok_or(ScramError::Malformed("no GS2 header"))?;
-        if !matches!(cb_flag, "n" | "y") {
-            return Err(ScramError::Malformed("channel binding was not offered"));
-        }
+        let binding = expected_binding(cb_flag, channel)?;
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or(ScramError::Malformed("no GS2 header"))?;
@@ -79,7 +116,7 @@ impl ScramExchange {
         );
         let exchange = Self {
             verifier,
-            gs2_header: format!("{cb_flag},{authzid},"),
+            binding,
             nonce,
             auth_prefix: format!("{bare},{server_first}"),
         };
@@ -102,9 +139,9 @@ impl ScramExchange {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or(ScramError::Malformed("no nonce"))?;
-        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(self.binding.as_slice()) {
             return Err(ScramError::Malformed(
-                "channel binding does not match the GS2 header",
+                "channel binding does not match the GS2 header and the channel",
             ));
         }
         if nonce != self.nonce {
@@ -151,9 +188,25 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn run(password: &[u8], verifier: &ScramVerifier) -> Result<(), ScramError> {
-        let mut client = ScramSha256::new(password, ChannelBinding::unrequested());
+        bound(
+            password,
+            verifier,
+            ChannelBinding::unrequested(),
+            Channel::Unavailable,
+        )
+    }
+
+    /// One exchange with postgres-protocol's client binding `client`, the server
+    /// offering `channel`.
+    fn bound(
+        password: &[u8],
+        verifier: &ScramVerifier,
+        client: ChannelBinding,
+        channel: Channel<'_>,
+    ) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password, client);
         let (exchange, server_first) =
-            ScramExchange::start(verifier.clone(), client.message(), "snonce")?;
+            ScramExchange::start(verifier.clone(), client.message(), "snonce", channel)?;
         client
             .update(server_first.as_bytes())
             .expect("client accepts server-first");
@@ -162,6 +215,36 @@ mod tests {
             .finish(server_final.as_bytes())
             .expect("client verifies the server");
         Ok(())
+    }
+
+    #[test]
+    fn channel_binding_holds_only_on_the_same_channel() {
+        let v: ScramVerifier = postgres_protocol::password::scram_sha_256(b"pw")
+            .parse()
+            .unwrap();
+        let data = [7u8; 32];
+        let plus = Channel::Offered {
+            data: &data,
+            plus: true,
+        };
+        let end_point = |d: &[u8]| ChannelBinding::tls_server_end_point(d.to_vec());
+        assert_eq!(bound(b"pw", &v, end_point(&data), plus), Ok(()));
+        // a man in the middle terminating TLS: the client saw another certificate
+        assert!(bound(b"pw", &v, end_point(&[8u8; 32]), plus).is_err());
+        // SCRAM-SHA-256 on TLS: `n` (cannot bind) is fine, `y` (could have) is a downgrade
+        let offered = Channel::Offered {
+            data: &data,
+            plus: false,
+        };
+        assert_eq!(
+            bound(b"pw", &v, ChannelBinding::unsupported(), offered),
+            Ok(())
+        );
+        assert!(bound(b"pw", &v, ChannelBinding::unrequested(), offered).is_err());
+        // -PLUS chosen without binding, or binding without -PLUS
+        assert!(bound(b"pw", &v, ChannelBinding::unsupported(), plus).is_err());
+        assert!(bound(b"pw", &v, end_point(&data), offered).is_err());
+        assert!(bound(b"pw", &v, end_point(&data), Channel::Unavailable).is_err());
     }
 
     #[test]
@@ -194,16 +277,17 @@ mod tests {
             b"\xff",
         ] {
             assert!(
-                ScramExchange::start(v.clone(), first, "s").is_err(),
+                ScramExchange::start(v.clone(), first, "s", Channel::Unavailable).is_err(),
                 "{first:?}"
             );
         }
-        let (ex, _) = ScramExchange::start(v.clone(), b"n,,n=,r=abc", "s").unwrap();
+        let (ex, _) =
+            ScramExchange::start(v.clone(), b"n,,n=,r=abc", "s", Channel::Unavailable).unwrap();
         assert_eq!(
             ex.finish(b"c=biws,r=abcs"),
             Err(ScramError::Malformed("no proof"))
         );
-        let (ex, _) = ScramExchange::start(v, b"n,,n=,r=abc", "s").unwrap();
+        let (ex, _) = ScramExchange::start(v, b"n,,n=,r=abc", "s", Channel::Unavailable).unwrap();
         assert_eq!(
             ex.finish(b"c=biws,r=other,p=AAAA"),
             Err(ScramError::Malformed("nonce mismatch"))

@@ -167,9 +167,13 @@ mod tests {
         let cache = SaltCache::default();
         for _ in 0..2 {
             let mut client = ScramClient::new("s3cret");
-            let (server, server_first) =
-                exchange::start(verifier(b"s3cret"), client.first().as_bytes(), "xyz")
-                    .expect("start");
+            let (server, server_first) = exchange::start(
+                verifier(b"s3cret"),
+                client.first().as_bytes(),
+                "xyz",
+                crate::server::scram::Channel::Unavailable,
+            )
+            .expect("start");
             let client_final = client
                 .respond(server_first.as_bytes(), &cache)
                 .expect("respond");
@@ -183,8 +187,13 @@ mod tests {
         assert!(cache.0.lock().expect("lock").is_some());
         // a wrong password is refused by the server; a forged server signature by the client
         let mut client = ScramClient::new("wrong");
-        let (server, first) =
-            exchange::start(verifier(b"s3cret"), client.first().as_bytes(), "xyz").expect("start");
+        let (server, first) = exchange::start(
+            verifier(b"s3cret"),
+            client.first().as_bytes(),
+            "xyz",
+            crate::server::scram::Channel::Unavailable,
+        )
+        .expect("start");
         let client_final = client
             .respond(first.as_bytes(), &SaltCache::default())
             .expect("respond");
