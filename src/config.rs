@@ -77,6 +77,12 @@ pub struct Listen {
     /// refuse plaintext startups (28000)
     #[serde(default)]
     pub require_tls: bool,
+    /// PEM certificates of the CAs whose client certificates are accepted (users whose
+    /// `auth` asks for a certificate need one); expired certificates are refused
+    pub client_ca: Option<RelativePathBuf>,
+    /// PEM certificate revocation lists of those CAs: revoked client certificates are
+    /// refused
+    pub client_crl: Option<RelativePathBuf>,
     /// the largest client message accepted (08P01 and disconnect beyond it)
     #[serde(default = "defaults::max_message_size", deserialize_with = "de_size")]
     pub max_message_size: usize,
@@ -94,6 +100,25 @@ pub struct Listen {
     pub max_connections: usize,
     /// session threads (each a single-threaded runtime); the number of CPUs when absent
     pub threads: Option<usize>,
+}
+
+impl Listen {
+    /// Client certificates need TLS, and a CRL needs the CAs it belongs to.
+    fn validate_client_certificates(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.client_ca.is_some() && self.tls_cert.is_none() {
+            return Err((
+                "listen.client_ca",
+                "client certificates need TLS: set listen.tls_cert and listen.tls_key",
+            ));
+        }
+        if self.client_crl.is_some() && self.client_ca.is_none() {
+            return Err((
+                "listen.client_crl",
+                "needs listen.client_ca (the CAs whose revocations it lists)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How phigate secures its connection to the upstream server.
@@ -418,6 +443,8 @@ impl Config {
                 "needs listen.tls_cert and listen.tls_key",
             ));
         }
+        l.validate_client_certificates()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if !(1024..=1 << 30).contains(&l.max_message_size) {
             // PostgreSQL's own limit is 1 GiB; larger values could only come from an attacker.
             return Err(invalid(

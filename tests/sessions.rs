@@ -524,3 +524,179 @@ async fn a_client_that_requires_channel_binding_logs_in_over_tls() {
         "{out}{err}"
     );
 }
+
+/// A client certificate signed by the test's client CA, written with its key (mode 0600,
+/// as libpq wants): (cert file, key file).
+fn client_cert(
+    dir: &std::path::Path,
+    issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>,
+    (cn, serial): (&str, u64),
+    expired: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serial_number = Some(rcgen::SerialNumber::from(serial));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.signed_by(&key, issuer).unwrap();
+    let (crt, pem) = (
+        dir.join(format!("{serial}.crt")),
+        dir.join(format!("{serial}.key")),
+    );
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (crt, pem)
+}
+
+/// Client certificates: a user whose `auth` is `certificate` logs in with a certificate
+/// naming them (psql's sslcert/sslkey) and no password; without one, with one naming
+/// someone else, a revoked one (CRL) or an expired one it is refused; password users are
+/// unaffected, and `certificate+password` needs both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_users_log_in_with_their_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "phigate test client CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        ca.self_signed(&ca_key).unwrap().pem(),
+    )
+    .unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let good = client_cert(dir.path(), &issuer, ("lab-analyzer-7", 1), false);
+    let revoked = client_cert(dir.path(), &issuer, ("lab-analyzer-7", 2), false);
+    let expired = client_cert(dir.path(), &issuer, ("lab-analyzer-7", 3), true);
+    let other = client_cert(dir.path(), &issuer, ("someone-else", 4), false);
+    let alice = client_cert(dir.path(), &issuer, ("alice", 5), false);
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(2u64),
+            revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    std::fs::write(
+        dir.path().join("crl.pem"),
+        crl.signed_by(&issuer).unwrap().pem().unwrap(),
+    )
+    .unwrap();
+    let listen: &'static str = Box::leak(
+        format!(
+            "client_ca = \"{}\"\nclient_crl = \"{}\"",
+            dir.path().join("ca.pem").display(),
+            dir.path().join("crl.pem").display()
+        )
+        .into_boxed_str(),
+    );
+    let setup = common::Setup::new(
+        &pg,
+        &Options {
+            listen_tls: true,
+            listen_extra: listen,
+            ..Options::default()
+        },
+    );
+    let users = setup.dir.path().join("policies/users.toml");
+    let mut text = std::fs::read_to_string(&users).unwrap();
+    text.push_str(
+        "\n[users.analyzer]\nrole = \"clinician\"\nauth = \"certificate\"\ncertificate_name = \"lab-analyzer-7\"\n",
+    );
+    // alice now needs her certificate and her password
+    text = text.replacen(
+        "[users.alice]\n",
+        "[users.alice]\nauth = \"certificate+password\"\n",
+        1,
+    );
+    std::fs::write(&users, text).unwrap();
+    let proxy = Proxy::with_setup(setup).await;
+    let psql = |user: &str, cert: Option<&(std::path::PathBuf, std::path::PathBuf)>, pw: &str| {
+        let mut conninfo = format!(
+            "host=localhost port={} user={user} dbname=ehr sslmode=require",
+            proxy.addr.port()
+        );
+        if let Some((crt, key)) = cert {
+            conninfo.push_str(&format!(
+                " sslcert={} sslkey={}",
+                crt.display(),
+                key.display()
+            ));
+        }
+        let out = std::process::Command::new("psql")
+            .args([
+                &conninfo,
+                "-X",
+                "-w",
+                "-At",
+                "-c",
+                "select current_user <> ''",
+            ])
+            .env("PGPASSWORD", pw)
+            .output()
+            .expect("psql runs");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = psql("analyzer", Some(&good), "");
+    assert_eq!(out, "t", "{err}");
+    for (why, cert) in [("none", None), ("another name", Some(&other))] {
+        let (out, err) = psql("analyzer", cert, "");
+        assert!(
+            out.is_empty() && err.contains("certificate authentication failed"),
+            "{why}: {err}"
+        );
+    }
+    for (why, cert) in [("revoked", &revoked), ("expired", &expired)] {
+        let (out, err) = psql("analyzer", Some(cert), "");
+        assert!(out.is_empty() && !err.is_empty(), "{why}: {out}");
+    }
+    // certificate and password: both needed
+    assert_eq!(psql("alice", Some(&alice), "alice-pw").0, "t");
+    assert!(psql("alice", Some(&alice), "wrong").0.is_empty());
+    assert!(psql("alice", None, "alice-pw").0.is_empty());
+    // a password user is unaffected
+    assert_eq!(psql("nurse", None, "nurse-pw").0, "t");
+    // each refusal is in the audit log: the TLS handshakes, and the certificate checks
+    let records = phigate::audit::read_all(&proxy.setup.dir.path().join("audit")).unwrap();
+    let details: Vec<String> = records
+        .iter()
+        .filter(|r| r.sqlstate.as_deref() == Some("28000"))
+        .filter_map(|r| r.detail.clone())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("TLS handshake failed") && d.contains("Revoked")),
+        "{details:?}"
+    );
+    assert!(details.iter().any(|d| d.contains("expired")), "{details:?}");
+    assert!(
+        details.iter().any(|d| d.contains("no client certificate")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.contains("someone-else")),
+        "{details:?}"
+    );
+}

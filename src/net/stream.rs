@@ -22,6 +22,14 @@ impl Stream {
     pub(crate) fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
+
+    /// The client certificate a TLS client sent (verified in the handshake).
+    pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::ServerTls(tls) => tls.get_ref().1.peer_certificates()?.first().map(|c| &c[..]),
+            _ => None,
+        }
+    }
 }
 
 macro_rules! delegate {

@@ -7,7 +7,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use thiserror::Error;
 
 /// A TLS setting that cannot be used.
@@ -92,15 +94,67 @@ pub(crate) fn server_end_point(cert: &Path) -> Result<Option<Vec<u8>>, TlsError>
     )
 }
 
-/// The listener's TLS configuration from a PEM certificate chain and key.
-pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The names a client certificate (DER) gives its subject: the common names, and the DNS
+/// and email names of its subject alternative names. Empty when it does not parse.
+pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = (cert.subject().iter_common_name())
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) | GeneralName::RFC822Name(n) => names.push((*n).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// The listener's TLS configuration from a PEM certificate chain and key; with
+/// `clients` (CA file, optional CRL file), client certificates are asked for, and those
+/// sent must chain to one of the CAs, be current and not be revoked (a client may also
+/// send none: whether its user needs one is decided at login).
+pub(crate) fn server_config(
+    cert: &Path,
+    key: &Path,
+    clients: Option<(&Path, Option<&Path>)>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let config = match clients {
+        None => builder.with_no_client_auth(),
+        Some((ca, crl)) => builder.with_client_cert_verifier(client_verifier(ca, crl)?),
+    };
+    Ok(Arc::new(config.with_single_cert(certs, key)?))
+}
+
+fn client_verifier(
+    ca: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots.add(c).map_err(|e| pem_err(ca, e))?;
+    }
+    let crls = match crl {
+        Some(file) => CertificateRevocationListDer::pem_file_iter(file)
+            .map_err(|e| pem_err(file, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err(file, e))?,
+        None => Vec::new(),
+    };
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| pem_err(ca, e))
 }
 
 /// The upstream TLS configuration: verifying against `ca_file` (or the Mozilla roots), or

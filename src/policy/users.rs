@@ -61,13 +61,44 @@ impl std::str::FromStr for ScramVerifier {
     }
 }
 
+/// How a user proves who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Auth {
+    /// SCRAM-SHA-256 with the user's password
+    #[default]
+    #[serde(rename = "password")]
+    Password,
+    /// a client certificate naming the user (no password)
+    #[serde(rename = "certificate")]
+    Certificate,
+    /// both
+    #[serde(rename = "certificate+password")]
+    CertificateAndPassword,
+}
+
+impl Auth {
+    /// True when a client certificate is needed.
+    pub fn needs_certificate(self) -> bool {
+        self != Self::Password
+    }
+
+    /// True when the password is needed.
+    pub fn needs_password(self) -> bool {
+        self != Self::Certificate
+    }
+}
+
 /// A person or service that may connect.
 #[derive(Debug, Clone)]
 pub struct User {
     /// the role whose policies apply
     pub role: String,
-    /// the login verifier
-    pub scram: ScramVerifier,
+    /// how the user logs in
+    pub auth: Auth,
+    /// the name a client certificate must carry (its subject CN, or a DNS or email SAN)
+    pub certificate_name: String,
+    /// the login verifier (absent for certificate-only users)
+    pub scram: Option<ScramVerifier>,
     /// attributes usable in row policies as `:user.NAME`
     pub attributes: BTreeMap<String, toml::Value>,
 }
@@ -83,7 +114,12 @@ struct UsersFile {
 #[serde(deny_unknown_fields)]
 struct RawUser {
     role: String,
-    scram: String,
+    #[serde(default)]
+    scram: Option<String>,
+    #[serde(default)]
+    auth: Auth,
+    #[serde(default)]
+    certificate_name: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, toml::Value>,
 }
@@ -102,11 +138,22 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, User>, Po
                 problem,
             };
             check_name(&name).map_err(|p| invalid("name", p))?;
-            let scram = u.scram.parse().map_err(|p| invalid("scram", p))?;
+            let scram = match (&u.scram, u.auth.needs_password()) {
+                (Some(s), _) => Some(s.parse().map_err(|p| invalid("scram", p))?),
+                (None, false) => None,
+                (None, true) => {
+                    return Err(invalid(
+                        "scram",
+                        "missing: the user logs in with a password (`phigate user add`)".into(),
+                    ));
+                }
+            };
             Ok((
-                name,
+                name.clone(),
                 User {
                     role: u.role,
+                    auth: u.auth,
+                    certificate_name: u.certificate_name.unwrap_or(name),
                     scram,
                     attributes: u.attributes,
                 },

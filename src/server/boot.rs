@@ -199,9 +199,23 @@ impl Reloader {
 /// upstream password file. Returns the policy set.
 pub fn preflight(config: &Config) -> Result<PolicySet, ServerError> {
     let policies = PolicySet::load(&config.policies_dir())?;
-    if let (Some(cert), Some(key)) = (&config.listen.tls_cert, &config.listen.tls_key) {
-        tls::server_config(&cert.relative(), &key.relative())?;
-    }
+    listener_tls(config)?;
     upstream::service_target(config)?;
     Ok(policies)
+}
+
+/// The listener's TLS configuration and its `tls-server-end-point` channel binding data.
+pub(super) type ListenerTls = (Arc<rustls::ServerConfig>, Option<Vec<u8>>);
+
+/// The listener's TLS configuration (asking for client certificates when `client_ca` is
+/// set) and its channel binding data, when TLS is configured.
+pub(super) fn listener_tls(config: &Config) -> Result<Option<ListenerTls>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.listen.tls_cert, &config.listen.tls_key) else {
+        return Ok(None);
+    };
+    let ca = config.listen.client_ca.as_ref().map(|c| c.relative());
+    let crl = config.listen.client_crl.as_ref().map(|c| c.relative());
+    let clients = ca.as_deref().map(|ca| (ca, crl.as_deref()));
+    let server = tls::server_config(&cert.relative(), &key.relative(), clients)?;
+    Ok(Some((server, tls::server_end_point(&cert.relative())?)))
 }

@@ -111,7 +111,9 @@ pub(super) async fn accept(
                 match acceptor.accept(tcp).await {
                     Ok(tls) => stream = Stream::ServerTls(Box::new(tls)),
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        // a revoked or expired client certificate ends here, among others
+                        let why = PgError::fatal("28000", format!("TLS handshake failed: {e}"));
+                        refused(shared, peer, (None, true), &why).await;
                         return Ok(Opened::Closed);
                     }
                 }
@@ -270,10 +272,20 @@ async fn authenticate(
 ) -> std::io::Result<Result<(Stream, String), Opened>> {
     let policies = shared.policies();
     let known = policies.user(user).cloned();
-    let verifier = known.as_ref().map_or_else(
-        || decoy_verifier(&shared.decoy_secret, user),
-        |u| u.scram.clone(),
-    );
+    if let Some(u) = known.as_ref().filter(|u| u.auth.needs_certificate()) {
+        if let Err(why) = check_certificate(&stream, u) {
+            return Ok(Err(login_failed(stream, user, peer, &why, shared).await));
+        }
+        if !u.auth.needs_password() {
+            build::authentication_ok(&mut out);
+            stream.write_all(&out).await?;
+            return Ok(Ok((stream, u.role.clone())));
+        }
+    }
+    let verifier = known
+        .as_ref()
+        .and_then(|u| u.scram.clone())
+        .unwrap_or_else(|| decoy_verifier(&shared.decoy_secret, user));
     // channel binding is offered on TLS, when the certificate defines its data
     let end_point = shared.tls_end_point.as_deref().filter(|_| stream.is_tls());
     let mechanisms: &[&str] = match end_point {
@@ -303,7 +315,11 @@ async fn authenticate(
             out.clear();
             exchange
         }
-        Err(e) => return Ok(Err(login_failed(stream, user, peer, &e, shared).await)),
+        Err(e) => {
+            return Ok(Err(
+                login_failed(stream, user, peer, &e.into(), shared).await
+            ));
+        }
     };
     let Some(fin) = read_auth_message(&mut stream, buf).await? else {
         return Ok(Err(Opened::Closed));
@@ -311,10 +327,15 @@ async fn authenticate(
     let (server_final, entry) = match (exchange.finish(fin.body()), known) {
         (Ok(server_final), Some(u)) => (server_final, u),
         (Ok(_), None) => {
-            let failed = login_failed(stream, user, peer, &ScramError::BadProof, shared).await;
+            let why = LoginError::Scram(ScramError::BadProof);
+            let failed = login_failed(stream, user, peer, &why, shared).await;
             return Ok(Err(failed));
         }
-        (Err(e), _) => return Ok(Err(login_failed(stream, user, peer, &e, shared).await)),
+        (Err(e), _) => {
+            return Ok(Err(
+                login_failed(stream, user, peer, &e.into(), shared).await
+            ));
+        }
     };
     build::authentication_sasl_final(server_final.as_bytes(), &mut out);
     build::authentication_ok(&mut out);
@@ -362,11 +383,41 @@ fn sasl_initial(frame: &Frame, offered: &[&str]) -> Result<(bool, Vec<u8>), PgEr
     }
 }
 
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    /// the SCRAM exchange failed
+    #[error(transparent)]
+    Scram(#[from] ScramError),
+    /// the user needs a client certificate naming them
+    #[error("{0}")]
+    Certificate(String),
+}
+
+impl LoginError {
+    /// What the client is told (the same for every password failure).
+    fn answer(&self, user: &str) -> PgError {
+        match self {
+            Self::Scram(_) => PgError::fatal(
+                "28P01",
+                format!("password authentication failed for user \"{user}\""),
+            ),
+            Self::Certificate(_) => PgError::fatal(
+                "28000",
+                format!("certificate authentication failed for user \"{user}\""),
+            )
+            .with_hint(
+                "connect over TLS with a client certificate that names this user (sslcert, sslkey)",
+            ),
+        }
+    }
+}
+
 async fn login_failed(
     mut stream: Stream,
     user: &str,
     peer: SocketAddr,
-    why: &ScramError,
+    why: &LoginError,
     shared: &Shared,
 ) -> Opened {
     shared.metrics.auth_failures.inc();
@@ -377,7 +428,7 @@ async fn login_failed(
         client_addr: Some(peer.ip().to_string()),
         tls: Some(stream.is_tls()),
         decision: Some(crate::audit::Decision::Denied),
-        sqlstate: Some("28P01".into()),
+        sqlstate: Some(why.answer(user).code.into()),
         detail: Some(format!(
             "{why}; throttled: answered after {} ms",
             pause.as_millis()
@@ -386,12 +437,22 @@ async fn login_failed(
     };
     let _ = shared.audit(record, crate::audit::Kind::AuthFailure).await;
     tokio::time::sleep(pause).await;
-    refuse(
-        &mut stream,
-        PgError::fatal(
-            "28P01",
-            format!("password authentication failed for user \"{user}\""),
-        ),
-    )
-    .await
+    refuse(&mut stream, why.answer(user)).await
+}
+
+/// Checks the client certificate a user's `auth` asks for: the TLS handshake verified it
+/// (chain, dates, revocation); it must name the user.
+fn check_certificate(stream: &Stream, user: &crate::policy::User) -> Result<(), LoginError> {
+    let Some(cert) = stream.peer_certificate() else {
+        return Err(LoginError::Certificate("no client certificate".into()));
+    };
+    let names = crate::net::tls::certificate_names(cert);
+    if names.contains(&user.certificate_name) {
+        Ok(())
+    } else {
+        Err(LoginError::Certificate(format!(
+            "the client certificate names {names:?}, not {:?}",
+            user.certificate_name
+        )))
+    }
 }

@@ -111,15 +111,9 @@ impl Server {
         let session_key = Arc::new(SessionKey::load_or_create(&config.session_key_file())?);
         let (analyzer, ciphers) = load_enforced(&config, &session_key, Native::Enforce).await?;
         let auditor = open_auditor(&config)?;
-        let (tls, tls_end_point) = match (&config.listen.tls_cert, &config.listen.tls_key) {
-            (Some(cert), Some(key)) => (
-                Some(TlsAcceptor::from(tls::server_config(
-                    &cert.relative(),
-                    &key.relative(),
-                )?)),
-                tls::server_end_point(&cert.relative())?,
-            ),
-            _ => (None, None),
+        let (tls, tls_end_point) = match boot::listener_tls(&config)? {
+            Some((server, end_point)) => (Some(TlsAcceptor::from(server)), end_point),
+            None => (None, None),
         };
         let upstream = upstream::service_target(&config)?;
         let bind = |address: SocketAddr| async move {
