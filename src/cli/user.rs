@@ -1,4 +1,5 @@
-//! `phigate user add`: a user in users.toml, with only the SCRAM verifier of the password.
+//! `phigate user add`: a user in users.toml, with only the SCRAM verifier of the password
+//! (or the name its client certificate carries).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -6,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use phigate::config::Config;
-use phigate::policy::PolicySet;
+use phigate::policy::{Login, PolicySet};
 
 /// Manage the users file.
 #[derive(clap::Args)]
@@ -29,6 +30,14 @@ enum UserCommand {
         /// (numbers and true/false are typed, anything else is a string)
         #[arg(long = "attr", value_name = "KEY=VALUE")]
         attrs: Vec<String>,
+        /// how the user logs in: password, certificate (a client certificate naming them,
+        /// no password) or certificate+password
+        #[arg(long, default_value = "password")]
+        auth: String,
+        /// the name the user's client certificate carries (subject CN, or a DNS or email
+        /// SAN); default: the user name
+        #[arg(long)]
+        certificate_name: Option<String>,
         /// the policy directory holding users.toml (default: policies.dir from the config)
         #[arg(long)]
         policies: Option<PathBuf>,
@@ -44,6 +53,8 @@ pub fn run(args: Args) -> Result<()> {
         name,
         role,
         attrs,
+        auth,
+        certificate_name,
         policies,
         config,
     } = args.command;
@@ -62,10 +73,24 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|a| parse_attribute(a))
         .collect::<Result<Vec<_>>>()?;
-    let password = read_password()?;
+    let password = match auth.as_str() {
+        "certificate" => None,
+        "password" | "certificate+password" => Some(read_password()?),
+        other => {
+            bail!("unknown --auth {other:?}: use password, certificate or certificate+password")
+        }
+    };
+    let certificate_name = certificate_name.unwrap_or_else(|| name.clone());
+    let login = match (auth.as_str(), password.as_deref()) {
+        ("password", Some(p)) => Login::Password(p),
+        (_, password) => Login::Certificate {
+            certificate_name: &certificate_name,
+            password,
+        },
+    };
     let file = dir.join("users.toml");
     let before = std::fs::read(&file).ok();
-    phigate::policy::add_user_with(&file, &name, &role, &password, &attributes)?;
+    phigate::policy::add_user_with(&file, &name, &role, login, &attributes)?;
     if let Err(e) = PolicySet::load(&dir) {
         // leave users.toml as it was
         let _ = match before {

@@ -15,7 +15,7 @@ pub use crate::crypto::Mode;
 pub use roles::{Role, StatementKind, StatementKinds};
 pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
-pub use users::{ScramVerifier, User, add_user, add_user_with};
+pub use users::{Auth, Login, ScramVerifier, User, add_user, add_user_with};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -173,17 +173,40 @@ fn check_name(name: &str) -> Result<(), String> {
 /// `path` (created if missing), keeping its comments and layout. Refuses to replace an
 /// existing user.
 pub fn add_user(path: &Path, name: &str, role: &str, password: &str) -> Result<(), PolicyError> {
-    add_user_with(path, name, role, password, &[])
+    add_user_with(path, name, role, Login::Password(password), &[])
 }
 
-/// [`add_user`] with attributes for row policies (`:user.NAME`), as TOML values.
+/// How a new user logs in.
+#[derive(Debug, Clone, Copy)]
+pub enum Login<'a> {
+    /// with this password (SCRAM-SHA-256; only the verifier is stored)
+    Password(&'a str),
+    /// with a client certificate naming `certificate_name`, and this password too when
+    /// given
+    Certificate {
+        /// the name the certificate must carry
+        certificate_name: &'a str,
+        /// the password, for `certificate+password`
+        password: Option<&'a str>,
+    },
+}
+
+/// [`add_user`] with how the user logs in and attributes for row policies
+/// (`:user.NAME`), as TOML values.
 pub fn add_user_with(
     path: &Path,
     name: &str,
     role: &str,
-    password: &str,
+    login: Login<'_>,
     attributes: &[(String, toml::Value)],
 ) -> Result<(), PolicyError> {
+    let password = match login {
+        Login::Password(p)
+        | Login::Certificate {
+            password: Some(p), ..
+        } => Some(p),
+        Login::Certificate { password: None, .. } => None,
+    };
     let invalid = |key: &str, problem: String| PolicyError::Invalid {
         file: path.to_owned(),
         key: key.to_owned(),
@@ -193,7 +216,7 @@ pub fn add_user_with(
     if role.is_empty() {
         return Err(invalid("role", "must not be empty".into()));
     }
-    if password.is_empty() {
+    if password.is_some_and(str::is_empty) {
         return Err(invalid("password", "must not be empty".into()));
     }
     let text = super::read_optional(path)?.unwrap_or_default();
@@ -218,11 +241,42 @@ pub fn add_user_with(
             "this user exists already; remove it first to replace it".into(),
         ));
     }
+    let entry = user_entry(role, login, password, attributes);
+    users.insert(name, toml_edit::Item::Table(entry));
+    let io = |cause| PolicyError::Io {
+        file: path.to_owned(),
+        cause,
+    };
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, doc.to_string()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The users.toml table of a new user.
+fn user_entry(
+    role: &str,
+    login: Login<'_>,
+    password: Option<&str>,
+    attributes: &[(String, toml::Value)],
+) -> toml_edit::Table {
     let mut entry = toml_edit::Table::new();
     entry["role"] = toml_edit::value(role);
-    entry["scram"] = toml_edit::value(postgres_protocol::password::scram_sha_256(
-        password.as_bytes(),
-    ));
+    if let Login::Certificate {
+        certificate_name, ..
+    } = login
+    {
+        let auth = match password {
+            Some(_) => "certificate+password",
+            None => "certificate",
+        };
+        entry["auth"] = toml_edit::value(auth);
+        entry["certificate_name"] = toml_edit::value(certificate_name);
+    }
+    if let Some(password) = password {
+        entry["scram"] = toml_edit::value(postgres_protocol::password::scram_sha_256(
+            password.as_bytes(),
+        ));
+    }
     if !attributes.is_empty() {
         let mut inline = toml_edit::InlineTable::new();
         for (k, v) in attributes {
@@ -236,14 +290,7 @@ pub fn add_user_with(
         }
         entry["attributes"] = toml_edit::value(inline);
     }
-    users.insert(name, toml_edit::Item::Table(entry));
-    let io = |cause| PolicyError::Io {
-        file: path.to_owned(),
-        cause,
-    };
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, doc.to_string()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    entry
 }
 
 #[cfg(test)]
@@ -285,5 +332,31 @@ mod tests {
             .to_string();
         assert!(e.contains("exists"), "{e}");
         assert!(add_user(&f, "", "r", "p").is_err());
+    }
+
+    #[test]
+    fn certificate_users_are_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("users.toml");
+        let cert = |password| Login::Certificate {
+            certificate_name: "lab-7.example.org",
+            password,
+        };
+        add_user_with(&f, "lab-7", "feed", cert(None), &[]).unwrap();
+        add_user_with(&f, "dr.who", "clinician", cert(Some("pw")), &[]).unwrap();
+        let users = parse(&f, &std::fs::read_to_string(&f).unwrap()).unwrap();
+        let lab = &users["lab-7"];
+        assert_eq!((lab.auth, lab.scram.is_none()), (Auth::Certificate, true));
+        assert_eq!(lab.certificate_name, "lab-7.example.org");
+        let who = &users["dr.who"];
+        assert_eq!((who.auth, who.scram.is_some()), (Auth::CertificateAndPassword, true));
+        // a password user without a verifier does not load
+        let broken = "[users.x]\nrole = \"r\"\n";
+        let e = parse(&f, broken).unwrap_err().to_string();
+        assert!(e.contains("scram"), "{e}");
+        // the certificate name defaults to the user name
+        add_user(&f, "plain", "r", "pw").unwrap();
+        let users = parse(&f, &std::fs::read_to_string(&f).unwrap()).unwrap();
+        assert_eq!(users["plain"].certificate_name, "plain");
     }
 }
