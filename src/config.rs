@@ -261,6 +261,39 @@ pub struct Audit {
         deserialize_with = "de_duration"
     )]
     pub checkpoint_interval: Duration,
+    /// every record also streamed to a syslog collector
+    pub syslog: Option<Syslog>,
+}
+
+/// `[audit.syslog]`: every record sent, as RFC 5424 over TCP, to a collector; the chained
+/// files stay the source of truth, and a cursor file beside them says how far the
+/// collector has been sent, so a restart or an outage resumes there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    /// host:port of the collector
+    pub address: String,
+    /// TLS to the collector (as `upstream.tls`)
+    #[serde(default = "defaults::upstream_tls")]
+    pub tls: UpstreamTls,
+    /// PEM CA certificates to verify the collector with (system roots when absent)
+    pub ca_file: Option<RelativePathBuf>,
+    /// the name the collector's certificate must carry; its host when absent
+    pub server_name: Option<String>,
+    /// the message body: the record as stored (`stored`) or its OCSF event (`ocsf`)
+    #[serde(default)]
+    pub format: SyslogFormat,
+}
+
+/// The body of each syslog message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    /// the line as stored (JSON, MAC included)
+    #[default]
+    Stored,
+    /// the OCSF 1.1 event
+    Ocsf,
 }
 
 impl Default for Audit {
@@ -276,6 +309,7 @@ impl Default for Audit {
             segment_size: defaults::segment_size(),
             checkpoint_every: defaults::checkpoint_every(),
             checkpoint_interval: defaults::checkpoint_interval(),
+            syslog: None,
         }
     }
 }

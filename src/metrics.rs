@@ -45,6 +45,8 @@ pub struct Metrics {
     pub audit_records: IntCounter,
     /// time from handing a statement's audit record to the log until the log holds it
     pub audit_write_seconds: Histogram,
+    /// audit records in the log not yet sent to the syslog collector
+    pub audit_syslog_behind: IntGauge,
 }
 
 /// The counter of each statement kind.
@@ -63,6 +65,27 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     c
 }
 
+/// The latency histograms: (audit write, statement).
+fn histograms(registry: &Registry) -> (Histogram, Histogram) {
+    let histogram = |name: &str, help: &str, start: f64| {
+        let buckets = prometheus::exponential_buckets(start, 4.0, 10).expect("valid buckets");
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        register(registry, Histogram::with_opts(opts).expect("valid metric"))
+    };
+    (
+        histogram(
+            "phigate_audit_write_seconds",
+            "Time to write a statement's audit record (the audit lag a statement waits for)",
+            0.000_005,
+        ),
+        histogram(
+            "phigate_statement_duration_seconds",
+            "Statement latency through phigate",
+            0.0001,
+        ),
+    )
+}
+
 impl Metrics {
     /// A fresh registry with every phigate metric registered.
     pub fn new() -> Self {
@@ -77,16 +100,10 @@ impl Metrics {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
             register(&registry, c)
         };
-        let histogram = |name: &str, help: &str, start: f64| {
-            let buckets = prometheus::exponential_buckets(start, 4.0, 10).expect("valid buckets");
-            let opts = HistogramOpts::new(name, help).buckets(buckets);
-            register(&registry, Histogram::with_opts(opts).expect("valid metric"))
+        let (audit_write_seconds, statement_seconds) = histograms(&registry);
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
-        let sessions_active = register(
-            &registry,
-            IntGauge::new("phigate_sessions_active", "Client sessions currently open")
-                .expect("valid metric"),
-        );
         let statements = by_kind(&vec(
             "phigate_statements_total",
             "Statements completed, by kind",
@@ -98,19 +115,15 @@ impl Metrics {
                 "Statements phigate refused, by SQLSTATE",
                 "sqlstate",
             ),
-            audit_write_seconds: histogram(
-                "phigate_audit_write_seconds",
-                "Time to write a statement's audit record (the audit lag a statement waits for)",
-                0.000_005,
-            ),
-            statement_seconds: histogram(
-                "phigate_statement_duration_seconds",
-                "Statement latency through phigate",
-                0.0001,
-            ),
+            audit_write_seconds,
+            statement_seconds,
             audit_records: counter("phigate_audit_records_total", "Audit records written"),
             statements,
-            sessions_active,
+            sessions_active: gauge("phigate_sessions_active", "Client sessions currently open"),
+            audit_syslog_behind: gauge(
+                "phigate_audit_syslog_behind",
+                "Audit records not yet sent to the syslog collector",
+            ),
             sessions_total: counter("phigate_sessions_total", "Client sessions opened"),
             auth_failures: counter("phigate_auth_failures_total", "Failed client logins"),
             client_bytes_in: counter(

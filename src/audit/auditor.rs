@@ -118,6 +118,11 @@ impl Auditor {
         Ok(seq)
     }
 
+    /// The seq of the last record appended (0 when none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.log.lock().next_seq().saturating_sub(1)
+    }
+
     /// True when a gated record must wait for [`Auditor::durable`] (`fsync` mode).
     pub(crate) fn syncs_each_statement(&self) -> bool {
         self.durability == Durability::Fsync

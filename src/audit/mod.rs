@@ -14,21 +14,25 @@ mod auditor;
 mod chain;
 mod export;
 mod keys;
+mod reader;
 mod record;
 mod redact;
 mod report;
 mod search;
 mod store;
+mod syslog;
 mod verify;
 
 pub use auditor::Auditor;
 pub use export::{OCSF_VERSION, cef, ocsf};
 pub use keys::{AuditKeys, PublicKey};
+pub use reader::Reader;
 pub use record::{Decision, Kind, Record};
 pub use redact::{Redacted, redact};
 pub use report::{AccessReport, Subject};
 pub use search::{Filter, follow, read_all, read_lines, table_row, with_outcomes};
 pub use store::{AuditLog, Durability, LogOptions};
+pub use syslog::{Body as SyslogBody, SD_ID, message as syslog_message};
 pub use verify::{Problem, Report, verify};
 
 use std::path::PathBuf;

@@ -349,7 +349,10 @@ mod tests {
         assert_eq!((lab.auth, lab.scram.is_none()), (Auth::Certificate, true));
         assert_eq!(lab.certificate_name, "lab-7.example.org");
         let who = &users["dr.who"];
-        assert_eq!((who.auth, who.scram.is_some()), (Auth::CertificateAndPassword, true));
+        assert_eq!(
+            (who.auth, who.scram.is_some()),
+            (Auth::CertificateAndPassword, true)
+        );
         // a password user without a verifier does not load
         let broken = "[users.x]\nrole = \"r\"\n";
         let e = parse(&f, broken).unwrap_err().to_string();

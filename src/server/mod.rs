@@ -8,6 +8,7 @@ mod connection;
 mod handshake;
 mod relay;
 pub(crate) mod scram;
+mod syslog;
 mod throttle;
 
 pub use boot::{Reloader, check, preflight};
@@ -128,6 +129,7 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let metrics = Arc::new(Metrics::new());
+        syslog::start(&config, auditor.as_ref(), &metrics)?;
         if let Some(a) = &auditor {
             a.report_to(
                 metrics.audit_records.clone(),
