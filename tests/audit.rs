@@ -532,15 +532,30 @@ async fn refused_connections_are_recorded() {
     assert!(pauses[1].ends_with("answered after 200 ms"), "{pauses:?}");
 }
 
-/// rsyslogd from the distribution, receiving syslog over TCP on `port` and writing each
-/// message (without its framing) as one line of `out`.
-fn rsyslogd(dir: &Path, port: u16) -> std::process::Child {
+/// rsyslogd from the distribution, receiving syslog over TCP on `port` (over TLS with
+/// `tls`: the server certificate, its key and CA, with rsyslog's GnuTLS driver) and writing
+/// each message (without its framing) as one line of `out.log` in `dir`.
+fn rsyslogd(dir: &Path, port: u16, tls: Option<&common::Certs>) -> std::process::Child {
     let conf = dir.join(format!("rsyslog-{port}.conf"));
+    let (global, driver) = match tls {
+        None => (String::new(), String::new()),
+        Some(c) => (
+            format!(
+                " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" \
+                 defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+                c.ca.display(),
+                c.cert.display(),
+                c.key.display()
+            ),
+            " streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\""
+                .to_owned(),
+        ),
+    };
     std::fs::write(
         &conf,
         format!(
-            "global(maxMessageSize=\"64k\" workDirectory=\"{dir}\")\n\
-             module(load=\"imtcp\")\n\
+            "global(maxMessageSize=\"64k\" workDirectory=\"{dir}\"{global})\n\
+             module(load=\"imtcp\"{driver})\n\
              input(type=\"imtcp\" port=\"{port}\")\n\
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
              *.* action(type=\"omfile\" file=\"{dir}/out.log\" template=\"raw\")\n",
@@ -606,7 +621,7 @@ async fn wait_sent(dir: &Path, out: &Path) {
 async fn records_reach_a_syslog_collector_and_survive_its_outage() {
     let syslog_dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let mut collector = rsyslogd(syslog_dir.path(), port);
+    let mut collector = rsyslogd(syslog_dir.path(), port, None);
     let audit: &'static str = Box::leak(
         format!("checkpoint_every = 25\n[audit.syslog]\naddress = \"127.0.0.1:{port}\"\ntls = \"disable\"\n")
             .into_boxed_str(),
@@ -635,7 +650,7 @@ async fn records_reach_a_syslog_collector_and_survive_its_outage() {
             .unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let mut collector = rsyslogd(syslog_dir.path(), port);
+    let mut collector = rsyslogd(syslog_dir.path(), port, None);
     app.simple_query("select 'after'").await.unwrap();
     drop(app);
     wait_sent(&dir, &out).await;
@@ -651,4 +666,46 @@ async fn records_reach_a_syslog_collector_and_survive_its_outage() {
     collector.kill().unwrap();
     let _ = collector.wait();
     check_chain(proxy.setup.dir.path());
+}
+
+/// The same over TLS, the collector's certificate verified (rsyslog's GnuTLS driver), with
+/// OCSF bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_a_syslog_collector_over_tls() {
+    let pg = Pg::start();
+    let syslog_dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut collector = rsyslogd(syslog_dir.path(), port, Some(&pg.certs));
+    let audit: &'static str = Box::leak(
+        format!(
+            "[audit.syslog]\naddress = \"localhost:{port}\"\ntls = \"verify-full\"\n\
+             ca_file = \"{}\"\nformat = \"ocsf\"\n",
+            pg.certs.ca.display()
+        )
+        .into_boxed_str(),
+    );
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            audit,
+            ..Options::default()
+        },
+    )
+    .await;
+    let app = proxy.alice().await;
+    app.simple_query("select 'over tls'").await.unwrap();
+    drop(app);
+    let out = syslog_dir.path().join("out.log");
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("\"query_string\":\"select ?\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    collector.kill().unwrap();
+    let _ = collector.wait();
+    assert!(text.contains("\"class_uid\":6005"), "{text}");
+    assert!(text.contains("\"query_string\":\"select ?\""), "{text}");
 }
