@@ -464,21 +464,40 @@ async fn refused_connections_are_recorded() {
         "host=127.0.0.1 port={} user=mallory password=x dbname=payroll",
         proxy.addr.port()
     );
-    let e = tokio_postgres::connect(&other_db, tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("refused");
-    assert_eq!(code(&e), "3D000");
+    // the only slot is free again once the previous connection's task has ended: retry
+    // while it has not (53300)
+    let refusal = |conninfo: String| async move {
+        for _ in 0..100 {
+            let e = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .err()
+                .expect("refused");
+            if code(&e) != "53300" {
+                return code(&e);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the slot never came free");
+    };
+    assert_eq!(refusal(other_db).await, "3D000");
     for _ in 0..2 {
-        let e = proxy
-            .connect("alice", "wrong-password")
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(code(&e), "28P01");
+        assert_eq!(
+            refusal(proxy.conninfo("alice", "wrong-password")).await,
+            "28P01"
+        );
     }
     // a connection that has not finished its startup holds the only slot
-    let held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let held = loop {
+        use tokio::io::AsyncReadExt;
+        let mut held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_millis(300), held.read(&mut byte));
+        // no answer: it holds the slot (a 53300 means the previous one still did)
+        if answer.await.is_err() {
+            break held;
+        }
+    };
     let e = proxy
         .connect("alice", "alice-pw")
         .await
@@ -516,11 +535,10 @@ async fn refused_connections_are_recorded() {
         db[0].detail.as_deref().unwrap().contains("payroll"),
         "{db:?}"
     );
+    // (a retry above may have met the slot still taken: one record or more)
     let full = of("53300");
-    assert_eq!(
-        (full.len(), full[0].client_addr.as_deref()),
-        (1, Some("127.0.0.1"))
-    );
+    assert!(!full.is_empty());
+    assert_eq!(full[0].client_addr.as_deref(), Some("127.0.0.1"));
     let failed = of("28P01");
     assert_eq!(failed.len(), 2);
     assert!(failed.iter().all(|r| r.kind == Some(Kind::AuthFailure)));

@@ -14,9 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_util::io::poll_read_buf;
 
 use crate::audit::{AuditError, Auditor};
 use crate::metrics::Metrics;
@@ -29,10 +28,11 @@ use crate::session::{Event, Outbound, Phase, Session};
 const UPSTREAM_MESSAGE_LIMIT: usize = (1 << 30) + 1024;
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 1 << 20;
-/// Read buffers keep this much room; a buffer grown past `SHRINK_ABOVE` by a large message
-/// is released once empty, so an idle session holds little memory.
-const READ_CHUNK: usize = 8 << 10;
-const SHRINK_ABOVE: usize = 256 << 10;
+/// Reads go through a per-thread scratch buffer of this size and only what arrived is
+/// kept, so an idle session holds no read buffer of its own (issue 14: memory per idle
+/// session); a buffer grown past `SHRINK_ABOVE` by a large message is released once empty.
+const READ_CHUNK: usize = 64 << 10;
+const SHRINK_ABOVE: usize = 16 << 10;
 /// Time allowed to deliver the last messages of a closing session.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -94,12 +94,27 @@ struct Relay<'a> {
     counters: Counters,
 }
 
-fn keep_room(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-        *buf = BytesMut::with_capacity(READ_CHUNK);
-    } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
+/// Reads what `stream` has (up to [`READ_CHUNK`]) and appends it to `buf`; `Ready(Ok(0))`
+/// at the end of the stream.
+fn poll_read_into(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
     }
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut read = tokio::io::ReadBuf::new(scratch);
+        match Pin::new(stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 fn release(buf: &mut BytesMut) {
@@ -187,8 +202,7 @@ impl Relay<'_> {
                 && !self.session.holding()
                 && self.out.upstream.len() < HIGH_WATER
             {
-                keep_room(&mut self.client_buf);
-                match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+                match poll_read_into(&mut self.client, cx, &mut self.client_buf) {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.counters.client_in += n as u64;
                         self.last_activity = Instant::now();
@@ -200,8 +214,7 @@ impl Relay<'_> {
                 }
             }
             if self.out.client.len() < HIGH_WATER {
-                keep_room(&mut self.upstream_buf);
-                match poll_read_buf(Pin::new(&mut self.upstream), cx, &mut self.upstream_buf) {
+                match poll_read_into(&mut self.upstream, cx, &mut self.upstream_buf) {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.counters.upstream_in += n as u64;
                         self.last_activity = Instant::now();
@@ -379,6 +392,7 @@ impl Relay<'_> {
                 }
             }
         }
+        release(&mut self.client_buf);
     }
 
     /// Feeds every complete message to the session; `now` is when the bytes arrived.
@@ -399,6 +413,7 @@ impl Relay<'_> {
                 }
             }
         }
+        release(&mut self.upstream_buf);
     }
 
     fn flush_counters(&mut self) {
