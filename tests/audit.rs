@@ -140,20 +140,7 @@ async fn statements_are_recorded_without_their_values() {
 
     // Security teams: who queried this SSN? (the value is hashed with the lookup key)
     let key = dir.join("secrets/audit.ed25519");
-    let search = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
-            .args(["audit", "search"])
-            .arg(&audit)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let search = |args: &[&str]| common::audit_cli("search", &audit, args);
     let found = search(&[
         "--value",
         "888-77-6666",
@@ -185,18 +172,8 @@ async fn statements_are_recorded_without_their_values() {
 
     // Export for a SIEM: OCSF events with the outcome in them, CEF, the stored lines.
     let export = |format: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
-            .args(["audit", "export"])
-            .arg(&audit)
-            .args(["--format", format, "--since", "2000-01-01"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let args = ["--format", format, "--since", "2000-01-01"];
+        let text = common::audit_cli("export", &audit, &args);
         assert!(!text.contains("888-77-6666") && !text.contains("999-12-3456"));
         text
     };

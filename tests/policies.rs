@@ -1081,19 +1081,8 @@ async fn denied_attempts_are_found_by_table() {
     assert_eq!(simple(&bill, "SELECT 1").await.unwrap(), rows(&[&["1"]]));
     let audit = w.proxy.setup.dir.path().join("audit");
     let search = |args: &[&str]| -> Vec<Record> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
-            .args(["audit", "search"])
-            .arg(&audit)
-            .args(args)
-            .args(["--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (String::from_utf8(out.stdout).unwrap().lines())
+        let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+        (common::audit_cli("search", &audit, &args).lines())
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };

@@ -589,3 +589,20 @@ pub fn code(e: &tokio_postgres::Error) -> String {
         .map(|d| d.code().code().to_owned())
         .unwrap_or_else(|| format!("not a db error: {e}"))
 }
+
+/// Runs `phigate audit <command> <dir> <args...>`, which must succeed, and returns what it
+/// printed.
+pub fn audit_cli(command: &str, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["audit", command])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("phigate runs");
+    assert!(
+        out.status.success(),
+        "phigate audit {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
