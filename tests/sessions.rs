@@ -700,3 +700,53 @@ async fn certificate_users_log_in_with_their_certificate() {
         "{details:?}"
     );
 }
+
+/// TLS session resumption: a client that reconnects with the session it was given resumes
+/// it (an abbreviated handshake, the cost of a connection storm over TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_tls_client_resumes_its_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = Pg::start();
+    let proxy = Proxy::start(
+        &pg,
+        &Options {
+            listen_tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = common::client_tls(&pg.certs);
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap(); // SSLRequest
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"S");
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        kinds.push(tls.get_ref().1.handshake_kind());
+        // a startup packet, and its answer: the client takes in the session tickets the
+        // server sent after the handshake
+        let mut startup = Vec::new();
+        for kv in ["user", "alice", "database", "ehr", ""] {
+            startup.extend_from_slice(kv.as_bytes());
+            startup.push(0);
+        }
+        let mut packet = ((startup.len() + 8) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&196_608u32.to_be_bytes());
+        packet.extend_from_slice(&startup);
+        tls.write_all(&packet).await.unwrap();
+        let mut tag = [0u8; 1];
+        tls.read_exact(&mut tag).await.unwrap();
+        assert_eq!(&tag, b"R", "an authentication request");
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}

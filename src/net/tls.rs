@@ -132,8 +132,16 @@ pub(crate) fn server_config(
         None => builder.with_no_client_auth(),
         Some((ca, crl)) => builder.with_client_cert_verifier(client_verifier(ca, crl)?),
     };
-    Ok(Arc::new(config.with_single_cert(certs, key)?))
+    let mut config = config.with_single_cert(certs, key)?;
+    // TLS session resumption: stateless tickets (their key rotates) for any number of
+    // clients, and a session cache for clients that resume by id
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    Ok(Arc::new(config))
 }
+
+/// TLS sessions kept for resumption by session id.
+const SESSION_CACHE: usize = 4096;
 
 fn client_verifier(
     ca: &Path,
