@@ -203,7 +203,7 @@ impl Auditor {
         let _leader = lock(&self.sync);
         let result = self.sync_out(|log| log.tick(self.checkpoint_interval));
         if result.is_err() {
-            let written = self.log.lock().next_seq().saturating_sub(1);
+            let written = self.last_seq();
             self.synced
                 .send_modify(|s| s.failed = s.failed.max(written));
         }

@@ -140,8 +140,13 @@ impl Chain {
     }
 
     /// A signed checkpoint over the records since the previous one.
-    /// Returns its seq and line.
-    pub(super) fn checkpoint(&mut self, keys: &AuditKeys, mut record: Record) -> (u64, String) {
+    /// `record` holds its time; returns its seq and line.
+    pub(super) fn checkpoint(
+        &mut self,
+        keys: &AuditKeys,
+        mut record: Record,
+        instance: &str,
+    ) -> (u64, String) {
         let digest: [u8; 32] = self.hasher.clone().finalize().into();
         let covers = [self.first, self.next_seq - 1, self.count];
         let message = checkpoint_message(covers, &self.prev, &digest);
@@ -149,8 +154,7 @@ impl Chain {
         record.covers = Some(covers);
         record.digest = Some(hex::encode(digest));
         record.signature = Some(keys.sign(&message));
-        let instance = std::mem::take(&mut record.instance);
-        let sealed = self.seal_line(keys, &Unsealed::new(record, &instance), false);
+        let sealed = self.seal_line(keys, &Unsealed::new(record, instance), false);
         self.after_checkpoint(&digest);
         sealed
     }

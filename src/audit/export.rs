@@ -43,32 +43,6 @@ fn statement_activity(statement: &str) -> (u32, &'static str) {
     }
 }
 
-fn failed(r: &Record) -> bool {
-    match r.kind {
-        Some(Kind::AuthFailure | Kind::ConnectionRefused) => true,
-        _ => matches!(
-            r.decision,
-            Some(Decision::Denied | Decision::DeniedByDatabase | Decision::Error)
-        ),
-    }
-}
-
-fn decision_name(d: Decision) -> &'static str {
-    match d {
-        Decision::Allowed => "allowed",
-        Decision::Denied => "denied",
-        Decision::DeniedByDatabase => "denied_by_database",
-        Decision::Error => "error",
-    }
-}
-
-fn kind_name(k: Kind) -> String {
-    serde_json::to_value(k)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Milliseconds since the Unix epoch of an RFC 3339 time (0 when it does not parse).
 fn epoch_ms(ts: &str) -> u64 {
     humantime::parse_rfc3339(ts)
@@ -80,7 +54,7 @@ fn epoch_ms(ts: &str) -> u64 {
 /// One record as an OCSF event; `None` for checkpoints.
 pub fn ocsf(r: &Record) -> Option<Value> {
     let Class(class_uid, category_uid, activity_id, activity_name) = class(r)?;
-    let failed = failed(r);
+    let failed = r.refused_or_failed();
     let mut e = json!({
         "class_uid": class_uid,
         "category_uid": category_uid,
@@ -146,8 +120,8 @@ fn unmapped(r: &Record) -> Value {
         }
     };
     put("seq", json!(r.seq));
-    put("kind", json!(r.kind.map(kind_name)));
-    put("decision", json!(r.decision.map(decision_name)));
+    put("kind", json!(r.kind.map(Kind::name)));
+    put("decision", json!(r.decision.map(Decision::name)));
     put("tables", json!(r.tables));
     put("phi_columns", json!(r.phi_columns));
     put("policies_applied", json!(r.policies_applied));
@@ -176,8 +150,8 @@ fn ext(s: &str) -> String {
 /// One record as a CEF line; `None` for checkpoints.
 pub fn cef(r: &Record) -> Option<String> {
     let Class(_, _, _, activity) = class(r)?;
-    let kind = r.kind.map(kind_name).unwrap_or_default();
-    let severity = if failed(r) { 6 } else { 3 };
+    let kind = r.kind.map(Kind::name).unwrap_or_default();
+    let severity = if r.refused_or_failed() { 6 } else { 3 };
     let mut pairs: Vec<(&str, String)> = vec![
         ("rt", epoch_ms(&r.ts).to_string()),
         ("externalId", r.seq.to_string()),
@@ -186,10 +160,17 @@ pub fn cef(r: &Record) -> Option<String> {
     let optional = [
         ("suser", r.user.clone()),
         ("src", r.client_addr.clone()),
-        ("act", r.decision.map(|d| decision_name(d).to_owned())),
+        ("act", r.decision.map(Decision::name)),
         (
             "outcome",
-            Some(if failed(r) { "failure" } else { "success" }.to_owned()),
+            Some(
+                if r.refused_or_failed() {
+                    "failure"
+                } else {
+                    "success"
+                }
+                .to_owned(),
+            ),
         ),
         ("reason", r.sqlstate.clone()),
         ("msg", r.detail.clone()),

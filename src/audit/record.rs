@@ -43,7 +43,27 @@ pub enum Decision {
     Error,
 }
 
+/// The name a value has in records (its serde name: `statement_end`, `denied`).
+fn serde_name(v: impl Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Kind {
+    /// The kind's name in records (`statement_end`).
+    pub fn name(self) -> String {
+        serde_name(self)
+    }
+}
+
 impl Decision {
+    /// The decision's name in records (`denied_by_database`).
+    pub fn name(self) -> String {
+        serde_name(self)
+    }
+
     /// The decision of a statement that ended with `sqlstate` (none: it succeeded).
     pub fn of_outcome(sqlstate: Option<&str>) -> Self {
         match sqlstate {
@@ -140,6 +160,18 @@ pub struct Record {
     /// the previous line's mac (empty until sealed)
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev: String,
+}
+
+impl Record {
+    /// True when what the record tells of did not go through as asked: a refusal (by
+    /// phigate or by the database), a failed login, a refused connection, an error.
+    pub fn refused_or_failed(&self) -> bool {
+        matches!(self.kind, Some(Kind::AuthFailure | Kind::ConnectionRefused))
+            || matches!(
+                self.decision,
+                Some(Decision::Denied | Decision::DeniedByDatabase | Decision::Error)
+            )
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference

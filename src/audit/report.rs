@@ -90,7 +90,7 @@ impl AccessReport {
 
     /// (allowed, refused or failed) counts.
     fn counts(&self) -> (usize, usize) {
-        let allowed = self.rows.iter().filter(|r| !refused(r)).count();
+        let allowed = self.rows.iter().filter(|r| !r.refused_or_failed()).count();
         (allowed, self.rows.len() - allowed)
     }
 
@@ -128,7 +128,7 @@ impl AccessReport {
         let (allowed, refused) = self.counts();
         let mut rows = String::new();
         for r in &self.rows {
-            let class = if self::refused(r) {
+            let class = if r.refused_or_failed() {
                 "refused"
             } else {
                 "allowed"
@@ -169,7 +169,7 @@ impl AccessReport {
         let mut days: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for r in &self.rows {
             let day = days.entry(r.ts.get(..10).unwrap_or("")).or_default();
-            match refused(r) {
+            match r.refused_or_failed() {
                 false => day.0 += 1,
                 true => day.1 += 1,
             }
@@ -206,15 +206,6 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;\
 text-align:left;vertical-align:top}tr.refused td{background:#fde8e8}\
 rect.allowed{fill:#3a8f4b}rect.refused{fill:#c0392b}svg text{font-size:10px}";
-
-/// True when the access did not go through as asked.
-fn refused(r: &Record) -> bool {
-    matches!(r.kind, Some(Kind::AuthFailure | Kind::ConnectionRefused))
-        || matches!(
-            r.decision,
-            Some(Decision::Denied | Decision::DeniedByDatabase | Decision::Error)
-        )
-}
 
 fn outcome(r: &Record) -> String {
     let decision = match r.kind {

@@ -1,7 +1,6 @@
 //! Reading the log back for reviewers: `phigate audit search` and `phigate audit tail`.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::record::{Decision, Kind, Record};
@@ -67,13 +66,26 @@ impl Filter {
 /// Every record in `dir`, oldest first (checkpoints included).
 pub fn read_all(dir: &Path) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
+    each_line(dir, |_, record| out.push(record))?;
+    Ok(out)
+}
+
+/// Every line in `dir` as stored (MACs included), oldest first, with its record.
+pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, AuditError> {
+    let mut out = Vec::new();
+    each_line(dir, |line, record| out.push((line.to_owned(), record)))?;
+    Ok(out)
+}
+
+/// Calls `each` with every line of every segment of `dir`, oldest first, and its record.
+fn each_line(dir: &Path, mut each: impl FnMut(&str, Record)) -> Result<(), AuditError> {
     for seg in segments(dir)? {
         let text = std::fs::read_to_string(&seg).map_err(io(&seg))?;
         for line in text.lines() {
-            out.push(parse(&seg, line)?);
+            each(line, parse(&seg, line)?);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The records with each statement's outcome (rows, SQLSTATE, duration; `error` when it
@@ -109,18 +121,6 @@ fn fold(begin: &mut Record, end: &Record) {
     }
 }
 
-/// Every line in `dir` as stored (MACs included), oldest first, with its record.
-pub fn read_lines(dir: &Path) -> Result<Vec<(String, Record)>, AuditError> {
-    let mut out = Vec::new();
-    for seg in segments(dir)? {
-        let text = std::fs::read_to_string(&seg).map_err(io(&seg))?;
-        for line in text.lines() {
-            out.push((line.to_owned(), parse(&seg, line)?));
-        }
-    }
-    Ok(out)
-}
-
 fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
     serde_json::from_str(line).map_err(|e| AuditError::Corrupt {
         path: seg.to_owned(),
@@ -131,14 +131,8 @@ fn parse(seg: &Path, line: &str) -> Result<Record, AuditError> {
 /// One record as a line of a table: seq, time, user, role, kind, decision, outcome
 /// (SQLSTATE or rows, and duration), statement.
 pub fn table_row(r: &Record) -> String {
-    let kind = r
-        .kind
-        .map(|k| serde_json::to_string(&k).unwrap_or_default())
-        .unwrap_or_default();
-    let decision = r
-        .decision
-        .map(|d| serde_json::to_string(&d).unwrap_or_default())
-        .unwrap_or_default();
+    let kind = r.kind.map(Kind::name).unwrap_or_default();
+    let decision = r.decision.map(Decision::name).unwrap_or_default();
     let mut outcome = match (&r.sqlstate, r.rows) {
         (Some(s), _) => s.clone(),
         (None, Some(n)) => format!("{n} rows"),
@@ -157,8 +151,8 @@ pub fn table_row(r: &Record) -> String {
         r.ts,
         r.user.as_deref().unwrap_or("-"),
         r.role.as_deref().unwrap_or("-"),
-        kind.trim_matches('"'),
-        decision.trim_matches('"'),
+        kind,
+        decision,
         outcome,
         r.statement
             .as_deref()
@@ -181,39 +175,16 @@ pub fn follow(
             return Ok(());
         }
     }
-    let mut current: Option<(PathBuf, u64)> = segments(dir)?.last().map(|p| {
-        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        (p.clone(), len)
-    });
-    let mut partial = String::new();
+    let mut reader = super::Reader::new(dir, all.last().map_or(0, |r| r.seq));
     loop {
-        let segs = segments(dir)?;
-        let Some((path, offset)) = current
-            .clone()
-            .or_else(|| segs.first().map(|p| (p.clone(), 0)))
-        else {
+        let batch = reader.next_batch()?;
+        if batch.is_empty() {
             std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut f = std::fs::File::open(&path).map_err(io(&path))?;
-        f.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
-        let mut text = String::new();
-        let read = f.read_to_string(&mut text).map_err(io(&path))? as u64;
-        partial.push_str(&text);
-        while let Some(i) = partial.find('\n') {
-            let line: String = partial.drain(..=i).collect();
-            if !each(&parse(&path, line.trim_end())?) {
+        }
+        for (_, r) in &batch {
+            if !each(r) {
                 return Ok(());
             }
-        }
-        let next = segs.iter().find(|p| **p > path).cloned();
-        current = match next {
-            // The segment is closed (a newer one exists) once everything was read.
-            Some(n) if read == 0 && partial.is_empty() => Some((n, 0)),
-            _ => Some((path, offset + read)),
-        };
-        if read == 0 {
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

@@ -316,10 +316,11 @@ impl AuditLog {
         }
         let record = Record {
             ts: now(),
-            instance: self.opts.instance.clone(),
             ..Record::default()
         };
-        let (seq, line) = self.chain.checkpoint(&self.keys, record);
+        let (seq, line) = self
+            .chain
+            .checkpoint(&self.keys, record, &self.opts.instance);
         self.buf.extend_from_slice(line.as_bytes());
         self.last_checkpoint = std::time::Instant::now();
         self.write_out()?;

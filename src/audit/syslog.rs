@@ -7,7 +7,7 @@
 //! the structured data repeats the fields a collector filters on; MSG is the record as
 //! stored (JSON, MAC included) or its OCSF event.
 
-use super::record::{Decision, Kind, Record};
+use super::record::{Kind, Record};
 
 /// The structured data ID: phigate has no private enterprise number, so it uses the one
 /// RFC 5612 reserves for documentation.
@@ -45,23 +45,11 @@ fn header_field(s: &str, max: usize) -> String {
 }
 
 fn severity(r: &Record) -> u8 {
-    let refused = matches!(r.kind, Some(Kind::AuthFailure | Kind::ConnectionRefused))
-        || matches!(
-            r.decision,
-            Some(Decision::Denied | Decision::DeniedByDatabase | Decision::Error)
-        );
-    match (refused, r.kind) {
+    match (r.refused_or_failed(), r.kind) {
         (true, _) => 4,
         (false, Some(Kind::BreakGlass)) => 5,
         _ => 6,
     }
-}
-
-fn kind_name(r: &Record) -> String {
-    r.kind
-        .and_then(|k| serde_json::to_value(k).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// One record as a framed RFC 5424 message (`<length> <message>`); `None` when `body`
@@ -71,7 +59,7 @@ pub fn message(record: &Record, line: &str, body: Body) -> Option<Vec<u8>> {
         Body::Stored => line.to_owned(),
         Body::Ocsf => super::ocsf(record)?.to_string(),
     };
-    let kind = kind_name(record);
+    let kind = record.kind.map(Kind::name).unwrap_or_default();
     let mut sd = format!("[{SD_ID} seq=\"{}\"", record.seq);
     let fields = [
         ("kind", Some(kind.as_str())),
@@ -85,8 +73,8 @@ pub fn message(record: &Record, line: &str, body: Body) -> Option<Vec<u8>> {
             sd.push_str(&format!(" {name}=\"{}\"", sd_escape(v)));
         }
     }
-    if let Some(d) = record.decision.and_then(|d| serde_json::to_value(d).ok()) {
-        sd.push_str(&format!(" decision={d}"));
+    if let Some(d) = record.decision {
+        sd.push_str(&format!(" decision=\"{}\"", d.name()));
     }
     sd.push(']');
     let text = format!(
@@ -102,6 +90,7 @@ pub fn message(record: &Record, line: &str, body: Body) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Decision;
 
     #[test]
     fn a_refusal_is_a_framed_warning_with_escaped_structured_data() {

@@ -28,16 +28,25 @@ pub(crate) fn render_prepared<'a>(sql: &'a Sql, ciphers: &Ciphers, arity: usize)
         return Cow::Borrowed(sql.text());
     }
     let mut numbers = vec![None; sql.literals().len()];
-    let randomized = (0..numbers.len()).filter(|&i| !sql.literals()[i].column.deterministic());
-    for (n, i) in randomized.enumerate() {
-        numbers[i] = Some(arity + n + 1);
+    let mut next = arity;
+    for (i, l) in sql.literals().iter().enumerate() {
+        if is_hidden(l) {
+            next += 1;
+            numbers[i] = Some(next);
+        }
     }
     Cow::Owned(fill(sql, ciphers, |i| numbers[i]))
 }
 
 /// The literals a prepared statement takes as hidden parameters, in their order.
 pub(crate) fn hidden(sql: &Sql) -> impl Iterator<Item = &Literal> {
-    sql.literals().iter().filter(|l| !l.column.deterministic())
+    sql.literals().iter().filter(|l| is_hidden(l))
+}
+
+/// A randomized literal is a hidden parameter (its ciphertext must change at every
+/// execution); a deterministic one stays in the text.
+fn is_hidden(l: &Literal) -> bool {
+    !l.column.deterministic()
 }
 
 /// The text with slot `i` written as `$n` where `param(i)` says so, else encrypted.

@@ -63,14 +63,12 @@ fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// certificate: its hash with the hash function of its signature (SHA-256 for SHA-1,
 /// MD5 and SHA-256 signatures). `None` when RFC 5929 defines none (Ed25519, say): then
 /// SCRAM-SHA-256-PLUS is not offered.
-pub(crate) fn server_end_point(cert: &Path) -> Result<Option<Vec<u8>>, TlsError> {
+fn server_end_point(der: &[u8]) -> Result<Option<Vec<u8>>, String> {
     use sha2::Digest;
     use x509_parser::oid_registry as oids;
-    let certs = load_certs(cert)?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&certs[0])
-        .map_err(|e| pem_err(cert, format!("not an X.509 certificate: {e}")))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let alg = &parsed.signature_algorithm.algorithm;
-    let der: &[u8] = &certs[0];
     Ok(
         if [
             oids::OID_PKCS1_SHA384WITHRSA,
@@ -115,7 +113,8 @@ pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
     names
 }
 
-/// The listener's TLS configuration from a PEM certificate chain and key; with
+/// The listener's TLS configuration from a PEM certificate chain and key, and the
+/// certificate's channel binding data ([`server_end_point`]); with
 /// `clients` (CA file, optional CRL file), client certificates are asked for, and those
 /// sent must chain to one of the CAs, be current and not be revoked (a client may also
 /// send none: whether its user needs one is decided at login).
@@ -123,8 +122,9 @@ pub(crate) fn server_config(
     cert: &Path,
     key: &Path,
     clients: Option<(&Path, Option<&Path>)>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<(Arc<ServerConfig>, Option<Vec<u8>>), TlsError> {
     let certs = load_certs(cert)?;
+    let end_point = server_end_point(&certs[0]).map_err(|e| pem_err(cert, e))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
     let builder =
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
@@ -137,7 +137,7 @@ pub(crate) fn server_config(
     // clients, and a session cache for clients that resume by id
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), end_point))
 }
 
 /// TLS sessions kept for resumption by session id.
@@ -246,25 +246,22 @@ impl ServerCertVerifier for AnyCertificate {
 mod tests {
     use sha2::Digest;
 
-    /// A certificate signed with `alg`, written to a temporary PEM file.
-    fn cert(alg: &'static rcgen::SignatureAlgorithm) -> (tempfile::NamedTempFile, Vec<u8>) {
+    /// The DER of a certificate signed with `alg`.
+    fn cert(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
         let key = rcgen::KeyPair::generate_for(alg).expect("key");
         let params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
-        let cert = params.self_signed(&key).expect("cert");
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), cert.pem()).expect("write");
-        (file, cert.der().to_vec())
+        params.self_signed(&key).expect("cert").der().to_vec()
     }
 
     #[test]
     fn the_end_point_hash_follows_the_signature_hash() {
-        let (p256, der) = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
-        let hash = super::server_end_point(p256.path()).expect("reads");
-        assert_eq!(hash, Some(sha2::Sha256::digest(&der).to_vec()));
-        let (p384, der) = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
-        let hash = super::server_end_point(p384.path()).expect("reads");
-        assert_eq!(hash, Some(sha2::Sha384::digest(&der).to_vec()));
-        let (ed, _) = cert(&rcgen::PKCS_ED25519);
-        assert_eq!(super::server_end_point(ed.path()).expect("reads"), None);
+        let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let hash = super::server_end_point(&p256).expect("reads");
+        assert_eq!(hash, Some(sha2::Sha256::digest(&p256).to_vec()));
+        let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        let hash = super::server_end_point(&p384).expect("reads");
+        assert_eq!(hash, Some(sha2::Sha384::digest(&p384).to_vec()));
+        let ed = cert(&rcgen::PKCS_ED25519);
+        assert_eq!(super::server_end_point(&ed).expect("reads"), None);
     }
 }

@@ -216,6 +216,9 @@ pub(super) fn listener_tls(config: &Config) -> Result<Option<ListenerTls>, Serve
     let ca = config.listen.client_ca.as_ref().map(|c| c.relative());
     let crl = config.listen.client_crl.as_ref().map(|c| c.relative());
     let clients = ca.as_deref().map(|ca| (ca, crl.as_deref()));
-    let server = tls::server_config(&cert.relative(), &key.relative(), clients)?;
-    Ok(Some((server, tls::server_end_point(&cert.relative())?)))
+    Ok(Some(tls::server_config(
+        &cert.relative(),
+        &key.relative(),
+        clients,
+    )?))
 }

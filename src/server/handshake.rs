@@ -59,14 +59,15 @@ async fn refuse(stream: &mut Stream, err: PgError) -> Opened {
     Opened::Closed
 }
 
-/// [`refuse`], recorded in the audit log (before the startup packet: no user yet).
+/// [`refuse`], recorded in the audit log with the user the client claimed (none before
+/// its startup packet).
 async fn refuse_recorded(
     mut stream: Stream,
     err: PgError,
-    peer: SocketAddr,
+    (peer, user): (SocketAddr, Option<&str>),
     shared: &Shared,
 ) -> Opened {
-    refused(shared, peer, (None, stream.is_tls()), &err).await;
+    refused(shared, peer, (user, stream.is_tls()), &err).await;
     refuse(&mut stream, err).await
 }
 
@@ -93,7 +94,9 @@ pub(super) async fn accept(
                     return Ok(Opened::Closed);
                 }
                 Err(e) => {
-                    return Ok(refuse_recorded(stream, protocol_error(&e), peer, shared).await);
+                    return Ok(
+                        refuse_recorded(stream, protocol_error(&e), (peer, None), shared).await,
+                    );
                 }
             }
         };
@@ -136,7 +139,7 @@ pub(super) async fn accept(
                 let e = ProtocolError::Malformed {
                     what: "SSL/GSS negotiation",
                 };
-                return Ok(refuse_recorded(stream, protocol_error(&e), peer, shared).await);
+                return Ok(refuse_recorded(stream, protocol_error(&e), (peer, None), shared).await);
             }
         }
     };
@@ -171,7 +174,7 @@ fn protocol_error(e: &ProtocolError) -> PgError {
 }
 
 async fn startup(
-    mut stream: Stream,
+    stream: Stream,
     mut buf: BytesMut,
     major: u16,
     minor: u16,
@@ -183,8 +186,7 @@ async fn startup(
         Ok(user) => user,
         Err(e) => {
             let claimed = StartupPacket::param(&params, "user");
-            refused(shared, peer, (claimed, stream.is_tls()), &e).await;
-            return Ok(refuse(&mut stream, e).await);
+            return Ok(refuse_recorded(stream, e, (peer, claimed), shared).await);
         }
     };
     let mut out = BytesMut::new();

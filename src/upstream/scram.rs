@@ -162,18 +162,23 @@ mod tests {
             .expect("verifier")
     }
 
+    /// phigate's server side, started by `client`'s first message (password "s3cret").
+    fn server_start(client: &ScramClient) -> (exchange, String) {
+        exchange::start(
+            verifier(b"s3cret"),
+            client.first().as_bytes(),
+            "xyz",
+            crate::server::scram::Channel::Unavailable,
+        )
+        .expect("start")
+    }
+
     #[test]
     fn logs_in_against_phigates_own_server_side_and_caches_the_salted_password() {
         let cache = SaltCache::default();
         for _ in 0..2 {
             let mut client = ScramClient::new("s3cret");
-            let (server, server_first) = exchange::start(
-                verifier(b"s3cret"),
-                client.first().as_bytes(),
-                "xyz",
-                crate::server::scram::Channel::Unavailable,
-            )
-            .expect("start");
+            let (server, server_first) = server_start(&client);
             let client_final = client
                 .respond(server_first.as_bytes(), &cache)
                 .expect("respond");
@@ -187,13 +192,7 @@ mod tests {
         assert!(cache.0.lock().expect("lock").is_some());
         // a wrong password is refused by the server; a forged server signature by the client
         let mut client = ScramClient::new("wrong");
-        let (server, first) = exchange::start(
-            verifier(b"s3cret"),
-            client.first().as_bytes(),
-            "xyz",
-            crate::server::scram::Channel::Unavailable,
-        )
-        .expect("start");
+        let (server, first) = server_start(&client);
         let client_final = client
             .respond(first.as_bytes(), &SaltCache::default())
             .expect("respond");
