@@ -41,6 +41,7 @@ pub struct Metrics {
     /// emergencies declared (break-glass)
     pub break_glass: IntCounter,
     refusals: IntCounterVec,
+    row_caps: IntCounterVec,
     /// audit records written
     pub audit_records: IntCounter,
     /// time from handing a statement's audit record to the log until the log holds it
@@ -55,6 +56,18 @@ fn by_kind(counters: &IntCounterVec) -> Vec<(CommandKind, IntCounter)> {
         .iter()
         .map(|k| (*k, counters.with_label_values(&[k.label()])))
         .collect()
+}
+
+/// The bulk-read guard's stops, by role and cap.
+fn row_caps(registry: &Registry) -> IntCounterVec {
+    let opts = Opts::new(
+        "phigate_row_cap_stops_total",
+        "Statements the bulk-read guard stopped, by role and by cap (statement: max_rows, hour: max_rows_per_hour)",
+    );
+    register(
+        registry,
+        IntCounterVec::new(opts, &["role", "cap"]).expect("valid metric"),
+    )
 }
 
 /// Registers `c` in `registry` and returns it.
@@ -115,6 +128,7 @@ impl Metrics {
                 "Statements phigate refused, by SQLSTATE",
                 "sqlstate",
             ),
+            row_caps: row_caps(&registry),
             audit_write_seconds,
             statement_seconds,
             audit_records: counter("phigate_audit_records_total", "Audit records written"),
@@ -170,6 +184,13 @@ impl Metrics {
     /// Counts a statement phigate refused.
     pub fn refused(&self, sqlstate: &str) {
         self.refusals.with_label_values(&[sqlstate]).inc();
+    }
+
+    /// Counts a statement of `role` the bulk-read guard stopped: past its own cap, or
+    /// with the hour's budget spent (`hourly`).
+    pub fn row_cap(&self, role: &str, hourly: bool) {
+        let cap = if hourly { "hour" } else { "statement" };
+        self.row_caps.with_label_values(&[role, cap]).inc();
     }
 
     /// The Prometheus text exposition.

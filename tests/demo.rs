@@ -128,6 +128,14 @@ fn demo_starts_protects_audits_and_cleans_up() {
     let (_, err) = psql(&billing, "SELECT notes FROM encounters LIMIT 1");
     assert!(err.contains("permission denied for column notes"), "{err}");
 
+    // The researcher: aggregates answer, the registry does not (the bulk-read guard).
+    let rita = conninfo(&guide, "user=rita.research");
+    let (out, err) = psql(&rita, "SELECT count(*) FROM patients");
+    assert_eq!((out.trim(), err.as_str()), ("300", ""));
+    // (300 patients here, twice over: past the example set's 500)
+    let (_, err) = psql(&rita, "SELECT mrn FROM patients, generate_series(1, 2)");
+    assert!(err.contains("phigate row cap"), "{err}");
+
     // At rest: the database holds envelopes, never the values.
     let backup = conninfo(&guide, "user=ehr_backup");
     let (out, err) = psql(&backup, "SELECT full_name, mrn FROM patients LIMIT 5");

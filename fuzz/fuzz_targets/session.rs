@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         session_key: Arc::new(SessionKey::from_bytes([1; 32])),
         backend_pid: 7,
         started: (now, SystemTime::UNIX_EPOCH),
+        budgets: Arc::new(phigate::policy::RowBudgets::new(now)),
     };
     let audit = SessionAudit {
         keys: Arc::new(AuditKeys::from_seed(&[2; 32])),

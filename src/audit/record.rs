@@ -39,6 +39,10 @@ pub enum Decision {
     Denied,
     /// refused by the database: its row-level security or privileges (SQLSTATE 42501)
     DeniedByDatabase,
+    /// stopped by the bulk-read guard (SQLSTATE 54000): the statement would have
+    /// returned more rows of protected tables than the role's cap, or the user's hourly
+    /// budget was spent
+    Capped,
     /// failed (in phigate or in the server)
     Error,
 }
@@ -74,9 +78,10 @@ impl Decision {
     }
 
     /// True when a search for `self` should show a record decided `other`: `denied`
-    /// finds refusals by phigate and by the database.
+    /// finds refusals by phigate, by the database and by the bulk-read guard.
     pub fn finds(self, other: Self) -> bool {
-        self == other || (self == Self::Denied && other == Self::DeniedByDatabase)
+        self == other
+            || (self == Self::Denied && matches!(other, Self::DeniedByDatabase | Self::Capped))
     }
 }
 
@@ -169,7 +174,12 @@ impl Record {
         matches!(self.kind, Some(Kind::AuthFailure | Kind::ConnectionRefused))
             || matches!(
                 self.decision,
-                Some(Decision::Denied | Decision::DeniedByDatabase | Decision::Error)
+                Some(
+                    Decision::Denied
+                        | Decision::DeniedByDatabase
+                        | Decision::Capped
+                        | Decision::Error
+                )
             )
     }
 }

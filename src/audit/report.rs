@@ -217,6 +217,7 @@ fn outcome(r: &Record) -> String {
             Some(Decision::Allowed) => "allowed",
             Some(Decision::Denied) => "denied by phigate",
             Some(Decision::DeniedByDatabase) => "denied by the database",
+            Some(Decision::Capped) => "stopped by the row cap",
             Some(Decision::Error) => "error",
             None => "",
         },

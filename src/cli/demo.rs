@@ -317,6 +317,8 @@ Try the same query as each role (password `{pw}`):
                 every clinic; MRN as a keyed pseudonym, birth year only, no names;
                 SELECT * is refused (ssn is denied): name the columns. Try:
                 SELECT icd10, count(*) FROM diagnoses GROUP BY icd10 ORDER BY 2 DESC;
+                At most 500 rows per statement (the bulk-read guard):
+                SELECT mrn FROM patients; is stopped with 54000, and recorded.
   auditor       {auditor}
                 sees that rows exist: PHI columns are null or ciphertext.
   admin         {admin}

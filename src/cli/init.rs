@@ -45,6 +45,8 @@ const ROLES_TEMPLATE: &str = r#"# Every role a user names must be declared here;
 # [roles.billing]
 # statements = ["read", "transaction"]          # the statement firewall
 # tables = ["public.patients"]                  # the protected tables it may name
+# max_rows = 500                                # the bulk-read guard: rows per statement
+# max_rows_per_hour = 5000                      # ... and per user per hour
 #
 # [roles.admin]
 # bypass_row_policies = true

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     let key = phigate::policy::session_key::SessionKey::load_or_create(&config.session_key_file())?;
     let done = runtime.block_on(phigate::upstream::apply(&config, &policies, &key))?;
     if done.is_empty() {
-        println!("no table has row policies; nothing to install");
+        println!("no table has row policies; phigate's functions installed");
     }
     for line in done {
         println!("installed {line}");

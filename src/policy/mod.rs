@@ -2,6 +2,7 @@
 //! their roles allow. Loaded and validated as a whole; a set that does not validate is never
 //! used.
 
+mod budget;
 pub(crate) mod native;
 mod roles;
 mod rows;
@@ -12,6 +13,7 @@ mod users;
 
 /// The encryption mode a column is declared with.
 pub use crate::crypto::Mode;
+pub use budget::RowBudgets;
 pub use roles::{Role, StatementKind, StatementKinds};
 pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
@@ -206,10 +208,16 @@ impl PolicySet {
         for (name, role) in roles {
             let mut flags = Vec::new();
             if role.bypass_row_policies {
-                flags.push("bypasses row policies");
+                flags.push("bypasses row policies".to_owned());
+            }
+            if let Some(cap) = role.max_rows {
+                flags.push(format!("at most {cap} rows per statement"));
+            }
+            if let Some(cap) = role.max_rows_per_hour {
+                flags.push(format!("at most {cap} rows per user per hour"));
             }
             if role.break_glass {
-                flags.push("may declare an emergency");
+                flags.push("may declare an emergency".to_owned());
             }
             lines.push(format!(
                 "role {name}: statements {}{}",
@@ -265,6 +273,13 @@ impl PolicySet {
     /// The roles, by name.
     pub fn roles(&self) -> impl Iterator<Item = (&String, &Role)> {
         self.roles.iter()
+    }
+
+    /// True when phigate needs its functions in the database: a table has row policies
+    /// (native row-level security, the rewrite's row checks) or a role has a row cap.
+    pub fn uses_database_functions(&self) -> bool {
+        self.tables().any(|t| !t.policies.is_empty())
+            || self.roles.values().any(|r| r.row_cap().is_some())
     }
 
     /// The protected tables.

@@ -117,9 +117,22 @@ pub struct Role {
     pub functions: Vec<String>,
     /// the role may declare an emergency (`SET phigate.break_glass = '<reason>'`)
     pub break_glass: bool,
+    /// the most rows one statement may return from protected tables
+    pub max_rows: Option<u64>,
+    /// the most rows of protected tables one user of the role may read in an hour
+    pub max_rows_per_hour: Option<u64>,
 }
 
 impl Role {
+    /// The most rows one statement may return from protected tables: `max_rows`, and
+    /// never more than the hour's budget.
+    pub(crate) fn row_cap(&self) -> Option<u64> {
+        match (self.max_rows, self.max_rows_per_hour) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// True when the role may name the protected table `t`.
     pub(crate) fn may_use(&self, t: &TableName) -> bool {
         self.tables.as_ref().is_none_or(|ts| ts.contains(t))
@@ -146,6 +159,8 @@ struct RawRole {
     /// the roles that may declare an emergency (DESIGN's form: it may sit in any role)
     #[serde(default)]
     break_glass: Vec<String>,
+    max_rows: Option<u64>,
+    max_rows_per_hour: Option<u64>,
 }
 
 pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, Role>, PolicyError> {
@@ -215,7 +230,17 @@ fn role(r: RawRole) -> Result<Role, (&'static str, String)> {
     {
         return Err(("functions", format!("`{f}` is not a plain function name")));
     }
+    for (key, cap) in [
+        ("max_rows", r.max_rows),
+        ("max_rows_per_hour", r.max_rows_per_hour),
+    ] {
+        if cap == Some(0) {
+            return Err((key, "must be at least 1 (leave it out for no cap)".into()));
+        }
+    }
     Ok(Role {
+        max_rows: r.max_rows,
+        max_rows_per_hour: r.max_rows_per_hour,
         idle_timeout,
         bypass_row_policies: r.bypass_row_policies,
         tables,
@@ -310,6 +335,7 @@ mod tests {
             ),
             ("[roles.a]\ntables = [\"a.b.c\"]\n", "roles.a.tables"),
             ("[roles.a]\nfunctions = [\"f()\"]\n", "roles.a.functions"),
+            ("[roles.a]\nmax_rows = 0\n", "roles.a.max_rows"),
         ] {
             let e = parse(f, text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");

@@ -141,6 +141,9 @@ REVOKE ALL ON phigate.secret FROM PUBLIC;
 /// phigate declared for this backend lasts. PARALLEL RESTRICTED: the backend's pid is the
 /// leader's. `phigate.check_row(ok, policy)`: raises 42501 unless `ok`; the rewrite calls
 /// it with a row policy's `check` on each new row (VOLATILE, so never folded at plan time).
+/// `phigate.row_cap(n, cap)`: raises 54000 when row number `n` passes `cap`, else returns
+/// it (the bulk-read guard's sort key, see `sql::cap`); it runs once per row, so it names
+/// its operator's schema rather than paying for a `SET search_path` at every call.
 const INSTALL_FUNCTIONS: &str = r"CREATE OR REPLACE FUNCTION phigate.setting(name text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp AS $phigate$
@@ -173,6 +176,16 @@ BEGIN
       USING ERRCODE = '42501', HINT = 'the row''s values are outside what the role may write';
   END IF;
   RETURN true;
+END
+$phigate$;
+CREATE OR REPLACE FUNCTION phigate.row_cap(n bigint, cap bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $phigate$
+BEGIN
+  IF n OPERATOR(pg_catalog.>) cap THEN
+    RAISE EXCEPTION 'phigate row cap: the statement returns more than % rows of protected tables, the most this role may read at once', cap
+      USING ERRCODE = '54000', HINT = 'narrow the statement (a WHERE clause, LIMIT); roles.toml sets the cap (max_rows, max_rows_per_hour)';
+  END IF;
+  RETURN n;
 END
 $phigate$;
 ";

@@ -113,7 +113,7 @@ pub(super) async fn load_enforced(
     let apply = config.policies.native == NativePolicies::Apply;
     match mode {
         Native::Enforce => {
-            if apply && policies.tables().any(|t| !t.policies.is_empty()) {
+            if apply && policies.uses_database_functions() {
                 upstream::apply(config, &policies, key).await?;
             }
             upstream::verify(config, &policies, key, false).await?;

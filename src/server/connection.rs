@@ -250,6 +250,7 @@ fn guard(shared: &Shared, (user, role): (&str, &str), backend_pid: i32) -> Guard
         session_key: shared.session_key.clone(),
         backend_pid,
         started: (std::time::Instant::now(), std::time::SystemTime::now()),
+        budgets: shared.budgets.clone(),
     }
 }
 

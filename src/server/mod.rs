@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     auditor: Option<Arc<Auditor>>,
     /// numbers sessions for the audit log
     session_ids: std::sync::atomic::AtomicU64,
+    /// every user's rows of protected tables in the last hour (`max_rows_per_hour`)
+    budgets: Arc<crate::policy::RowBudgets>,
 }
 
 /// A bound, ready-to-run phigate server.
@@ -158,6 +160,7 @@ impl Server {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1)),
                 ),
+                budgets: Arc::new(crate::policy::RowBudgets::new(std::time::Instant::now())),
                 config,
             }),
         })

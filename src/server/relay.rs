@@ -353,6 +353,15 @@ impl Relay<'_> {
                 Event::Statement { kind, elapsed } => self.metrics.statement(kind, elapsed),
                 Event::ProtocolViolation => self.metrics.protocol_errors.inc(),
                 Event::Refused(code) => self.metrics.refused(code),
+                Event::RowCap { user, role, hourly } => {
+                    self.metrics.row_cap(&role, hourly);
+                    let cap = if hourly {
+                        "max_rows_per_hour"
+                    } else {
+                        "max_rows"
+                    };
+                    tracing::warn!(%user, %role, cap, "bulk-read guard stopped a statement");
+                }
                 Event::BreakGlass => {
                     self.metrics.break_glass.inc();
                     // The reason is free text and may name a patient: it goes to the audit

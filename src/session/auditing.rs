@@ -71,9 +71,29 @@ fn unknown_portal() -> Redacted {
 }
 
 impl Session {
-    /// The begin records of a client message. A refused Parse is recorded without a gate
+    /// The begin records of a client message; `over_budget` when `analysis` is the
+    /// refusal of a spent hourly row budget. A refused Parse is recorded without a gate
     /// (the refusal is what runs).
     pub(super) fn audit_begin(
+        &self,
+        msg: &Frontend<'_>,
+        analysis: Option<&Analysis>,
+        over_budget: bool,
+        out: &mut Outbound,
+    ) -> Begin {
+        let mut begin = self.begin_records(msg, analysis, out);
+        if let (true, Begin::Gated(records), Some(Analysis::Refuse(refusal))) =
+            (over_budget, &mut begin, analysis)
+        {
+            for r in records {
+                r.decision = Some(Decision::Capped);
+                r.sqlstate = Some(refusal.code.to_owned());
+            }
+        }
+        begin
+    }
+
+    fn begin_records(
         &self,
         msg: &Frontend<'_>,
         analysis: Option<&Analysis>,
@@ -108,6 +128,7 @@ impl Session {
             }
             Frontend::Execute { portal, .. } => {
                 let portal = self.registry.portal(portal);
+
                 let unknown = unknown_portal();
                 let text = portal
                     .and_then(|p| p.audited.as_deref())
@@ -152,12 +173,13 @@ impl Session {
     }
 
     /// The outcome record of a statement whose begin record is `begin`: its session,
-    /// outcome, rows and duration, and nothing its begin record holds.
+    /// outcome (a failure's SQLSTATE and decision), rows and duration, and nothing its
+    /// begin record holds.
     pub(super) fn audit_end(
         &self,
         begin: u64,
         rows: Option<u64>,
-        sqlstate: Option<&str>,
+        failure: Option<(&str, Decision)>,
         elapsed: Duration,
         out: &mut Outbound,
     ) {
@@ -172,8 +194,8 @@ impl Session {
         r.kind = Some(Kind::StatementEnd);
         r.begin = Some(begin);
         r.rows = rows;
-        r.sqlstate = sqlstate.map(str::to_owned);
-        r.decision = Some(Decision::of_outcome(sqlstate));
+        r.sqlstate = failure.map(|(code, _)| code.to_owned());
+        r.decision = Some(failure.map_or(Decision::Allowed, |(_, d)| d));
         r.duration_us = Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         out.audit.push(r);
     }
@@ -182,7 +204,8 @@ impl Session {
     /// simple query).
     pub(super) fn audit_not_run(&self, begins: VecDeque<u64>, out: &mut Outbound) {
         for begin in begins {
-            self.audit_end(begin, None, Some("not run"), Duration::ZERO, out);
+            let failure = Some(("not run", Decision::Error));
+            self.audit_end(begin, None, failure, Duration::ZERO, out);
         }
     }
 

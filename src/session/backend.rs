@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use super::queue::Pending;
 use super::refuse::REFUSAL_MESSAGE;
 use super::{CommandKind, Event, Outbound, Phase, Session};
+use crate::audit::Decision;
 use crate::encryption::{self, CopyOut, FieldOut, RowError};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{Backend, ErrorFields, decode_parameter_status};
@@ -32,7 +33,10 @@ impl Session {
             Backend::NoData => self.no_data(),
             Backend::ParameterDescription(body) => self.parameter_description(body, out)?,
             Backend::RowDescription(body) => self.row_description(body, out)?,
-            Backend::DataRow(body) => self.data_row(body, out)?,
+            Backend::DataRow(body) => {
+                self.row_delivered();
+                self.data_row(body, out)?
+            }
             Backend::CommandComplete(tag) => {
                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
                 self.command_complete(CommandKind::from_tag(tag), rows, now, out);
@@ -59,7 +63,10 @@ impl Session {
                 };
                 true
             }
-            Backend::CopyData(body) => self.copy_out_data(body, out)?,
+            Backend::CopyData(body) => {
+                self.row_delivered();
+                self.copy_out_data(body, out)?
+            }
             Backend::CopyDone => {
                 self.copy.out = None;
                 true
@@ -177,7 +184,12 @@ impl Session {
         };
         self.queue.copy_in = false;
         let code = fields.code.to_owned();
-        self.statement_done(CommandKind::Failed, None, Some(&code), now, out);
+        let decision = match self.stopped_at_cap(fields, out) {
+            true => Decision::Capped,
+            false => Decision::of_outcome(Some(&code)),
+        };
+        let failure = Some((code.as_str(), decision));
+        self.statement_done(CommandKind::Failed, None, failure, now, out);
         self.queue.skip_after_error();
         !replaced
     }
@@ -215,10 +227,11 @@ impl Session {
         &mut self,
         kind: CommandKind,
         rows: Option<u64>,
-        sqlstate: Option<&str>,
+        failure: Option<(&str, Decision)>,
         now: Instant,
         out: &mut Outbound,
     ) {
+        self.count_delivered(now);
         let (elapsed, begin) = match self.queue.front_mut() {
             Some(Pending::Execute { since, audit, .. }) => {
                 (now.saturating_duration_since(*since), audit.take())
@@ -240,7 +253,7 @@ impl Session {
         };
         out.events.push(Event::Statement { kind, elapsed });
         if let Some(begin) = begin {
-            self.audit_end(begin, rows, sqlstate, elapsed, out);
+            self.audit_end(begin, rows, failure, elapsed, out);
         }
         if kind != CommandKind::Failed
             && matches!(self.queue.front(), Some(Pending::Execute { .. }))

@@ -67,7 +67,8 @@ impl Session {
         }
         self.follow_search_path(&msg);
         let analysis = self.analyse(&frame, &msg);
-        match self.audit_begin(&msg, analysis.as_ref(), out) {
+        let (analysis, over_budget) = self.within_budget(&msg, analysis, now, out);
+        match self.audit_begin(&msg, analysis.as_ref(), over_budget, out) {
             Begin::Nothing => self.forward(&frame, &msg, analysis, VecDeque::new(), now, out),
             Begin::Gated(records) => {
                 out.gated.extend(records);
@@ -166,6 +167,12 @@ impl Session {
             } => return self.parse(frame, (name, sql, param_types), analysis, out),
             Frontend::Bind(b) => return self.bind(frame, b, out),
             Frontend::Describe { target, name } => self.describe(*target, name),
+            Frontend::Execute { .. } if matches!(analysis, Some(Analysis::Refuse(_))) => {
+                if let Some(Analysis::Refuse(r)) = analysis {
+                    self.refuse_extended(r, out);
+                }
+                return;
+            }
             Frontend::Execute { portal, .. } => self.execute(portal, seqs.pop_front(), now),
             Frontend::Close { target, name } => {
                 match target {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::encryption::Ciphers;
-use crate::sql::{Analyzer, Subject};
+use crate::policy::RowBudgets;
+use crate::sql::{Analyzer, Refusal, Subject};
 
 /// The policies in force and the ciphers of their protected columns.
 #[derive(Debug)]
@@ -65,4 +66,44 @@ pub struct Guard {
     /// when the session started, on the monotonic clock and the wall clock: an emergency's
     /// wall-clock expiry (which the native policies read) is computed from them
     pub started: (Instant, SystemTime),
+    /// every user's rows of protected tables in the last hour (shared by all sessions)
+    pub budgets: Arc<RowBudgets>,
+}
+
+impl Guard {
+    /// The refusal of a statement whose rows count against the user's hourly budget
+    /// (`max_rows_per_hour`) when that budget is spent; `None` when it is not, or in an
+    /// emergency (which lifts it).
+    pub(super) fn over_budget(&self, now: Instant, emergency: bool) -> Option<Refusal> {
+        if emergency {
+            return None;
+        }
+        let enforced = self.enforcement.current();
+        let role = enforced.analyzer.policies().role(&self.subject.role)?;
+        let budget = role.max_rows_per_hour?;
+        let user = &self.subject.user;
+        if self.budgets.spent(user, now) < budget {
+            return None;
+        }
+        let wait = self
+            .budgets
+            .frees_in(user, budget, now)
+            .as_secs()
+            .div_ceil(60);
+        Some(Refusal {
+            code: "54000",
+            message: format!(
+                "user {user} has read {budget} rows of protected tables in the last hour, the most role {} allows (max_rows_per_hour)",
+                self.subject.role
+            ),
+            hint: format!(
+                "the budget frees up as the hour passes (in about {wait} min); in an emergency, SET phigate.break_glass = '<reason>' lifts it"
+            ),
+        })
+    }
+
+    /// Counts `rows` of protected tables the user read.
+    pub(super) fn count_rows(&self, now: Instant, rows: u64) {
+        self.budgets.add(&self.subject.user, now, rows);
+    }
 }

@@ -23,6 +23,7 @@
 
 mod auditing;
 mod backend;
+mod budget;
 mod copy;
 mod frontend;
 mod guard;
@@ -81,6 +82,16 @@ pub enum Event {
     BreakGlass,
     /// phigate refused a statement with this SQLSTATE.
     Refused(&'static str),
+    /// The bulk-read guard stopped a statement of the session's user: it passed its row
+    /// cap, or (`hourly`) the user's hourly budget was spent.
+    RowCap {
+        /// the session's user
+        user: Arc<str>,
+        /// the user's role
+        role: Arc<str>,
+        /// the hourly budget, not the statement's own cap
+        hourly: bool,
+    },
 }
 
 /// What a session writes to the audit log.
@@ -130,6 +141,8 @@ pub struct Session {
     held: Option<Held>,
     /// a declared emergency: until when, and why
     emergency: Option<(Instant, String)>,
+    /// rows the statement under way delivered that count against the hourly budget
+    delivered: u64,
 }
 
 impl Session {
@@ -151,6 +164,7 @@ impl Session {
             audit: None,
             held: None,
             emergency: None,
+            delivered: 0,
         }
     }
 

@@ -6,6 +6,7 @@
 //! Statements whose text cannot name a protected table (a byte scan) are not parsed at all.
 
 mod analyse;
+mod cap;
 pub mod catalog;
 mod firewall;
 pub(crate) mod lex;
@@ -19,6 +20,7 @@ use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+pub use cap::CAP_MESSAGE;
 pub use catalog::{Catalog, Column};
 pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
@@ -96,6 +98,10 @@ pub struct Plan {
     /// whose outputs phigate can list: used where PostgreSQL reports no origin (set
     /// operations, expressions over CTEs)
     pub outputs: Option<Vec<Option<Arc<Column>>>>,
+    /// the rows it returns count against the user's hourly row budget: its reads of
+    /// protected tables are capped (see `max_rows` in roles.toml), or it fetches from a
+    /// cursor
+    pub counted: bool,
 }
 
 /// A statement phigate refuses, as the client will see it.
@@ -249,6 +255,14 @@ impl Access<'_> {
         self.who.outcome(col)
     }
 
+    /// The most rows one statement may return from protected tables, when the role has a
+    /// cap and no emergency is declared.
+    fn row_cap(&self) -> Option<u64> {
+        (!self.who.emergency)
+            .then(|| self.settings.row_cap())
+            .flatten()
+    }
+
     /// Row policies apply.
     fn filtered(&self) -> bool {
         !self.who.emergency && !self.settings.bypass_row_policies
@@ -319,6 +333,7 @@ fn analyse_touched(
             "qualify protected tables with their schema (public.patients)",
         ));
     }
+    let counted = cap_rows(&mut statements, access, catalog)?;
     if walker.tables.is_empty()
         && walker.params.iter().all(Option::is_none)
         && walker.copy.is_none()
@@ -354,7 +369,25 @@ fn analyse_touched(
         tables: walker.tables,
         copy: walker.copy,
         outputs,
+        counted,
     }))
+}
+
+/// Caps the rows the statements return when the role has a row cap; true when the rows
+/// of any count against the user's hourly budget.
+fn cap_rows(
+    statements: &mut [sqlparser::ast::Statement],
+    access: &Access<'_>,
+    catalog: &Catalog,
+) -> Result<bool, Refusal> {
+    let Some(cap) = access.row_cap() else {
+        return Ok(false);
+    };
+    let mut counted = false;
+    for stmt in statements {
+        counted |= cap::apply(stmt, cap, catalog)? == cap::Capped::Yes;
+    }
+    Ok(counted)
 }
 
 impl Plan {

@@ -5,6 +5,7 @@ use super::catalog::{LiveColumn, LiveTable};
 use super::*;
 use crate::policy::{PolicySet, TableName};
 
+mod caps;
 mod rows;
 
 const PATIENTS: &str = r#"
@@ -22,7 +23,7 @@ read = { clinician = "plaintext", billing = "plaintext" }
 [columns.birth_date]
 type = "date"
 encrypt = "deterministic"
-read = { clinician = "plaintext" }
+read = { clinician = "plaintext", analyst = "plaintext" }
 "#;
 
 const CLAIMS: &str = r#"
@@ -86,12 +87,12 @@ fn analyzer_with(patients_extra: &str) -> Analyzer {
     std::fs::write(dir.path().join("claims.toml"), CLAIMS).expect("write");
     std::fs::write(
         dir.path().join("roles.toml"),
-        "[roles.clinician]\n[roles.billing]\n",
+        "[roles.clinician]\n[roles.billing]\n[roles.analyst]\nmax_rows = 500\nmax_rows_per_hour = 100\n",
     )
     .expect("write");
     std::fs::write(
         dir.path().join("users.toml"),
-        format!("[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n[users.bill]\nrole = \"billing\"\nscram = \"{SCRAM}\"\n"),
+        format!("[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n[users.bill]\nrole = \"billing\"\nscram = \"{SCRAM}\"\n[users.ann]\nrole = \"analyst\"\nscram = \"{SCRAM}\"\n"),
     )
     .expect("write");
     let policies = PolicySet::load(dir.path()).expect("policies");

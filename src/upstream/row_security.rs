@@ -66,7 +66,7 @@ pub async fn verify(
     login_only: bool,
 ) -> Result<(), UpstreamError> {
     let tables = native::tables(policies);
-    if tables.is_empty() {
+    if !policies.uses_database_functions() {
         return Ok(());
     }
     let fail = |m: String| UpstreamError::NativePolicies(m);
@@ -139,12 +139,13 @@ async fn verify_key(
         .query(
             "SELECT to_regclass('phigate.secret') IS NOT NULL AND to_regprocedure('phigate.setting(text)') IS NOT NULL \
              AND to_regprocedure('phigate.emergency()') IS NOT NULL \
-             AND to_regprocedure('phigate.check_row(boolean, text)') IS NOT NULL",
+             AND to_regprocedure('phigate.check_row(boolean, text)') IS NOT NULL \
+             AND to_regprocedure('phigate.row_cap(bigint, bigint)') IS NOT NULL",
         )
         .await?;
     if installed.first().and_then(|r| r.first()).cloned().flatten() != Some("t".into()) {
         return Err(fail(format!(
-            "the functions through which native policies read phigate's session settings are missing; {apply}"
+            "the functions through which native policies read phigate's session settings (or the row cap's) are missing; {apply}"
         )));
     }
     let probe = key.sign("phigate.check", "ok");

@@ -1,0 +1,87 @@
+//! The bulk-read guard in the session: a statement whose rows count is refused while the
+//! user's hourly budget is spent, the rows it delivers are counted, and a statement the
+//! server stopped at its cap is recognised (see `sql::cap` for the cap itself).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::queue::Pending;
+use super::{Event, Outbound, Session};
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::message::Frontend;
+use crate::sql::{Analysis, Plan};
+
+impl Session {
+    /// `analysis` of `msg`, or (with `true`) the refusal of a statement whose rows count
+    /// against a spent hourly budget: a simple Query when analysed, a prepared one at each
+    /// Execute.
+    pub(super) fn within_budget(
+        &self,
+        msg: &Frontend<'_>,
+        analysis: Option<Analysis>,
+        now: Instant,
+        out: &mut Outbound,
+    ) -> (Option<Analysis>, bool) {
+        let counted = match (msg, &analysis) {
+            (Frontend::Query { .. }, Some(Analysis::Rewrite(plan))) => plan.counted,
+            (Frontend::Execute { portal, .. }, _) => {
+                (self.registry.rows(portal)).is_some_and(|r| r.plan.counted)
+            }
+            _ => false,
+        };
+        let guard = self.guard.as_ref().filter(|_| counted);
+        let Some(refusal) = guard.and_then(|g| g.over_budget(now, self.emergency.is_some())) else {
+            return (analysis, false);
+        };
+        if let Some(g) = guard {
+            out.events.push(self.row_cap_event(g, true));
+        }
+        (Some(Analysis::Refuse(Arc::new(refusal))), true)
+    }
+
+    /// The plan of the statement whose rows arrive now, when they count.
+    fn counted_plan(&self) -> Option<&Arc<Plan>> {
+        let plan = match self.queue.front()? {
+            Pending::Query { plan, .. } => plan.as_ref()?,
+            Pending::Execute { rows, .. } => &rows.as_ref()?.plan,
+            _ => return None,
+        };
+        plan.counted.then_some(plan)
+    }
+
+    /// A row (DataRow, or CopyData of a COPY TO) is on its way to the client.
+    pub(super) fn row_delivered(&mut self) {
+        if self.counted_plan().is_some() {
+            self.delivered += 1;
+        }
+    }
+
+    /// A statement ended: the rows it delivered count against the user's budget.
+    pub(super) fn count_delivered(&mut self, now: Instant) {
+        let rows = std::mem::take(&mut self.delivered);
+        if let (Some(g), true) = (&self.guard, rows > 0) {
+            g.count_rows(now, rows);
+        }
+    }
+
+    /// True when `fields` is the server stopping a statement at its row cap; the stop is
+    /// reported.
+    pub(super) fn stopped_at_cap(&self, fields: &ErrorFields<'_>, out: &mut Outbound) -> bool {
+        let stopped = fields.code == "54000" && fields.message.starts_with(crate::sql::CAP_MESSAGE);
+        match (&self.guard, stopped) {
+            (Some(g), true) => {
+                out.events.push(self.row_cap_event(g, false));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn row_cap_event(&self, g: &super::Guard, hourly: bool) -> Event {
+        Event::RowCap {
+            user: g.subject.user.clone(),
+            role: g.subject.role.clone(),
+            hourly,
+        }
+    }
+}
