@@ -204,6 +204,27 @@ pub struct Keys {
     /// the keyring file (mode 0600); `secrets/phigate.keys` beside the configuration when
     /// absent
     pub file: Option<RelativePathBuf>,
+    /// master keys wrapped by a key-encryption key in a PKCS#11 token (an HSM)
+    pub pkcs11: Option<Pkcs11Keys>,
+}
+
+/// `[keys.pkcs11]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Keys {
+    /// the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`)
+    pub module: RelativePathBuf,
+    /// the token's label
+    pub token: String,
+    /// a file holding the user PIN (mode 0600)
+    pub pin_file: RelativePathBuf,
+    /// the label of the AES key-encryption key in the token
+    #[serde(default = "default_key_label")]
+    pub key_label: String,
+}
+
+fn default_key_label() -> String {
+    "phigate-kek".into()
 }
 
 /// When an audit record counts as written (`audit.durability`).
@@ -572,6 +593,24 @@ impl Config {
             Some(f) => f.relative(),
             None => self.base.join("secrets/phigate.keys"),
         }
+    }
+
+    /// The token whose key wraps the keyring's keys (`[keys.pkcs11]`), if any.
+    pub fn key_token(&self) -> Option<crate::crypto::TokenConfig> {
+        self.keys
+            .pkcs11
+            .as_ref()
+            .map(|p| crate::crypto::TokenConfig {
+                module: p.module.relative(),
+                token: p.token.clone(),
+                pin_file: p.pin_file.relative(),
+                key_label: p.key_label.clone(),
+            })
+    }
+
+    /// The keyring, its keys unwrapped by the configured token if any.
+    pub fn keyring(&self) -> Result<crate::crypto::Keyring, crate::crypto::KeyringError> {
+        crate::crypto::load_keyring(&self.keyring_file(), self.key_token().as_ref())
     }
 
     /// Session threads: `listen.threads`, or the number of CPUs.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::crypto::{Keyring, KeyringError};
+use crate::crypto::KeyringError;
 use crate::policy::{PolicyError, PolicySet, TableName};
 use crate::protocol::value::{self, Context, Format};
 use crate::sql::{Catalog, Column};
@@ -164,7 +164,7 @@ pub async fn encrypt_existing(
         .find(|t| t.name == name)
         .ok_or_else(undeclared)?;
     let declared = policy.columns.get(column).ok_or_else(undeclared)?;
-    let keyring = Keyring::load(&config.keyring_file())?;
+    let keyring = config.keyring()?;
     let col = Catalog::column(&name, column, declared);
     let cipher = crate::encryption::cipher(&keyring, &col);
     let names = Names::new(&name, column);

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use phigate::config::Config;
-use phigate::crypto::Keyring;
 use phigate::policy::PolicySet;
 use phigate::server::preflight;
 use phigate::upstream::{ColumnStatus, LiveSchema};
@@ -130,7 +129,7 @@ fn verdict(config: &Config, status: ColumnStatus) -> (String, bool) {
 
 fn print_keyring(config: &Config) -> Result<()> {
     let keyring = config.keyring_file();
-    match Keyring::load(&keyring) {
+    match config.keyring() {
         Ok(ring) => println!(
             "  keys      {}: {} key(s), active key {}",
             keyring.display(),

@@ -7,6 +7,9 @@
 //! created = "2026-11-24T19:30:00Z"
 //! key = "<base64 of 32 random bytes>"
 //! ```
+//!
+//! With a key provider (an HSM), the file says which (`wrapped_by`) and each key is
+//! `wrapped = "<base64>"` instead: the file alone decrypts nothing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +22,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+use super::provider::{KeyProvider, ProviderError};
 
 /// A keyring file that cannot be used. Never contains key material.
 #[derive(Debug, Error)]
@@ -45,6 +50,9 @@ pub enum KeyringError {
         /// what is wrong (never a key)
         problem: String,
     },
+    /// The key provider cannot wrap or unwrap.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
 }
 
 /// The master keys, by version, and the one new writes use.
@@ -72,6 +80,9 @@ impl std::fmt::Debug for Keyring {
 #[serde(deny_unknown_fields)]
 struct File {
     active: u32,
+    /// the provider whose key wraps every key (`pkcs11:<token>/<label>`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped_by: Option<String>,
     keys: Vec<FileKey>,
 }
 
@@ -80,7 +91,10 @@ struct File {
 struct FileKey {
     id: u32,
     created: String,
-    key: Zeroizing<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<Zeroizing<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped: Option<String>,
 }
 
 const PREAMBLE: &str = "# phigate keyring: master keys for column encryption.\n\
@@ -117,35 +131,44 @@ impl Keyring {
         self.keys.iter().map(|(id, k)| (*id, &*k.key))
     }
 
-    /// Loads and validates a keyring file; refuses one that group or others can read.
+    /// Loads and validates a keyring file that holds its keys (no provider); refuses one
+    /// that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
-        let io = |cause| KeyringError::Io {
-            file: path.to_owned(),
-            cause,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(KeyringError::Permissions(path.to_owned()));
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        Self::load_with(path, None)
+    }
+
+    /// Loads a keyring whose keys `provider` wraps (or, with none, that holds them).
+    pub fn load_with(
+        path: &Path,
+        provider: Option<&dyn KeyProvider>,
+    ) -> Result<Self, KeyringError> {
         let invalid = |problem: String| KeyringError::Invalid {
             file: path.to_owned(),
             problem,
         };
-        let file: File = toml::from_str(&text)
-            .map_err(|e| invalid(format!("not a keyring: {}", e.message())))?;
+        let file = read_file(path)?;
+        match (&file.wrapped_by, provider) {
+            (Some(by), None) => {
+                return Err(invalid(format!(
+                    "its keys are wrapped by {by}; configure [keys.pkcs11] to unwrap them"
+                )));
+            }
+            (None, Some(p)) => {
+                return Err(invalid(format!(
+                    "its keys are not wrapped, but {} is configured; run `phigate keys wrap`",
+                    p.name()
+                )));
+            }
+            _ => {}
+        }
         let mut keys = BTreeMap::new();
         for k in file.keys {
-            let raw = Zeroizing::new(
-                B64.decode(k.key.as_bytes())
-                    .map_err(|_| invalid(format!("key {}: not base64", k.id)))?,
-            );
-            let key: [u8; 32] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| invalid(format!("key {}: must be 32 bytes", k.id)))?;
+            let key = master_key(&k, provider).map_err(|e| match e {
+                Unreadable::Problem(p) => invalid(format!("key {}: {p}", k.id)),
+                Unreadable::Provider(e) => KeyringError::Provider(e),
+            })?;
             let entry = MasterKey {
-                key: Zeroizing::new(key),
+                key,
                 created: k.created,
             };
             if keys.insert(k.id, entry).is_some() {
@@ -165,9 +188,18 @@ impl Keyring {
     }
 
     /// Writes a new keyring with one fresh key (mode 0600; a missing directory is created
-    /// with mode 0700); refuses to overwrite.
+    /// with mode 0700), wrapped by `provider` if any; refuses to overwrite.
     pub fn generate(path: &Path) -> Result<Self, KeyringError> {
+        Self::generate_with(path, None)
+    }
+
+    /// [`Keyring::generate`], its key wrapped by `provider`.
+    pub fn generate_with(
+        path: &Path,
+        provider: Option<&dyn KeyProvider>,
+    ) -> Result<Self, KeyringError> {
         let ring = Self::from_keys(1, vec![(1, rand::rng().random())]);
+        let text = ring.to_toml(provider)?;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty() && !d.exists());
@@ -177,7 +209,7 @@ impl Keyring {
                 .mode(0o700)
                 .create(d)
         })
-        .and_then(|()| write_new(path, &ring.to_toml()))
+        .and_then(|()| write_new(path, &text))
         .map_err(|cause| match cause.kind() {
             std::io::ErrorKind::AlreadyExists => KeyringError::Exists(path.to_owned()),
             _ => KeyringError::Io {
@@ -191,7 +223,15 @@ impl Keyring {
     /// Adds a fresh key and makes it active, rewriting the file atomically. Old keys stay,
     /// so existing values remain readable until `encrypt-existing --rekey`.
     pub fn rotate(path: &Path) -> Result<Self, KeyringError> {
-        let mut ring = Self::load(path)?;
+        Self::rotate_with(path, None)
+    }
+
+    /// [`Keyring::rotate`] of a keyring whose keys `provider` wraps.
+    pub fn rotate_with(
+        path: &Path,
+        provider: Option<&dyn KeyProvider>,
+    ) -> Result<Self, KeyringError> {
+        let mut ring = Self::load_with(path, provider)?;
         let id = ring.keys.keys().max().copied().unwrap_or(0) + 1;
         let key = MasterKey {
             key: Zeroizing::new(rand::rng().random()),
@@ -199,31 +239,103 @@ impl Keyring {
         };
         ring.keys.insert(id, key);
         ring.active = id;
+        ring.replace(path, provider)?;
+        Ok(ring)
+    }
+
+    /// Rewrites a keyring that holds its keys with every key wrapped by `provider`.
+    pub fn wrap(path: &Path, provider: &dyn KeyProvider) -> Result<Self, KeyringError> {
+        let ring = Self::load(path)?;
+        ring.replace(path, Some(provider))?;
+        Ok(ring)
+    }
+
+    /// Replaces the file at `path` with this keyring, atomically.
+    fn replace(&self, path: &Path, provider: Option<&dyn KeyProvider>) -> Result<(), KeyringError> {
+        let text = self.to_toml(provider)?;
         let tmp = path.with_extension("rotate.tmp");
         let io = |cause| KeyringError::Io {
             file: tmp.clone(),
             cause,
         };
-        write_new(&tmp, &ring.to_toml()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(ring)
+        let _ = std::fs::remove_file(&tmp);
+        write_new(&tmp, &text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
     }
 
-    fn to_toml(&self) -> Zeroizing<String> {
+    fn to_toml(
+        &self,
+        provider: Option<&dyn KeyProvider>,
+    ) -> Result<Zeroizing<String>, KeyringError> {
+        let mut keys = Vec::new();
+        for (id, k) in &self.keys {
+            let (key, wrapped) = match provider {
+                Some(p) => (None, Some(B64.encode(p.wrap(*id, &k.key)?))),
+                None => (Some(Zeroizing::new(B64.encode(k.key.as_ref()))), None),
+            };
+            keys.push(FileKey {
+                id: *id,
+                created: k.created.clone(),
+                key,
+                wrapped,
+            });
+        }
         let file = File {
             active: self.active,
-            keys: self
-                .keys
-                .iter()
-                .map(|(id, k)| FileKey {
-                    id: *id,
-                    created: k.created.clone(),
-                    key: Zeroizing::new(B64.encode(k.key.as_ref())),
-                })
-                .collect(),
+            wrapped_by: provider.map(|p| p.name()),
+            keys,
         };
-        let body = toml::to_string(&file).expect("a keyring always serialises");
-        Zeroizing::new(format!("{PREAMBLE}{body}"))
+        let body = Zeroizing::new(toml::to_string(&file).expect("a keyring always serialises"));
+        Ok(Zeroizing::new(format!("{PREAMBLE}{}", body.as_str())))
+    }
+}
+
+/// The keyring file at `path`, parsed; refused when group or others can read it.
+fn read_file(path: &Path) -> Result<File, KeyringError> {
+    let io = |cause| KeyringError::Io {
+        file: path.to_owned(),
+        cause,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(KeyringError::Permissions(path.to_owned()));
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    toml::from_str(&text).map_err(|e| KeyringError::Invalid {
+        file: path.to_owned(),
+        problem: format!("not a keyring: {}", e.message()),
+    })
+}
+
+/// Why one key of the file cannot be read.
+enum Unreadable {
+    Problem(&'static str),
+    Provider(ProviderError),
+}
+
+/// The master key an entry holds, or that `provider` unwraps from it.
+fn master_key(
+    k: &FileKey,
+    provider: Option<&dyn KeyProvider>,
+) -> Result<Zeroizing<[u8; 32]>, Unreadable> {
+    match (&k.key, &k.wrapped, provider) {
+        (Some(text), None, None) => {
+            let raw = Zeroizing::new(
+                B64.decode(text.as_bytes())
+                    .map_err(|_| Unreadable::Problem("not base64"))?,
+            );
+            let key: [u8; 32] =
+                (raw.as_slice().try_into()).map_err(|_| Unreadable::Problem("must be 32 bytes"))?;
+            Ok(Zeroizing::new(key))
+        }
+        (None, Some(text), Some(p)) => {
+            let wrapped =
+                (B64.decode(text.as_bytes())).map_err(|_| Unreadable::Problem("not base64"))?;
+            p.unwrap(k.id, &wrapped).map_err(Unreadable::Provider)
+        }
+        _ => Err(Unreadable::Problem(
+            "holds `key` or `wrapped` where the file says the other",
+        )),
     }
 }
 
@@ -279,6 +391,89 @@ mod tests {
             0o600
         );
         assert!(!format!("{again:?}").contains(&B64.encode(ring.keys().next().unwrap().1)));
+    }
+
+    /// A provider for tests: AES-256-GCM-SIV under a fixed key, the version as AAD.
+    struct Fake([u8; 32]);
+
+    impl KeyProvider for Fake {
+        fn name(&self) -> String {
+            "fake:test".into()
+        }
+
+        fn wrap(&self, id: u32, key: &[u8; 32]) -> Result<Vec<u8>, ProviderError> {
+            use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+            let cipher = aes_gcm_siv::Aes256GcmSiv::new((&self.0).into());
+            let aad = super::super::provider::binding(id);
+            let payload = Payload {
+                msg: key,
+                aad: aad.as_bytes(),
+            };
+            Ok(cipher
+                .encrypt(&[0u8; 12].into(), payload)
+                .expect("encrypts"))
+        }
+
+        fn unwrap(&self, id: u32, wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, ProviderError> {
+            use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+            let cipher = aes_gcm_siv::Aes256GcmSiv::new((&self.0).into());
+            let aad = super::super::provider::binding(id);
+            let payload = Payload {
+                msg: wrapped,
+                aad: aad.as_bytes(),
+            };
+            let fail = || ProviderError {
+                provider: self.name(),
+                problem: format!("key {id} does not unwrap"),
+            };
+            let plain = cipher
+                .decrypt(&[0u8; 12].into(), payload)
+                .map_err(|_| fail())?;
+            Ok(Zeroizing::new(plain.try_into().map_err(|_| fail())?))
+        }
+    }
+
+    #[test]
+    fn wrapped_keyrings_need_their_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phigate.keys");
+        let plain = Keyring::generate(&path).unwrap();
+        let fake = Fake([9; 32]);
+        // a keyring that holds its keys is refused while a provider is configured
+        let e = Keyring::load_with(&path, Some(&fake))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys wrap"), "{e}");
+        Keyring::wrap(&path, &fake).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let key = B64.encode(plain.keys().next().unwrap().1);
+        assert!(text.contains("wrapped_by = \"fake:test\"") && !text.contains(&key));
+        let e = Keyring::load(&path).unwrap_err().to_string();
+        assert!(e.contains("wrapped by fake:test"), "{e}");
+        let e = Keyring::load_with(&path, Some(&Fake([8; 32])))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not unwrap"), "{e}");
+        let rotated = Keyring::rotate_with(&path, Some(&fake)).unwrap();
+        let loaded = Keyring::load_with(&path, Some(&fake)).unwrap();
+        assert_eq!(loaded.active(), 2);
+        assert_eq!(
+            loaded.keys().collect::<Vec<_>>(),
+            rotated.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            loaded.keys().next().map(|(_, k)| *k),
+            plain.keys().next().map(|(_, k)| *k)
+        );
+        // a wrapped key moved to another version does not unwrap
+        let swapped = text
+            .replacen("id = 1", "id = 7", 1)
+            .replacen("active = 1", "active = 7", 1);
+        std::fs::write(&path, swapped).unwrap();
+        let e = Keyring::load_with(&path, Some(&fake))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key 7 does not unwrap"), "{e}");
     }
 
     #[test]

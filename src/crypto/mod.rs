@@ -1,6 +1,7 @@
 //! Column encryption: the versioned keyring, the value envelope, and the randomized and
 //! deterministic modes (DESIGN section 5). Pure: bytes in, bytes out; no I/O except loading
-//! and writing the keyring file.
+//! and writing the keyring file, and the key provider (a PKCS#11 token) that may wrap its
+//! keys.
 //!
 //! Primitives come from RustCrypto: AES-256-GCM-SIV (`aes-gcm-siv`), HKDF-SHA256 (`hkdf`),
 //! HMAC-SHA256 (`hmac`). Nothing here implements a primitive.
@@ -8,10 +9,14 @@
 mod cipher;
 mod envelope;
 mod keyring;
+mod pkcs11;
+mod provider;
 
 pub use cipher::{ColumnCipher, Mode};
 pub use envelope::{ENVELOPE_OVERHEAD, Envelope};
 pub use keyring::{Keyring, KeyringError};
+pub use pkcs11::{Token, TokenConfig};
+pub use provider::{KeyProvider, ProviderError};
 
 use thiserror::Error;
 
@@ -38,6 +43,20 @@ pub enum CryptoError {
         "the value does not authenticate for this column (altered, or copied from another column)"
     )]
     Authentication,
+}
+
+/// Loads the keyring at `path`, its keys unwrapped by the token `token` names (if any).
+pub fn load_keyring(
+    path: &std::path::Path,
+    token: Option<&TokenConfig>,
+) -> Result<Keyring, KeyringError> {
+    match token {
+        Some(config) => {
+            let (token, _) = Token::open(config, false)?;
+            Keyring::load_with(path, Some(&token))
+        }
+        None => Keyring::load(path),
+    }
 }
 
 /// SQL creating the `phigate_encrypted` domain (idempotent): `bytea` whose CHECK accepts

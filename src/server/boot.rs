@@ -92,7 +92,7 @@ pub(super) async fn load_enforced(
     let policies = PolicySet::load(&config.policies_dir())?;
     let (catalog, keyring) = if policies.tables().next().is_some() {
         let keyring = if policies.tables().any(|t| !t.columns.is_empty()) {
-            Keyring::load(&config.keyring_file())?
+            config.keyring()?
         } else {
             // Row policies only: no column is encrypted, so no key is ever used.
             Keyring::from_keys(1, vec![(1, [0; 32])])
