@@ -227,6 +227,7 @@ fn session(c: &mut Criterion) {
         backend_pid: 1,
         started: (std::time::Instant::now(), std::time::SystemTime::now()),
         budgets: Arc::new(phigate::policy::RowBudgets::new(std::time::Instant::now())),
+        delegation: None,
     };
     let cipher = ColumnCipher::new(&keyring(), Mode::Deterministic, &domain_aad("ssn", "text"));
     let envelope = cipher.encrypt(b"123-45-6789");

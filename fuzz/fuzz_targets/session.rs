@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         backend_pid: 7,
         started: (now, SystemTime::UNIX_EPOCH),
         budgets: Arc::new(phigate::policy::RowBudgets::new(now)),
+        delegation: None,
     };
     let audit = SessionAudit {
         keys: Arc::new(AuditKeys::from_seed(&[2; 32])),

@@ -121,6 +121,7 @@ fn unmapped(r: &Record) -> Value {
     };
     put("seq", json!(r.seq));
     put("kind", json!(r.kind.map(Kind::name)));
+    put("service", json!(r.service));
     put("decision", json!(r.decision.map(Decision::name)));
     put("tables", json!(r.tables));
     put("phi_columns", json!(r.phi_columns));

@@ -103,6 +103,10 @@ pub struct Record {
     /// the user's role
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// the delegating service whose login the session is, when `user` is an end user it
+    /// named
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// the client's address
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,

@@ -145,11 +145,16 @@ pub fn table_row(r: &Record) -> String {
         (Some(Kind::StatementEnd), Some(b)) => Some(format!("(outcome of {b})")),
         _ => None,
     };
+    // an end user a delegating service named: `nurse.joy@ehr_app`
+    let user = match (&r.user, &r.service) {
+        (Some(u), Some(s)) => format!("{u}@{s}"),
+        (u, _) => u.clone().unwrap_or_else(|| "-".into()),
+    };
     format!(
         "{:>8} {} {:<12} {:<12} {:<16} {:<9} {:<18} {}",
         r.seq,
         r.ts,
-        r.user.as_deref().unwrap_or("-"),
+        user,
         r.role.as_deref().unwrap_or("-"),
         kind,
         decision,

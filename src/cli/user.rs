@@ -31,7 +31,8 @@ enum UserCommand {
         #[arg(long = "attr", value_name = "KEY=VALUE")]
         attrs: Vec<String>,
         /// how the user logs in: password, certificate (a client certificate naming them,
-        /// no password) or certificate+password
+        /// no password), certificate+password, or delegated (never: an end user a
+        /// delegating service names)
         #[arg(long, default_value = "password")]
         auth: String,
         /// the name the user's client certificate carries (subject CN, or a DNS or email
@@ -74,14 +75,17 @@ pub fn run(args: Args) -> Result<()> {
         .map(|a| parse_attribute(a))
         .collect::<Result<Vec<_>>>()?;
     let password = match auth.as_str() {
-        "certificate" => None,
+        "certificate" | "delegated" => None,
         "password" | "certificate+password" => Some(read_password()?),
         other => {
-            bail!("unknown --auth {other:?}: use password, certificate or certificate+password")
+            bail!(
+                "unknown --auth {other:?}: use password, certificate, certificate+password or delegated"
+            )
         }
     };
     let certificate_name = certificate_name.unwrap_or_else(|| name.clone());
     let login = match (auth.as_str(), password.as_deref()) {
+        ("delegated", _) => Login::Delegated,
         ("password", Some(p)) => Login::Password(p),
         (_, password) => Login::Certificate {
             certificate_name: &certificate_name,

@@ -3,6 +3,7 @@
 //! used.
 
 mod budget;
+mod delegation;
 pub(crate) mod native;
 mod roles;
 mod rows;
@@ -14,6 +15,7 @@ mod users;
 /// The encryption mode a column is declared with.
 pub use crate::crypto::Mode;
 pub use budget::RowBudgets;
+pub use delegation::{Delegation, WithoutEndUser};
 pub use roles::{Role, StatementKind, StatementKinds};
 pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};

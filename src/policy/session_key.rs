@@ -30,6 +30,9 @@ impl std::fmt::Debug for SessionKey {
 /// The name of the setting that holds a declared emergency's end.
 pub const EMERGENCY: &str = "phigate.emergency";
 
+/// The name of the setting that holds a delegated end user's settings.
+pub const IDENTITY: &str = "phigate.identity";
+
 impl SessionKey {
     /// A key from its bytes (tests and benchmarks).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -102,6 +105,14 @@ impl SessionKey {
         )
     }
 
+    /// The value of `phigate.identity` that makes the native policies read the settings in
+    /// `json` (an object of setting names and values: a delegated end user's role and
+    /// attributes) instead of the session's own, good only in the backend with process id
+    /// `pid`.
+    pub fn identity(&self, json: &str, pid: i32) -> String {
+        format!("{json}.{}", self.tag(&format!("{IDENTITY}={json}@{pid}")))
+    }
+
     /// HMAC's inner and outer pads (key XOR 0x36 / 0x5c, 64 bytes each), as the database
     /// stores them: with them `sha256(opad || sha256(ipad || m))` is HMAC-SHA256.
     fn pads(&self) -> (Zeroizing<[u8; 64]>, Zeroizing<[u8; 64]>) {
@@ -137,7 +148,9 @@ REVOKE ALL ON phigate.secret FROM PUBLIC;
 ";
 
 /// `phigate.setting(name)`: the value phigate gave setting `name`, or NULL when the setting
-/// is absent or its tag does not verify. `phigate.emergency()`: true while an emergency
+/// is absent or its tag does not verify. While `phigate.identity` holds a delegated end
+/// user's settings (tagged for this backend), they alone count: `name` is read from them.
+/// A tampered identity reads as NULL for every name. `phigate.emergency()`: true while an emergency
 /// phigate declared for this backend lasts. PARALLEL RESTRICTED: the backend's pid is the
 /// leader's. `phigate.check_row(ok, policy)`: raises 42501 unless `ok`; the rewrite calls
 /// it with a row policy's `check` on each new row (VOLATILE, so never folded at plan time).
@@ -147,11 +160,18 @@ REVOKE ALL ON phigate.secret FROM PUBLIC;
 const INSTALL_FUNCTIONS: &str = r"CREATE OR REPLACE FUNCTION phigate.setting(name text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp AS $phigate$
-SELECT CASE WHEN v.tag = encode(sha256(s.opad || sha256(s.ipad || convert_to($1 || '=' || v.value, 'UTF8'))), 'hex')
-            THEN v.value END
+SELECT CASE
+  WHEN coalesce(i.t, '') <> '' THEN
+    CASE WHEN i.tag = encode(sha256(s.opad || sha256(s.ipad || convert_to(
+                  'phigate.identity=' || i.value || '@' || pg_backend_pid(), 'UTF8'))), 'hex')
+         THEN (i.value::jsonb) ->> $1 END
+  WHEN v.tag = encode(sha256(s.opad || sha256(s.ipad || convert_to($1 || '=' || v.value, 'UTF8'))), 'hex')
+  THEN v.value END
 FROM phigate.secret s,
      (SELECT substring(t FROM '^(.*)\.[0-9a-f]{64}$') AS value, substring(t FROM '\.([0-9a-f]{64})$') AS tag
-      FROM (SELECT current_setting($1, true) AS t) AS raw) AS v
+      FROM (SELECT current_setting($1, true) AS t) AS raw) AS v,
+     (SELECT t, substring(t FROM '^(.*)\.[0-9a-f]{64}$') AS value, substring(t FROM '\.([0-9a-f]{64})$') AS tag
+      FROM (SELECT current_setting('phigate.identity', true) AS t) AS raw) AS i
 $phigate$;
 REVOKE ALL ON FUNCTION phigate.setting(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phigate.setting(text) TO PUBLIC;

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use super::PolicyError;
+use super::delegation::Delegation;
 
 /// A SCRAM-SHA-256 verifier in PostgreSQL's format:
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields).
@@ -74,17 +75,20 @@ pub enum Auth {
     /// both
     #[serde(rename = "certificate+password")]
     CertificateAndPassword,
+    /// never logs in: an end user a delegating service names
+    #[serde(rename = "delegated")]
+    Delegated,
 }
 
 impl Auth {
     /// True when a client certificate is needed.
     pub fn needs_certificate(self) -> bool {
-        self != Self::Password
+        matches!(self, Self::Certificate | Self::CertificateAndPassword)
     }
 
     /// True when the password is needed.
     pub fn needs_password(self) -> bool {
-        self != Self::Certificate
+        matches!(self, Self::Password | Self::CertificateAndPassword)
     }
 }
 
@@ -101,6 +105,8 @@ pub struct User {
     pub scram: Option<ScramVerifier>,
     /// attributes usable in row policies as `:user.NAME`
     pub attributes: BTreeMap<String, toml::Value>,
+    /// the user is a service that names its end users (see [`Delegation`])
+    pub delegate: Option<Delegation>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +128,8 @@ struct RawUser {
     certificate_name: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    delegate: Option<Delegation>,
 }
 
 pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, User>, PolicyError> {
@@ -148,6 +156,16 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, User>, Po
                     ));
                 }
             };
+            if let Some(p) = u.delegate.as_ref().and_then(Delegation::problem) {
+                return Err(invalid("delegate", p));
+            }
+            if u.auth == Auth::Delegated && (u.scram.is_some() || u.delegate.is_some()) {
+                return Err(invalid(
+                    "auth",
+                    "a delegated end user has no login (no scram) and names no one (no delegate)"
+                        .into(),
+                ));
+            }
             Ok((
                 name.clone(),
                 User {
@@ -156,6 +174,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<HashMap<String, User>, Po
                     certificate_name: u.certificate_name.unwrap_or(name),
                     scram,
                     attributes: u.attributes,
+                    delegate: u.delegate,
                 },
             ))
         })
@@ -189,6 +208,8 @@ pub enum Login<'a> {
         /// the password, for `certificate+password`
         password: Option<&'a str>,
     },
+    /// never: an end user a delegating service names
+    Delegated,
 }
 
 /// [`add_user`] with how the user logs in and attributes for row policies
@@ -205,7 +226,7 @@ pub fn add_user_with(
         | Login::Certificate {
             password: Some(p), ..
         } => Some(p),
-        Login::Certificate { password: None, .. } => None,
+        Login::Certificate { password: None, .. } | Login::Delegated => None,
     };
     let invalid = |key: &str, problem: String| PolicyError::Invalid {
         file: path.to_owned(),
@@ -261,6 +282,9 @@ fn user_entry(
 ) -> toml_edit::Table {
     let mut entry = toml_edit::Table::new();
     entry["role"] = toml_edit::value(role);
+    if let Login::Delegated = login {
+        entry["auth"] = toml_edit::value("delegated");
+    }
     if let Login::Certificate {
         certificate_name, ..
     } = login
@@ -332,6 +356,42 @@ mod tests {
             .to_string();
         assert!(e.contains("exists"), "{e}");
         assert!(add_user(&f, "", "r", "p").is_err());
+    }
+
+    #[test]
+    fn delegating_services_and_delegated_end_users() {
+        let f = Path::new("users.toml");
+        let scram = postgres_protocol::password::scram_sha_256(b"pw");
+        let text = format!(
+            "[users.app]\nrole = \"svc\"\nscram = \"{scram}\"\ndelegate = {{ comment = \"db_user\" }}\n\
+             [users.\"dr.smith\"]\nrole = \"clinician\"\nauth = \"delegated\"\n"
+        );
+        let users = parse(f, &text).unwrap();
+        assert_eq!(
+            users["app"]
+                .delegate
+                .as_ref()
+                .and_then(|d| d.comment.as_deref()),
+            Some("db_user")
+        );
+        let smith = &users["dr.smith"];
+        assert_eq!((smith.auth, smith.scram.is_none()), (Auth::Delegated, true));
+        assert!(!smith.auth.needs_password() && !smith.auth.needs_certificate());
+        for (bad, key) in [
+            (
+                "[users.a]\nrole = \"r\"\nauth = \"delegated\"\ndelegate = { set = true }\n",
+                "users.a.auth",
+            ),
+            (
+                &format!(
+                    "[users.a]\nrole = \"r\"\nscram = \"{scram}\"\ndelegate = {{ set = false }}\n"
+                ),
+                "users.a.delegate",
+            ),
+        ] {
+            let e = parse(f, bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -251,6 +251,10 @@ fn guard(shared: &Shared, (user, role): (&str, &str), backend_pid: i32) -> Guard
         backend_pid,
         started: (std::time::Instant::now(), std::time::SystemTime::now()),
         budgets: shared.budgets.clone(),
+        delegation: shared
+            .policies()
+            .user(user)
+            .and_then(|u| u.delegate.clone()),
     }
 }
 

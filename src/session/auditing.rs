@@ -90,7 +90,20 @@ impl Session {
                 r.sqlstate = Some(refusal.code.to_owned());
             }
         }
+        if let Begin::Gated(records) = &mut begin {
+            records.iter_mut().for_each(|r| self.spoken(r));
+        }
         begin
+    }
+
+    /// A record of a statement an end user's delegating service sent: the end user and
+    /// their role, and the service.
+    fn spoken(&self, r: &mut Record) {
+        if let Some(s) = &self.speaker {
+            r.service = r.user.take();
+            r.user = Some(s.user.to_string());
+            r.role = Some(s.role.to_string());
+        }
     }
 
     fn begin_records(
@@ -121,8 +134,9 @@ impl Session {
                 if let Some(Analysis::Refuse(_)) = analysis
                     && let Some(text) = redact(sql).first()
                 {
-                    out.audit
-                        .push(self.referred(audit.statement(text, &[], analysis)));
+                    let mut r = self.referred(audit.statement(text, &[], analysis));
+                    self.spoken(&mut r);
+                    out.audit.push(r);
                 }
                 Begin::Nothing
             }

@@ -26,7 +26,13 @@ impl Session {
         now: Instant,
         out: &mut Outbound,
     ) -> Result<(), ProtocolError> {
-        let forward = match Backend::decode(frame)? {
+        let msg = Backend::decode(frame)?;
+        if let Some(Pending::Hidden(hidden)) = self.queue.front()
+            && self.hidden_answer(*hidden, &msg, frame, out)
+        {
+            return Ok(());
+        }
+        let forward = match msg {
             Backend::ParseComplete | Backend::BindComplete | Backend::CloseComplete => {
                 self.completion()
             }
@@ -287,7 +293,7 @@ impl Session {
         let (shape, formats) = encryption::row_description(
             body,
             (enforced.analyzer.catalog(), &enforced.ciphers),
-            &guard.subject,
+            plan.subject.as_ref().unwrap_or(&guard.subject),
             plan.outputs.as_deref(),
             if shown { &mut out.client } else { &mut hidden },
         )?;

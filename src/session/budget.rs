@@ -9,7 +9,7 @@ use super::queue::Pending;
 use super::{Event, Outbound, Session};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::message::Frontend;
-use crate::sql::{Analysis, Plan};
+use crate::sql::{Analysis, Plan, Subject};
 
 impl Session {
     /// `analysis` of `msg`, or (with `true`) the refusal of a statement whose rows count
@@ -30,12 +30,15 @@ impl Session {
             _ => false,
         };
         let guard = self.guard.as_ref().filter(|_| counted);
-        let Some(refusal) = guard.and_then(|g| g.over_budget(now, self.emergency.is_some())) else {
+        let who = |g: &'_ super::Guard| self.speaker.clone().unwrap_or_else(|| g.subject.clone());
+        let emergency = self.emergency.is_some();
+        let Some((refusal, who)) = guard.and_then(|g| {
+            let who = who(g);
+            g.over_budget(&who, now, emergency).map(|r| (r, who))
+        }) else {
             return (analysis, false);
         };
-        if let Some(g) = guard {
-            out.events.push(self.row_cap_event(g, true));
-        }
+        out.events.push(row_cap_event(&who, true));
         (Some(Analysis::Refuse(Arc::new(refusal))), true)
     }
 
@@ -56,11 +59,16 @@ impl Session {
         }
     }
 
-    /// A statement ended: the rows it delivered count against the user's budget.
+    /// A statement ended: the rows it delivered count against the budget of the user it
+    /// ran for.
     pub(super) fn count_delivered(&mut self, now: Instant) {
         let rows = std::mem::take(&mut self.delivered);
-        if let (Some(g), true) = (&self.guard, rows > 0) {
-            g.count_rows(now, rows);
+        let user = self
+            .counted_plan()
+            .and_then(|p| p.subject.as_ref())
+            .map(|s| s.user.clone());
+        if let (Some(g), Some(user), true) = (&self.guard, user, rows > 0) {
+            g.count_rows(&user, now, rows);
         }
     }
 
@@ -68,20 +76,22 @@ impl Session {
     /// reported.
     pub(super) fn stopped_at_cap(&self, fields: &ErrorFields<'_>, out: &mut Outbound) -> bool {
         let stopped = fields.code == "54000" && fields.message.starts_with(crate::sql::CAP_MESSAGE);
-        match (&self.guard, stopped) {
-            (Some(g), true) => {
-                out.events.push(self.row_cap_event(g, false));
+        let who = (self.counted_plan().and_then(|p| p.subject.clone()))
+            .or_else(|| self.guard.as_ref().map(|g| g.subject.clone()));
+        match (who, stopped) {
+            (Some(who), true) => {
+                out.events.push(row_cap_event(&who, false));
                 true
             }
             _ => false,
         }
     }
+}
 
-    fn row_cap_event(&self, g: &super::Guard, hourly: bool) -> Event {
-        Event::RowCap {
-            user: g.subject.user.clone(),
-            role: g.subject.role.clone(),
-            hourly,
-        }
+fn row_cap_event(who: &Subject, hourly: bool) -> Event {
+    Event::RowCap {
+        user: who.user.clone(),
+        role: who.role.clone(),
+        hourly,
     }
 }

@@ -10,8 +10,8 @@ use super::auditing::Begin;
 use super::copy::ClientCopy;
 use super::queue::Pending;
 use super::refuse::{
-    audit_refusal, extended_declare_refusal, fast_path_refusal, no_ciphers_refusal,
-    unanswered_parse_refusal,
+    audit_refusal, delegated_declare_refusal, extended_declare_refusal, extended_end_user_refusal,
+    fast_path_refusal, no_ciphers_refusal, unanswered_parse_refusal,
 };
 use super::registry::{Portal, Prepared, Rows, Statement};
 use super::{Event, Held, Outbound, Phase, Session};
@@ -19,7 +19,7 @@ use crate::encryption;
 use crate::protocol::build;
 use crate::protocol::frame::Frame;
 use crate::protocol::message::{Bind, Frontend, Target};
-use crate::sql::{Analysis, Plan};
+use crate::sql::{Analysis, Plan, Subject};
 
 /// The client-side large-object functions (fixed OIDs in `pg_proc`): lo_open, lo_close,
 /// loread, lowrite, lo_lseek, lo_creat, lo_tell, lo_unlink, lo_create, lo_truncate and the
@@ -66,14 +66,55 @@ impl Session {
             self.audit_break_glass(None);
         }
         self.follow_search_path(&msg);
-        let analysis = self.analyse(&frame, &msg);
+        let (analysis, speaker) = self.decide(&frame, &msg);
+        self.speaker = speaker.clone();
         let (analysis, over_budget) = self.within_budget(&msg, analysis, now, out);
         match self.audit_begin(&msg, analysis.as_ref(), over_budget, out) {
             Begin::Nothing => self.forward(&frame, &msg, analysis, VecDeque::new(), now, out),
             Begin::Gated(records) => {
                 out.gated.extend(records);
-                self.held = Some(Held { frame, analysis });
+                self.held = Some(Held {
+                    frame,
+                    analysis,
+                    speaker,
+                });
             }
+        }
+    }
+
+    /// What phigate makes of a message, and the end user it runs for (a delegating
+    /// service's). `SET phigate.end_user` and what ends it are followed here, in protocol
+    /// order.
+    fn decide(&mut self, frame: &Frame, msg: &Frontend<'_>) -> (Option<Analysis>, Option<Subject>) {
+        let speaker = match msg {
+            Frontend::Query { sql } | Frontend::Parse { sql, .. } => self.end_user_of(sql),
+            Frontend::Execute { portal, .. } => {
+                Ok((self.registry.portal(portal)).and_then(|p| p.subject.clone()))
+            }
+            _ => Ok(None),
+        };
+        let speaker = match speaker {
+            Ok(s) => s,
+            Err(r) => return (Some(Analysis::Refuse(Arc::new(r))), None),
+        };
+        let analysis = self.analyse(frame, msg, speaker.as_ref());
+        let set = match &analysis {
+            Some(Analysis::EndUser { name }) => Some(name.as_deref()),
+            _ => None,
+        };
+        let followed = match (&analysis, msg) {
+            (Some(Analysis::EndUser { .. }), Frontend::Parse { .. }) => {
+                Err(extended_end_user_refusal())
+            }
+            (Some(Analysis::Declare { .. }), _) if speaker.is_some() => {
+                Err(delegated_declare_refusal())
+            }
+            (Some(Analysis::Refuse(_)), _) => Ok(()),
+            _ => self.follow_end_user(msg, set),
+        };
+        match followed {
+            Ok(()) => (analysis, speaker),
+            Err(r) => (Some(Analysis::Refuse(Arc::new(r))), speaker),
         }
     }
 
@@ -85,7 +126,12 @@ impl Session {
         now: Instant,
         out: &mut Outbound,
     ) {
-        let Held { frame, analysis } = held;
+        let Held {
+            frame,
+            analysis,
+            speaker,
+        } = held;
+        self.speaker = speaker;
         let msg = match Frontend::decode(&frame) {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
@@ -105,7 +151,12 @@ impl Session {
 
     /// What phigate makes of a statement: only with a guard, and only for statement text
     /// (and fast-path calls, which name their function by OID out of the firewall's sight).
-    fn analyse(&mut self, frame: &Frame, msg: &Frontend<'_>) -> Option<Analysis> {
+    fn analyse(
+        &mut self,
+        frame: &Frame,
+        msg: &Frontend<'_>,
+        who: Option<&Subject>,
+    ) -> Option<Analysis> {
         let ctx = self.ctx();
         let g = self.guard.as_mut()?;
         match msg {
@@ -121,10 +172,11 @@ impl Session {
             Frontend::Query { sql } | Frontend::Parse { sql, .. } => {
                 g.subject.emergency = self.emergency.is_some();
                 let enforced = g.enforcement.current();
+                let who = who.unwrap_or(&g.subject);
                 Some(
                     enforced
                         .analyzer
-                        .analyse_on(&g.subject, ctx, &self.search_path, sql),
+                        .analyse_on(who, ctx, &self.search_path, sql),
                 )
             }
             Frontend::FunctionCall if !large_object_call(frame.body()) => {
@@ -173,7 +225,11 @@ impl Session {
                 }
                 return;
             }
-            Frontend::Execute { portal, .. } => self.execute(portal, seqs.pop_front(), now),
+            Frontend::Execute { portal, .. } => {
+                let who = self.speaker.clone();
+                self.set_identity(who.as_ref(), false, out);
+                self.execute(portal, seqs.pop_front(), now);
+            }
             Frontend::Close { target, name } => {
                 match target {
                     Target::Statement => self.registry.close_statement(name),
@@ -202,8 +258,10 @@ impl Session {
         out: &mut Outbound,
     ) {
         let ctx = self.ctx();
+        let who = self.speaker.clone();
+        self.set_identity(who.as_ref(), true, out);
         let plan = match analysis {
-            None | Some(Analysis::Pass) => {
+            None | Some(Analysis::Pass | Analysis::EndUser { .. }) => {
                 self.copy.client = ClientCopy::Raw;
                 out.upstream.extend_from_slice(frame.raw());
                 None
@@ -269,7 +327,7 @@ impl Session {
             }
             // A refused Parse reaches PostgreSQL as another statement: what `name` was,
             // it stays.
-            Some(Analysis::Declare { .. }) => {
+            Some(Analysis::Declare { .. } | Analysis::EndUser { .. }) => {
                 return self.refuse_extended(Arc::new(extended_declare_refusal()), out);
             }
             Some(Analysis::Refuse(r)) => return self.refuse_extended(r, out),
@@ -296,7 +354,14 @@ impl Session {
         let replaces = match self.tracks_statements() {
             true => self
                 .registry
-                .parse(name, Statement { audited, prepared })
+                .parse(
+                    name,
+                    Statement {
+                        audited,
+                        prepared,
+                        text: self.delegated.as_ref().map(|_| Arc::from(sql)),
+                    },
+                )
                 .map(|s| Box::new((name.to_owned(), s))),
             false => None,
         };
@@ -313,10 +378,14 @@ impl Session {
             return self.queue.owe(Pending::Bind);
         }
         let ctx = self.ctx();
-        let (statement, ambiguous) = self.statement_now(b.statement);
-        if ambiguous {
+        if self.statement_now(b.statement).1 {
             return self.refuse_extended(Arc::new(unanswered_parse_refusal()), out);
         }
+        let subject = match self.bind_subject(b.statement, out) {
+            Ok(s) => s,
+            Err(r) => return self.refuse_extended(r, out),
+        };
+        let statement = self.statement_now(b.statement).0;
         let audited = statement.and_then(|s| s.audited.clone());
         let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
@@ -350,6 +419,7 @@ impl Session {
             audited,
             hashes,
             rows,
+            subject,
         };
         self.registry.bind(b.portal, portal);
     }
@@ -427,7 +497,7 @@ impl Session {
     /// gives it (PostgreSQL runs the new statement if it accepts the Parse, and skips what
     /// follows until Sync if it refuses it), else the registered one. True as well when a
     /// Sync lies between that Parse and now: PostgreSQL may then run either statement.
-    fn statement_now(&self, name: &str) -> (Option<&Statement>, bool) {
+    pub(super) fn statement_now(&self, name: &str) -> (Option<&Statement>, bool) {
         match self.queue.replacing(name) {
             Some((replacement, after_sync)) => (Some(replacement), after_sync),
             None => (self.registry.statement(name), false),

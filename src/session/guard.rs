@@ -68,20 +68,27 @@ pub struct Guard {
     pub started: (Instant, SystemTime),
     /// every user's rows of protected tables in the last hour (shared by all sessions)
     pub budgets: Arc<RowBudgets>,
+    /// the session's user is a service that names its end users
+    pub delegation: Option<crate::policy::Delegation>,
 }
 
 impl Guard {
     /// The refusal of a statement whose rows count against the user's hourly budget
     /// (`max_rows_per_hour`) when that budget is spent; `None` when it is not, or in an
     /// emergency (which lifts it).
-    pub(super) fn over_budget(&self, now: Instant, emergency: bool) -> Option<Refusal> {
+    pub(super) fn over_budget(
+        &self,
+        who: &Subject,
+        now: Instant,
+        emergency: bool,
+    ) -> Option<Refusal> {
         if emergency {
             return None;
         }
         let enforced = self.enforcement.current();
-        let role = enforced.analyzer.policies().role(&self.subject.role)?;
+        let role = enforced.analyzer.policies().role(&who.role)?;
         let budget = role.max_rows_per_hour?;
-        let user = &self.subject.user;
+        let user = &who.user;
         if self.budgets.spent(user, now) < budget {
             return None;
         }
@@ -94,7 +101,7 @@ impl Guard {
             code: "54000",
             message: format!(
                 "user {user} has read {budget} rows of protected tables in the last hour, the most role {} allows (max_rows_per_hour)",
-                self.subject.role
+                who.role
             ),
             hint: format!(
                 "the budget frees up as the hour passes (in about {wait} min); in an emergency, SET phigate.break_glass = '<reason>' lifts it"
@@ -102,8 +109,8 @@ impl Guard {
         })
     }
 
-    /// Counts `rows` of protected tables the user read.
-    pub(super) fn count_rows(&self, now: Instant, rows: u64) {
-        self.budgets.add(&self.subject.user, now, rows);
+    /// Counts `rows` of protected tables `user` read.
+    pub(super) fn count_rows(&self, user: &Arc<str>, now: Instant, rows: u64) {
+        self.budgets.add(user, now, rows);
     }
 }

@@ -17,6 +17,8 @@
 //! - `refuse`: replacing a statement by an error, in protocol order
 //! - `copy`: the COPY in progress
 //! - `guard`: the policies and ciphers in force
+//! - `budget`: the bulk-read guard's hourly budget and row counts
+//! - `delegation`: the end users a delegating service names, and their identity upstream
 //!
 //! Values are encrypted and decrypted by `crate::encryption`, which the session calls with
 //! the ciphers in force.
@@ -25,6 +27,7 @@ mod auditing;
 mod backend;
 mod budget;
 mod copy;
+mod delegation;
 mod frontend;
 mod guard;
 mod kind;
@@ -120,6 +123,8 @@ pub enum Phase {
 struct Held {
     frame: Frame,
     analysis: Option<Analysis>,
+    /// the end user it runs for (a delegating service's)
+    speaker: Option<crate::sql::Subject>,
 }
 
 /// The session state machine. See the module documentation.
@@ -143,6 +148,10 @@ pub struct Session {
     emergency: Option<(Instant, String)>,
     /// rows the statement under way delivered that count against the hourly budget
     delivered: u64,
+    /// a delegating service's end users
+    delegated: Option<delegation::Delegated>,
+    /// the end user the client message being handled runs for (a delegating service's)
+    speaker: Option<crate::sql::Subject>,
 }
 
 impl Session {
@@ -150,7 +159,12 @@ impl Session {
     /// reports of that value are shown to the client as `client_app_name`. With a `guard`,
     /// statements are analysed and protected columns encrypted and decrypted.
     pub fn new(upstream_app_name: String, client_app_name: String, guard: Option<Guard>) -> Self {
+        let delegated = (guard.as_ref())
+            .and_then(|g| g.delegation.clone())
+            .map(|rules| delegation::Delegated::new(rules, client_app_name.clone()));
         Self {
+            delegated,
+            speaker: None,
             queue: Queue::default(),
             registry: Registry::default(),
             tx_status: b'I',

@@ -62,6 +62,20 @@ pub(super) enum Pending {
         msg: Bytes,
         fatal: bool,
     },
+    /// A message phigate sent on its own (a delegated end user's identity): its answer
+    /// is not shown to the client.
+    Hidden(Hidden),
+}
+
+/// What answers a message phigate sent on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hidden {
+    /// a simple Query: answered up to ReadyForQuery
+    Query,
+    /// Parse, Bind or Close: one completion message
+    Completion,
+    /// Execute: rows, then CommandComplete
+    Execute,
 }
 
 impl Pending {
@@ -76,6 +90,7 @@ impl Pending {
                 | Pending::Execute { .. }
                 | Pending::HiddenDescribe(..)
                 | Pending::Refused { .. }
+                | Pending::Hidden(Hidden::Completion | Hidden::Execute)
         )
     }
 }

@@ -66,6 +66,26 @@ pub(super) fn extended_declare_refusal() -> Refusal {
     }
 }
 
+/// The refusal of `SET phigate.end_user` in the extended protocol.
+pub(super) fn extended_end_user_refusal() -> Refusal {
+    Refusal {
+        code: "0A000",
+        message: "SET phigate.end_user is sent as a simple query".into(),
+        hint: "send it as a simple query (psql, batch_execute; JDBC: Statement.execute with preferQueryMode=simple), or name the end user in a comment or the application_name".into(),
+    }
+}
+
+/// The refusal of an emergency declared for a delegated end user.
+pub(super) fn delegated_declare_refusal() -> Refusal {
+    Refusal {
+        code: "0A000",
+        message:
+            "an emergency is declared from a personal login, not for an end user a service names"
+                .into(),
+        hint: "log in as yourself (or have the service connect as you) to declare it".into(),
+    }
+}
+
 /// The refusal of a rewritten statement with no ciphers to encrypt it with. A plan only
 /// comes from the session's guard, which holds them, so this never reaches a client; it
 /// keeps a statement from going upstream unencrypted, or unanswered, were that to change.

@@ -34,6 +34,9 @@ pub(super) struct Statement {
     pub(super) audited: Option<Arc<Redacted>>,
     /// its rewrite, when phigate rewrote it
     pub(super) prepared: Option<Prepared>,
+    /// its text, in a delegating service's session (the end user may be named in it, and
+    /// a statement is planned again for another end user)
+    pub(super) text: Option<Arc<str>>,
 }
 
 /// A portal.
@@ -45,6 +48,8 @@ pub(super) struct Portal {
     pub(super) hashes: Vec<String>,
     /// how its rows are decrypted, when phigate rewrote its statement
     pub(super) rows: Option<Rows>,
+    /// the end user it runs for (a delegating service's)
+    pub(super) subject: Option<crate::sql::Subject>,
 }
 
 /// Prepared statements and portals by name.
@@ -74,7 +79,7 @@ impl Registry {
 
     /// Statement `name` is now `statement`.
     pub(super) fn define(&mut self, name: &str, statement: Statement) {
-        if statement.audited.is_none() && statement.prepared.is_none() {
+        if statement.audited.is_none() && statement.prepared.is_none() && statement.text.is_none() {
             self.statements.remove(name);
         } else {
             self.statements.insert(name.to_owned(), statement);
@@ -87,7 +92,11 @@ impl Registry {
 
     /// A Bind: the portal `name` is (re)defined.
     pub(super) fn bind(&mut self, name: &str, portal: Portal) {
-        if portal.audited.is_none() && portal.rows.is_none() && portal.hashes.is_empty() {
+        if portal.audited.is_none()
+            && portal.rows.is_none()
+            && portal.hashes.is_empty()
+            && portal.subject.is_none()
+        {
             self.portals.remove(name);
         } else if let Some(p) = self.portals.get_mut(name) {
             *p = portal;

@@ -15,6 +15,9 @@ pub(super) enum Screened {
     Allowed,
     /// the text is `SET phigate.break_glass = ...`: an emergency declaration
     Declare,
+    /// the text is `SET phigate.end_user = '<user>'` (`Some`) or `RESET phigate.end_user`
+    /// (`None`): a delegating service names its end user
+    EndUser(Option<String>),
     /// the text is `SET [SESSION | LOCAL] application_name = <value>`: phigate keeps the
     /// user in the upstream name (`local` for SET LOCAL)
     ApplicationName {
@@ -116,6 +119,10 @@ pub(super) fn screen(
             app_name = Some(Screened::ApplicationName { value, local });
             continue;
         }
+        if let Kind::EndUser(name) = kind {
+            app_name = Some(Screened::EndUser(name));
+            continue;
+        }
         let Kind::Is(kind) = kind else { continue };
         if kind == StatementKind::Procedural && !role.bypass_row_policies {
             return Err(refuse(
@@ -149,8 +156,8 @@ pub(super) fn screen(
         if statements != 1 {
             return Err(Refusal::new(
                 "0A000",
-                "phigate needs SET application_name on its own, to keep the user in the name the server logs".into(),
-                "send SET application_name as a single statement",
+                "phigate needs SET application_name and SET phigate.end_user on their own".into(),
+                "send the SET as a single statement",
             ));
         }
         return Ok(set);
@@ -162,6 +169,7 @@ pub(super) fn screen(
 enum Kind {
     Is(StatementKind),
     Declare,
+    EndUser(Option<String>),
     ApplicationName(String, bool),
 }
 
@@ -349,6 +357,9 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
     if head == "set" && name.eq_ignore_ascii_case("phigate.break_glass") {
         return Ok(Some(Kind::Declare));
     }
+    if name.eq_ignore_ascii_case("phigate.end_user") && (head == "set" || head == "reset") {
+        return end_user(head, stmt, rest).map(Some);
+    }
     if head == "set" && name.eq_ignore_ascii_case("application_name") {
         let local = is_keyword(stmt.get(1), "local");
         let value = match rest.get(1..) {
@@ -383,6 +394,43 @@ fn settings(head: &str, stmt: &[Token<'_>]) -> Result<Option<Kind>, Refusal> {
         return Err(forbidden_to_set(&name));
     }
     Ok(Some(Kind::Is(StatementKind::Session)))
+}
+
+/// `SET phigate.end_user = '<user>'` (or TO, or DEFAULT) and `RESET phigate.end_user`; not
+/// SET LOCAL (an end user for one statement is named in a comment).
+fn end_user(head: &str, stmt: &[Token<'_>], rest: &[Token<'_>]) -> Result<Kind, Refusal> {
+    let bad = || {
+        Refusal::new(
+            "0A000",
+            "phigate accepts SET phigate.end_user = '<user>' (a session setting) and RESET phigate.end_user only".into(),
+            "name the end user as a string: SET phigate.end_user = 'dr.smith'",
+        )
+    };
+    if head == "reset" {
+        return Ok(Kind::EndUser(None));
+    }
+    if is_keyword(stmt.get(1), "local") {
+        return Err(bad());
+    }
+    // after the dotted name: `=` or TO, and the value
+    let at = rest
+        .iter()
+        .position(|t| *t == Token::Punct(b'=') || is_keyword(Some(t), "to"));
+    match at.and_then(|i| rest.get(i..)) {
+        Some([Token::Punct(b'=') | Token::Word { .. }, Token::Str(Some(v))]) => {
+            Ok(Kind::EndUser((!v.is_empty()).then(|| v.to_string())))
+        }
+        Some(
+            [
+                Token::Punct(b'=') | Token::Word { .. },
+                Token::Word {
+                    text,
+                    quoted: false,
+                },
+            ],
+        ) if text.eq_ignore_ascii_case("default") => Ok(Kind::EndUser(None)),
+        _ => Err(bad()),
+    }
 }
 
 /// `SET name ...` inside CREATE and ALTER (`ALTER ROLE ... SET`, `ALTER DATABASE ... SET`,
@@ -641,6 +689,27 @@ mod tests {
             ok("SET phigate.break_glass = 'code blue'"),
             Ok(Screened::Declare)
         );
+        for (sql, named) in [
+            ("SET phigate.end_user = 'dr.smith'", Some("dr.smith")),
+            (
+                "set session phigate.end_user to 'dr.smith';",
+                Some("dr.smith"),
+            ),
+            ("SET phigate.end_user = ''", None),
+            ("SET phigate.end_user TO DEFAULT", None),
+            ("RESET phigate.end_user", None),
+        ] {
+            let expected = Screened::EndUser(named.map(str::to_owned));
+            assert_eq!(ok(sql), Ok(expected), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL phigate.end_user = 'x'",
+            "SET phigate.end_user = x",
+            "SET phigate.end_user = 'x'; SELECT 1",
+            "SHOW phigate.end_user",
+        ] {
+            assert!(ok(sql).is_err(), "{sql}");
+        }
         let admin = role("bypass_row_policies = true\nstatements = [\"all\"]");
         assert!(screen_sql("create table x (a int); do $$ begin end $$", "r", &admin).is_ok());
         assert!(screen_sql("set role postgres", "r", &admin).is_err());

@@ -8,7 +8,9 @@
 mod analyse;
 mod cap;
 pub mod catalog;
+mod comment;
 mod firewall;
+mod functions;
 pub(crate) mod lex;
 mod search_path;
 mod text;
@@ -16,12 +18,12 @@ mod text;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 pub use cap::CAP_MESSAGE;
 pub use catalog::{Catalog, Column};
+pub use comment::tag as comment_tag;
 pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 pub use text::{Literal, Sql};
@@ -102,6 +104,8 @@ pub struct Plan {
     /// protected tables are capped (see `max_rows` in roles.toml), or it fetches from a
     /// cursor
     pub counted: bool,
+    /// who it was analysed for (column outcomes in its results are theirs)
+    pub subject: Option<Subject>,
 }
 
 /// A statement phigate refuses, as the client will see it.
@@ -197,6 +201,14 @@ impl Refusal {
         )
     }
 
+    fn unqualified() -> Self {
+        Self::new(
+            "0A000",
+            "the session's search_path was changed in a way phigate does not follow (SET LOCAL, inside a transaction block, among other statements, \"$user\"), so it cannot tell which table an unqualified protected table name means".into(),
+            "qualify protected tables with their schema (public.patients)",
+        )
+    }
+
     fn syntax(message: &str) -> Self {
         Self::new("42601", message.to_owned(), "check the statement's syntax")
     }
@@ -221,10 +233,16 @@ pub enum Analysis {
         /// the reason given
         reason: String,
     },
+    /// `SET phigate.end_user = '<user>'` (`Some`) or `RESET phigate.end_user`: whether the
+    /// session's user may name an end user is the session's to decide
+    EndUser {
+        /// the end user named
+        name: Option<String>,
+    },
 }
 
 /// Who a statement runs for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
     /// the user (row policies read its attributes)
     pub user: Arc<str>,
@@ -319,7 +337,7 @@ fn analyse_touched(
     })?;
     if !names.is_empty() {
         for stmt in &statements {
-            allowed_functions(stmt, access)?;
+            functions::allowed_functions(stmt, access)?;
         }
     }
     let mut walker = analyse::Walker::new(catalog, access, ctx, path);
@@ -327,11 +345,7 @@ fn analyse_touched(
         walker.statement(stmt)?;
     }
     if walker.unqualified {
-        return Err(Refusal::new(
-            "0A000",
-            "the session's search_path was changed in a way phigate does not follow (SET LOCAL, inside a transaction block, among other statements, \"$user\"), so it cannot tell which table an unqualified protected table name means".into(),
-            "qualify protected tables with their schema (public.patients)",
-        ));
+        return Err(Refusal::unqualified());
     }
     let counted = cap_rows(&mut statements, access, catalog)?;
     if walker.tables.is_empty()
@@ -370,6 +384,7 @@ fn analyse_touched(
         copy: walker.copy,
         outputs,
         counted,
+        subject: Some(access.who.clone()),
     }))
 }
 
@@ -400,147 +415,15 @@ impl Plan {
     }
 }
 
-/// Functions any role may call in a statement that names a protected table: aggregates,
-/// window functions and scalar functions that compute over the values given to them and
-/// nothing else (no whole rows, no SQL in strings, no side channels such as sleeping).
-const BUILTIN_FUNCTIONS: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "bool_and",
-    "bool_or",
-    "every",
-    "string_agg",
-    "array_agg",
-    "coalesce",
-    "nullif",
-    "greatest",
-    "least",
-    "lower",
-    "upper",
-    "initcap",
-    "length",
-    "char_length",
-    "character_length",
-    "octet_length",
-    "substr",
-    "substring",
-    "trim",
-    "btrim",
-    "ltrim",
-    "rtrim",
-    "lpad",
-    "rpad",
-    "concat",
-    "concat_ws",
-    "replace",
-    "left",
-    "right",
-    "position",
-    "strpos",
-    "split_part",
-    "starts_with",
-    "abs",
-    "round",
-    "floor",
-    "ceil",
-    "ceiling",
-    "trunc",
-    "mod",
-    "power",
-    "sqrt",
-    "sign",
-    "now",
-    "current_date",
-    "current_time",
-    "current_timestamp",
-    "localtime",
-    "localtimestamp",
-    "date_trunc",
-    "date_part",
-    "extract",
-    "age",
-    "make_date",
-    "make_interval",
-    "to_char",
-    "to_date",
-    "to_timestamp",
-    "to_number",
-    "row_number",
-    "rank",
-    "dense_rank",
-    "percent_rank",
-    "cume_dist",
-    "ntile",
-    "lag",
-    "lead",
-    "first_value",
-    "last_value",
-    "nth_value",
-    "unnest",
-    "generate_series",
-    "format",
-    "md5",
-    "encode",
-    "decode",
-    "array_length",
-    "cardinality",
-    "jsonb_build_object",
-    "json_build_object",
-];
-
-/// Every function a statement naming a protected table calls must be built in or
-/// allowed to the role (`functions` in roles.toml).
-fn allowed_functions(stmt: &sqlparser::ast::Statement, access: &Access<'_>) -> Result<(), Refusal> {
-    use sqlparser::ast::{Visit, Visitor};
-    struct Calls<'a, 'b>(&'a Access<'b>);
-    impl Visitor for Calls<'_, '_> {
-        type Break = String;
-        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<String> {
-            if let Expr::Function(f) = e {
-                // Whole rows as arguments (`array_agg(p.*)`) carry every column.
-                if let sqlparser::ast::FunctionArguments::List(l) = &f.args
-                    && l.args.iter().any(|a| {
-                        matches!(
-                            a,
-                            FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(_))
-                                | FunctionArg::Named {
-                                    arg: FunctionArgExpr::QualifiedWildcard(_),
-                                    ..
-                                }
-                        )
-                    })
-                {
-                    return std::ops::ControlFlow::Break(format!("{} over a whole row", f.name));
-                }
-                let name = match f.name.0.last() {
-                    Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => match i.quote_style {
-                        Some(_) => i.value.clone(),
-                        None => i.value.to_lowercase(),
-                    },
-                    _ => String::new(),
-                };
-                if !BUILTIN_FUNCTIONS.contains(&name.as_str())
-                    && !self.0.settings.functions.contains(&name)
-                {
-                    return std::ops::ControlFlow::Break(name);
-                }
-            }
-            std::ops::ControlFlow::Continue(())
-        }
-    }
-    match stmt.visit(&mut Calls(access)) {
-        std::ops::ControlFlow::Break(name) => Err(Refusal::new(
-            "42501",
-            format!(
-                "role {} may not call function {name} in a statement on a protected table",
-                access.role()
-            ),
-            "the role's `functions` in roles.toml lists functions allowed besides phigate's built-in list",
-        )),
-        std::ops::ControlFlow::Continue(()) => Ok(()),
+/// The application_name a lone `SET [SESSION] application_name` sets (not SET LOCAL).
+pub fn application_name_set(sql: &str) -> Option<String> {
+    let tokens = firewall::read(sql).ok()?;
+    match firewall::screen(&tokens, "", &Role::default()) {
+        Ok(firewall::Screened::ApplicationName {
+            value,
+            local: false,
+        }) => Some(value),
+        _ => None,
     }
 }
 
@@ -698,6 +581,7 @@ impl Analyzer {
                     Some(reason) => Analysis::Declare { reason },
                 };
             }
+            Ok(firewall::Screened::EndUser(name)) => return Analysis::EndUser { name },
             Ok(firewall::Screened::ApplicationName { value, local }) => {
                 return Analysis::Rewrite(Arc::new(Plan::text(application_name(
                     &who.user, &value, local,

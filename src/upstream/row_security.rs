@@ -171,5 +171,39 @@ async fn verify_key(
             config.upstream.user
         )));
     }
-    Ok(())
+    verify_identity(db, key).await.map_err(|()| {
+        fail(format!(
+            "the installed phigate.setting() predates delegated end users; {apply}"
+        ))
+    })
+}
+
+/// `phigate.setting` reads a tagged `phigate.identity` (installed by this version).
+async fn verify_identity(db: &mut ServiceSession, key: &SessionKey) -> Result<(), ()> {
+    let pid = db
+        .query("SELECT pg_backend_pid()::text")
+        .await
+        .map_err(|_| ())?;
+    let pid: i32 = (pid.first().and_then(|r| r.first()).cloned().flatten())
+        .and_then(|p| p.parse().ok())
+        .ok_or(())?;
+    let identity = key.identity(r#"{"phigate.check": "delegated"}"#, pid);
+    let rows = db
+        .query(&format!(
+            "SELECT pg_catalog.set_config('phigate.identity', {}, false) IS NULL, phigate.setting('phigate.check'), \
+             pg_catalog.set_config('phigate.identity', '', false)",
+            quote_text(&identity)
+        ))
+        .await
+        .map_err(|_| ())?;
+    match rows
+        .first()
+        .and_then(|r| r.get(1))
+        .cloned()
+        .flatten()
+        .as_deref()
+    {
+        Some("delegated") => Ok(()),
+        _ => Err(()),
+    }
 }
