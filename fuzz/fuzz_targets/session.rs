@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use libfuzzer_sys::fuzz_target;
 use phigate::audit::{AuditKeys, Record};
 use phigate::policy::session_key::SessionKey;
+use phigate::policy::{Delegation, WithoutEndUser};
 use phigate::protocol::frame::Frame;
 use phigate::session::{Guard, Outbound, Phase, Session, SessionAudit};
 use phigate_fuzz::{enforcement, subject};
@@ -27,7 +28,13 @@ fuzz_target!(|data: &[u8]| {
         backend_pid: 7,
         started: (now, SystemTime::UNIX_EPOCH),
         budgets: Arc::new(phigate::policy::RowBudgets::new(now)),
-        delegation: None,
+        // inputs with an odd first byte are a delegating service's sessions (joy is an end user)
+        delegation: data.first().filter(|b| *b & 1 == 1).map(|_| Delegation {
+            comment: Some("db_user".into()),
+            application_name: Some("app:{user}".into()),
+            set: true,
+            without_end_user: WithoutEndUser::Service,
+        }),
     };
     let audit = SessionAudit {
         keys: Arc::new(AuditKeys::from_seed(&[2; 32])),

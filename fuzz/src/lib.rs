@@ -83,7 +83,8 @@ fn build() -> Arc<Enforcement> {
     write(
         "users.toml",
         format!(
-            "[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n"
+            "[users.carol]\nrole = \"clinician\"\nattributes = {{ clinic_id = 3 }}\nscram = \"{SCRAM}\"\n\
+             [users.joy]\nrole = \"clinician\"\nauth = \"delegated\"\nattributes = {{ clinic_id = 4 }}\n"
         ),
     );
     let policies = PolicySet::load(dir.path()).expect("policies");
