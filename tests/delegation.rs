@@ -30,7 +30,7 @@ using = "clinic_id = :user.clinic_id"
 check = "clinic_id = :user.clinic_id"
 "#;
 
-const ROLES: &str = "[roles.clinician]\n[roles.nurse_station]\n[roles.app_service]\n";
+const ROLES: &str = "[roles.clinician]\n[roles.nurse_station]\n[roles.app_service]\nbreak_glass = [\"app_service\"]\n";
 
 const USERS: &str = r#"
 [users."dr.smith"]
@@ -282,6 +282,15 @@ async fn application_name_and_set_name_the_end_user_and_prepared_statements_foll
     );
     assert_eq!(
         simple(&app, "SET phigate.end_user = 'mallory'; SELECT 1")
+            .await
+            .unwrap_err(),
+        "0A000"
+    );
+
+    // no emergency in a delegating service's session: it would outlast the end user
+    let service_alone = connect(&w.proxy, "ehr_app", "ehr-batch").await;
+    assert_eq!(
+        simple(&service_alone, "SET phigate.break_glass = 'code blue'")
             .await
             .unwrap_err(),
         "0A000"

@@ -106,7 +106,7 @@ impl Session {
             (Some(Analysis::EndUser { .. }), Frontend::Parse { .. }) => {
                 Err(extended_end_user_refusal())
             }
-            (Some(Analysis::Declare { .. }), _) if speaker.is_some() => {
+            (Some(Analysis::Declare { .. }), _) if self.delegated.is_some() => {
                 Err(delegated_declare_refusal())
             }
             (Some(Analysis::Refuse(_)), _) => Ok(()),
@@ -218,7 +218,15 @@ impl Session {
                 param_types,
             } => return self.parse(frame, (name, sql, param_types), analysis, out),
             Frontend::Bind(b) => return self.bind(frame, b, out),
-            Frontend::Describe { target, name } => self.describe(*target, name),
+            Frontend::Describe { target, name } => {
+                // a statement planned for another end user is planned for this one first
+                if *target == Target::Statement
+                    && let Err(r) = self.bind_subject(name, out)
+                {
+                    return self.refuse_extended(r, out);
+                }
+                self.describe(*target, name);
+            }
             Frontend::Execute { .. } if matches!(analysis, Some(Analysis::Refuse(_))) => {
                 if let Some(Analysis::Refuse(r)) = analysis {
                     self.refuse_extended(r, out);

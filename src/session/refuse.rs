@@ -79,10 +79,8 @@ pub(super) fn extended_end_user_refusal() -> Refusal {
 pub(super) fn delegated_declare_refusal() -> Refusal {
     Refusal {
         code: "0A000",
-        message:
-            "an emergency is declared from a personal login, not for an end user a service names"
-                .into(),
-        hint: "log in as yourself (or have the service connect as you) to declare it".into(),
+        message: "an emergency is declared from a personal login, not through a delegating service".into(),
+        hint: "log in as yourself to declare it: in a delegating service's session it would outlast the end user".into(),
     }
 }
 
