@@ -93,7 +93,7 @@ fn unquote(v: &str) -> Option<String> {
 }
 
 /// URL decoding (`%XX`); `None` for a bad escape or bytes that are not UTF-8.
-fn decode(s: &str) -> Option<String> {
+pub(crate) fn decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

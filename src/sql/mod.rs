@@ -23,6 +23,7 @@ use sqlparser::parser::Parser;
 
 pub use cap::CAP_MESSAGE;
 pub use catalog::{Catalog, Column};
+pub(crate) use comment::decode as percent_decode;
 pub use comment::tag as comment_tag;
 pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};

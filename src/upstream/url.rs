@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::UpstreamError;
 use super::connect::UpstreamTarget;
 use crate::net::tls;
+use crate::sql::percent_decode as decode;
 
 /// How a URL asks for TLS (libpq's `sslmode`, the values phigate supports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,24 +55,6 @@ fn bad(url: &str, problem: &str) -> UpstreamError {
     UpstreamError::Config(format!(
         "the connection URL {problem}; write postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require"
     ))
-}
-
-/// `%XX` escapes decoded.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Parses a `postgres://` URL; the user may be absent.
