@@ -99,10 +99,7 @@ impl SessionKey {
     /// The value of `phigate.emergency` for an emergency lasting until `until` (a
     /// timestamptz literal), good only in the backend with process id `pid`.
     pub fn emergency(&self, until: &str, pid: i32) -> String {
-        format!(
-            "{until}.{}",
-            self.tag(&format!("{EMERGENCY}={until}@{pid}"))
-        )
+        self.sign_for_backend(EMERGENCY, until, pid)
     }
 
     /// The value of `phigate.identity` that makes the native policies read the settings in
@@ -110,7 +107,12 @@ impl SessionKey {
     /// attributes) instead of the session's own, good only in the backend with process id
     /// `pid`.
     pub fn identity(&self, json: &str, pid: i32) -> String {
-        format!("{json}.{}", self.tag(&format!("{IDENTITY}={json}@{pid}")))
+        self.sign_for_backend(IDENTITY, json, pid)
+    }
+
+    /// [`SessionKey::sign`], good only in the backend with process id `pid`.
+    fn sign_for_backend(&self, name: &str, value: &str, pid: i32) -> String {
+        format!("{value}.{}", self.tag(&format!("{name}={value}@{pid}")))
     }
 
     /// HMAC's inner and outer pads (key XOR 0x36 / 0x5c, 64 bytes each), as the database

@@ -142,7 +142,6 @@ impl Session {
             }
             Frontend::Execute { portal, .. } => {
                 let portal = self.registry.portal(portal);
-
                 let unknown = unknown_portal();
                 let text = portal
                     .and_then(|p| p.audited.as_deref())

@@ -29,16 +29,14 @@ impl Session {
             }
             _ => false,
         };
-        let guard = self.guard.as_ref().filter(|_| counted);
-        let who = |g: &'_ super::Guard| self.speaker.clone().unwrap_or_else(|| g.subject.clone());
-        let emergency = self.emergency.is_some();
-        let Some((refusal, who)) = guard.and_then(|g| {
-            let who = who(g);
-            g.over_budget(&who, now, emergency).map(|r| (r, who))
-        }) else {
+        let Some(g) = self.guard.as_ref().filter(|_| counted) else {
             return (analysis, false);
         };
-        out.events.push(row_cap_event(&who, true));
+        let who = self.speaker.as_ref().unwrap_or(&g.subject);
+        let Some(refusal) = g.over_budget(who, now, self.emergency.is_some()) else {
+            return (analysis, false);
+        };
+        out.events.push(row_cap_event(who, true));
         (Some(Analysis::Refuse(Arc::new(refusal))), true)
     }
 
@@ -75,16 +73,15 @@ impl Session {
     /// True when `fields` is the server stopping a statement at its row cap; the stop is
     /// reported.
     pub(super) fn stopped_at_cap(&self, fields: &ErrorFields<'_>, out: &mut Outbound) -> bool {
-        let stopped = fields.code == "54000" && fields.message.starts_with(crate::sql::CAP_MESSAGE);
-        let who = (self.counted_plan().and_then(|p| p.subject.clone()))
-            .or_else(|| self.guard.as_ref().map(|g| g.subject.clone()));
-        match (who, stopped) {
-            (Some(who), true) => {
-                out.events.push(row_cap_event(&who, false));
-                true
-            }
-            _ => false,
+        if fields.code != "54000" || !fields.message.starts_with(crate::sql::CAP_MESSAGE) {
+            return false;
         }
+        let who = (self.counted_plan().and_then(|p| p.subject.as_ref()))
+            .or(self.guard.as_ref().map(|g| &g.subject));
+        if let Some(who) = who {
+            out.events.push(row_cap_event(who, false));
+        }
+        true
     }
 }
 

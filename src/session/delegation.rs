@@ -10,10 +10,12 @@
 
 use std::sync::{Arc, OnceLock};
 
+use super::frontend::is_two_words;
 use super::queue::{Hidden, Pending};
 use super::registry::{Prepared, Statement};
 use super::{Outbound, Session};
 use crate::encryption;
+use crate::policy::session_key::IDENTITY;
 use crate::policy::{Delegation, WithoutEndUser};
 use crate::protocol::backend::Backend;
 use crate::protocol::build;
@@ -51,13 +53,7 @@ impl Delegated {
 
 /// `DISCARD ALL` or `RESET ALL`, alone: they end the session-level end user.
 fn resets_all(sql: &str) -> bool {
-    let words: Vec<String> = (sql.trim().trim_end_matches(';').split_whitespace())
-        .map(str::to_ascii_lowercase)
-        .collect();
-    matches!(
-        words.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ["discard", "all"] | ["reset", "all"]
-    )
+    is_two_words(sql, "discard", "all") || is_two_words(sql, "reset", "all")
 }
 
 impl Session {
@@ -157,7 +153,7 @@ impl Session {
         d.injected = true;
         let value = who.map(|s| self.identity_value(s)).unwrap_or_default();
         let sql = format!(
-            "SELECT pg_catalog.set_config('phigate.identity', {}, false)",
+            "SELECT pg_catalog.set_config('{IDENTITY}', {}, false)",
             crate::policy::quote_text(&value)
         );
         if simple {

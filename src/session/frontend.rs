@@ -38,11 +38,16 @@ fn large_object_call(body: &[u8]) -> bool {
 
 /// `SHOW application_name`, alone.
 fn is_show_application_name(sql: &str) -> bool {
+    is_two_words(sql, "show", "application_name")
+}
+
+/// True when `sql` is the two words `first second` alone (any case, spacing, a final `;`).
+pub(super) fn is_two_words(sql: &str, first: &str, second: &str) -> bool {
     let mut words = sql.trim().trim_end_matches(';').split_whitespace();
     matches!(
         (words.next(), words.next(), words.next()),
         (Some(a), Some(b), None)
-            if a.eq_ignore_ascii_case("show") && b.eq_ignore_ascii_case("application_name")
+            if a.eq_ignore_ascii_case(first) && b.eq_ignore_ascii_case(second)
     )
 }
 
@@ -227,13 +232,11 @@ impl Session {
                 }
                 self.describe(*target, name);
             }
-            Frontend::Execute { .. } if matches!(analysis, Some(Analysis::Refuse(_))) => {
-                if let Some(Analysis::Refuse(r)) = analysis {
-                    self.refuse_extended(r, out);
-                }
-                return;
-            }
             Frontend::Execute { portal, .. } => {
+                // refused when the hourly row budget is spent
+                if let Some(Analysis::Refuse(r)) = analysis {
+                    return self.refuse_extended(r, out);
+                }
                 let who = self.speaker.clone();
                 self.set_identity(who.as_ref(), false, out);
                 self.execute(portal, seqs.pop_front(), now);
@@ -335,8 +338,11 @@ impl Session {
             }
             // A refused Parse reaches PostgreSQL as another statement: what `name` was,
             // it stays.
-            Some(Analysis::Declare { .. } | Analysis::EndUser { .. }) => {
+            Some(Analysis::Declare { .. }) => {
                 return self.refuse_extended(Arc::new(extended_declare_refusal()), out);
+            }
+            Some(Analysis::EndUser { .. }) => {
+                return self.refuse_extended(Arc::new(extended_end_user_refusal()), out);
             }
             Some(Analysis::Refuse(r)) => return self.refuse_extended(r, out),
             Some(Analysis::Rewrite(plan)) => {
