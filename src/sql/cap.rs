@@ -8,7 +8,8 @@
 //! protocol order, so the statement fails as a whole (its transaction aborts as any
 //! failed statement's does) and never delivers a partial result as if it were complete.
 //! Cursors are wrapped at DECLARE, so no FETCH size gets around the cap; COPY TO copies a
-//! wrapped query.
+//! wrapped query (the analysis turns a capped role's COPY of a table into a COPY of a
+//! query, as it does for a filtered one).
 
 use sqlparser::ast::{CopySource, Query, SetExpr, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -47,8 +48,10 @@ pub(super) fn apply(stmt: &mut Statement, cap: u64, catalog: &Catalog) -> Result
             Ok(capped)
         }
         Statement::Copy {
-            source, to: true, ..
-        } => copy(source, cap),
+            source: CopySource::Query(q),
+            to: true,
+            ..
+        } => wrap(q, cap),
         Statement::Update(u) if u.returning.is_some() => Err(returning("UPDATE")),
         Statement::Delete(d) if d.returning.is_some() => Err(returning("DELETE")),
         Statement::Insert(i) if i.returning.is_some() && reads(i.source.as_deref()) => {
@@ -90,28 +93,6 @@ fn wrap(q: &mut Box<Query>, cap: u64) -> Result<Capped, Refusal> {
     );
     **q = reparse(&text)?;
     Ok(Capped::Yes)
-}
-
-/// COPY TO: a table's rows become a wrapped query over it.
-fn copy(source: &mut CopySource, cap: u64) -> Result<Capped, Refusal> {
-    if let CopySource::Table {
-        table_name,
-        columns,
-    } = source
-    {
-        let list = match columns.is_empty() {
-            true => "*".to_owned(),
-            false => (columns.iter().map(ToString::to_string))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let query = reparse(&format!("SELECT {list} FROM {table_name}"))?;
-        *source = CopySource::Query(Box::new(query));
-    }
-    match source {
-        CopySource::Query(q) => wrap(q, cap),
-        CopySource::Table { .. } => Ok(Capped::No),
-    }
 }
 
 /// A query phigate wrote, parsed back (its slot markers parse as themselves).
@@ -171,7 +152,7 @@ mod tests {
         );
         let cursor = capped("DECLARE c CURSOR FOR SELECT id FROM patients").unwrap();
         assert!(cursor.ends_with(order), "{cursor}");
-        let copy = capped("COPY patients (id, ssn) TO STDOUT").unwrap();
+        let copy = capped("COPY (SELECT id, ssn FROM patients) TO STDOUT").unwrap();
         assert!(
             copy.starts_with(
                 "COPY (WITH phigate_capped AS (SELECT id, ssn FROM patients) SELECT * FROM phigate_capped"

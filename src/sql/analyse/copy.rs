@@ -148,7 +148,8 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// The fields of a COPY of table `t`, and the query a filtered COPY TO reads instead.
+    /// The fields of a COPY of table `t`, and the query a COPY TO reads instead when its
+    /// rows are filtered or capped (`sql::cap` wraps it).
     #[allow(clippy::type_complexity)]
     fn copy_table(
         &mut self,
@@ -170,9 +171,10 @@ impl Walker<'_> {
             true => self.row_filter(t, crate::policy::Commands::SELECT)?,
             false => None,
         };
-        let filtered = match filter {
-            Some(filter) => Some(filtered_copy(t, columns, &filter)?),
-            None => None,
+        let as_query = to && (filter.is_some() || self.access.row_cap().is_some());
+        let filtered = match as_query {
+            true => Some(filtered_copy(t, columns, filter.as_deref())?),
+            false => None,
         };
         let names: Vec<String> = if columns.is_empty() {
             t.columns.clone()
@@ -208,8 +210,8 @@ impl Walker<'_> {
     }
 }
 
-/// The query a COPY TO of filtered table `t` runs instead: its rows under `filter`.
-fn filtered_copy(t: &Table, columns: &[Ident], filter: &str) -> Res<Box<Query>> {
+/// The query a COPY TO of table `t` runs instead: its rows, under `filter` if any.
+fn filtered_copy(t: &Table, columns: &[Ident], filter: Option<&str>) -> Res<Box<Query>> {
     let list = if columns.is_empty() {
         "*".to_owned()
     } else {
@@ -219,8 +221,9 @@ fn filtered_copy(t: &Table, columns: &[Ident], filter: &str) -> Res<Box<Query>> 
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let filter = filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
     let sql = format!(
-        "SELECT {list} FROM {}.{} WHERE {filter}",
+        "SELECT {list} FROM {}.{}{filter}",
         Ident::with_quote('"', &t.name.schema),
         Ident::with_quote('"', &t.name.table),
     );

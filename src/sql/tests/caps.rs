@@ -35,6 +35,24 @@ fn a_capped_roles_reads_are_wrapped_and_counted() {
     assert!(plan_as(&a, &ann, "FETCH 10 FROM c").counted);
     let declared = plan_as(&a, &ann, "DECLARE c CURSOR FOR SELECT id FROM patients");
     assert!(declared.sql.text().contains("phigate.row_cap"));
+    // a COPY of the table copies a capped query over it, filtered too where policies
+    // apply (no policy names the analyst: no rows)
+    let copy = plan_as(&a, &ann, "COPY patients (id) TO STDOUT");
+    assert!(
+        copy.sql.text().starts_with(
+            "COPY (WITH phigate_capped AS (SELECT id FROM \"public\".\"patients\" WHERE false) SELECT * FROM phigate_capped"
+        ),
+        "{}",
+        copy.sql.text()
+    );
+    let copy = plan_as(&analyzer(), &ann, "COPY patients (id) TO STDOUT");
+    assert!(
+        copy.sql.text().starts_with(
+            "COPY (WITH phigate_capped AS (SELECT id FROM \"public\".\"patients\") SELECT * FROM phigate_capped"
+        ),
+        "{}",
+        copy.sql.text()
+    );
     // a statement that only writes is not counted
     assert!(!plan_as(&a, &ann, "DELETE FROM patients WHERE id = 1").counted);
     // other roles' reads are neither wrapped nor counted
