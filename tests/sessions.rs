@@ -265,9 +265,7 @@ async fn a_tls_1_1_handshake_is_refused() {
     )
     .await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-        .await
-        .unwrap(); // SSLRequest
+    s.write_all(&raw::SSL_REQUEST).await.unwrap();
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"S");
@@ -720,7 +718,7 @@ async fn a_reconnecting_tls_client_resumes_its_session() {
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap(); // SSLRequest
+        tcp.write_all(&raw::SSL_REQUEST).await.unwrap();
         let mut answer = [0u8; 1];
         tcp.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"S");
@@ -729,15 +727,7 @@ async fn a_reconnecting_tls_client_resumes_its_session() {
         kinds.push(tls.get_ref().1.handshake_kind());
         // a startup packet, and its answer: the client takes in the session tickets the
         // server sent after the handshake
-        let mut startup = Vec::new();
-        for kv in ["user", "alice", "database", "ehr", ""] {
-            startup.extend_from_slice(kv.as_bytes());
-            startup.push(0);
-        }
-        let mut packet = ((startup.len() + 8) as u32).to_be_bytes().to_vec();
-        packet.extend_from_slice(&196_608u32.to_be_bytes());
-        packet.extend_from_slice(&startup);
-        tls.write_all(&packet).await.unwrap();
+        tls.write_all(&raw::startup_packet("alice")).await.unwrap();
         let mut tag = [0u8; 1];
         tls.read_exact(&mut tag).await.unwrap();
         assert_eq!(&tag, b"R", "an authentication request");

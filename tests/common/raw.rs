@@ -24,6 +24,25 @@ pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// SSLRequest.
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// A protocol 3.0 startup packet for `user` on database ehr.
+pub fn startup_packet(user: &str) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_i32(196_608);
+    for (k, v) in [("user", user), ("database", "ehr")] {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&body);
+    pkt
+}
+
 pub fn query(sql: &str) -> Vec<u8> {
     let mut b = sql.as_bytes().to_vec();
     b.push(0);
@@ -39,18 +58,7 @@ impl Raw {
             buf: BytesMut::new(),
             backend_pid: None,
         };
-        let mut body = BytesMut::new();
-        body.put_i32(196_608);
-        for (k, v) in [("user", user), ("database", "ehr")] {
-            body.put_slice(k.as_bytes());
-            body.put_u8(0);
-            body.put_slice(v.as_bytes());
-            body.put_u8(0);
-        }
-        body.put_u8(0);
-        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        pkt.extend_from_slice(&body);
-        raw.send(&pkt).await;
+        raw.send(&startup_packet(user)).await;
         raw
     }
 
