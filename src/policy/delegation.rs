@@ -38,9 +38,9 @@ pub struct Delegation {
     /// `application_name` as a template with one `{user}` (`ehr:{user}`)
     #[serde(default)]
     pub application_name: Option<String>,
-    /// the service may run `SET phigate.end_user = '<user>'` (a simple query, outside a
-    /// transaction), which holds until changed, `RESET phigate.end_user`, `RESET ALL` or
-    /// `DISCARD ALL`
+    /// the service may run `SET phigate.end_user = '<user>'` (a simple query), which holds
+    /// until changed, `RESET phigate.end_user`, `RESET ALL` or `DISCARD ALL` (simple
+    /// queries too)
     #[serde(default)]
     pub set: bool,
     /// what a statement naming no end user runs as
