@@ -109,7 +109,7 @@ impl Auditor {
     pub fn append(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
         let started = std::time::Instant::now();
         // everything but the chain's part is done before taking the lock
-        let unsealed = Unsealed::new(record, &self.instance);
+        let unsealed = Unsealed::new(&record, &self.instance);
         let seq = self.log.lock().append_unsealed(&unsealed, gate)?;
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();

@@ -3,7 +3,6 @@
 use sha2::{Digest, Sha256};
 
 use super::keys::AuditKeys;
-use std::fmt::Write as _;
 
 use super::record::{Kind, Record, Unsealed};
 use super::unhex;
@@ -30,8 +29,8 @@ pub(super) fn checkpoint_message(
 
 /// SHA-256 of a line without its `mac` field: what the mac and the checkpoint digests
 /// cover, so each line is hashed once.
-pub(super) fn line_hash(body: &str) -> [u8; 32] {
-    Sha256::digest(body.as_bytes()).into()
+pub(super) fn line_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
 }
 
 /// Splits a line (without its newline) into the part the mac covers, with the `mac`
@@ -49,6 +48,8 @@ pub(super) fn split_mac(line: &str) -> Option<(String, [u8; 32])> {
 pub(super) struct Chain {
     pub(super) next_seq: u64,
     pub(super) prev: [u8; 32],
+    /// `prev` in hex, as the next line carries it
+    prev_hex: [u8; 64],
     /// digest over the previous checkpoint's digest (zeros at a segment start) and the
     /// record lines since
     hasher: Sha256,
@@ -66,6 +67,7 @@ impl Chain {
         Self {
             next_seq,
             prev,
+            prev_hex: super::hex32(&prev),
             hasher,
             first: next_seq,
             count: 0,
@@ -95,7 +97,7 @@ impl Chain {
         checkpoint: Option<[u8; 32]>,
     ) {
         self.next_seq = seq + 1;
-        self.prev = mac;
+        self.link(mac);
         match checkpoint {
             Some(digest) => self.after_checkpoint(&digest),
             None => self.count_line(hash, seq),
@@ -110,33 +112,46 @@ impl Chain {
         self.count += 1;
     }
 
-    /// Numbers, links and MACs a record; returns its seq and line (with the newline).
-    pub(super) fn seal(&mut self, keys: &AuditKeys, record: &Unsealed) -> (u64, String) {
-        self.seal_line(keys, record, true)
+    /// The line after this one follows the line whose mac is `mac`.
+    fn link(&mut self, mac: [u8; 32]) {
+        self.prev = mac;
+        self.prev_hex = super::hex32(&mac);
+    }
+
+    /// Numbers, links and MACs a record, and appends its line (with the newline) to
+    /// `out`; returns its seq.
+    pub(super) fn seal(&mut self, keys: &AuditKeys, record: &Unsealed, out: &mut Vec<u8>) -> u64 {
+        self.seal_line(keys, record, true, out)
     }
 
     /// [`Chain::seal`]; a line `counted` enters the next checkpoint's digest.
-    fn seal_line(&mut self, keys: &AuditKeys, record: &Unsealed, counted: bool) -> (u64, String) {
+    fn seal_line(
+        &mut self,
+        keys: &AuditKeys,
+        record: &Unsealed,
+        counted: bool,
+        out: &mut Vec<u8>,
+    ) -> u64 {
         let seq = self.next_seq;
-        let mut line = String::with_capacity(record.open.len() + 200);
-        line.push_str(&record.open);
-        line.push_str(",\"seq\":");
-        let _ = write!(line, "{seq}");
-        line.push_str(",\"prev\":\"");
-        line.push_str(&super::to_hex(&self.prev));
-        line.push_str("\"}");
-        let hash = line_hash(&line);
+        let start = out.len();
+        out.extend_from_slice(record.open.as_bytes());
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        out.extend_from_slice(&self.prev_hex);
+        out.extend_from_slice(b"\"}");
+        let hash = line_hash(out.get(start..).unwrap_or_default());
         let mac = keys.mac(&self.prev, &hash);
-        line.pop();
-        line.push_str(",\"mac\":\"");
-        line.push_str(&super::to_hex(&mac));
-        line.push_str("\"}\n");
+        out.pop();
+        out.extend_from_slice(b",\"mac\":\"");
+        out.extend_from_slice(&super::hex32(&mac));
+        out.extend_from_slice(b"\"}\n");
         if counted {
             self.count_line(&hash, seq);
         }
-        self.prev = mac;
+        self.link(mac);
         self.next_seq += 1;
-        (seq, line)
+        seq
     }
 
     /// A signed checkpoint over the records since the previous one.
@@ -154,8 +169,9 @@ impl Chain {
         record.covers = Some(covers);
         record.digest = Some(hex::encode(digest));
         record.signature = Some(keys.sign(&message));
-        let sealed = self.seal_line(keys, &Unsealed::new(record, instance), false);
+        let mut line = Vec::new();
+        let seq = self.seal_line(keys, &Unsealed::new(&record, instance), false, &mut line);
         self.after_checkpoint(&digest);
-        sealed
+        (seq, String::from_utf8(line).unwrap_or_default())
     }
 }

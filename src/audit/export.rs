@@ -161,7 +161,7 @@ pub fn cef(r: &Record) -> Option<String> {
     let optional = [
         ("suser", r.user.clone()),
         ("src", r.client_addr.clone()),
-        ("act", r.decision.map(Decision::name)),
+        ("act", r.decision.map(|d| d.name().to_owned())),
         (
             "outcome",
             Some(
@@ -208,7 +208,7 @@ pub fn cef(r: &Record) -> Option<String> {
     Some(format!(
         "CEF:0|phigate|phigate|{}|{}|{}|{severity}|{}",
         header(env!("CARGO_PKG_VERSION")),
-        header(&kind),
+        header(kind),
         header(&format!("{activity} ({kind})")),
         extension.join(" ")
     ))

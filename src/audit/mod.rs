@@ -13,6 +13,7 @@
 mod auditor;
 mod chain;
 mod export;
+mod json;
 mod keys;
 mod reader;
 mod record;
@@ -112,8 +113,22 @@ mod tests;
 /// Lower-case hex of `bytes`. Several of these run for every record; `hex::encode` goes
 /// through a per-character iterator and costs several times as much.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    // Cannot fail: the buffer is exactly twice the input's length.
-    let _ = hex::encode_to_slice(bytes, &mut out);
-    String::from_utf8(out).unwrap_or_default()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of a MAC, as a line carries it (two run for every record).
+fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
+    }
+    out
 }

@@ -1,5 +1,7 @@
 //! One audit record: what happened, who did it, from where; never a value.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -47,25 +49,49 @@ pub enum Decision {
     Error,
 }
 
-/// The name a value has in records (its serde name: `statement_end`, `denied`).
-fn serde_name(v: impl Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// `"name"` without its quotes.
+fn unquoted(quoted: &'static str) -> &'static str {
+    quoted.get(1..quoted.len() - 1).unwrap_or_default()
 }
 
 impl Kind {
     /// The kind's name in records (`statement_end`).
-    pub fn name(self) -> String {
-        serde_name(self)
+    pub fn name(self) -> &'static str {
+        unquoted(self.quoted())
+    }
+
+    /// The kind as a JSON string (its serde name, quoted).
+    pub(super) fn quoted(self) -> &'static str {
+        match self {
+            Self::Statement => "\"statement\"",
+            Self::StatementEnd => "\"statement_end\"",
+            Self::SessionStart => "\"session_start\"",
+            Self::SessionEnd => "\"session_end\"",
+            Self::AuthFailure => "\"auth_failure\"",
+            Self::IdleTimeout => "\"idle_timeout\"",
+            Self::ConnectionRefused => "\"connection_refused\"",
+            Self::PolicyReload => "\"policy_reload\"",
+            Self::BreakGlass => "\"break_glass\"",
+            Self::Checkpoint => "\"checkpoint\"",
+        }
     }
 }
 
 impl Decision {
     /// The decision's name in records (`denied_by_database`).
-    pub fn name(self) -> String {
-        serde_name(self)
+    pub fn name(self) -> &'static str {
+        unquoted(self.quoted())
+    }
+
+    /// The decision as a JSON string (its serde name, quoted).
+    pub(super) fn quoted(self) -> &'static str {
+        match self {
+            Self::Allowed => "\"allowed\"",
+            Self::Denied => "\"denied\"",
+            Self::DeniedByDatabase => "\"denied_by_database\"",
+            Self::Capped => "\"capped\"",
+            Self::Error => "\"error\"",
+        }
     }
 
     /// The decision of a statement that ended with `sqlstate` (none: it succeeded).
@@ -199,23 +225,39 @@ fn is_zero(n: &u64) -> bool {
 pub(crate) struct Unsealed {
     /// the JSON object, open
     pub(crate) open: String,
-    /// the UTC day of its time (`YYYY-MM-DD`)
-    pub(crate) day: String,
+    /// where the UTC day of its time (`YYYY-MM-DD`) ends in `open`
+    day_end: usize,
 }
 
+/// Where a record's time starts in its line: after `{"ts":"`.
+const TS_AT: usize = 7;
+
 impl Unsealed {
-    /// `record`, with its time set to now when empty and its instance set.
-    pub(crate) fn new(mut record: Record, instance: &str) -> Self {
+    /// `record` with `instance`, and its time set to now when empty (its chain fields
+    /// are not written).
+    pub(crate) fn new(record: &Record, instance: &str) -> Self {
+        let mut open = String::with_capacity(512);
         if record.ts.is_empty() {
-            record.ts = now();
+            let mut ts = String::with_capacity(32);
+            let _ = write!(
+                ts,
+                "{}",
+                humantime::format_rfc3339_micros(std::time::SystemTime::now())
+            );
+            super::json::write_open(record, &ts, instance, &mut open);
+        } else {
+            super::json::write_open(record, &record.ts, instance, &mut open);
         }
-        instance.clone_into(&mut record.instance);
-        record.seq = 0;
-        record.prev.clear();
-        let mut open = serde_json::to_string(&record).unwrap_or_default();
-        open.pop();
-        let day = record.ts.get(..10).unwrap_or_default().to_owned();
-        Self { open, day }
+        let day_end = open
+            .get(TS_AT..)
+            .and_then(|rest| rest.find('"'))
+            .map_or(TS_AT, |len| TS_AT + len.min(10));
+        Self { open, day_end }
+    }
+
+    /// The UTC day of its time (`YYYY-MM-DD`).
+    pub(crate) fn day(&self) -> &str {
+        self.open.get(TS_AT..self.day_end).unwrap_or_default()
     }
 }
 

@@ -175,7 +175,7 @@ impl Position {
                 split_mac(line).ok_or_else(|| corrupt(format!("line {} has no mac", i + 1)))?;
             let info = parse_line(line)
                 .ok_or_else(|| corrupt(format!("line {} is not a record", i + 1)))?;
-            let hash = line_hash(&body);
+            let hash = line_hash(body.as_bytes());
             if info.seq != chain.next_seq || keys.mac(&chain.prev, &hash) != mac {
                 return Err(corrupt(format!(
                     "line {} (seq {}) does not continue the chain; run `phigate audit verify`",
@@ -248,7 +248,7 @@ impl AuditLog {
     /// written to the operating system before this returns; otherwise it may wait in
     /// memory for the next flush. In `fsync` durability mode every flush also syncs.
     pub fn append(&mut self, record: Record, flush: bool) -> Result<u64, AuditError> {
-        let unsealed = Unsealed::new(record, &self.opts.instance);
+        let unsealed = Unsealed::new(&record, &self.opts.instance);
         self.append_unsealed(&unsealed, flush)
     }
 
@@ -262,12 +262,11 @@ impl AuditLog {
         // a record of a later day starts a segment (one of an earlier day, made just
         // before midnight by another session, stays in this one)
         if self.bytes + self.buf.len() as u64 > 0
-            && (self.bytes >= self.opts.segment_bytes || record.day > self.day)
+            && (self.bytes >= self.opts.segment_bytes || record.day() > self.day.as_str())
         {
             self.rotate()?;
         }
-        let (seq, line) = self.chain.seal(&self.keys, record);
-        self.buf.extend_from_slice(line.as_bytes());
+        let seq = self.chain.seal(&self.keys, record, &mut self.buf);
         if self.chain.count >= self.opts.checkpoint_every {
             self.checkpoint()?;
         } else if flush || self.buf.len() >= FLUSH_ABOVE {

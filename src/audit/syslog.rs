@@ -62,7 +62,7 @@ pub fn message(record: &Record, line: &str, body: Body) -> Option<Vec<u8>> {
     let kind = record.kind.map(Kind::name).unwrap_or_default();
     let mut sd = format!("[{SD_ID} seq=\"{}\"", record.seq);
     let fields = [
-        ("kind", Some(kind.as_str())),
+        ("kind", Some(kind)),
         ("user", record.user.as_deref()),
         ("role", record.role.as_deref()),
         ("client_addr", record.client_addr.as_deref()),
@@ -82,7 +82,7 @@ pub fn message(record: &Record, line: &str, body: Body) -> Option<Vec<u8>> {
         10 * 8 + severity(record),
         header_field(&record.ts, 64),
         header_field(&record.instance, 255),
-        header_field(&kind, 32),
+        header_field(kind, 32),
     );
     Some(format!("{} {text}", text.len()).into_bytes())
 }

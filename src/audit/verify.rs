@@ -202,7 +202,7 @@ impl Verifier<'_> {
                     .into(),
             );
         }
-        let hash = line_hash(&body);
+        let hash = line_hash(body.as_bytes());
         if let Some(k) = self.keys
             && k.mac(&self.prev, &hash) != mac
         {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{Outbound, Session, SessionAudit};
 use crate::audit::{Decision, Kind, Record, Redacted, redact};
 use crate::protocol::message::Frontend;
-use crate::sql::Analysis;
+use crate::sql::{Analysis, Plan};
 
 /// What the audit log records of a client message before it is forwarded.
 pub(super) enum Begin {
@@ -35,11 +35,7 @@ impl SessionAudit {
             .collect();
         r.decision = Some(Decision::Allowed);
         match analysis {
-            Some(Analysis::Rewrite(plan)) => {
-                r.tables = plan.tables.iter().map(|t| t.name.to_string()).collect();
-                r.phi_columns.clone_from(&plan.columns);
-                r.policies_applied.clone_from(&plan.policies);
-            }
+            Some(Analysis::Rewrite(plan)) => touched(&mut r, plan),
             Some(Analysis::Declare { reason }) => {
                 r.kind = Some(Kind::BreakGlass);
                 r.break_glass = Some(reason.clone());
@@ -52,6 +48,13 @@ impl SessionAudit {
         }
         r
     }
+}
+
+/// What a rewritten statement touches, in its record.
+fn touched(r: &mut Record, plan: &Plan) {
+    r.tables = plan.tables.iter().map(|t| t.name.to_string()).collect();
+    r.phi_columns.clone_from(&plan.columns);
+    r.policies_applied.clone_from(&plan.policies);
 }
 
 /// A fast-path call, as the audit log names it.
@@ -147,10 +150,11 @@ impl Session {
                     .and_then(|p| p.audited.as_deref())
                     .unwrap_or(&unknown);
                 let hashes = portal.map_or(&[][..], |p| &p.hashes);
-                let plan = portal
-                    .and_then(|p| p.rows.as_ref())
-                    .map(|r| Analysis::Rewrite(r.plan.clone()));
-                Begin::Gated(vec![audit.statement(text, hashes, plan.as_ref())])
+                let mut r = audit.statement(text, hashes, None);
+                if let Some(rows) = portal.and_then(|p| p.rows.as_ref()) {
+                    touched(&mut r, &rows.plan);
+                }
+                Begin::Gated(vec![r])
             }
             _ => Begin::Nothing,
         }
