@@ -35,7 +35,7 @@ host all postgres 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
 HBA
 "${AS_PG[@]}" "$BIN/postgres" -D "$WORK/data" -p "$PGPORT" -c listen_addresses=127.0.0.1 \
-  -c unix_socket_directories="$WORK" -c max_connections=1200 -c shared_buffers=256MB \
+  -c unix_socket_directories="$WORK" -c max_connections="${MAX_CONNECTIONS:-1200}" -c shared_buffers=256MB \
   >"$WORK/postgres.log" 2>&1 &
 PIDS+=($!)
 until pg_isready -q -h 127.0.0.1 -p "$PGPORT"; do sleep 0.1; done

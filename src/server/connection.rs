@@ -32,9 +32,12 @@ pub(super) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         handshake::refused(&shared, peer, (None, false), &error).await;
         return;
     };
+    // The handshake's and the upstream login's futures are boxed: they are large and
+    // short-lived, and in place they would set the size of every session's task for its
+    // whole life (memory per idle session).
     let opened = tokio::time::timeout(
         shared.config.listen.auth_timeout,
-        handshake::accept(tcp, peer, &shared),
+        Box::pin(handshake::accept(tcp, peer, &shared)),
     )
     .await;
     match opened {
@@ -101,18 +104,18 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     };
     let who = (user.as_str(), role.as_str());
     let upstream_app = upstream_app_name(&user, &client_app);
-    let Some(connected) = open_upstream(
+    let Some(connected) = Box::pin(open_upstream(
         shared,
         &mut stream,
         peer,
         who,
         (&upstream_app, &client_settings),
-    )
+    ))
     .await
     else {
         return;
     };
-    let template = Record {
+    let template = Arc::new(Record {
         session: Some(shared.session_ids.fetch_add(1, Ordering::Relaxed)),
         user: Some(user.clone()),
         role: Some(role.clone()),
@@ -120,9 +123,9 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         application_name: Some(client_app.clone()),
         tls: Some(stream.is_tls()),
         ..Record::default()
-    };
+    });
     if shared
-        .audit(template.clone(), Kind::SessionStart)
+        .audit(Record::clone(&template), Kind::SessionStart)
         .await
         .is_err()
     {
@@ -142,7 +145,10 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     }
     build::backend_key_data(key.pid, key.secret, &mut out);
     build::ready_for_query(b'I', &mut out);
+    // what only the start needed is not held for the session's life
+    drop((connected.parameters, client_settings));
     if stream.write_all(&out).await.is_ok() {
+        drop(out);
         tracing::info!(%peer, user, role, tls = stream.is_tls(), "session started");
         let ends = relay::Ends {
             client: stream,
@@ -151,7 +157,9 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             upstream_buf: connected.leftover,
         };
         run(shared, ends, session, &role).await;
-        let _ = shared.audit(template, Kind::SessionEnd).await;
+        let _ = shared
+            .audit(Record::clone(&template), Kind::SessionEnd)
+            .await;
         tracing::info!(%peer, user, "session ended");
     }
     shared.cancels.unregister(key);
@@ -164,8 +172,8 @@ fn new_session(
     guard: Guard,
     (upstream_app, client_app): (String, String),
     client_settings: &[(String, String)],
-    template: &Record,
-) -> Session {
+    template: &Arc<Record>,
+) -> Box<Session> {
     let mut session = Session::new(upstream_app, client_app, Some(guard));
     if let Some((_, path)) = client_settings
         .iter()
@@ -180,7 +188,7 @@ fn new_session(
             template: template.clone(),
         });
     }
-    session
+    Box::new(session)
 }
 
 /// The settings of a client's startup packet as PostgreSQL parses them (re-encoded for
@@ -259,7 +267,7 @@ fn guard(shared: &Shared, (user, role): (&str, &str), backend_pid: i32) -> Guard
 }
 
 /// Relays the session under its limits (the role's idle timeout), counted in the metrics.
-async fn run(shared: &Shared, ends: relay::Ends, session: Session, role: &str) {
+async fn run(shared: &Shared, ends: relay::Ends, session: Box<Session>, role: &str) {
     shared.metrics.sessions_active.inc();
     shared.metrics.sessions_total.inc();
     let idle_timeout = shared

@@ -80,7 +80,9 @@ struct Relay<'a> {
     upstream: Stream,
     client_buf: BytesMut,
     upstream_buf: BytesMut,
-    session: Session,
+    /// boxed: it is moved through the connection's futures, and each would keep a copy of
+    /// its room (memory per idle session)
+    session: Box<Session>,
     out: Outbound,
     limits: Limits,
     metrics: &'a Metrics,
@@ -437,7 +439,7 @@ impl Relay<'_> {
 /// Relays until either side closes or the session ends.
 pub(super) async fn relay(
     ends: Ends,
-    session: Session,
+    session: Box<Session>,
     limits: Limits,
     metrics: &Metrics,
     auditor: Option<Arc<Auditor>>,

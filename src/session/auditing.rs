@@ -24,7 +24,7 @@ pub(super) enum Begin {
 impl SessionAudit {
     /// The begin record of one statement.
     fn statement(&self, stmt: &Redacted, params: &[String], analysis: Option<&Analysis>) -> Record {
-        let mut r = self.template.clone();
+        let mut r = Record::clone(&self.template);
         r.kind = Some(Kind::Statement);
         r.statement = Some(stmt.text.clone());
         r.values = stmt
@@ -229,7 +229,7 @@ impl Session {
     /// A record of the session (an idle timeout, say) that nothing waits for.
     pub(super) fn audit_event(&self, kind: Kind, out: &mut Outbound) {
         if let Some(audit) = &self.audit {
-            let mut r = audit.template.clone();
+            let mut r = Record::clone(&audit.template);
             r.kind = Some(kind);
             out.audit.push(r);
         }
@@ -238,7 +238,7 @@ impl Session {
     /// From now on, records carry the declared emergency's reason (or none).
     pub(super) fn audit_break_glass(&mut self, reason: Option<String>) {
         if let Some(a) = &mut self.audit {
-            a.template.break_glass = reason;
+            Arc::make_mut(&mut a.template).break_glass = reason;
         }
     }
 }

@@ -103,8 +103,8 @@ pub struct SessionAudit {
     /// the keys values are hashed with
     pub keys: Arc<AuditKeys>,
     /// the fields every record of the session carries (session, user, role, client
-    /// address, application name, TLS)
-    pub template: Record,
+    /// address, application name, TLS), shared with the connection's own records
+    pub template: Arc<Record>,
 }
 
 /// Where the session is in its life.

@@ -281,10 +281,10 @@ fn messages_after_an_early_error_up_to_sync_are_owed_nothing() {
 fn audited_session() -> (Session, Outbound) {
     let audit = SessionAudit {
         keys: Arc::new(AuditKeys::from_seed(&[7; 32])),
-        template: Record {
+        template: Arc::new(Record {
             user: Some("bob".into()),
             ..Record::default()
-        },
+        }),
     };
     let (s, out) = session();
     (s.with_audit(audit), out)
