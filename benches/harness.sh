@@ -16,6 +16,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Both proxies accept TLS (one self-signed P-256 certificate); clients use it only where a
+# workload asks (SSLMODE=require for `measure`), never by libpq's default `prefer`.
+export PGSSLMODE=disable
 
 # Servers run as the postgres user when we are root, and die with this script.
 AS_PG=(setpriv --pdeathsig=KILL)
@@ -52,13 +55,20 @@ $PSQL -d bench -c "CREATE TABLE patients (id int PRIMARY KEY, ssn phigate_encryp
 
 # phigate
 PHPORT=$(free_port)
-mkdir -p "$WORK/phigate/policies"
+mkdir -p "$WORK/phigate/policies" "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+chmod 0644 "$WORK/tls/key.pem"
+cp "$WORK/tls/cert.pem" "$WORK/tls/key.pem" "$WORK/phigate/"
+chmod 0600 "$WORK/phigate/key.pem"
 printf '[roles.app]\nstatements = ["read", "write", "copy", "transaction", "session", "prepare", "maintenance"]\nfunctions = ["nextval"]\n' >"$WORK/phigate/policies/roles.toml"
 echo bench-pw | "$PHIGATE" user add bench --role app --policies "$WORK/phigate/policies" >/dev/null
 echo bench-pw >"$WORK/phigate/upstream.pw"
 cat >"$WORK/phigate/phigate.toml" <<TOML
 [listen]
 address = "127.0.0.1:$PHPORT"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
 [upstream]
 address = "127.0.0.1:$PGPORT"
 database = "bench"
@@ -116,6 +126,9 @@ pool_mode = session
 max_client_conn = 2000
 default_pool_size = 1100
 logfile = $WORK/pgbouncer/pgbouncer.log
+client_tls_sslmode = allow
+client_tls_cert_file = $WORK/tls/cert.pem
+client_tls_key_file = $WORK/tls/key.pem
 INI
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/pgbouncer"
 "${AS_PG[@]}" pgbouncer -q "$WORK/pgbouncer/pgbouncer.ini" &
@@ -135,7 +148,7 @@ measure() {
   local pid=$1 label=$2 before after out
   shift 2
   before=$(cpu_ticks "$pid")
-  out=$(PGPASSWORD=bench-pw pgbench -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -U bench "$@" bench 2>&1) ||
+  out=$(PGPASSWORD=bench-pw PGSSLMODE=${SSLMODE:-disable} pgbench -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -U bench "$@" bench 2>&1) ||
     { echo "pgbench ($label) failed:"; echo "$out"; exit 1; }
   after=$(cpu_ticks "$pid")
   TPS_OUT=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')

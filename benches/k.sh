@@ -4,7 +4,8 @@
 # same PostgreSQL, so all three see the same machine state. phigate runs with analysis and
 # the audit log on (group durability), TLS off on both proxies, SCRAM on both.
 # Workloads: pgbench -S (simple, extended, prepared), the built-in TPC-B (simple,
-# prepared), -C (a new connection per transaction). Also phigate's and PgBouncer's CPU per
+# prepared), -C (a new connection per transaction), and -C with TLS to both proxies
+# (connect-tls; direct stays plain, so its K is phigate against PgBouncer). Also phigate's and PgBouncer's CPU per
 # transaction; an encrypted-table workload (a lookup by a deterministic column and an
 # insert) against the same statements on a plaintext table, both through phigate; and with
 # one client, the latency phigate and PgBouncer add per statement at p50 and p99.
@@ -23,7 +24,7 @@ CLIENTS=${3:-8}
 source "$(dirname "$0")/harness.sh"
 
 # K_WORKLOADS (space-separated) runs a subset
-read -r -a WORKLOADS <<<"${K_WORKLOADS:-select-simple select-extended select-prepared tpcb-simple tpcb-prepared connect}"
+read -r -a WORKLOADS <<<"${K_WORKLOADS:-select-simple select-extended select-prepared tpcb-simple tpcb-prepared connect connect-tls}"
 args_of() {
   case $1 in
     select-simple) echo "-S -M simple" ;;
@@ -31,7 +32,7 @@ args_of() {
     select-prepared) echo "-S -M prepared" ;;
     tpcb-simple) echo "-M simple" ;;
     tpcb-prepared) echo "-M prepared" ;;
-    connect) echo "-C -S -M simple" ;;
+    connect | connect-tls) echo "-C -S -M simple" ;;
   esac
 }
 TARGETS=(direct phigate pgbouncer)
@@ -54,6 +55,8 @@ echo "round workload target tps"
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     for target in "${TARGETS[@]}"; do
+      SSLMODE=disable
+      [ "$w" = connect-tls ] && [ "$target" != direct ] && SSLMODE=require
       # shellcheck disable=SC2046
       measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
       KTPS[$w,$target]="${KTPS[$w,$target]:-} $TPS_OUT"

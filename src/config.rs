@@ -163,6 +163,16 @@ pub struct Upstream {
         deserialize_with = "de_duration"
     )]
     pub connect_timeout: Duration,
+    /// upstream sessions kept, reset, for later clients whose login sends the same
+    /// startup parameters (0: none kept; see `upstream::Pool`)
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    /// how long a kept upstream session waits for a client before it is closed
+    #[serde(
+        default = "defaults::pool_idle_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub pool_idle_timeout: Duration,
 }
 
 /// `[policies]`
@@ -395,6 +405,12 @@ mod defaults {
     }
     pub(crate) fn connect_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub(crate) fn pool_size() -> usize {
+        20
+    }
+    pub(crate) fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(15 * 60)

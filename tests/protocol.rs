@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{self, Raw, msg};
-use common::{Options, code, count, start, wait_upstream_gone};
+use common::{Options, Pg, Proxy, Setup, code, count, start, wait_upstream_gone};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
@@ -329,7 +329,11 @@ async fn rows_of_100_mb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_close_and_terminate() {
-    let (pg, proxy) = start(Options::default()).await;
+    let pg = Pg::start();
+    let setup = Setup::new(&pg, &Options::default());
+    // nothing kept for reuse: Terminate ends the upstream session
+    setup.upstream_line("pool_size = 0");
+    let proxy = Proxy::with_setup(setup).await;
     let direct = pg.direct().await;
     let c = proxy.alice().await;
     let stmt = c.prepare("select 1").await.unwrap();

@@ -740,3 +740,79 @@ async fn a_reconnecting_tls_client_resumes_its_session() {
         ]
     );
 }
+
+/// The first value of a simple query's first row.
+async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Waits until `user`'s upstream sessions that are kept (reset, idle) number `n`.
+async fn wait_kept(direct: &tokio_postgres::Client, user: &str, n: i64) {
+    let sql = format!(
+        "select count(*) from pg_stat_activity where application_name like 'phigate:{user}%' \
+         and state = 'idle' and query = 'DISCARD ALL'"
+    );
+    for _ in 0..100 {
+        if common::count(direct, &sql).await == n {
+            // the reset's ReadyForQuery is read a moment later
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{user}'s upstream session was not kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_end_leaves_a_reset_upstream_session_for_the_next_client_of_the_same_login() {
+    let (pg, proxy) = start(Options::default()).await;
+    let direct = pg.direct().await;
+    let first = proxy.alice().await;
+    let pid = value(&first, "select pg_backend_pid()").await;
+    first.simple_query("SET work_mem = '77MB'").await.unwrap();
+    let _kept_statement = first.prepare("select 1").await.unwrap();
+    drop(first); // Terminate, outside a transaction
+    wait_kept(&direct, "alice", 1).await;
+
+    // the next client of the same login gets it, reset
+    let second = proxy.alice().await;
+    assert_eq!(value(&second, "select pg_backend_pid()").await, pid);
+    assert_eq!(value(&second, "SHOW work_mem").await, "4MB");
+    let statements = "select count(*) from pg_prepared_statements";
+    assert_eq!(value(&second, statements).await, "0");
+    drop(second);
+    wait_kept(&direct, "alice", 1).await;
+
+    // another login never gets it
+    let nurse = proxy.connect("nurse", "nurse-pw").await.unwrap();
+    assert_ne!(value(&nurse, "select pg_backend_pid()").await, pid);
+    drop(nurse);
+
+    // a session left inside a transaction is not kept: the server rolls it back
+    let third = proxy.alice().await;
+    assert_eq!(value(&third, "select pg_backend_pid()").await, pid);
+    third.simple_query("begin").await.unwrap();
+    drop(third);
+    wait_upstream_gone(&direct, "alice").await;
+
+    // a kept session the server ended meanwhile is not handed out
+    let fourth = proxy.alice().await;
+    let pid = value(&fourth, "select pg_backend_pid()").await;
+    drop(fourth);
+    wait_kept(&direct, "alice", 1).await;
+    direct
+        .simple_query(&format!("select pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fifth = proxy.alice().await;
+    assert_ne!(value(&fifth, "select pg_backend_pid()").await, pid);
+}

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::cancel::ClientKey;
 use super::handshake::{self, Accepted, Opened};
 use super::{Shared, relay};
 use crate::audit::{Kind, Record};
@@ -104,7 +105,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     };
     let who = (user.as_str(), role.as_str());
     let upstream_app = upstream_app_name(&user, &client_app);
-    let Some(connected) = Box::pin(open_upstream(
+    let Some((mut connected, pool_key)) = Box::pin(open_upstream(
         shared,
         &mut stream,
         peer,
@@ -115,15 +116,7 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     else {
         return;
     };
-    let template = Arc::new(Record {
-        session: Some(shared.session_ids.fetch_add(1, Ordering::Relaxed)),
-        user: Some(user.clone()),
-        role: Some(role.clone()),
-        client_addr: Some(peer.ip().to_string()),
-        application_name: Some(client_app.clone()),
-        tls: Some(stream.is_tls()),
-        ..Record::default()
-    });
+    let template = session_template(shared, who, peer, &client_app, stream.is_tls());
     if shared
         .audit(Record::clone(&template), Kind::SessionStart)
         .await
@@ -139,14 +132,14 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
     let names = (upstream_app, client_app);
     let mut session = new_session(shared, guard, names, &client_settings, &template);
     let key = shared.cancels.register(connected.backend_key.clone());
-    let mut out = BytesMut::new();
-    for (name, value) in &connected.parameters {
-        build::parameter_status(name, session.observe_parameter(name, value), &mut out);
+    let out = greeting(&mut session, &connected.parameters, &key);
+    // what only the start needed is not held for the session's life (the server's
+    // parameters are, when the upstream session may be kept for another client)
+    drop(client_settings);
+    if shared.config.upstream.pool_size == 0 {
+        connected.parameters = Vec::new();
     }
-    build::backend_key_data(key.pid, key.secret, &mut out);
-    build::ready_for_query(b'I', &mut out);
-    // what only the start needed is not held for the session's life
-    drop((connected.parameters, client_settings));
+    let mut left = None;
     if stream.write_all(&out).await.is_ok() {
         drop(out);
         tracing::info!(%peer, user, role, tls = stream.is_tls(), "session started");
@@ -154,15 +147,64 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
             client: stream,
             client_buf: buf,
             upstream: connected.stream,
-            upstream_buf: connected.leftover,
+            upstream_buf: std::mem::take(&mut connected.leftover),
         };
-        run(shared, ends, session, &role).await;
+        left = run(shared, ends, session, &role).await;
         let _ = shared
             .audit(Record::clone(&template), Kind::SessionEnd)
             .await;
         tracing::info!(%peer, user, "session ended");
     }
     shared.cancels.unregister(key);
+    if let Some(stream) = left {
+        keep(
+            shared,
+            pool_key,
+            upstream::Connected {
+                stream,
+                ..connected
+            },
+        )
+        .await;
+    }
+}
+
+/// The fields every audit record of a session carries.
+fn session_template(
+    shared: &Shared,
+    (user, role): (&str, &str),
+    peer: SocketAddr,
+    client_app: &str,
+    tls: bool,
+) -> Arc<Record> {
+    Arc::new(Record {
+        session: Some(shared.session_ids.fetch_add(1, Ordering::Relaxed)),
+        user: Some(user.to_owned()),
+        role: Some(role.to_owned()),
+        client_addr: Some(peer.ip().to_string()),
+        application_name: Some(client_app.to_owned()),
+        tls: Some(tls),
+        ..Record::default()
+    })
+}
+
+/// Resets the upstream session a client left at rest and keeps it for the next client
+/// of the same login (see [`upstream::Pool`]).
+async fn keep(shared: &Shared, pool_key: String, connected: upstream::Connected) {
+    let timeout = shared.upstream.connect_timeout;
+    shared.pool.give_back(pool_key, connected, timeout).await;
+}
+
+/// What a client is told once its session is open: the server's parameters (as the
+/// session shows them), phigate's cancel key for it, and ReadyForQuery.
+fn greeting(session: &mut Session, parameters: &[(String, String)], key: &ClientKey) -> BytesMut {
+    let mut out = BytesMut::new();
+    for (name, value) in parameters {
+        build::parameter_status(name, session.observe_parameter(name, value), &mut out);
+    }
+    build::backend_key_data(key.pid, key.secret, &mut out);
+    build::ready_for_query(b'I', &mut out);
+    out
 }
 
 /// The session core for `guard`: the start-up search path, and its records built on
@@ -212,15 +254,16 @@ fn upstream_app_name(user: &str, client_app: &str) -> String {
     }
 }
 
-/// Logs in upstream for the client's session; on failure the client is told (without the
-/// service login's details) and `None` is returned.
+/// Logs in upstream for the client's session, or takes an upstream session another client
+/// left with the same login; returns it with the pool's key for that login. On failure the
+/// client is told (without the service login's details) and `None` is returned.
 async fn open_upstream(
     shared: &Shared,
     stream: &mut Stream,
     peer: SocketAddr,
     (user, role): (&str, &str),
     (upstream_app, client_settings): (&str, &[(String, String)]),
-) -> Option<upstream::Connected> {
+) -> Option<(upstream::Connected, String)> {
     let options = session_options(
         &shared.policies(),
         &shared.session_key,
@@ -231,8 +274,12 @@ async fn open_upstream(
         ("application_name", upstream_app),
         ("options", options.as_str()),
     ];
+    let key = upstream::Pool::key(&extra);
+    if let Some(kept) = shared.pool.take(&key).await {
+        return Some((kept, key));
+    }
     match upstream::connect(&shared.upstream, &extra).await {
-        Ok(c) => Some(c),
+        Ok(c) => Some((c, key)),
         Err(e) => {
             shared.metrics.upstream_errors.inc();
             tracing::error!(%peer, user, error = %e, "could not open the upstream session");
@@ -266,8 +313,14 @@ fn guard(shared: &Shared, (user, role): (&str, &str), backend_pid: i32) -> Guard
     }
 }
 
-/// Relays the session under its limits (the role's idle timeout), counted in the metrics.
-async fn run(shared: &Shared, ends: relay::Ends, session: Box<Session>, role: &str) {
+/// Relays the session under its limits (the role's idle timeout), counted in the metrics;
+/// returns the upstream connection when the client left it reusable.
+async fn run(
+    shared: &Shared,
+    ends: relay::Ends,
+    session: Box<Session>,
+    role: &str,
+) -> Option<Stream> {
     shared.metrics.sessions_active.inc();
     shared.metrics.sessions_total.inc();
     let idle_timeout = shared
@@ -281,8 +334,9 @@ async fn run(shared: &Shared, ends: relay::Ends, session: Box<Session>, role: &s
         lifetime_ends: tokio::time::Instant::now() + shared.config.session.max_lifetime,
     };
     let auditor = shared.auditor.clone();
-    relay::relay(ends, session, limits, &shared.metrics, auditor).await;
+    let left = relay::relay(ends, session, limits, &shared.metrics, auditor).await;
     shared.metrics.sessions_active.dec();
+    left.filter(|_| shared.config.upstream.pool_size > 0)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub use scram::{ScramError, ScramExchange};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::Rng;
 use thiserror::Error;
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     session_ids: std::sync::atomic::AtomicU64,
     /// every user's rows of protected tables in the last hour (`max_rows_per_hour`)
     budgets: Arc<crate::policy::RowBudgets>,
+    /// upstream sessions clients left, kept for reuse
+    pool: Arc<upstream::Pool>,
 }
 
 /// A bound, ready-to-run phigate server.
@@ -161,6 +164,10 @@ impl Server {
                         .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1)),
                 ),
                 budgets: Arc::new(crate::policy::RowBudgets::new(std::time::Instant::now())),
+                pool: Arc::new(upstream::Pool::new(
+                    config.upstream.pool_size,
+                    config.upstream.pool_idle_timeout,
+                )),
                 config,
             }),
         })
@@ -189,7 +196,7 @@ impl Server {
     /// Accepts connections and runs their sessions as tasks of the current runtime, until
     /// the task is dropped.
     pub async fn run(mut self) {
-        let shared = self.start_admin();
+        let shared = self.start_tasks();
         accept_loop(&self.listener, |tcp, peer| {
             let shared = shared.clone();
             tokio::spawn(async move { connection::serve(tcp, peer, shared).await });
@@ -202,7 +209,8 @@ impl Server {
     /// leaves its thread, so its wakeups never cross threads (measured: about 10% less CPU
     /// per statement than tokio's work-stealing scheduler). Runs until the task is dropped.
     pub async fn run_threaded(mut self, threads: usize) -> std::io::Result<()> {
-        let shared = self.start_admin();
+        let shared = self.start_tasks();
+        shared.pool.per_thread();
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let (tx, mut rx) =
@@ -241,7 +249,15 @@ impl Server {
         Ok(())
     }
 
-    fn start_admin(&mut self) -> Arc<Shared> {
+    fn start_tasks(&mut self) -> Arc<Shared> {
+        let pool = self.shared.pool.clone();
+        let every = (self.shared.config.upstream.pool_idle_timeout / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                pool.expire();
+            }
+        });
         if let Some(admin) = self.admin.take() {
             tokio::spawn(serve_admin(
                 admin,

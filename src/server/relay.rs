@@ -436,14 +436,16 @@ impl Relay<'_> {
     }
 }
 
-/// Relays until either side closes or the session ends.
+/// Relays until either side closes or the session ends. Returns the upstream connection
+/// instead of closing it when the client ended the session with the upstream session at
+/// rest (see [`Session::upstream_reusable`]).
 pub(super) async fn relay(
     ends: Ends,
     session: Box<Session>,
     limits: Limits,
     metrics: &Metrics,
     auditor: Option<Arc<Auditor>>,
-) {
+) -> Option<Stream> {
     let now = Instant::now();
     let mut relay = Relay {
         client: ends.client,
@@ -480,6 +482,10 @@ pub(super) async fn relay(
     relay.out.gated.clear();
     relay.write_audit(Instant::now().into_std());
     relay.flush_counters();
+    let reusable = matches!(end, End::Closed)
+        && relay.session.upstream_reusable()
+        && relay.upstream_buf.is_empty()
+        && relay.out.upstream.is_empty();
     let Relay {
         mut client,
         mut upstream,
@@ -499,7 +505,11 @@ pub(super) async fn relay(
         let _ = client.shutdown().await;
     })
     .await;
+    if reusable {
+        return Some(upstream);
+    }
     close(&mut upstream, &out.upstream).await;
+    None
 }
 
 async fn close<W: AsyncWrite + Unpin>(w: &mut W, rest: &[u8]) {

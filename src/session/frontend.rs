@@ -254,7 +254,15 @@ impl Session {
             Frontend::Sync | Frontend::Flush => {}
             Frontend::CopyData => return self.copy_data(frame, out),
             Frontend::CopyDone | Frontend::CopyFail => self.copy_end(msg, out),
-            Frontend::Terminate => self.phase = Phase::Closed,
+            Frontend::Terminate => {
+                self.phase = Phase::Closed;
+                if self.rested && self.queue.is_empty() && self.tx_status == b'I' {
+                    // not forwarded: the driver ends the upstream session, or resets it
+                    // and keeps it for another client
+                    self.reusable = true;
+                    return;
+                }
+            }
         }
         out.upstream.extend_from_slice(frame.raw());
     }

@@ -152,6 +152,11 @@ pub struct Session {
     delegated: Option<delegation::Delegated>,
     /// the end user the client message being handled runs for (a delegating service's)
     speaker: Option<crate::sql::Subject>,
+    /// the last client message (Terminate aside) is answered up to ReadyForQuery once
+    /// the queue is empty: a Query, FunctionCall or Sync (or none yet)
+    rested: bool,
+    /// the client ended the session with the upstream session at rest
+    reusable: bool,
 }
 
 impl Session {
@@ -179,6 +184,8 @@ impl Session {
             held: None,
             emergency: None,
             delivered: 0,
+            rested: true,
+            reusable: false,
         }
     }
 
@@ -233,6 +240,14 @@ impl Session {
         self.queue.awaiting_upstream()
     }
 
+    /// True when the client ended the session (Terminate) with its upstream session at
+    /// rest: every message answered up to a ReadyForQuery, outside a transaction. The
+    /// Terminate was not forwarded; the driver may reset the upstream session and keep it
+    /// for another client, or must end it.
+    pub fn upstream_reusable(&self) -> bool {
+        self.reusable
+    }
+
     /// True while a client message waits for its audit records: the driver feeds no more
     /// client messages until it has called [`Session::audited`].
     pub fn holding(&self) -> bool {
@@ -243,6 +258,11 @@ impl Session {
     pub fn on_frontend(&mut self, frame: Frame, now: Instant, out: &mut Outbound) {
         if self.phase != Phase::Open || self.held.is_some() {
             return;
+        }
+        if frame.tag() != b'X' {
+            // a Query, FunctionCall or Sync is answered up to ReadyForQuery; after any
+            // other message the server is mid-way through the extended protocol or a COPY
+            self.rested = matches!(frame.tag(), b'Q' | b'F' | b'S');
         }
         if self.params.encoding().is_utf8() {
             return self.frontend(frame, now, out);

@@ -115,6 +115,11 @@ impl Queue {
         !self.copy_in && self.pending.len() > self.unflushed
     }
 
+    /// True when no response is owed and nothing waits for a flush.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.unflushed == 0 && !self.copy_in
+    }
+
     /// The oldest response owed.
     pub(super) fn front(&self) -> Option<&Pending> {
         self.pending.front()

@@ -406,3 +406,55 @@ fn a_name_prepared_again_is_the_new_statement_once_postgres_accepts_it() {
     let portal = s.registry.portal("").and_then(|p| p.audited.clone());
     assert_eq!(portal.map(|t| t.values.clone()), Some(vec![b"2".to_vec()]));
 }
+
+#[test]
+fn terminate_at_rest_leaves_the_upstream_session_reusable_and_is_not_forwarded() {
+    let terminate = || fe(b'X', b"");
+    // straight after login, and after an answered extended query
+    let (mut s, mut out) = session();
+    s.on_frontend(terminate(), t0(), &mut out);
+    assert!(s.upstream_reusable());
+    assert!(out.upstream.is_empty());
+    let (mut s, mut out) = session();
+    for f in [parse(), bind(), execute(), sync()] {
+        s.on_frontend(f, t0(), &mut out);
+    }
+    for f in [
+        fe(b'1', b""),
+        fe(b'2', b""),
+        complete("SELECT 1"),
+        rfq(b'I'),
+    ] {
+        s.on_backend(f, t0(), &mut out);
+    }
+    out.upstream.clear();
+    s.on_frontend(terminate(), t0(), &mut out);
+    assert!(s.upstream_reusable());
+    assert!(out.upstream.is_empty());
+
+    // not at rest: the Terminate goes upstream, which ends the server's session
+    let not_at_rest: [(&[Frame], &[Frame]); 3] = [
+        // answered (Flush), but the server is mid-way through the extended protocol
+        (
+            &[parse(), bind(), execute(), fe(b'H', b"")],
+            &[fe(b'1', b""), fe(b'2', b""), complete("SELECT 1")],
+        ),
+        // inside a transaction
+        (&[fe(b'Q', b"begin\0")], &[complete("BEGIN"), rfq(b'T')]),
+        // a response still owed
+        (&[fe(b'Q', b"select 1\0")], &[]),
+    ];
+    for (sent, answers) in not_at_rest {
+        let (mut s, mut out) = session();
+        for f in sent {
+            s.on_frontend(f.clone(), t0(), &mut out);
+        }
+        for f in answers {
+            s.on_backend(f.clone(), t0(), &mut out);
+        }
+        out.upstream.clear();
+        s.on_frontend(terminate(), t0(), &mut out);
+        assert!(!s.upstream_reusable());
+        assert_eq!(tags(&mut out.upstream), b"X");
+    }
+}

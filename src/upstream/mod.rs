@@ -4,6 +4,7 @@
 //! depends on no part of the proxy.
 
 mod connect;
+mod pool;
 mod row_security;
 mod schema;
 mod scram;
@@ -12,6 +13,7 @@ mod target;
 pub mod url;
 
 pub use connect::{Connected, UpstreamError, UpstreamTarget, connect, open_stream};
+pub use pool::Pool;
 pub use row_security::{apply, verify};
 pub use schema::{ColumnStatus, LiveSchema};
 pub use service::ServiceSession;
