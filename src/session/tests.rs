@@ -43,6 +43,18 @@ fn complete(tag: &str) -> Frame {
     fe(b'C', &b)
 }
 
+/// The server's answer to Parse, Bind, Execute and Sync of `select 1`.
+fn answer_select_1(s: &mut Session, out: &mut Outbound) {
+    for f in [
+        fe(b'1', b""),
+        fe(b'2', b""),
+        complete("SELECT 1"),
+        rfq(b'I'),
+    ] {
+        s.on_backend(f, t0(), out);
+    }
+}
+
 /// The tags of the messages in `buf`.
 fn tags(buf: &mut BytesMut) -> Vec<u8> {
     let mut v = Vec::new();
@@ -385,14 +397,7 @@ fn a_name_prepared_again_is_the_new_statement_once_postgres_accepts_it() {
     s.on_frontend(bind_named(), t0(), &mut out);
     assert_eq!(out.events, [Event::Refused("0A000")]);
     s.on_frontend(sync(), t0(), &mut out);
-    for f in [
-        fe(b'1', b""),
-        fe(b'2', b""),
-        complete("SELECT 1"),
-        rfq(b'I'),
-    ] {
-        s.on_backend(f, t0(), &mut out);
-    }
+    answer_select_1(&mut s, &mut out);
     // the refusal's hidden completions and error, then the last Sync
     for f in [fe(b'1', b""), fe(b'2', b""), fe(b'3', b"")] {
         s.on_backend(f, t0(), &mut out);
@@ -419,14 +424,7 @@ fn terminate_at_rest_leaves_the_upstream_session_reusable_and_is_not_forwarded()
     for f in [parse(), bind(), execute(), sync()] {
         s.on_frontend(f, t0(), &mut out);
     }
-    for f in [
-        fe(b'1', b""),
-        fe(b'2', b""),
-        complete("SELECT 1"),
-        rfq(b'I'),
-    ] {
-        s.on_backend(f, t0(), &mut out);
-    }
+    answer_select_1(&mut s, &mut out);
     out.upstream.clear();
     s.on_frontend(terminate(), t0(), &mut out);
     assert!(s.upstream_reusable());
