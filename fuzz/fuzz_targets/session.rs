@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let audit = SessionAudit {
         keys: Arc::new(AuditKeys::from_seed(&[2; 32])),
-        template: Record::default(),
+        template: Arc::new(Record::default()),
     };
     let mut session =
         Session::new("phigate:carol".into(), String::new(), Some(guard)).with_audit(audit);
