@@ -336,7 +336,13 @@ async fn run(
     let auditor = shared.auditor.clone();
     let left = relay::relay(ends, session, limits, &shared.metrics, auditor).await;
     shared.metrics.sessions_active.dec();
-    left.filter(|_| shared.config.upstream.pool_size > 0)
+    match left {
+        Some(mut upstream) if shared.config.upstream.pool_size == 0 => {
+            relay::end_upstream(&mut upstream).await;
+            None
+        }
+        left => left,
+    }
 }
 
 #[cfg(test)]
