@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::HEX_DIGITS;
 use super::record::Record;
 
 /// Writes `record` as an open JSON object (`{"ts":...` up to its last field, without the
@@ -103,7 +104,6 @@ impl Object<'_> {
 /// five control characters and `\u00XX` for the other control characters. Runs of bytes
 /// that need nothing are copied whole.
 fn quote(s: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     // most strings need nothing: one pass without early exit (which vectorises)
     if !s
@@ -132,8 +132,8 @@ fn quote(s: &str, out: &mut String) {
         out.push_str(s.get(start..i).unwrap_or_default());
         if short.is_empty() {
             out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
+            out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
         } else {
             out.push_str(short);
         }

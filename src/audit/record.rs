@@ -1,7 +1,5 @@
 //! One audit record: what happened, who did it, from where; never a value.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -237,17 +235,14 @@ impl Unsealed {
     /// are not written).
     pub(crate) fn new(record: &Record, instance: &str) -> Self {
         let mut open = String::with_capacity(512);
-        if record.ts.is_empty() {
-            let mut ts = String::with_capacity(32);
-            let _ = write!(
-                ts,
-                "{}",
-                humantime::format_rfc3339_micros(std::time::SystemTime::now())
-            );
-            super::json::write_open(record, &ts, instance, &mut open);
+        let stamped;
+        let ts = if record.ts.is_empty() {
+            stamped = now();
+            &stamped
         } else {
-            super::json::write_open(record, &record.ts, instance, &mut open);
-        }
+            &record.ts
+        };
+        super::json::write_open(record, ts, instance, &mut open);
         let day_end = open
             .get(TS_AT..)
             .and_then(|rest| rest.find('"'))
