@@ -156,16 +156,14 @@ async fn session(accepted: Accepted, peer: SocketAddr, shared: &Shared) {
         tracing::info!(%peer, user, "session ended");
     }
     shared.cancels.unregister(key);
+    // kept for the next client of the same login, or ended when the pool has no room
     if let Some(stream) = left {
-        keep(
-            shared,
-            pool_key,
-            upstream::Connected {
-                stream,
-                ..connected
-            },
-        )
-        .await;
+        let connected = upstream::Connected {
+            stream,
+            ..connected
+        };
+        let timeout = shared.upstream.connect_timeout;
+        shared.pool.give_back(pool_key, connected, timeout).await;
     }
 }
 
@@ -186,13 +184,6 @@ fn session_template(
         tls: Some(tls),
         ..Record::default()
     })
-}
-
-/// Resets the upstream session a client left at rest and keeps it for the next client
-/// of the same login (see [`upstream::Pool`]).
-async fn keep(shared: &Shared, pool_key: String, connected: upstream::Connected) {
-    let timeout = shared.upstream.connect_timeout;
-    shared.pool.give_back(pool_key, connected, timeout).await;
 }
 
 /// What a client is told once its session is open: the server's parameters (as the
@@ -314,7 +305,8 @@ fn guard(shared: &Shared, (user, role): (&str, &str), backend_pid: i32) -> Guard
 }
 
 /// Relays the session under its limits (the role's idle timeout), counted in the metrics;
-/// returns the upstream connection when the client left it reusable.
+/// returns the upstream connection when the client left it at rest (its Terminate was
+/// not forwarded: the pool keeps or ends it).
 async fn run(
     shared: &Shared,
     ends: relay::Ends,
@@ -336,13 +328,7 @@ async fn run(
     let auditor = shared.auditor.clone();
     let left = relay::relay(ends, session, limits, &shared.metrics, auditor).await;
     shared.metrics.sessions_active.dec();
-    match left {
-        Some(mut upstream) if shared.config.upstream.pool_size == 0 => {
-            relay::end_upstream(&mut upstream).await;
-            None
-        }
-        left => left,
-    }
+    left
 }
 
 #[cfg(test)]

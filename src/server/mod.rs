@@ -250,14 +250,17 @@ impl Server {
     }
 
     fn start_tasks(&mut self) -> Arc<Shared> {
-        let pool = self.shared.pool.clone();
-        let every = (self.shared.config.upstream.pool_idle_timeout / 2).max(Duration::from_secs(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                pool.expire();
-            }
-        });
+        let upstream = &self.shared.config.upstream;
+        if upstream.pool_size > 0 {
+            let pool = self.shared.pool.clone();
+            let every = (upstream.pool_idle_timeout / 2).max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    pool.expire();
+                }
+            });
+        }
         if let Some(admin) = self.admin.take() {
             tokio::spawn(serve_admin(
                 admin,

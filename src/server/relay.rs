@@ -512,14 +512,6 @@ pub(super) async fn relay(
     None
 }
 
-/// Ends an upstream session the client left at rest (its Terminate was not forwarded)
-/// when it is not kept for reuse.
-pub(super) async fn end_upstream(upstream: &mut Stream) {
-    let mut bye = BytesMut::new();
-    build::terminate(&mut bye);
-    close(upstream, &bye).await;
-}
-
 async fn close<W: AsyncWrite + Unpin>(w: &mut W, rest: &[u8]) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         if !rest.is_empty() {

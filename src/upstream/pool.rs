@@ -120,8 +120,8 @@ impl Pool {
     }
 
     /// Resets a session a client left cleanly and keeps it for a login with `key`;
-    /// closes it instead when the reset fails or the pool is full. `timeout` bounds the
-    /// reset.
+    /// ends it instead (Terminate) when the reset fails or the pool is full, or keeps
+    /// none. `timeout` bounds the reset.
     pub async fn give_back(&self, key: String, mut connected: Connected, timeout: Duration) {
         self.expire();
         let room = self.size > 0 && self.lock().values().map(Vec::len).sum::<usize>() < self.size;
