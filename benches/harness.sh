@@ -7,6 +7,9 @@
 # postgresql pgbouncer). Run from the repository root.
 JOBS=2
 ROOT=$(pwd)
+for tool in pgbench psql pgbouncer openssl; do
+  command -v "$tool" >/dev/null || { echo "benches need $tool (Debian: apt-get install postgresql pgbouncer openssl)" >&2; exit 1; }
+done
 BIN=${PG_BINDIR:-$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort | tail -1)}
 WORK=$(mktemp -d /tmp/phigate-bench.XXXXXX)
 PIDS=()
@@ -135,7 +138,8 @@ INI
 PBPID=$!
 PIDS+=($PBPID)
 for port in "$PHPORT" "$PBPORT"; do
-  until pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null; do sleep 0.1; done
+  for _ in $(seq 300); do pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null && break; sleep 0.1; done
+  pg_isready -q -h 127.0.0.1 -p "$port" || { echo "no proxy answered on port $port in 30 s (see $WORK)" >&2; exit 1; }
 done
 # The encrypted table is filled through phigate (COPY FROM STDIN is encrypted in flight).
 $PSQL -d bench -Atc "COPY plain_patients TO STDOUT" |
