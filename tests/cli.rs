@@ -819,7 +819,7 @@ fn audit_verify_reports_the_first_bad_record() {
         log.append(
             Record {
                 kind: Some(Kind::Statement),
-                user: Some(format!("u{i}")),
+                user: Some(format!("u{i}").into()),
                 ..Record::default()
             },
             true,

@@ -159,8 +159,8 @@ pub fn cef(r: &Record) -> Option<String> {
         ("dvchost", r.instance.clone()),
     ];
     let optional = [
-        ("suser", r.user.clone()),
-        ("src", r.client_addr.clone()),
+        ("suser", r.user.as_deref().map(str::to_owned)),
+        ("src", r.client_addr.as_deref().map(str::to_owned)),
         ("act", r.decision.map(|d| d.name().to_owned())),
         (
             "outcome",
@@ -194,7 +194,7 @@ pub fn cef(r: &Record) -> Option<String> {
             Some(r.phi_columns.join(",")).filter(|t| !t.is_empty()),
         ),
         ("cs4Label", r.role.as_ref().map(|_| "role".to_owned())),
-        ("cs4", r.role.clone()),
+        ("cs4", r.role.as_deref().map(str::to_owned)),
         ("cn1Label", r.rows.map(|_| "rows".to_owned())),
         ("cn1", r.rows.map(|n| n.to_string())),
         ("cn2Label", r.session.map(|_| "session".to_owned())),

@@ -175,7 +175,7 @@ mod tests {
             role: Some("clinician".into()),
             service: Some("ehr\napp".into()),
             client_addr: Some("10.1.2.3".into()),
-            application_name: Some(nasty()),
+            application_name: Some(nasty().into()),
             tls: Some(false),
             kind: Some(Kind::Statement),
             statement: Some("SELECT $1 -- \u{1f}".into()),

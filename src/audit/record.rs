@@ -1,5 +1,7 @@
 //! One audit record: what happened, who did it, from where; never a value.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -123,20 +125,20 @@ pub struct Record {
     pub session: Option<u64>,
     /// the user
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// the user's role
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Arc<str>>,
     /// the delegating service whose login the session is, when `user` is an end user it
     /// named
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
+    pub service: Option<Arc<str>>,
     /// the client's address
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
+    pub client_addr: Option<Arc<str>>,
     /// the client's application_name
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub application_name: Option<String>,
+    pub application_name: Option<Arc<str>>,
     /// the client connection used TLS
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
@@ -235,10 +237,9 @@ impl Unsealed {
     /// are not written).
     pub(crate) fn new(record: &Record, instance: &str) -> Self {
         let mut open = String::with_capacity(512);
-        let stamped;
+        let mut stamp = Stamp::default();
         let ts = if record.ts.is_empty() {
-            stamped = now();
-            &stamped
+            stamp.now()
         } else {
             &record.ts
         };
@@ -258,5 +259,86 @@ impl Unsealed {
 
 /// The current time as RFC 3339 UTC with microseconds.
 pub fn now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+    Stamp::default().now().to_owned()
+}
+
+/// A time as RFC 3339 UTC with microseconds (`2026-12-02T19:03:07.123456Z`), formatted
+/// without allocating: the part up to the second is formatted once per second and
+/// thread, the microseconds every time (a record's time is the hot path of the audit log).
+#[derive(Default)]
+struct Stamp([u8; STAMP_LEN]);
+
+const STAMP_LEN: usize = "2026-12-02T19:03:07.123456Z".len();
+/// `2026-12-02T19:03:07`
+const SECOND_LEN: usize = 19;
+
+thread_local! {
+    /// The last second formatted on this thread, and its text.
+    static SECOND: std::cell::Cell<(u64, [u8; SECOND_LEN])> =
+        const { std::cell::Cell::new((u64::MAX, [0; SECOND_LEN])) };
+}
+
+impl Stamp {
+    /// The current time.
+    fn now(&mut self) -> &str {
+        self.at(std::time::SystemTime::now())
+    }
+
+    fn at(&mut self, time: std::time::SystemTime) -> &str {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = SECOND.with(|cached| {
+            let (at, text) = cached.get();
+            if at == since.as_secs() {
+                return text;
+            }
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs());
+            let mut text = [0; SECOND_LEN];
+            let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+            text.copy_from_slice(
+                formatted
+                    .as_bytes()
+                    .get(..SECOND_LEN)
+                    .unwrap_or(&[b'0'; SECOND_LEN]),
+            );
+            cached.set((since.as_secs(), text));
+            text
+        });
+        let (head, tail) = self.0.split_at_mut(SECOND_LEN);
+        head.copy_from_slice(&second);
+        tail[0] = b'.';
+        let mut micros = since.subsec_micros();
+        for digit in tail[1..7].iter_mut().rev() {
+            *digit = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        tail[7] = b'Z';
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::Stamp;
+
+    #[test]
+    fn a_stamp_reads_as_humantime_writes_it() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        // the same second twice (the cached part), the next one, a leap day, micros 0
+        for offset in [7, 123_456, 999_999, 1_000_000, 1_000_001, 86_400_000_000] {
+            let t = base + Duration::from_micros(offset);
+            let want = humantime::format_rfc3339_micros(t).to_string();
+            assert_eq!(Stamp::default().at(t), want);
+        }
+        let leap = humantime::parse_rfc3339("2028-02-29T23:59:59.000000Z").unwrap();
+        assert_eq!(Stamp::default().at(leap), "2028-02-29T23:59:59.000000Z");
+        let now = SystemTime::now();
+        assert_eq!(
+            Stamp::default().at(now),
+            humantime::format_rfc3339_micros(now).to_string()
+        );
+    }
 }

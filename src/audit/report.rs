@@ -311,7 +311,11 @@ mod tests {
             hash: "h1".into(),
             label: "SSN ***-**-1111".into(),
         });
-        let users: Vec<_> = r.rows.iter().map(|r| r.user.clone().unwrap()).collect();
+        let users: Vec<_> = r
+            .rows
+            .iter()
+            .map(|r| r.user.as_deref().unwrap().to_owned())
+            .collect();
         assert_eq!(users, ["bill", "eve"]);
         let text = r.text();
         assert!(

@@ -33,8 +33,8 @@ pub struct Filter {
 impl Filter {
     /// True when `r` matches.
     pub fn matches(&self, r: &Record) -> bool {
-        let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        let eq = |want: &Option<String>, have: &Option<std::sync::Arc<str>>| {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
         };
         let names = |want: &Option<String>, have: &[String]| {
             want.as_ref()
@@ -148,7 +148,7 @@ pub fn table_row(r: &Record) -> String {
     // an end user a delegating service named: `nurse.joy@ehr_app`
     let user = match (&r.user, &r.service) {
         (Some(u), Some(s)) => format!("{u}@{s}"),
-        (u, _) => u.clone().unwrap_or_else(|| "-".into()),
+        (u, _) => u.as_deref().unwrap_or("-").to_owned(),
     };
     format!(
         "{:>8} {} {:<12} {:<12} {:<16} {:<9} {:<18} {}",

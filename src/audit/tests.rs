@@ -20,7 +20,7 @@ fn record(i: u64) -> Record {
     Record {
         kind: Some(Kind::Statement),
         session: Some(i % 3),
-        user: Some(format!("user{}", i % 4)),
+        user: Some(format!("user{}", i % 4).into()),
         role: Some("clinician".into()),
         statement: Some("SELECT * FROM patients WHERE ssn = $1".into()),
         decision: Some(Decision::Allowed),

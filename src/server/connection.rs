@@ -177,10 +177,10 @@ fn session_template(
 ) -> Arc<Record> {
     Arc::new(Record {
         session: Some(shared.session_ids.fetch_add(1, Ordering::Relaxed)),
-        user: Some(user.to_owned()),
-        role: Some(role.to_owned()),
-        client_addr: Some(peer.ip().to_string()),
-        application_name: Some(client_app.to_owned()),
+        user: Some(user.into()),
+        role: Some(role.into()),
+        client_addr: Some(peer.ip().to_string().into()),
+        application_name: Some(client_app.into()),
         tls: Some(tls),
         ..Record::default()
     })

@@ -156,8 +156,8 @@ pub(super) async fn refused(
 ) {
     tracing::info!(%peer, user, code = why.code, reason = %why.message, "connection refused");
     let record = crate::audit::Record {
-        user: user.map(str::to_owned),
-        client_addr: Some(peer.ip().to_string()),
+        user: user.map(Into::into),
+        client_addr: Some(peer.ip().to_string().into()),
         tls: Some(tls),
         decision: Some(crate::audit::Decision::Denied),
         sqlstate: Some(why.code.to_owned()),
@@ -426,8 +426,8 @@ async fn login_failed(
     tracing::warn!(%peer, user, reason = %why, "login failed");
     let pause = shared.throttle.failed(peer.ip(), std::time::Instant::now());
     let record = crate::audit::Record {
-        user: Some(user.to_owned()),
-        client_addr: Some(peer.ip().to_string()),
+        user: Some(user.into()),
+        client_addr: Some(peer.ip().to_string().into()),
         tls: Some(stream.is_tls()),
         decision: Some(crate::audit::Decision::Denied),
         sqlstate: Some(why.answer(user).code.into()),
