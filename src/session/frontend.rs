@@ -43,12 +43,11 @@ fn is_show_application_name(sql: &str) -> bool {
 
 /// True when `sql` is the two words `first second` alone (any case, spacing, a final `;`).
 pub(super) fn is_two_words(sql: &str, first: &str, second: &str) -> bool {
+    // word by word: most statements are ruled out by their first
     let mut words = sql.trim().trim_end_matches(';').split_whitespace();
-    matches!(
-        (words.next(), words.next(), words.next()),
-        (Some(a), Some(b), None)
-            if a.eq_ignore_ascii_case(first) && b.eq_ignore_ascii_case(second)
-    )
+    words.next().is_some_and(|a| a.eq_ignore_ascii_case(first))
+        && words.next().is_some_and(|b| b.eq_ignore_ascii_case(second))
+        && words.next().is_none()
 }
 
 impl Session {

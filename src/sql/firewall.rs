@@ -63,6 +63,26 @@ pub const FORBIDDEN_WORDS: &[&str] = &[
     "pg_show_all_settings",
 ];
 
+/// Bit `n` is set when a forbidden word is `n` bytes long: most words are ruled out by
+/// their length before any comparison (the screen runs for every statement).
+const FORBIDDEN_LENGTHS: u64 = {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < FORBIDDEN_WORDS.len() {
+        assert!(FORBIDDEN_WORDS[i].len() < 64);
+        mask |= 1 << FORBIDDEN_WORDS[i].len();
+        i += 1;
+    }
+    mask
+};
+
+/// `w` is a forbidden function or view (any `dblink*` included).
+fn is_forbidden(w: &str) -> bool {
+    let length_may_match = w.len() < 64 && FORBIDDEN_LENGTHS & (1 << w.len()) != 0;
+    (length_may_match && FORBIDDEN_WORDS.iter().any(|f| f.eq_ignore_ascii_case(w)))
+        || w.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("dblink"))
+}
+
 fn refuse(message: String, hint: &str) -> Refusal {
     Refusal::new("42501", message, hint)
 }
@@ -100,10 +120,7 @@ pub(super) fn screen(
                 "write the identifier plainly",
             ));
         }
-        if let Some(w) = words.iter().find(|w| {
-            FORBIDDEN_WORDS.iter().any(|f| f.eq_ignore_ascii_case(w))
-                || w.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("dblink"))
-        }) {
+        if let Some(w) = words.iter().find(|w| is_forbidden(w)) {
             return Err(forbidden(&format!("the function or view {w}")));
         }
         calls(stmt)?;
@@ -572,6 +589,17 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_forbidden_word_is_found_in_any_case() {
+        for w in FORBIDDEN_WORDS {
+            assert!(is_forbidden(w), "{w}");
+            assert!(is_forbidden(&w.to_ascii_uppercase()), "{w}");
+            assert!(!is_forbidden(&format!("{w}x")), "{w}x");
+        }
+        assert!(is_forbidden("DBLINK_exec") && is_forbidden("dblink"));
+        assert!(!is_forbidden("pgbench_accounts") && !is_forbidden(&"x".repeat(100)));
+    }
 
     fn screen_sql(sql: &str, role_name: &str, role: &Role) -> Result<Screened, Refusal> {
         screen(&read(sql)?, role_name, role)

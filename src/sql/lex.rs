@@ -277,6 +277,18 @@ fn dollar_tag(b: &[u8]) -> Option<usize> {
     valid.then_some(end + 1)
 }
 
+/// True when `hay` contains `needle` (lowercase ASCII) in any case: a cheap first look,
+/// run on every statement, before a text is lexed.
+pub(crate) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i + 1..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    })
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -400,6 +412,15 @@ fn token(sql: &str, l: Lexeme) -> Token<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contains_ignore_case_finds_a_word_in_any_case_anywhere() {
+        let hay = b"SELECT 1; Fetch ALL IN c";
+        assert!(contains_ignore_case(hay, b"fetch") && contains_ignore_case(hay, b"in c"));
+        assert!(contains_ignore_case(hay, b"select") && contains_ignore_case(hay, b""));
+        assert!(!contains_ignore_case(hay, b"in cx") && !contains_ignore_case(b"", b"a"));
+        assert!(!contains_ignore_case(b"fetc", b"fetch"));
+    }
 
     fn words(sql: &str) -> Vec<String> {
         tokens(sql)

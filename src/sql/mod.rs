@@ -465,9 +465,7 @@ fn declared_reason(sql: &str) -> Option<String> {
 /// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
 /// the result is inspected even though the text names none.
 fn mentions_fetch(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(5)
-        .any(|w| w.eq_ignore_ascii_case(b"fetch"))
+    lex::contains_ignore_case(sql.as_bytes(), b"fetch")
 }
 
 /// Where the parser stopped, without the tokens it found there (they may be values).

@@ -71,7 +71,7 @@ impl Change {
     /// `None` when it leaves it. The one place that recognises search path changes.
     pub fn of(sql: &str) -> Option<Self> {
         let b = sql.as_bytes();
-        let mentions = |n: &[u8]| b.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+        let mentions = |n: &[u8]| lex::contains_ignore_case(b, n);
         let names_path = mentions(b"search_path") || mentions(b"schema");
         if !names_path && !mentions(b"all") {
             return None;
