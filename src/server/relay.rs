@@ -93,6 +93,9 @@ struct Relay<'a> {
     last_activity: Instant,
     idle_timer: Pin<Box<Sleep>>,
     lifetime_timer: Pin<Box<Sleep>>,
+    /// Both timers were polled and hold the task's waker: until one fires, asking whether
+    /// it has is enough (a poll registers the waker again, on every idle moment).
+    timers_armed: bool,
     counters: Counters,
 }
 
@@ -250,6 +253,9 @@ impl Relay<'_> {
         {
             return false;
         }
+        if self.timers_armed && !self.idle_timer.is_elapsed() && !self.lifetime_timer.is_elapsed() {
+            return false;
+        }
         while self.idle_timer.as_mut().poll(cx).is_ready() {
             let deadline = self.last_activity + self.limits.idle_timeout;
             if Instant::now() < deadline {
@@ -283,6 +289,7 @@ impl Relay<'_> {
             self.end_session(&err);
             return true;
         }
+        self.timers_armed = true;
         false
     }
 
@@ -456,6 +463,7 @@ pub(super) async fn relay(
         out: Outbound::default(),
         idle_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
         lifetime_timer: Box::pin(tokio::time::sleep_until(limits.lifetime_ends)),
+        timers_armed: false,
         limits,
         metrics,
         auditor,
