@@ -34,6 +34,10 @@ pub struct Metrics {
     pub upstream_bytes_out: IntCounter,
     /// failed upstream connections and upstream connections lost mid-session
     pub upstream_errors: IntCounter,
+    /// client sessions that logged in upstream (no kept session fitted)
+    pub upstream_logins: IntCounter,
+    /// client sessions given a kept upstream session (`upstream.pool_size`)
+    pub upstream_reused: IntCounter,
     /// sessions ended by the idle timeout
     pub idle_timeouts: IntCounter,
     /// client protocol violations
@@ -117,6 +121,11 @@ impl Metrics {
         let gauge = |name: &str, help: &str| {
             register(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
+        let upstream = vec(
+            "phigate_upstream_sessions_total",
+            "Upstream sessions client sessions started on: a new login, or a kept one reused",
+            "source",
+        );
         let statements = by_kind(&vec(
             "phigate_statements_total",
             "Statements completed, by kind",
@@ -157,6 +166,8 @@ impl Metrics {
                 "phigate_upstream_errors_total",
                 "Upstream connection failures",
             ),
+            upstream_logins: upstream.with_label_values(&["login"]),
+            upstream_reused: upstream.with_label_values(&["reused"]),
             idle_timeouts: counter(
                 "phigate_idle_timeouts_total",
                 "Sessions ended by the idle timeout",

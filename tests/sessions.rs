@@ -788,6 +788,9 @@ async fn a_clean_end_leaves_a_reset_upstream_session_for_the_next_client_of_the_
     assert_eq!(value(&second, "SHOW work_mem").await, "4MB");
     let statements = "select count(*) from pg_prepared_statements";
     assert_eq!(value(&second, statements).await, "0");
+    let source = |s: &str| format!("phigate_upstream_sessions_total{{source=\"{s}\"}}");
+    assert_eq!(proxy.metric(&source("login")).await, 1.0);
+    assert_eq!(proxy.metric(&source("reused")).await, 1.0);
     drop(second);
     wait_kept(&direct, "alice", 1).await;
 

@@ -267,10 +267,14 @@ async fn open_upstream(
     ];
     let key = upstream::Pool::key(&extra);
     if let Some(kept) = shared.pool.take(&key).await {
+        shared.metrics.upstream_reused.inc();
         return Some((kept, key));
     }
     match upstream::connect(&shared.upstream, &extra).await {
-        Ok(c) => Some((c, key)),
+        Ok(c) => {
+            shared.metrics.upstream_logins.inc();
+            Some((c, key))
+        }
         Err(e) => {
             shared.metrics.upstream_errors.inc();
             tracing::error!(%peer, user, error = %e, "could not open the upstream session");
