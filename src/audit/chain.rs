@@ -144,12 +144,14 @@ impl Chain {
         let mac = keys.mac(&self.prev, &hash);
         out.pop();
         out.extend_from_slice(b",\"mac\":\"");
-        out.extend_from_slice(&super::hex32(&mac));
+        let mac_hex = super::hex32(&mac);
+        out.extend_from_slice(&mac_hex);
         out.extend_from_slice(b"\"}\n");
         if counted {
             self.count_line(&hash, seq);
         }
-        self.link(mac);
+        self.prev = mac;
+        self.prev_hex = mac_hex;
         self.next_seq += 1;
         seq
     }
