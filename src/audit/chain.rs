@@ -141,17 +141,15 @@ impl Chain {
         out.extend_from_slice(&self.prev_hex);
         out.extend_from_slice(b"\"}");
         let hash = line_hash(out.get(start..).unwrap_or_default());
-        let mac = keys.mac(&self.prev, &hash);
+        self.link(keys.mac(&self.prev, &hash));
+        // the line's mac, in hex once: linking wrote it as the next line's prev
         out.pop();
         out.extend_from_slice(b",\"mac\":\"");
-        let mac_hex = super::hex32(&mac);
-        out.extend_from_slice(&mac_hex);
+        out.extend_from_slice(&self.prev_hex);
         out.extend_from_slice(b"\"}\n");
         if counted {
             self.count_line(&hash, seq);
         }
-        self.prev = mac;
-        self.prev_hex = mac_hex;
         self.next_seq += 1;
         seq
     }
