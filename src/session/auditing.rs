@@ -104,8 +104,8 @@ impl Session {
     fn spoken(&self, r: &mut Record) {
         if let Some(s) = &self.speaker {
             r.service = r.user.take();
-            r.user = Some(s.user.to_string().into());
-            r.role = Some(s.role.to_string().into());
+            r.user = Some(s.user.clone());
+            r.role = Some(s.role.clone());
         }
     }
 
