@@ -195,10 +195,10 @@ impl CopyIn {
             let sealed_hex = |i: usize, v: &[u8]| {
                 let field = fields.get(i)?.as_ref()?;
                 Some(seal(field, Format::Text, v, ctx).map(|sealed| {
-                    let mut hex = Vec::with_capacity(2 + sealed.len() * 2);
-                    hex.extend_from_slice(b"\\x");
-                    hex.extend_from_slice(hex::encode(sealed).as_bytes());
-                    hex
+                    let mut hex = String::with_capacity(2 + sealed.len() * 2);
+                    hex.push_str("\\x");
+                    super::push_hex(&sealed, &mut hex);
+                    hex.into_bytes()
                 }))
             };
             rewrite_row(body, &self.c.format, sealed_hex, &mut buf)?;

@@ -57,8 +57,12 @@ fn fill(sql: &Sql, ciphers: &Ciphers, param: impl Fn(usize) -> Option<usize>) ->
         .map(|(i, l)| match param(i) {
             Some(n) => format!("${n}"),
             None => {
-                let hex = hex::encode(ciphers.of(&l.column).encrypt(&l.value));
-                format!("pg_catalog.decode('{hex}', 'hex')")
+                let sealed = ciphers.of(&l.column).encrypt(&l.value);
+                let mut call = String::with_capacity(sealed.len() * 2 + 32);
+                call.push_str("pg_catalog.decode('");
+                super::push_hex(&sealed, &mut call);
+                call.push_str("', 'hex')");
+                call
             }
         })
         .collect();
