@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::HEX_DIGITS;
 use super::record::Record;
+use crate::protocol::value::push_hex;
 
 /// Writes `record` as an open JSON object (`{"ts":...` up to its last field, without the
 /// closing brace and without the chain's `seq`, `prev` and `mac`), with `ts` and
@@ -132,8 +132,7 @@ fn quote(s: &str, out: &mut String) {
         out.push_str(s.get(start..i).unwrap_or_default());
         if short.is_empty() {
             out.push_str("\\u00");
-            out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+            push_hex(&[b], out);
         } else {
             out.push_str(short);
         }

@@ -40,6 +40,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::protocol::value::{HEX_DIGITS, push_hex};
+
 /// Why the audit log cannot be written or read. Never contains key material.
 #[derive(Debug, Error)]
 pub enum AuditError {
@@ -110,18 +112,12 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests;
 
-/// Lower-case hex of `bytes`. Several of these run for every record; `hex::encode` goes
-/// through a per-character iterator and costs several times as much.
+/// Lower-case hex of `bytes` (several run for every record).
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
-    }
+    push_hex(bytes, &mut out);
     out
 }
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex of a MAC, as a line carries it (two run for every record).
 fn hex32(bytes: &[u8; 32]) -> [u8; 64] {

@@ -197,7 +197,7 @@ impl CopyIn {
                 Some(seal(field, Format::Text, v, ctx).map(|sealed| {
                     let mut hex = String::with_capacity(2 + sealed.len() * 2);
                     hex.push_str("\\x");
-                    super::push_hex(&sealed, &mut hex);
+                    crate::protocol::value::push_hex(&sealed, &mut hex);
                     hex.into_bytes()
                 }))
             };

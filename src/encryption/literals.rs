@@ -60,7 +60,7 @@ fn fill(sql: &Sql, ciphers: &Ciphers, param: impl Fn(usize) -> Option<usize>) ->
                 let sealed = ciphers.of(&l.column).encrypt(&l.value);
                 let mut call = String::with_capacity(sealed.len() * 2 + 32);
                 call.push_str("pg_catalog.decode('");
-                super::push_hex(&sealed, &mut call);
+                crate::protocol::value::push_hex(&sealed, &mut call);
                 call.push_str("', 'hex')");
                 call
             }

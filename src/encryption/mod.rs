@@ -32,18 +32,6 @@ pub(crate) use params::{bind, parameter_description, parse};
 pub(crate) use rows::mask;
 pub(crate) use rows::{FieldOut, Shape, data_row, row_description};
 
-/// Appends `bytes` to `out` in lowercase hex. A ciphertext is written this way into every
-/// statement and COPY row it is sent in, so it writes bytes straight into the string
-/// (`hex::encode` goes through an iterator of chars and a string of its own).
-fn push_hex(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-}
-
 /// The cipher of every protected column, derived from the keyring.
 pub struct Ciphers {
     keyring: Keyring,
@@ -216,13 +204,5 @@ mod tests {
             empty.of(ssn).decrypt(&envelope).expect("same keys"),
             b"123-45-6789"
         );
-    }
-
-    #[test]
-    fn hex_is_written_as_the_hex_crate_writes_it() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        let mut out = String::from("x");
-        push_hex(&bytes, &mut out);
-        assert_eq!(out, format!("x{}", hex::encode(&bytes)));
     }
 }

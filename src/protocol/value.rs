@@ -550,6 +550,21 @@ fn format_uuid(b: &[u8; 16]) -> String {
     )
 }
 
+/// Lowercase hex digits, by value.
+pub(crate) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` to `out` in lowercase hex (bytea's text form after `\\x`, what
+/// `decode(..., 'hex')` reads). It runs for every audit record and every encrypted value
+/// sent, so it writes into `out` directly (`hex::encode` goes through an iterator of
+/// chars and a string of its own).
+pub(crate) fn push_hex(bytes: &[u8], out: &mut String) {
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
 fn hex_digit(c: u8) -> Res<u8> {
     match c {
         b'0'..=b'9' => Ok(c - b'0'),
@@ -770,5 +785,13 @@ mod tests {
         assert_eq!(Format::nth(&[], 3), Format::Text);
         assert_eq!(Format::nth(&[1], 3), Format::Binary);
         assert_eq!(Format::nth(&[0, 1], 1), Format::Binary);
+    }
+
+    #[test]
+    fn hex_is_written_as_the_hex_crate_writes_it() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut out = String::from("x");
+        push_hex(&bytes, &mut out);
+        assert_eq!(out, format!("x{}", hex::encode(&bytes)));
     }
 }
