@@ -1262,3 +1262,51 @@ async fn a_prepared_statement_encrypts_its_randomized_literals_at_each_execution
     );
     assert_eq!(count(&db, "select count(*) from patients").await, 0);
 }
+
+/// Statements sent as text that differ only in their values share one analysis (their
+/// shape, see `sql::shape`): each still writes, finds and refuses by its own values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_one_shape_each_run_with_their_own_values() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    for i in 1..=12 {
+        app.batch_execute(&format!(
+            "insert into patients (id, ssn, full_name, birth_date, clinic_id) \
+             values ({i}, '{i:03}-00-0000', 'Patient ''{i}''', '1990-1-{i}', 1)"
+        ))
+        .await
+        .expect("insert through phigate");
+    }
+    for i in [12, 1, 7] {
+        let rows = app
+            .simple_query(&format!(
+                "select full_name, birth_date from patients where ssn = '{i:03}-00-0000' and id = {i}"
+            ))
+            .await
+            .unwrap();
+        let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(r.get(0), Some(format!("Patient '{i}'").as_str()));
+        assert_eq!(r.get(1), Some(format!("1990-01-{i:02}").as_str()));
+    }
+    let plain = count(
+        &db,
+        "select count(*) from patients where full_name::bytea::text like '%Patient%'",
+    )
+    .await;
+    assert_eq!(plain, 0, "ciphertext at rest");
+    let bad = app
+        .batch_execute("select id from patients where birth_date = 'no date'")
+        .await
+        .expect_err("refused");
+    assert_eq!(code(&bad), "22P02");
+    for (order, want) in [("1 desc", "12"), ("1", "1")] {
+        let sql = format!("select id from patients where clinic_id = 1 order by {order} limit 1");
+        let rows = app.simple_query(&sql).await.unwrap();
+        let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(r.get(0), Some(want), "{sql}");
+    }
+}

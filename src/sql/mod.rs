@@ -6,6 +6,7 @@
 //! Statements whose text cannot name a protected table (a byte scan) are not parsed at all.
 
 mod analyse;
+mod cache;
 mod cap;
 pub mod catalog;
 mod comment;
@@ -13,11 +14,11 @@ mod firewall;
 mod functions;
 pub(crate) mod lex;
 mod search_path;
+mod shape;
 mod text;
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -28,6 +29,9 @@ pub use comment::tag as comment_tag;
 pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 pub use text::{Literal, Sql};
+
+use cache::{Bounded, CACHEABLE_LEN};
+use shape::Shaped;
 
 use std::collections::BTreeMap;
 
@@ -389,6 +393,15 @@ fn analyse_touched(
     }))
 }
 
+/// The analysis an [`analyse_touched`] result stands for.
+fn outcome(result: Result<Option<Plan>, Refusal>) -> Analysis {
+    match result {
+        Ok(None) => Analysis::Pass,
+        Ok(Some(plan)) => Analysis::Rewrite(Arc::new(plan)),
+        Err(r) => Analysis::Refuse(Arc::new(r)),
+    }
+}
+
 /// Caps the rows the statements return when the role has a row cap; true when the rows
 /// of any count against the user's hourly budget.
 fn cap_rows(
@@ -477,15 +490,6 @@ fn parse_position(e: &sqlparser::parser::ParserError) -> String {
     }
 }
 
-/// Most distinct statement texts kept per process; beyond it the cache starts over.
-const CACHE_LIMIT: usize = 4096;
-/// Most bytes of statement text (counted twice: the key and the rewritten plan) the cache
-/// holds; beyond it the cache starts over.
-const CACHE_BYTES: usize = 32 << 20;
-/// Statements longer than this are analysed every time, never kept: generated bulk
-/// statements are rarely sent twice, and would crowd out the ones that are.
-const CACHEABLE_LEN: usize = 64 << 10;
-
 impl Subject {
     /// What the subject reads from `col`.
     pub fn outcome(&self, col: &Column) -> ReadOutcome {
@@ -497,19 +501,16 @@ impl Subject {
     }
 }
 
-/// The cache key: user, emergency, session state (UTC, an ASCII-safe client encoding,
-/// search path), text.
-type CacheKey = (Arc<str>, bool, (bool, bool, SearchPath), Box<str>);
-
 /// The firewall and the analysis, for one policy set, with a cache keyed by user,
 /// emergency, session context and text.
 #[derive(Debug)]
 pub struct Analyzer {
     catalog: Arc<Catalog>,
     policies: Arc<PolicySet>,
-    cache: DashMap<CacheKey, Analysis>,
-    /// the bytes the cache holds, by the measure of [`CACHE_BYTES`]
-    cached_bytes: std::sync::atomic::AtomicUsize,
+    /// analyses by text
+    cache: Bounded<Analysis>,
+    /// plans by shape (see [`shape`])
+    shapes: Bounded<Shaped>,
 }
 
 impl Analyzer {
@@ -518,8 +519,8 @@ impl Analyzer {
         Self {
             catalog,
             policies,
-            cache: DashMap::new(),
-            cached_bytes: std::sync::atomic::AtomicUsize::new(0),
+            cache: Bounded::new(),
+            shapes: Bounded::new(),
         }
     }
 
@@ -592,27 +593,72 @@ impl Analyzer {
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
             return Analysis::Pass;
         }
-        let key = (
-            who.user.clone(),
-            who.emergency,
-            (ctx.utc, ctx.encoding.ascii_safe(), path.clone()),
-            Box::<str>::from(sql),
-        );
-        if let Some(hit) = self.cache.get(&key) {
-            return hit.clone();
-        }
         let access = Access {
             who,
             settings,
             attributes: &user.attributes,
         };
-        let analysis = match analyse_touched(&self.catalog, &access, (ctx, path), sql, &names) {
-            Ok(None) => Analysis::Pass,
-            Ok(Some(plan)) => Analysis::Rewrite(Arc::new(plan)),
-            Err(r) => Analysis::Refuse(Arc::new(r)),
-        };
+        self.analyse_cached(&access, (ctx, path), sql, &names)
+    }
+
+    /// The analysis of a statement that names protected tables (`names`): from the cache
+    /// by text, or by shape, or made and kept.
+    fn analyse_cached(
+        &self,
+        access: &Access<'_>,
+        (ctx, path): (Context, &SearchPath),
+        sql: &str,
+        names: &[String],
+    ) -> Analysis {
+        let key = (
+            access.who.user.clone(),
+            access.who.emergency,
+            (ctx.utc, ctx.encoding.ascii_safe(), path.clone()),
+            Box::<str>::from(sql),
+        );
+        if let Some(hit) = self.cache.get(&key) {
+            return hit;
+        }
+        let shape = (sql.len() <= CACHEABLE_LEN)
+            .then(|| shape::of(sql))
+            .flatten();
+        let shape_key = shape.as_ref().map(|s| {
+            let (user, emergency, session, _) = &key;
+            (
+                user.clone(),
+                *emergency,
+                session.clone(),
+                s.text.as_str().into(),
+            )
+        });
+        let shaped = shape_key.as_ref().and_then(|k| self.shapes.get(k));
+        match (&shaped, &shape) {
+            (Some(Shaped::Plan(template)), Some(shape)) => {
+                if let Some(plan) = shape::fill(template, sql, shape, ctx) {
+                    return Analysis::Rewrite(Arc::new(plan));
+                }
+            }
+            (Some(Shaped::Pass), _) => return Analysis::Pass,
+            _ => {}
+        }
+        let analysis = outcome(analyse_touched(
+            &self.catalog,
+            access,
+            (ctx, path),
+            sql,
+            names,
+        ));
+        if let (None, Some(k), Some(shape)) = (shaped, shape_key, &shape) {
+            let template = analyse_touched(&self.catalog, access, (ctx, path), &shape.text, names);
+            let verdict = Shaped::judge(template, &analysis, (sql, shape, ctx));
+            let fits = !matches!(verdict, Shaped::Unfit);
+            self.shapes.keep(k, verdict);
+            if fits {
+                return analysis;
+            }
+        }
         if sql.len() <= CACHEABLE_LEN {
-            self.keep(key, analysis.clone());
+            self.cache.keep(key, analysis.clone());
         }
         analysis
     }
@@ -649,18 +695,6 @@ impl Analyzer {
             .collect();
         columns.sort();
         (tables.iter().map(|t| t.name.to_string()).collect(), columns)
-    }
-
-    /// Caches `analysis`, starting over when the cache is full by count or by bytes.
-    fn keep(&self, key: CacheKey, analysis: Analysis) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let cost = 2 * key.3.len() + 256;
-        let held = self.cached_bytes.fetch_add(cost, Relaxed) + cost;
-        if self.cache.len() >= CACHE_LIMIT || held > CACHE_BYTES {
-            self.cache.clear();
-            self.cached_bytes.store(cost, Relaxed);
-        }
-        self.cache.insert(key, analysis);
     }
 }
 

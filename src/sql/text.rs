@@ -49,6 +49,30 @@ impl Sql {
         &self.literals
     }
 
+    /// A text with its literals and their slots, in text order.
+    pub(super) fn from_parts(
+        text: String,
+        literals: Vec<Literal>,
+        slots: Vec<(usize, usize)>,
+    ) -> Self {
+        Self {
+            text,
+            literals,
+            slots,
+        }
+    }
+
+    /// True when both send the same text with the same values, slot for slot.
+    pub(super) fn same(&self, other: &Self) -> bool {
+        fn value(sql: &Sql, i: usize) -> Option<(&str, &[u8])> {
+            (sql.literals.get(i)).map(|l| (l.column.identity.as_str(), l.value.as_slice()))
+        }
+        self.text == other.text
+            && self.slots.len() == other.slots.len()
+            && (self.slots.iter().zip(&other.slots))
+                .all(|(a, b)| a.0 == b.0 && value(self, a.1) == value(other, b.1))
+    }
+
     /// Where each literal goes: (byte offset in the text, index in [`Sql::literals`]), in
     /// text order.
     pub(crate) fn slots(&self) -> &[(usize, usize)] {

@@ -1,0 +1,54 @@
+//! The analyser's caches: bounded by count and by bytes, started over when full.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use dashmap::DashMap;
+
+use super::SearchPath;
+
+/// Most distinct statement texts kept per cache; beyond it the cache starts over.
+const CACHE_LIMIT: usize = 4096;
+/// Most bytes of statement text (counted twice: the key and the rewritten plan) a cache
+/// holds; beyond it the cache starts over.
+const CACHE_BYTES: usize = 32 << 20;
+/// Statements longer than this are analysed every time, never kept: generated bulk
+/// statements are rarely sent twice, and would crowd out the ones that are.
+pub(super) const CACHEABLE_LEN: usize = 64 << 10;
+
+/// The cache key: user, emergency, session state (UTC, an ASCII-safe client encoding,
+/// search path), text.
+pub(super) type CacheKey = (Arc<str>, bool, (bool, bool, SearchPath), Box<str>);
+
+/// Values by [`CacheKey`], at most [`CACHE_LIMIT`] of them and [`CACHE_BYTES`].
+#[derive(Debug)]
+pub(super) struct Bounded<V> {
+    map: DashMap<CacheKey, V>,
+    /// the bytes the cache holds, by the measure of [`CACHE_BYTES`]
+    bytes: AtomicUsize,
+}
+
+impl<V: Clone> Bounded<V> {
+    pub(super) fn new() -> Self {
+        Self {
+            map: DashMap::new(),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The value kept for `key`.
+    pub(super) fn get(&self, key: &CacheKey) -> Option<V> {
+        self.map.get(key).map(|v| v.clone())
+    }
+
+    /// Keeps `value`, starting over when the cache is full by count or by bytes.
+    pub(super) fn keep(&self, key: CacheKey, value: V) {
+        let cost = 2 * key.3.len() + 256;
+        let held = self.bytes.fetch_add(cost, Relaxed) + cost;
+        if self.map.len() >= CACHE_LIMIT || held > CACHE_BYTES {
+            self.map.clear();
+            self.bytes.store(cost, Relaxed);
+        }
+        self.map.insert(key, value);
+    }
+}
