@@ -1,8 +1,9 @@
 //! Statement analysis and rewriting: which protected tables a statement touches, whether
 //! phigate can run it correctly on ciphertext, and the rewritten text to send upstream.
 //!
-//! Pure: SQL text in, an [`Analysis`] out. The [`Analyzer`] keeps a bounded cache so a
-//! statement text is analysed once per role (a prepared statement pays at Parse only).
+//! Pure: SQL text in, an [`Analysis`] out. The [`Analyzer`] keeps bounded caches so a
+//! statement text is analysed once per role (a prepared statement pays at Parse only),
+//! and so are statements that differ only in their values (`shape`).
 //! Statements whose text cannot name a protected table (a byte scan) are not parsed at all.
 
 mod analyse;
@@ -501,8 +502,8 @@ impl Subject {
     }
 }
 
-/// The firewall and the analysis, for one policy set, with a cache keyed by user,
-/// emergency, session context and text.
+/// The firewall and the analysis, for one policy set, with caches keyed by user,
+/// emergency, session context and text, or shape.
 #[derive(Debug)]
 pub struct Analyzer {
     catalog: Arc<Catalog>,
