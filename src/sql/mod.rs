@@ -603,7 +603,8 @@ impl Analyzer {
     }
 
     /// The analysis of a statement that names protected tables (`names`): from the cache
-    /// by text, or by shape, or made and kept.
+    /// by shape (looked up first: a statement whose shape fits is never kept by text), or
+    /// by text, or made and kept.
     fn analyse_cached(
         &self,
         access: &Access<'_>,
@@ -611,23 +612,15 @@ impl Analyzer {
         sql: &str,
         names: &[String],
     ) -> Analysis {
-        let key = (
-            access.who.user.clone(),
-            access.who.emergency,
-            (ctx.utc, ctx.encoding.ascii_safe(), path.clone()),
-            Box::<str>::from(sql),
-        );
-        if let Some(hit) = self.cache.get(&key) {
-            return hit;
-        }
+        let who = (access.who.user.clone(), access.who.emergency);
+        let session = (ctx.utc, ctx.encoding.ascii_safe(), path.clone());
         let shape = (sql.len() <= CACHEABLE_LEN)
             .then(|| shape::of(sql))
             .flatten();
-        let shape_key = shape.as_ref().map(|s| {
-            let (user, emergency, session, _) = &key;
+        let shape_key = (shape.as_ref()).map(|s| {
             (
-                user.clone(),
-                *emergency,
+                who.0.clone(),
+                who.1,
                 session.clone(),
                 s.text.as_str().into(),
             )
@@ -641,6 +634,10 @@ impl Analyzer {
             }
             (Some(Shaped::Pass), _) => return Analysis::Pass,
             _ => {}
+        }
+        let key = (who.0, who.1, session, Box::<str>::from(sql));
+        if let Some(hit) = self.cache.get(&key) {
+            return hit;
         }
         let analysis = outcome(analyse_touched(
             &self.catalog,

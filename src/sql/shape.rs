@@ -39,7 +39,7 @@ pub(super) struct Shape {
 #[derive(Debug, Clone)]
 pub(super) enum Shaped {
     /// statements of the shape run this plan, filled with their literals
-    Plan(Arc<Plan>),
+    Plan(Arc<Template>),
     /// statements of the shape pass unchanged
     Pass,
     /// statements of the shape are analysed one by one
@@ -56,13 +56,35 @@ impl Shaped {
     ) -> Self {
         match (template, own) {
             (Ok(None), Analysis::Pass) => Self::Pass,
-            (Ok(Some(t)), Analysis::Rewrite(own))
-                if fill(&t, sql, shape, ctx).is_some_and(|f| same(&f, own)) =>
-            {
-                Self::Plan(Arc::new(t))
-            }
+            (Ok(Some(t)), Analysis::Rewrite(own)) => Template::new(t)
+                .filter(|t| fill(t, sql, shape, ctx).is_some_and(|f| same(&f, own)))
+                .map_or(Self::Unfit, |t| Self::Plan(Arc::new(t))),
             _ => Self::Unfit,
         }
+    }
+}
+
+/// A shape's plan, with where its parameters stand in its text: found once, when the
+/// shape is judged, not at each statement.
+#[derive(Debug)]
+pub(super) struct Template {
+    plan: Plan,
+    /// each `$k` in the plan's text: where it starts and ends, and `k - 1`
+    params: Vec<(usize, usize, usize)>,
+}
+
+impl Template {
+    /// `plan` with its parameters found; `None` when one is not a `$k` with `k >= 1`.
+    fn new(plan: Plan) -> Option<Self> {
+        let text = plan.sql.text();
+        let params = Lexer::new(text)
+            .filter(|l| l.kind == Kind::Param)
+            .map(|l| {
+                let k = text[l.start + 1..l.end].parse::<usize>().ok()?;
+                Some((l.start, l.end, k.checked_sub(1)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { plan, params })
     }
 }
 
@@ -139,7 +161,11 @@ enum Fill<'a> {
 /// `template` (the plan of `shape`'s text) filled with the literals of `sql`, whose shape
 /// it is. `None` when a value does not fit its encrypted column (the statement's own
 /// analysis then says why) or the plan is not one a shape can fill.
-pub(super) fn fill(template: &Plan, sql: &str, shape: &Shape, ctx: Context) -> Option<Plan> {
+pub(super) fn fill(template: &Template, sql: &str, shape: &Shape, ctx: Context) -> Option<Plan> {
+    let Template {
+        plan: template,
+        params,
+    } = template;
     if template.copy.is_some() || template.arity != shape.literals.len() {
         return None;
     }
@@ -160,7 +186,7 @@ pub(super) fn fill(template: &Plan, sql: &str, shape: &Shape, ctx: Context) -> O
             Some(ParamUse::Array(_)) => return None,
         });
     }
-    let sql = placed(&template.sql, &fills, literals)?;
+    let sql = placed((&template.sql, params), &fills, literals)?;
     Some(Plan {
         sql,
         tables: template.tables.clone(),
@@ -173,26 +199,30 @@ pub(super) fn fill(template: &Plan, sql: &str, shape: &Shape, ctx: Context) -> O
     })
 }
 
-/// The template's text with each `$k` replaced by fill `k-1`; its own slots stay.
-fn placed(template: &Sql, fills: &[Fill<'_>], literals: Vec<Literal>) -> Option<Sql> {
+/// The template's text with each `$k` (at `params`) replaced by fill `k-1`; its own slots
+/// stay.
+fn placed(
+    (template, params): (&Sql, &[(usize, usize, usize)]),
+    fills: &[Fill<'_>],
+    literals: Vec<Literal>,
+) -> Option<Sql> {
     let text = template.text();
     let mut out = String::with_capacity(text.len() + 16 * fills.len());
     let mut slots = Vec::with_capacity(template.slots().len() + fills.len());
     let mut own = template.slots().iter().peekable();
     let mut from = 0;
-    for l in Lexer::new(text).filter(|l| l.kind == Kind::Param) {
-        while let Some(&(at, i)) = own.next_if(|s| s.0 <= l.start) {
+    for &(start, end, k) in params {
+        while let Some(&(at, i)) = own.next_if(|s| s.0 <= start) {
             out.push_str(&text[from..at]);
             slots.push((out.len(), i));
             from = at;
         }
-        out.push_str(&text[from..l.start]);
-        let k = text[l.start + 1..l.end].parse::<usize>().ok()?;
-        match fills.get(k.checked_sub(1)?)? {
+        out.push_str(&text[from..start]);
+        match fills.get(k)? {
             Fill::Text(s) => out.push_str(s),
             Fill::Slot(i) => slots.push((out.len(), *i)),
         }
-        from = l.end;
+        from = end;
     }
     for &(at, i) in own {
         out.push_str(&text[from..at]);
