@@ -308,6 +308,39 @@ async fn the_chain_continues_across_restarts() {
     check_chain(dir);
 }
 
+/// A statement's record reaches the OS before the statement runs, without a write of its
+/// own: with every sync held (nothing written to the segments), a crash right after the
+/// statement still leaves its record, which the next start takes into the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_record_staged_before_a_crash_is_kept() {
+    let pg = Pg::start();
+    let proxy = Proxy::start(&pg, &Options::default()).await;
+    let app = proxy.alice().await;
+    app.simple_query("select 1").await.unwrap();
+    let audit = proxy.setup.dir.path().join("audit");
+    wait_for(&audit, |all| {
+        all.iter().any(|r| r.kind == Some(Kind::StatementEnd))
+    })
+    .await;
+    proxy.auditor.as_ref().expect("audit on").hold_syncs(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    app.simple_query("select 41 as staged").await.unwrap();
+    drop(app);
+    let setup = proxy.crash().await;
+    let is_staged = |r: &Record| r.statement.as_deref() == Some("select ? as staged");
+    assert!(
+        !records(&audit).iter().any(is_staged),
+        "written before the crash"
+    );
+    let proxy = Proxy::with_setup(setup).await;
+    let after = records(&audit);
+    assert!(after.iter().any(is_staged), "the staged record was lost");
+    for (i, r) in after.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1);
+    }
+    check_chain(proxy.setup.dir.path());
+}
+
 /// When the log cannot be written, statements are refused with 58030 and do not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_log_refuses_statements() {

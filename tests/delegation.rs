@@ -221,15 +221,13 @@ async fn end_users_named_in_comments_see_exactly_their_rows_and_columns() {
 
     // the audit log names the end user, their role and the service
     let dir = w.proxy.setup.dir.path().join("audit");
-    let records = phigate::audit::read_all(&dir).unwrap();
-    let r = records
-        .iter()
-        .find(|r| {
-            r.statement
-                .as_deref()
-                .is_some_and(|s| s.contains("ssn, full_name"))
-        })
-        .expect("recorded");
+    let ours = |r: &phigate::audit::Record| {
+        r.statement
+            .as_deref()
+            .is_some_and(|s| s.contains("ssn, full_name"))
+    };
+    let records = common::audit_records(&dir, |all| all.iter().any(ours)).await;
+    let r = records.iter().find(|r| ours(r)).expect("recorded");
     assert_eq!(
         (r.user.as_deref(), r.role.as_deref(), r.service.as_deref()),
         (Some("dr.smith"), Some("clinician"), Some("ehr_app"))

@@ -1,8 +1,10 @@
 //! The audit log shared by every session of an instance.
 //!
 //! Records are appended under a lock, which assigns their place in the chain; appending
-//! never syncs. Syncs happen on one background thread, the syncer: every few milliseconds
-//! (`group` durability: a checkpoint when due, buffered records written out, a sync), and
+//! never syncs, and a gated record reaches the OS through the log's mapped staging file,
+//! without a system call. Syncs happen on one background thread, the syncer: every few
+//! milliseconds (`group` durability: a checkpoint when due, buffered and staged records
+//! written out, a sync), and
 //! at once when a session waits for its record to reach the disk (`fsync` durability). One
 //! sync covers every record written before it (group commit), and a waiting session waits
 //! as a future ([`Auditor::durable`]), so the thread it runs on keeps serving the others.
@@ -73,7 +75,7 @@ impl Auditor {
         let durability = opts.durability;
         let instance = opts.instance.clone();
         // The log itself never syncs per record: the syncer shares syncs.
-        let log = AuditLog::open(
+        let mut log = AuditLog::open(
             dir,
             keys.clone(),
             LogOptions {
@@ -81,6 +83,11 @@ impl Auditor {
                 ..opts
             },
         )?;
+        // gated records are staged, and the syncer's tick writes them out; where the
+        // staging file cannot be made, each is written (slower, as safe)
+        if let Err(e) = log.stage_gated() {
+            tracing::warn!(error = %e, "audit staging file unavailable: records are written one by one");
+        }
         let through = log.next_seq().saturating_sub(1);
         let auditor = Arc::new(Self {
             log: Mutex::new(log),
@@ -104,8 +111,8 @@ impl Auditor {
     }
 
     /// Appends a record and returns its seq. With `gate` (a statement waits for it), the
-    /// record and everything before it is handed to the operating system before this
-    /// returns; without, it may wait in memory for the syncer (a few milliseconds). In
+    /// record and everything before it is handed to the operating system (staged) before
+    /// this returns; without, it may wait in memory for the syncer (a few milliseconds). In
     /// `fsync` mode, a gated record counts as written only once [`Auditor::durable`]
     /// says so.
     pub fn append(&self, record: Record, gate: bool) -> Result<u64, AuditError> {

@@ -20,6 +20,7 @@ mod record;
 mod redact;
 mod report;
 mod search;
+mod staging;
 mod store;
 mod syslog;
 mod verify;

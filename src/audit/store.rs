@@ -1,6 +1,6 @@
 //! Segment files: appending records, checkpoints, rotation by size and by day, and
 //! recovery after a restart (the chain continues from the last line; a torn last line is
-//! cut off).
+//! cut off; lines left in the staging file are taken in).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::chain::{Chain, line_hash, split_mac};
 use super::keys::AuditKeys;
 use super::record::{Kind, Record, Unsealed, now};
+use super::staging::{self, Staging};
 use super::{AuditError, io, unhex};
 
 /// When a record counts as written.
@@ -38,6 +39,8 @@ pub struct LogOptions {
 /// The audit log of one instance, open for appending.
 #[derive(Debug)]
 pub struct AuditLog {
+    /// held while the log is open (see [`staging::lock`])
+    _lock: File,
     dir: PathBuf,
     keys: Arc<AuditKeys>,
     opts: LogOptions,
@@ -55,6 +58,12 @@ pub struct AuditLog {
     buf: Vec<u8>,
     /// the chain as of the last line written to the file
     written: Chain,
+    /// where gated lines go instead of a `write` each (see [`AuditLog::stage_gated`])
+    staging: Option<Staging>,
+    /// the chain as of the last line staged
+    staged: Chain,
+    /// the last write failed: gated lines are written, not staged, until one succeeds
+    failing: bool,
     /// a checkpoint to publish in HEAD once synced
     pending_head: Option<(u64, String)>,
     /// the seq of the checkpoint in HEAD: syncs run concurrently (the syncer's, and a
@@ -103,6 +112,31 @@ pub(super) fn parse_line(line: &str) -> Option<LineInfo> {
         digest: r.digest,
         signature: r.signature,
     })
+}
+
+/// Checks that `line` continues `chain` (its seq next, its mac on the chain's last one)
+/// and takes it in; what is wrong with it otherwise.
+fn continue_chain(chain: &mut Chain, keys: &AuditKeys, line: &str) -> Result<LineInfo, String> {
+    let (body, mac) = split_mac(line).ok_or("has no mac")?;
+    let info = parse_line(line).ok_or("is not a record")?;
+    let hash = line_hash(body.as_bytes());
+    if info.seq != chain.next_seq || keys.mac(&chain.prev, &hash) != mac {
+        return Err(format!(
+            "(seq {}) does not continue the chain; run `phigate audit verify`",
+            info.seq
+        ));
+    }
+    let checkpoint = match info.kind {
+        Some(Kind::Checkpoint) => Some(
+            info.digest
+                .as_deref()
+                .and_then(unhex::<32>)
+                .ok_or("has no digest")?,
+        ),
+        _ => None,
+    };
+    chain.absorb(info.seq, &hash, mac, checkpoint);
+    Ok(info)
 }
 
 fn today() -> String {
@@ -171,31 +205,11 @@ impl Position {
         }
         let mut day = today();
         for (i, line) in text.lines().enumerate() {
-            let (body, mac) =
-                split_mac(line).ok_or_else(|| corrupt(format!("line {} has no mac", i + 1)))?;
-            let info = parse_line(line)
-                .ok_or_else(|| corrupt(format!("line {} is not a record", i + 1)))?;
-            let hash = line_hash(body.as_bytes());
-            if info.seq != chain.next_seq || keys.mac(&chain.prev, &hash) != mac {
-                return Err(corrupt(format!(
-                    "line {} (seq {}) does not continue the chain; run `phigate audit verify`",
-                    i + 1,
-                    info.seq
-                )));
-            }
+            let info = continue_chain(&mut chain, keys, line)
+                .map_err(|problem| corrupt(format!("line {} {problem}", i + 1)))?;
             if i == 0 {
                 day = info.ts.chars().take(10).collect();
             }
-            let checkpoint = match info.kind {
-                Some(Kind::Checkpoint) => Some(
-                    info.digest
-                        .as_deref()
-                        .and_then(unhex::<32>)
-                        .ok_or_else(|| corrupt(format!("line {} has no digest", i + 1)))?,
-                ),
-                _ => None,
-            };
-            chain.absorb(info.seq, &hash, mac, checkpoint);
         }
         Ok(Self {
             file,
@@ -215,12 +229,14 @@ impl AuditLog {
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
+        let lock = staging::lock(dir)?;
         let existing = segments(dir)?;
         let at = match existing.last() {
             None => Position::first(dir)?,
             Some(last) => Position::resume(&existing, last, &keys)?,
         };
-        Ok(Self {
+        let mut log = Self {
+            _lock: lock,
             dir: dir.to_owned(),
             keys,
             opts,
@@ -232,10 +248,52 @@ impl AuditLog {
             dirty: false,
             buf: Vec::new(),
             written: at.chain.clone(),
+            staged: at.chain.clone(),
             chain: at.chain,
+            staging: None,
+            failing: false,
             pending_head: None,
             published: Arc::default(),
-        })
+        };
+        log.take_leftover()?;
+        Ok(log)
+    }
+
+    /// Takes into the segment, synced, the lines a previous run staged and did not write
+    /// out (those already in the segment are skipped). Staged lines that do not continue
+    /// the chain are refused: records of statements that ran would be missing.
+    fn take_leftover(&mut self) -> Result<(), AuditError> {
+        let leftover = staging::leftover(&self.dir)?;
+        let path = self.dir.join(staging::FILE);
+        let corrupt = |problem: String| AuditError::Corrupt {
+            path: path.clone(),
+            problem: format!(
+                "{problem}; the staged records cannot be added to the log (move the file \
+                 away to start without them)"
+            ),
+        };
+        let text = std::str::from_utf8(&leftover)
+            .map_err(|_| corrupt("staged lines are not UTF-8".into()))?;
+        for (i, line) in text.lines().enumerate() {
+            let seq = parse_line(line).map(|info| info.seq);
+            if seq.is_some_and(|seq| seq < self.chain.next_seq) {
+                continue;
+            }
+            continue_chain(&mut self.chain, &self.keys, line)
+                .map_err(|problem| corrupt(format!("staged line {} {problem}", i + 1)))?;
+            self.buf.extend_from_slice(line.as_bytes());
+            self.buf.push(b'\n');
+        }
+        self.sync()
+    }
+
+    /// From now on a gated line (and what is buffered before it) is copied into the mapped
+    /// staging file instead of being written with a system call; a later flush (the
+    /// syncer's tick) writes it to the segment. For a log with a syncer only.
+    pub(crate) fn stage_gated(&mut self) -> Result<(), AuditError> {
+        self.write_out()?;
+        self.staging = Some(Staging::create(&self.dir)?);
+        Ok(())
     }
 
     /// The seq the next record will get.
@@ -245,8 +303,9 @@ impl AuditLog {
 
     /// Appends a record (its `seq`, `prev`, `instance` and, when empty, `ts` are filled
     /// in) and returns its seq. With `flush`, it (and everything buffered before it) is
-    /// written to the operating system before this returns; otherwise it may wait in
-    /// memory for the next flush. In `fsync` durability mode every flush also syncs.
+    /// handed to the operating system before this returns: staged (see
+    /// [`AuditLog::stage_gated`]) or written; otherwise it may wait in memory for the next
+    /// flush. In `fsync` durability mode every flush also syncs.
     pub fn append(&mut self, record: Record, flush: bool) -> Result<u64, AuditError> {
         let unsealed = Unsealed::new(&record, &self.opts.instance);
         self.append_unsealed(&unsealed, flush)
@@ -269,8 +328,10 @@ impl AuditLog {
         let seq = self.chain.seal(&self.keys, record, &mut self.buf);
         if self.chain.count >= self.opts.checkpoint_every {
             self.checkpoint()?;
-        } else if flush || self.buf.len() >= FLUSH_ABOVE {
+        } else if self.buf.len() >= FLUSH_ABOVE {
             self.write_out()?;
+        } else if flush {
+            self.stage_or_write()?;
         }
         if flush && self.opts.durability == Durability::Fsync {
             self.sync()?;
@@ -278,23 +339,51 @@ impl AuditLog {
         Ok(seq)
     }
 
-    /// Writes the buffered lines to the file. On failure nothing of them stays (the file
-    /// is cut back to its last complete line) and the chain returns to where it was.
+    /// Hands the buffered lines to the OS: into the staging file when there is one, they
+    /// fit and writes succeed, otherwise written to the segment.
+    fn stage_or_write(&mut self) -> Result<(), AuditError> {
+        let staged = !self.failing
+            && self
+                .staging
+                .as_mut()
+                .is_some_and(|staging| staging.stage(&self.buf));
+        if staged {
+            self.staged = self.chain.clone();
+            return Ok(());
+        }
+        self.write_out()
+    }
+
+    /// Writes the buffered lines to the file. On failure the file is cut back to its last
+    /// complete line, and the lines not staged are dropped, the chain returning to the
+    /// last line staged or written (staged lines stay: their statements may have run, and
+    /// the next flush writes them).
     pub fn write_out(&mut self) -> Result<(), AuditError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         if let Err(e) = (&*self.file).write_all(&self.buf) {
             let _ = self.file.set_len(self.bytes);
-            self.chain = self.written.clone();
-            self.buf.clear();
+            let staged = self.staging.as_ref().map_or(0, Staging::used);
+            self.chain = if staged > 0 {
+                &self.staged
+            } else {
+                &self.written
+            }
+            .clone();
+            self.buf.truncate(staged);
             self.pending_head = None;
+            self.failing = true;
             return Err(io(&self.path)(e));
         }
         self.bytes += self.buf.len() as u64;
         self.buf.clear();
         self.written = self.chain.clone();
         self.dirty = true;
+        self.failing = false;
+        if let Some(staging) = &mut self.staging {
+            staging.clear();
+        }
         Ok(())
     }
 

@@ -265,3 +265,110 @@ fn concurrent_appends_across_rotations_keep_one_chain() {
     let report = verify(&dir.path().join("log"), &public, None).expect("verifies");
     assert_eq!(report.records, 2000, "{report:?}");
 }
+
+/// A log whose gated lines are staged, as the auditor keeps it.
+fn staged_log(dir: &Path) -> AuditLog {
+    let mut log = AuditLog::open(dir, keys(), options()).expect("open");
+    log.stage_gated().expect("staging");
+    log
+}
+
+fn seqs(dir: &Path) -> Vec<u64> {
+    read_all(dir).expect("read").iter().map(|r| r.seq).collect()
+}
+
+#[test]
+fn staged_records_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = staged_log(dir.path());
+    for i in 0..4 {
+        log.append(record(i), true).expect("gated");
+    }
+    log.append(record(4), false).expect("buffered");
+    // staged, not written: the segment holds none of them yet
+    assert!(lines_of(&segment(dir.path(), 0)).is_empty());
+    drop(log); // a crash: nothing more is written
+    let log = AuditLog::open(dir.path(), keys(), options()).expect("reopen");
+    assert_eq!(log.next_seq(), 5, "the gated records were taken in");
+    log.close().expect("close");
+    // the buffered record after the last gated one was never acknowledged: lost
+    assert_eq!(seqs(dir.path()), [1, 2, 3, 4, 5]);
+    let (full, public) = check_both(dir.path());
+    assert_eq!(full.expect("verifies").records, 4);
+    public.expect("verifies");
+}
+
+#[test]
+fn staged_records_already_written_are_not_taken_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let staged = dir.path().join("staged");
+    let mut log = staged_log(dir.path());
+    for i in 0..3 {
+        log.append(record(i), true).expect("gated");
+    }
+    let before_clear = std::fs::read(&staged).expect("read");
+    log.write_out().expect("write");
+    assert_eq!(lines_of(&segment(dir.path(), 0)).len(), 3);
+    drop(log);
+    // as if the crash came between the write and the staging file's clearing
+    std::fs::write(&staged, before_clear).expect("write");
+    let mut log = staged_log(dir.path());
+    log.append(record(3), true).expect("gated");
+    log.close().expect("close");
+    assert_eq!(seqs(dir.path()), [1, 2, 3, 4, 5]);
+    check_both(dir.path()).0.expect("verifies");
+}
+
+#[test]
+fn staged_records_that_do_not_continue_the_log_are_refused() {
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut log = staged_log(other.path());
+    for i in 0..3 {
+        log.append(record(i), true).expect("gated");
+    }
+    drop(log);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = AuditLog::open(dir.path(), keys(), options()).expect("open");
+    log.append(record(7), true).expect("append");
+    drop(log);
+    std::fs::copy(other.path().join("staged"), dir.path().join("staged")).expect("copy");
+    let e = AuditLog::open(dir.path(), keys(), options()).expect_err("refused");
+    let e = e.to_string();
+    assert!(e.contains("staged line 2 (seq 2) does not continue"), "{e}");
+    assert!(e.contains("move the file away"), "{e}");
+}
+
+#[test]
+fn a_staged_log_writes_out_on_its_own_past_its_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = AuditLog::open(
+        dir.path(),
+        keys(),
+        LogOptions {
+            segment_bytes: 1 << 30,
+            checkpoint_every: 1 << 30,
+            ..options()
+        },
+    )
+    .expect("open");
+    log.stage_gated().expect("staging");
+    for i in 0..1000 {
+        log.append(record(i), true).expect("gated");
+    }
+    // the buffer was written out whenever it passed its bound; the rest is staged
+    let written = lines_of(&segment(dir.path(), 0)).len();
+    assert!((500..1000).contains(&written), "{written}");
+    log.close().expect("close");
+    assert_eq!(seqs(dir.path()).len(), 1001);
+    check_both(dir.path()).0.expect("verifies");
+}
+
+#[test]
+fn a_log_open_in_one_place_is_refused_in_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = AuditLog::open(dir.path(), keys(), options()).expect("open");
+    let e = AuditLog::open(dir.path(), keys(), options()).expect_err("second");
+    assert!(e.to_string().contains("its own audit.dir"), "{e}");
+    drop(log);
+    AuditLog::open(dir.path(), keys(), options()).expect("free again");
+}

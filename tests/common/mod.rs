@@ -590,6 +590,23 @@ pub fn code(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("not a db error: {e}"))
 }
 
+/// The audit log in `dir` once `done` holds for its records (waiting up to 10 s): a
+/// record reaches the segments a few milliseconds after its statement (staged until the
+/// syncer's next tick).
+pub async fn audit_records(
+    dir: &Path,
+    done: impl Fn(&[phigate::audit::Record]) -> bool,
+) -> Vec<phigate::audit::Record> {
+    for _ in 0..200 {
+        let all = phigate::audit::read_all(dir).unwrap();
+        if done(&all) {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the awaited audit records never reached the log");
+}
+
 /// Runs `phigate audit <command> <dir> <args...>`, which must succeed, and returns what it
 /// printed.
 pub fn audit_cli(command: &str, dir: &Path, args: &[&str]) -> String {
