@@ -512,3 +512,18 @@ impl SyncJob {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl AuditLog {
+    /// Sends writes to `file` instead of the segment (a test makes them fail with
+    /// `/dev/full`), or back to the segment when `None`.
+    pub(super) fn write_to(&mut self, file: Option<File>) {
+        let file = file.unwrap_or_else(|| {
+            OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .expect("the segment")
+        });
+        self.file = Arc::new(file);
+    }
+}

@@ -372,3 +372,30 @@ fn a_log_open_in_one_place_is_refused_in_another() {
     drop(log);
     AuditLog::open(dir.path(), keys(), options()).expect("free again");
 }
+
+#[test]
+fn a_failed_write_keeps_what_was_staged_and_drops_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = staged_log(dir.path());
+    log.append(record(0), true).expect("staged");
+    log.append(record(1), false).expect("buffered, not staged");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    log.write_to(Some(full));
+    // the syncer's write fails: the staged record stays, the buffered one goes
+    log.write_out().expect_err("the disk is full");
+    assert_eq!(log.next_seq(), 2);
+    // a statement now is written, not staged, and refused when that fails
+    log.append(record(2), true).expect_err("refused");
+    assert_eq!(log.next_seq(), 2);
+    log.write_to(None);
+    log.append(record(3), true).expect("written");
+    log.close().expect("close");
+    let all = read_all(dir.path()).expect("read");
+    let users: Vec<_> = all.iter().filter_map(|r| r.user.as_deref()).collect();
+    assert_eq!(users, ["user0", "user3"]);
+    assert_eq!(seqs(dir.path()), [1, 2, 3]);
+    check_both(dir.path()).0.expect("verifies");
+}
