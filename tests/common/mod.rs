@@ -484,11 +484,27 @@ impl Proxy {
         }
     }
 
-    /// Stops the server (as a crash would: no clean shutdown) and returns its directory.
+    /// Stops the server (as a crash would: no clean shutdown) and returns its directory,
+    /// once its audit log is closed (a process that crashed holds nothing open; here
+    /// the log goes once the last session task has let go of it).
     pub async fn crash(self) -> Setup {
-        drop(self.task);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        self.setup
+        let Proxy {
+            setup,
+            auditor,
+            task,
+            reloader,
+            ..
+        } = self;
+        let log = auditor.as_ref().map(std::sync::Arc::downgrade);
+        drop((task, auditor, reloader));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..200 {
+            if log.as_ref().is_none_or(|l| l.strong_count() == 0) {
+                return setup;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the crashed server's audit log is still open after 10 s");
     }
 
     /// A libpq-style connection string for `user` through phigate.
