@@ -113,7 +113,7 @@ impl Auditor {
     /// Appends a record and returns its seq. With `gate` (a statement waits for it), the
     /// record and everything before it is handed to the operating system (staged) before
     /// this returns; without, it may wait in memory for the syncer (a few milliseconds). In
-    /// `fsync` mode, a gated record counts as written only once [`Auditor::durable`]
+    /// `fsync` mode, a gated record counts as written only once `Auditor::durable`
     /// says so.
     pub fn append(&self, record: Record, gate: bool) -> Result<u64, AuditError> {
         // only a gated record is timed: the metric is the time a statement waits

@@ -113,7 +113,7 @@ impl Decision {
 
 /// One audit record (DESIGN section 7). Fields are written in this order; `seq`, `prev`
 /// and `mac` are set by the chain and come last, so the rest of a line is written before
-/// the chain's lock is taken (see [`Unsealed`]).
+/// the chain's lock is taken (see `Unsealed`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// RFC 3339 UTC time with microseconds
@@ -186,7 +186,7 @@ pub struct Record {
     /// checkpoints: SHA-256 over the previous checkpoint's digest and the covered lines
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// checkpoints: Ed25519 signature (see [`super::chain`])
+    /// checkpoints: Ed25519 signature (see `audit::chain`)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// position in the chain (0 until sealed)

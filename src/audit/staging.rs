@@ -9,7 +9,8 @@
 //! system call), and the syncer writes them to the segment with one `write` per tick. The
 //! file holds a header (magic, length of the staged lines) and those lines; once they are
 //! in the segment its length goes back to zero. At open, lines a crash left staged are
-//! taken into the log first (see `AuditLog::open`).
+//! taken into the log first (see `AuditLog::open`). The file also carries the log's
+//! lock: one process per log ([`lock`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -304,7 +304,7 @@ impl AuditLog {
     /// Appends a record (its `seq`, `prev`, `instance` and, when empty, `ts` are filled
     /// in) and returns its seq. With `flush`, it (and everything buffered before it) is
     /// handed to the operating system before this returns: staged (see
-    /// [`AuditLog::stage_gated`]) or written; otherwise it may wait in memory for the next
+    /// `AuditLog::stage_gated`) or written; otherwise it may wait in memory for the next
     /// flush. In `fsync` durability mode every flush also syncs.
     pub fn append(&mut self, record: Record, flush: bool) -> Result<u64, AuditError> {
         let unsealed = Unsealed::new(&record, &self.opts.instance);

@@ -1,8 +1,8 @@
 //! Backend (server to client) messages, decoded with bounds checks: [`Backend`] names
 //! every message phigate acts on. The bodies only the encryption rewrites read
 //! (RowDescription, DataRow, ParameterDescription) stay bytes in [`Backend`] until a rewrite
-//! decodes them with [`decode_row_description`], [`decode_data_row`] and
-//! [`decode_parameter_description`]: a message passed through is never decoded.
+//! decodes them with `decode_row_description`, `decode_data_row` and
+//! `decode_parameter_description`: a message passed through is never decoded.
 
 use super::ProtocolError;
 use super::frame::Frame;
