@@ -7,8 +7,9 @@
 # prepared), -C (a new connection per transaction), and -C with TLS to both proxies
 # (connect-tls; direct stays plain, so its K is phigate against PgBouncer). Also phigate's and PgBouncer's CPU per
 # transaction; an encrypted-table workload (a lookup by a deterministic column and an
-# insert) against the same statements on a plaintext table, both through phigate; and with
-# one client, the latency phigate and PgBouncer add per statement at p50 and p99.
+# insert) against the same statements on a plaintext table, both through phigate, at full
+# speed and at one rate for both (where phigate's costs per second cancel); and with one
+# client, the latency phigate and PgBouncer add per statement at p50 and p99.
 #
 # usage: benches/k.sh [rounds] [seconds-per-run] [clients]
 # K_WORKLOADS="select-simple ..." runs a subset; K_BASELINE=/path/to/an/older/phigate runs
@@ -126,6 +127,34 @@ for mode in simple prepared; do
       -v et="${ETICKS[$mode,enc]}" -v enn="${ETXS[$mode,enc]}" 'BEGIN {
     p = pt / hz * 1e6 / pn / 2; e = et / hz * 1e6 / enn / 2
     printf "  %-8s TPS plaintext %.0f, encrypted %.0f (%.2f); phigate CPU per statement %.1f us vs %.1f us: +%.1f us\n", m, pl, en, en/pl, p, e, e - p }'
+done
+
+# The same two workloads at one rate (pgbench -R, 70% of the slower table's median TPS), so
+# the costs phigate pays per second whatever the rate (the audit syncer's write and sync
+# every 5 ms, timers) are the same for both tables and cancel: what is left is the CPU the
+# encrypted statement itself adds (the standing target: at most +50 us).
+declare -A RATE RTICKS RTXS
+for mode in simple prepared; do
+  read -r pl en <<<"$(medians_of ETPS "$mode" plain enc)"
+  RATE[$mode]=$(awk -v a="$pl" -v b="$en" 'BEGIN { m = a < b ? a : b; r = int(m * 0.7); print (r < 1 ? 1 : r) }')
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in simple prepared; do
+    for table in plain enc; do
+      measure "$PHPID" "$table $mode at ${RATE[$mode]} TPS" -n -M "$mode" -R "${RATE[$mode]}" \
+        -f "$WORK/$table-$mode.sql" -p "$PHPORT"
+      RTICKS[$mode,$table]=$(( ${RTICKS[$mode,$table]:-0} + TICKS_OUT ))
+      RTXS[$mode,$table]=$(( ${RTXS[$mode,$table]:-0} + TX_OUT ))
+    done
+  done
+done
+echo "the same at one rate for both tables (pgbench -R):"
+for mode in simple prepared; do
+  awk -v m="$mode" -v hz="$HZ" -v r="${RATE[$mode]}" \
+      -v pt="${RTICKS[$mode,plain]}" -v pn="${RTXS[$mode,plain]}" \
+      -v et="${RTICKS[$mode,enc]}" -v enn="${RTXS[$mode,enc]}" 'BEGIN {
+    p = pt / hz * 1e6 / pn / 2; e = et / hz * 1e6 / enn / 2
+    printf "  %-8s at %d TPS: phigate CPU per statement %.1f us vs %.1f us: +%.1f us\n", m, r, p, e, e - p }'
 done
 
 # One client: the latency each proxy adds per statement (pgbench -S, prepared), from

@@ -13,9 +13,8 @@
 //! lock: one process per log ([`lock`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -93,26 +92,19 @@ pub(super) fn leftover(dir: &Path) -> Result<Vec<u8>, AuditError> {
 }
 
 impl Staging {
-    /// A fresh, empty staging file in `dir`, its blocks written once (so a write into the
-    /// mapping never needs disk space), mapped.
-    pub(super) fn create(dir: &Path) -> Result<Self, AuditError> {
+    /// The locked staging `file` (see [`lock`]; in `dir`) emptied, its blocks written
+    /// once (so a write into the mapping never needs disk space), and mapped.
+    pub(super) fn create(file: &File, dir: &Path) -> Result<Self, AuditError> {
         let path = dir.join(FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path))?;
         let mut blank = vec![0u8; HEADER + CAPACITY];
         blank[..MAGIC.len()].copy_from_slice(MAGIC);
-        file.write_all(&blank)
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(&blank, 0))
             .and_then(|()| file.sync_all())
             .map_err(io(&path))?;
         // SAFETY: the file is the log's own (mode 0600 in its 0700 directory) and keeps
         // its length while mapped; only this mapping writes to it while the log is open.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(&path))?;
+        let map = unsafe { MmapMut::map_mut(file) }.map_err(io(&path))?;
         Ok(Self { map, used: 0 })
     }
 

@@ -39,8 +39,8 @@ pub struct LogOptions {
 /// The audit log of one instance, open for appending.
 #[derive(Debug)]
 pub struct AuditLog {
-    /// held while the log is open (see [`staging::lock`])
-    _lock: File,
+    /// the staging file, locked while the log is open (see [`staging::lock`])
+    locked: File,
     dir: PathBuf,
     keys: Arc<AuditKeys>,
     opts: LogOptions,
@@ -117,8 +117,18 @@ pub(super) fn parse_line(line: &str) -> Option<LineInfo> {
 /// Checks that `line` continues `chain` (its seq next, its mac on the chain's last one)
 /// and takes it in; what is wrong with it otherwise.
 fn continue_chain(chain: &mut Chain, keys: &AuditKeys, line: &str) -> Result<LineInfo, String> {
-    let (body, mac) = split_mac(line).ok_or("has no mac")?;
     let info = parse_line(line).ok_or("is not a record")?;
+    take_line(chain, keys, line, info)
+}
+
+/// [`continue_chain`] of a line already parsed into `info`.
+fn take_line(
+    chain: &mut Chain,
+    keys: &AuditKeys,
+    line: &str,
+    info: LineInfo,
+) -> Result<LineInfo, String> {
+    let (body, mac) = split_mac(line).ok_or("has no mac")?;
     let hash = line_hash(body.as_bytes());
     if info.seq != chain.next_seq || keys.mac(&chain.prev, &hash) != mac {
         return Err(format!(
@@ -236,7 +246,7 @@ impl AuditLog {
             Some(last) => Position::resume(&existing, last, &keys)?,
         };
         let mut log = Self {
-            _lock: lock,
+            locked: lock,
             dir: dir.to_owned(),
             keys,
             opts,
@@ -275,12 +285,12 @@ impl AuditLog {
         let text = std::str::from_utf8(&leftover)
             .map_err(|_| corrupt("staged lines are not UTF-8".into()))?;
         for (i, line) in text.lines().enumerate() {
-            let seq = parse_line(line).map(|info| info.seq);
-            if seq.is_some_and(|seq| seq < self.chain.next_seq) {
+            let at = |problem| corrupt(format!("staged line {} {problem}", i + 1));
+            let info = parse_line(line).ok_or_else(|| at("is not a record".into()))?;
+            if info.seq < self.chain.next_seq {
                 continue;
             }
-            continue_chain(&mut self.chain, &self.keys, line)
-                .map_err(|problem| corrupt(format!("staged line {} {problem}", i + 1)))?;
+            take_line(&mut self.chain, &self.keys, line, info).map_err(at)?;
             self.buf.extend_from_slice(line.as_bytes());
             self.buf.push(b'\n');
         }
@@ -292,7 +302,7 @@ impl AuditLog {
     /// syncer's tick) writes it to the segment. For a log with a syncer only.
     pub(crate) fn stage_gated(&mut self) -> Result<(), AuditError> {
         self.write_out()?;
-        self.staging = Some(Staging::create(&self.dir)?);
+        self.staging = Some(Staging::create(&self.locked, &self.dir)?);
         Ok(())
     }
 

@@ -1,8 +1,6 @@
 //! Encrypting and decrypting the values of one column or deterministic domain.
 
-use std::collections::HashMap;
-
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -56,15 +54,23 @@ impl std::fmt::Display for Mode {
 
 /// The keys of one column under one master key.
 struct ColumnKeys {
+    /// the master key's id
+    id: u32,
     aead: Aes256GcmSiv,
-    /// HMAC key for deterministic nonces (a separate subkey: no key serves two primitives)
-    nonce_key: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed for deterministic nonces (a separate subkey: no key serves two
+    /// primitives)
+    nonce_mac: Hmac<Sha256>,
 }
 
-/// The first `N` bytes of HMAC-SHA256(`key`, `data`).
-fn hmac_prefix<const N: usize>(key: &[u8], data: &[u8]) -> [u8; N] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+/// HMAC-SHA256 keyed with `key`: cloned for each value, so the key's two blocks are
+/// hashed once (the state is zeroed when dropped).
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// The first `N` bytes of `mac` over `data`.
+fn mac_prefix<const N: usize>(mac: &Hmac<Sha256>, data: &[u8]) -> [u8; N] {
+    let mut mac = mac.clone();
     mac.update(data);
     let tag = mac.finalize().into_bytes();
     let mut out = [0u8; N];
@@ -80,10 +86,11 @@ pub struct ColumnCipher {
     mode: Mode,
     aad: Vec<u8>,
     active: u32,
-    keys: HashMap<u32, ColumnKeys>,
-    /// HMAC key for `mask:hash`, from the oldest master key so that a value masks the same
-    /// way across key rotations
-    mask_key: Zeroizing<[u8; 32]>,
+    /// per master key of the ring (a ring holds a few: a linear search)
+    keys: Vec<ColumnKeys>,
+    /// HMAC for `mask:hash`, keyed from the oldest master key so that a value masks the
+    /// same way across key rotations
+    mask: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for ColumnCipher {
@@ -107,10 +114,11 @@ impl ColumnCipher {
                 Hkdf::<Sha256>::new(None, master)
                     .expand(info.as_bytes(), okm.as_mut())
                     .expect("64 bytes is a valid HKDF-SHA256 output length");
-                let aead = Aes256GcmSiv::new_from_slice(&okm[..32]).expect("32-byte AES-256 key");
-                let mut nonce_key = Zeroizing::new([0u8; 32]);
-                nonce_key.copy_from_slice(&okm[32..]);
-                (id, ColumnKeys { aead, nonce_key })
+                ColumnKeys {
+                    id,
+                    aead: Aes256GcmSiv::new_from_slice(&okm[..32]).expect("32-byte AES-256 key"),
+                    nonce_mac: keyed(&okm[32..]),
+                }
             })
             .collect();
         let mut mask_key = Zeroizing::new([0u8; 32]);
@@ -124,14 +132,14 @@ impl ColumnCipher {
             aad: aad.as_bytes().to_vec(),
             active: keyring.active(),
             keys,
-            mask_key,
+            mask: keyed(mask_key.as_ref()),
         }
     }
 
     /// A keyed hash of a canonical plaintext for `mask:hash` reads: equal values give equal
     /// hashes within the column (or domain); without the key nothing about the value shows.
     pub(crate) fn mask_hash(&self, plaintext: &[u8]) -> [u8; 16] {
-        hmac_prefix(self.mask_key.as_ref(), plaintext)
+        mac_prefix(&self.mask, plaintext)
     }
 
     /// The column's mode.
@@ -140,26 +148,31 @@ impl ColumnCipher {
     }
 
     /// Encrypts a canonical plaintext into an envelope, with the active key.
+    /// The envelope is built in one buffer: header, then the plaintext encrypted in place,
+    /// then the tag.
     pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
-        let keys = &self.keys[&self.active];
+        let keys = self
+            .keys(self.active)
+            .expect("a keyring holds its active key");
         let nonce: [u8; 12] = match self.mode {
             Mode::Randomized => rand::rng().random(),
-            Mode::Deterministic => hmac_prefix(keys.nonce_key.as_ref(), plaintext),
+            Mode::Deterministic => mac_prefix(&keys.nonce_mac, plaintext),
         };
         let mut out = Vec::with_capacity(plaintext.len() + super::ENVELOPE_OVERHEAD);
         Envelope::write_header(self.mode, self.active, &nonce, &mut out);
-        let sealed = keys
+        let at = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = keys
             .aead
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &self.aad,
-                },
-            )
+            .encrypt_inout_detached(&Nonce::from(nonce), &self.aad, (&mut out[at..]).into())
             .expect("AES-GCM-SIV seals any value PostgreSQL can hold (limit 2^36 bytes)");
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(&tag);
         out
+    }
+
+    /// The column's keys under master key `id`.
+    fn keys(&self, id: u32) -> Option<&ColumnKeys> {
+        self.keys.iter().find(|k| k.id == id)
     }
 
     /// Decrypts a stored envelope. Fails for another column's ciphertext, a tampered one,
@@ -173,8 +186,7 @@ impl ColumnCipher {
             });
         }
         let keys = self
-            .keys
-            .get(&env.key_id)
+            .keys(env.key_id)
             .ok_or(CryptoError::UnknownKey(env.key_id))?;
         keys.aead
             .decrypt(
@@ -218,6 +230,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Stored deterministic ciphertexts and mask hashes must never change: equality
+    /// lookups and unique indexes compare them with what was written years ago.
+    #[test]
+    fn deterministic_ciphertexts_and_mask_hashes_are_fixed() {
+        let ring = Keyring::from_keys(1, vec![(1, [7u8; 32])]);
+        let c = ColumnCipher::new(
+            &ring,
+            Mode::Deterministic,
+            "phigate/v1/public.patients.ssn/text",
+        );
+        assert_eq!(
+            hex::encode(c.encrypt(b"999-12-3456")),
+            "010200000001ab5ee2fc65394e4448998ae54fa7dd526c4f9f90c323eee0e25892968a535e2afb2a39fd513247"
+        );
+        assert_eq!(
+            hex::encode(c.mask_hash(b"999-12-3456")),
+            "b4d55fb8073554e46425b8e4d576377b"
+        );
     }
 
     #[test]
