@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{AuditError, unhex};
+use crate::crypto::keyed_hmac;
 
 /// The secret audit keys of one instance.
 pub struct AuditKeys {
@@ -72,11 +73,7 @@ fn derive(seed: &[u8; 32], info: &str) -> Zeroizing<[u8; 32]> {
 impl AuditKeys {
     /// Keys from a seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let keyed = |info| {
-            let key = derive(seed, info);
-            <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref())
-                .expect("HMAC takes keys of any length")
-        };
+        let keyed = |info| keyed_hmac(derive(seed, info).as_ref());
         Self {
             signing: SigningKey::from_bytes(seed),
             chain: keyed("phigate audit chain v1"),

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::CryptoError;
 use super::envelope::Envelope;
 use super::keyring::Keyring;
+use super::mac::keyed_hmac;
 
 /// How a column is encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,12 +63,6 @@ struct ColumnKeys {
     nonce_mac: Hmac<Sha256>,
 }
 
-/// HMAC-SHA256 keyed with `key`: cloned for each value, so the key's two blocks are
-/// hashed once (the state is zeroed when dropped).
-fn keyed(key: &[u8]) -> Hmac<Sha256> {
-    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
 /// The first `N` bytes of `mac` over `data`.
 fn mac_prefix<const N: usize>(mac: &Hmac<Sha256>, data: &[u8]) -> [u8; N] {
     let mut mac = mac.clone();
@@ -117,7 +112,7 @@ impl ColumnCipher {
                 ColumnKeys {
                     id,
                     aead: Aes256GcmSiv::new_from_slice(&okm[..32]).expect("32-byte AES-256 key"),
-                    nonce_mac: keyed(&okm[32..]),
+                    nonce_mac: keyed_hmac(&okm[32..]),
                 }
             })
             .collect();
@@ -132,7 +127,7 @@ impl ColumnCipher {
             aad: aad.as_bytes().to_vec(),
             active: keyring.active(),
             keys,
-            mask: keyed(mask_key.as_ref()),
+            mask: keyed_hmac(mask_key.as_ref()),
         }
     }
 

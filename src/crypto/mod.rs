@@ -4,17 +4,20 @@
 //! keys.
 //!
 //! Primitives come from RustCrypto: AES-256-GCM-SIV (`aes-gcm-siv`), HKDF-SHA256 (`hkdf`),
-//! HMAC-SHA256 (`hmac`). Nothing here implements a primitive.
+//! HMAC-SHA256 (`hmac`; keyed in `mac`, which the audit log, SCRAM and signed settings
+//! use too). Nothing here implements a primitive.
 
 mod cipher;
 mod envelope;
 mod keyring;
+mod mac;
 mod pkcs11;
 mod provider;
 
 pub use cipher::{ColumnCipher, Mode};
 pub use envelope::{ENVELOPE_OVERHEAD, Envelope};
 pub use keyring::{Keyring, KeyringError};
+pub(crate) use mac::{hmac_sha256, keyed_hmac};
 pub use pkcs11::{Token, TokenConfig};
 pub use provider::{KeyProvider, ProviderError};
 

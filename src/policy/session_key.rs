@@ -11,9 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::PolicyError;
@@ -85,10 +83,10 @@ impl SessionKey {
     }
 
     fn tag(&self, message: &str) -> String {
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.as_ref())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        m.update(message.as_bytes());
-        hex::encode(m.finalize().into_bytes())
+        hex::encode(crate::crypto::hmac_sha256(
+            self.0.as_ref(),
+            message.as_bytes(),
+        ))
     }
 
     /// The value to give setting `name` so that `phigate.setting(name)` reads `value`.

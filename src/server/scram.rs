@@ -1,9 +1,9 @@
 //! The server side of SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, channel
 //! binding `tls-server-end-point` of RFC 5929) as PostgreSQL speaks them, without I/O.
 
+use crate::crypto::hmac_sha256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -66,13 +66,6 @@ pub struct ScramExchange {
     nonce: String,
     /// client-first-bare "," server-first
     auth_prefix: String,
-}
-
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
 }
 
 impl ScramExchange {
@@ -153,7 +146,7 @@ impl ScramExchange {
             .and_then(|p| p.try_into().ok())
             .ok_or(ScramError::Malformed("proof is not 32 bytes of base64"))?;
         let auth_message = format!("{},{without_proof}", self.auth_prefix);
-        let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let client_signature = hmac_sha256(&self.verifier.stored_key, auth_message.as_bytes());
         let mut client_key = [0u8; 32];
         for (k, (p, s)) in client_key
             .iter_mut()
@@ -165,7 +158,7 @@ impl ScramExchange {
         if !bool::from(stored_key.ct_eq(&self.verifier.stored_key)) {
             return Err(ScramError::BadProof);
         }
-        let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        let server_signature = hmac_sha256(&self.verifier.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)))
     }
 }
@@ -173,12 +166,12 @@ impl ScramExchange {
 /// A verifier for a user that does not exist: the exchange runs as for a real user (same
 /// salt every time, so probing cannot tell) and always fails with [`ScramError::BadProof`].
 pub(crate) fn decoy_verifier(instance_secret: &[u8], user: &str) -> ScramVerifier {
-    let salt = hmac(instance_secret, user.as_bytes())[..16].to_vec();
+    let salt = hmac_sha256(instance_secret, user.as_bytes())[..16].to_vec();
     ScramVerifier {
         iterations: 4096,
         salt,
-        stored_key: hmac(instance_secret, b"decoy stored key"),
-        server_key: hmac(instance_secret, b"decoy server key"),
+        stored_key: hmac_sha256(instance_secret, b"decoy stored key"),
+        server_key: hmac_sha256(instance_secret, b"decoy server key"),
     }
 }
 

@@ -5,9 +5,9 @@
 
 use std::sync::Mutex;
 
+use crate::crypto::hmac_sha256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -52,13 +52,6 @@ impl std::fmt::Debug for SaltCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SaltCache")
     }
-}
-
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
 }
 
 /// One client exchange.
@@ -114,18 +107,18 @@ impl ScramClient {
             .filter(|i| (1..=MAX_ITERATIONS).contains(i))
             .ok_or(ScramFailure("no acceptable iteration count"))?;
         let salted = cache.salted(&self.password, &salt, iterations);
-        let client_key = hmac(salted.as_ref(), b"Client Key");
+        let client_key = hmac_sha256(salted.as_ref(), b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("n=,r={},{msg},{without_proof}", self.nonce);
-        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key
             .iter()
             .zip(signature)
             .map(|(k, s)| k ^ s)
             .collect();
-        let server_key = hmac(salted.as_ref(), b"Server Key");
-        self.expected = Some(hmac(&server_key, auth_message.as_bytes()));
+        let server_key = hmac_sha256(salted.as_ref(), b"Server Key");
+        self.expected = Some(hmac_sha256(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }
 
