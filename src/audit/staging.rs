@@ -13,6 +13,7 @@
 //! lock: one process per log ([`lock`]).
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -67,16 +68,20 @@ pub(super) fn lock(dir: &Path) -> Result<File, AuditError> {
     Ok(file)
 }
 
-/// The lines a previous run left staged in `dir` (empty when none): they may or may not
-/// have reached the segment before that run ended.
-pub(super) fn leftover(dir: &Path) -> Result<Vec<u8>, AuditError> {
+/// The lines a previous run left staged in the locked staging `file` (see [`lock`]; in
+/// `dir`), empty when none: they may or may not have reached the segment before that run
+/// ended.
+pub(super) fn leftover(file: &File, dir: &Path) -> Result<Vec<u8>, AuditError> {
     let path = dir.join(FILE);
-    let mut bytes = match std::fs::read(&path) {
-        Ok(bytes) if bytes.is_empty() => return Ok(bytes),
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&path)(e)),
-    };
+    let mut bytes = Vec::new();
+    let mut reader = file;
+    reader
+        .rewind()
+        .and_then(|()| reader.read_to_end(&mut bytes))
+        .map_err(io(&path))?;
+    if bytes.is_empty() {
+        return Ok(bytes);
+    }
     let Some(header) = bytes.get(..HEADER).filter(|h| h.starts_with(MAGIC)) else {
         return Err(AuditError::Corrupt {
             path,

@@ -273,7 +273,7 @@ impl AuditLog {
     /// out (those already in the segment are skipped). Staged lines that do not continue
     /// the chain are refused: records of statements that ran would be missing.
     fn take_leftover(&mut self) -> Result<(), AuditError> {
-        let leftover = staging::leftover(&self.dir)?;
+        let leftover = staging::leftover(&self.locked, &self.dir)?;
         let path = self.dir.join(staging::FILE);
         let corrupt = |problem: String| AuditError::Corrupt {
             path: path.clone(),
