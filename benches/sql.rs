@@ -128,6 +128,16 @@ fn analysis(c: &mut Criterion) {
             ))
         })
     });
+    // what a driver on the extended protocol prepares again for each execution
+    c.bench_function("sql/pass-through again/pgbench-S extended", |b| {
+        b.iter(|| {
+            black_box(cached.analyse(
+                &role,
+                ctx,
+                "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            ))
+        })
+    });
 }
 
 fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {

@@ -1,5 +1,7 @@
 //! The analyser's caches: bounded by count and by bytes, started over when full.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -20,15 +22,15 @@ pub(super) const CACHEABLE_LEN: usize = 64 << 10;
 /// search path), text.
 pub(super) type CacheKey = (Arc<str>, bool, (bool, bool, SearchPath), Box<str>);
 
-/// Values by [`CacheKey`], at most [`CACHE_LIMIT`] of them and [`CACHE_BYTES`].
+/// Values by key, at most [`CACHE_LIMIT`] of them and [`CACHE_BYTES`].
 #[derive(Debug)]
-pub(super) struct Bounded<V> {
-    map: DashMap<CacheKey, V>,
+pub(super) struct Bounded<K: Eq + Hash, V> {
+    map: DashMap<K, V>,
     /// the bytes the cache holds, by the measure of [`CACHE_BYTES`]
     bytes: AtomicUsize,
 }
 
-impl<V: Clone> Bounded<V> {
+impl<K: Eq + Hash, V: Clone> Bounded<K, V> {
     pub(super) fn new() -> Self {
         Self {
             map: DashMap::new(),
@@ -37,13 +39,17 @@ impl<V: Clone> Bounded<V> {
     }
 
     /// The value kept for `key`.
-    pub(super) fn get(&self, key: &CacheKey) -> Option<V> {
+    pub(super) fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(key).map(|v| v.clone())
     }
 
-    /// Keeps `value`, starting over when the cache is full by count or by bytes.
-    pub(super) fn keep(&self, key: CacheKey, value: V) {
-        let cost = 2 * key.3.len() + 256;
+    /// Keeps `value` for `key`, whose text is `text_len` bytes long, starting over when
+    /// the cache is full by count or by bytes.
+    pub(super) fn keep(&self, key: K, text_len: usize, value: V) {
+        let cost = 2 * text_len + 256;
         let held = self.bytes.fetch_add(cost, Relaxed) + cost;
         if self.map.len() >= CACHE_LIMIT || held > CACHE_BYTES {
             self.map.clear();

@@ -31,7 +31,7 @@ pub use firewall::FORBIDDEN_WORDS;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 pub use text::{Literal, Sql};
 
-use cache::{Bounded, CACHEABLE_LEN};
+use cache::{Bounded, CACHEABLE_LEN, CacheKey};
 use shape::Shaped;
 
 use std::collections::BTreeMap;
@@ -478,6 +478,43 @@ fn declared_reason(sql: &str) -> Option<String> {
 
 /// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
 /// the result is inspected even though the text names none.
+/// The key of `sql` sent by `role` among the texts that passed: the role's length, the
+/// role, the text (one string, so a lookup borrows it).
+///
+/// Whether a text passes depends on nothing else: the firewall screens it for the role,
+/// and it passes when it names no protected table, which is a matter of its words. A text
+/// is kept only without literals: one with values (a statement interpolated by the
+/// client) is rarely sent again, and would crowd out the texts that are (an unnamed
+/// statement prepared again for each execution, `BEGIN`, `COMMIT`).
+fn passed_key<'k>(key: &'k mut String, role: &str, sql: &str) -> &'k str {
+    key.clear();
+    key.reserve(role.len() + sql.len() + 8);
+    key.push_str(itoa::Buffer::new().format(role.len()));
+    key.push(':');
+    key.push_str(role);
+    key.push_str(sql);
+    key
+}
+
+/// False when `sql` surely holds a literal (a quote, or a digit starting a word), and so
+/// is not among the texts kept as passed: a statement with values is not looked up.
+fn literal_free(sql: &[u8]) -> bool {
+    let mut prev = b' ';
+    for &b in sql {
+        let in_word = prev.is_ascii_alphanumeric() || matches!(prev, b'_' | b'$') || prev >= 0x80;
+        if b == b'\'' || (b.is_ascii_digit() && !in_word) {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
+/// True when the text of `tokens` holds a string or number literal.
+fn has_literal(tokens: &[lex::Token<'_>]) -> bool {
+    (tokens.iter()).any(|t| matches!(t, lex::Token::Str(_) | lex::Token::Punct(b'0')))
+}
+
 fn mentions_fetch(sql: &str) -> bool {
     lex::contains_ignore_case(sql.as_bytes(), b"fetch")
 }
@@ -509,9 +546,11 @@ pub struct Analyzer {
     catalog: Arc<Catalog>,
     policies: Arc<PolicySet>,
     /// analyses by text
-    cache: Bounded<Analysis>,
+    cache: Bounded<CacheKey, Analysis>,
     /// plans by shape (see [`shape`])
-    shapes: Bounded<Shaped>,
+    shapes: Bounded<CacheKey, Shaped>,
+    /// texts without literals that passed unchanged, by role (see [`passed_key`])
+    passed: Bounded<Box<str>, ()>,
 }
 
 impl Analyzer {
@@ -522,6 +561,7 @@ impl Analyzer {
             policies,
             cache: Bounded::new(),
             shapes: Bounded::new(),
+            passed: Bounded::new(),
         }
     }
 
@@ -561,6 +601,9 @@ impl Analyzer {
                 "reconnect; an administrator changed the policies",
             )));
         };
+        if self.passed_before(&who.role, sql) {
+            return Analysis::Pass;
+        }
         let tokens = match firewall::read(sql) {
             Ok(t) => t,
             Err(r) => return Analysis::Refuse(Arc::new(r)),
@@ -592,6 +635,10 @@ impl Analyzer {
         }
         let names = protected_names(&self.catalog, &tokens);
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
+            if sql.len() <= CACHEABLE_LEN && !has_literal(&tokens) {
+                let key = passed_key(&mut String::new(), &who.role, sql).into();
+                self.passed.keep(key, sql.len(), ());
+            }
             return Analysis::Pass;
         }
         let access = Access {
@@ -650,15 +697,35 @@ impl Analyzer {
             let template = analyse_touched(&self.catalog, access, (ctx, path), &shape.text, names);
             let verdict = Shaped::judge(template, &analysis, (sql, shape, ctx));
             let fits = !matches!(verdict, Shaped::Unfit);
-            self.shapes.keep(k, verdict);
+            let len = k.3.len();
+            self.shapes.keep(k, len, verdict);
             if fits {
                 return analysis;
             }
         }
         if sql.len() <= CACHEABLE_LEN {
-            self.cache.keep(key, analysis.clone());
+            self.cache.keep(key, sql.len(), analysis.clone());
         }
         analysis
+    }
+
+    /// True when `sql` sent by `role` passed unchanged before (see [`passed_key`]). The
+    /// key is written into a buffer kept per thread: a statement not found costs no
+    /// allocation.
+    fn passed_before(&self, role: &str, sql: &str) -> bool {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        if !literal_free(sql.as_bytes()) {
+            return false;
+        }
+        KEY.with_borrow_mut(|key| {
+            let found = self.passed.get(passed_key(key, role, sql)).is_some();
+            if key.capacity() > 4096 {
+                *key = String::new();
+            }
+            found
+        })
     }
 
     /// The protected tables (`schema.table`) and columns (`schema.table.column`) the
