@@ -476,8 +476,6 @@ fn declared_reason(sql: &str) -> Option<String> {
     (!reason.is_empty()).then_some(reason)
 }
 
-/// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
-/// the result is inspected even though the text names none.
 /// The key of `sql` sent by `role` among the texts that passed: the role's length, the
 /// role, the text (one string, so a lookup borrows it).
 ///
@@ -510,11 +508,14 @@ fn literal_free(sql: &[u8]) -> bool {
     true
 }
 
-/// True when the text of `tokens` holds a string or number literal.
+/// True when the text of `tokens` holds a string or number literal (a dollar-quoted
+/// string has neither quote nor digit).
 fn has_literal(tokens: &[lex::Token<'_>]) -> bool {
     (tokens.iter()).any(|t| matches!(t, lex::Token::Str(_) | lex::Token::Punct(b'0')))
 }
 
+/// True when `sql` may FETCH from a cursor: its rows may come from a protected table, so
+/// the result is inspected even though the text names none.
 fn mentions_fetch(sql: &str) -> bool {
     lex::contains_ignore_case(sql.as_bytes(), b"fetch")
 }
@@ -635,7 +636,7 @@ impl Analyzer {
         }
         let names = protected_names(&self.catalog, &tokens);
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
-            if sql.len() <= CACHEABLE_LEN && !has_literal(&tokens) {
+            if sql.len() <= CACHEABLE_LEN && literal_free(sql.as_bytes()) && !has_literal(&tokens) {
                 let key = passed_key(&mut String::new(), &who.role, sql).into();
                 self.passed.keep(key, sql.len(), ());
             }
