@@ -289,6 +289,20 @@ pub(crate) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     })
 }
 
+/// False when `sql` surely holds a literal (a quote, or a digit starting a word): a
+/// cheap first look, before a text is lexed, so that a statement with values is not
+/// looked up among the texts kept without them.
+pub(crate) fn literal_free(sql: &[u8]) -> bool {
+    let mut prev = b' ';
+    for &b in sql {
+        if b == b'\'' || (b.is_ascii_digit() && !ident_byte(prev)) {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -420,6 +434,20 @@ mod tests {
         assert!(contains_ignore_case(hay, b"select") && contains_ignore_case(hay, b""));
         assert!(!contains_ignore_case(hay, b"in cx") && !contains_ignore_case(b"", b"a"));
         assert!(!contains_ignore_case(b"fetc", b"fetch"));
+    }
+
+    #[test]
+    fn literal_free_sees_a_quote_or_a_number_outside_a_word() {
+        for sql in ["SELECT 1", "x = 'a'", "WHERE id=42", "a (3)", "LIMIT\t10"] {
+            assert!(!literal_free(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT t1.c2 FROM t1 WHERE id = $12",
+            "BEGIN",
+            "SELECT \"é1\" FROM x_9",
+        ] {
+            assert!(literal_free(sql.as_bytes()), "{sql}");
+        }
     }
 
     fn words(sql: &str) -> Vec<String> {

@@ -494,20 +494,6 @@ fn passed_key<'k>(key: &'k mut String, role: &str, sql: &str) -> &'k str {
     key
 }
 
-/// False when `sql` surely holds a literal (a quote, or a digit starting a word), and so
-/// is not among the texts kept as passed: a statement with values is not looked up.
-fn literal_free(sql: &[u8]) -> bool {
-    let mut prev = b' ';
-    for &b in sql {
-        let in_word = prev.is_ascii_alphanumeric() || matches!(prev, b'_' | b'$') || prev >= 0x80;
-        if b == b'\'' || (b.is_ascii_digit() && !in_word) {
-            return false;
-        }
-        prev = b;
-    }
-    true
-}
-
 /// True when the text of `tokens` holds a string or number literal (a dollar-quoted
 /// string has neither quote nor digit).
 fn has_literal(tokens: &[lex::Token<'_>]) -> bool {
@@ -636,7 +622,10 @@ impl Analyzer {
         }
         let names = protected_names(&self.catalog, &tokens);
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
-            if sql.len() <= CACHEABLE_LEN && literal_free(sql.as_bytes()) && !has_literal(&tokens) {
+            if sql.len() <= CACHEABLE_LEN
+                && lex::literal_free(sql.as_bytes())
+                && !has_literal(&tokens)
+            {
                 let key = passed_key(&mut String::new(), &who.role, sql).into();
                 self.passed.keep(key, sql.len(), ());
             }
@@ -717,7 +706,7 @@ impl Analyzer {
         thread_local! {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        if !literal_free(sql.as_bytes()) {
+        if !lex::literal_free(sql.as_bytes()) {
             return false;
         }
         KEY.with_borrow_mut(|key| {

@@ -670,17 +670,3 @@ fn only_texts_without_literals_are_kept_as_passed() {
     assert!(matches!(run(&a, sql), Analysis::Pass));
     assert!(a.passed_before("clinician", sql));
 }
-
-#[test]
-fn a_text_with_a_literal_is_not_looked_up_among_those_passed() {
-    for sql in ["SELECT 1", "x = 'a'", "WHERE id=42", "a (3)", "LIMIT\t10"] {
-        assert!(!literal_free(sql.as_bytes()), "{sql}");
-    }
-    for sql in [
-        "SELECT t1.c2 FROM t1 WHERE id = $12",
-        "BEGIN",
-        "SELECT \"é1\" FROM x_9",
-    ] {
-        assert!(literal_free(sql.as_bytes()), "{sql}");
-    }
-}
