@@ -829,3 +829,26 @@ async fn a_clean_end_leaves_a_reset_upstream_session_for_the_next_client_of_the_
     let fifth = proxy.alice().await;
     assert_ne!(value(&fifth, "select pg_backend_pid()").await, pid);
 }
+
+/// A text another role passed (and phigate keeps as passed) is screened again for the
+/// role that sends it next, on both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_another_role_passed_is_still_screened_for_this_one() {
+    let (_pg, proxy) = start(Options::default()).await;
+    let alice = proxy.alice().await;
+    let nurse = proxy.connect("nurse", "nurse-pw").await.unwrap();
+    // (the nurse station may not run DDL; alice's role may run anything)
+    let ddl = "drop table if exists scratch_never_made";
+    for _ in 0..2 {
+        alice.batch_execute(ddl).await.unwrap();
+        alice.execute(ddl, &[]).await.unwrap();
+    }
+    let e = nurse.batch_execute(ddl).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
+    let e = nurse.execute(ddl, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
+    nurse
+        .simple_query("select 1")
+        .await
+        .expect("the session stays usable");
+}
