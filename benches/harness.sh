@@ -146,11 +146,20 @@ $PSQL -d bench -Atc "COPY plain_patients TO STDOUT" |
   PGPASSWORD=bench-pw psql -X -q -h 127.0.0.1 -p "$PHPORT" -U bench bench -c "\\copy patients FROM pstdin"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# measure PID LABEL PGBENCH-ARGS...: runs pgbench; sets TPS_OUT, TX_OUT and TICKS_OUT (the
-# CPU ticks PID used meanwhile).
+# syncer_ticks PID: the CPU ticks of phigate's audit syncer thread (0 for another process).
+syncer_ticks() {
+  local comm
+  for comm in /proc/"$1"/task/*/comm; do
+    [ "$(cat "$comm" 2>/dev/null)" = phigate-audit ] && { awk '{print $14 + $15}' "${comm%/comm}/stat"; return; }
+  done
+  echo 0
+}
+# measure PID LABEL PGBENCH-ARGS...: runs pgbench; sets TPS_OUT, TX_OUT, TICKS_OUT (the
+# CPU ticks PID used meanwhile) and SYNCER_TICKS_OUT (those of them its audit syncer used).
 measure() {
-  local pid=$1 label=$2 before after out
+  local pid=$1 label=$2 before after out synced
   shift 2
+  synced=$(syncer_ticks "$pid")
   before=$(cpu_ticks "$pid")
   out=$(PGPASSWORD=bench-pw PGSSLMODE=${SSLMODE:-disable} pgbench -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -U bench "$@" bench 2>&1) ||
     { echo "pgbench ($label) failed:"; echo "$out"; exit 1; }
@@ -158,6 +167,7 @@ measure() {
   TPS_OUT=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   TX_OUT=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   TICKS_OUT=$((after - before))
+  SYNCER_TICKS_OUT=$(($(syncer_ticks "$pid") - synced))
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # medians_of ARRAY MODE NAME...: the median TPS of each NAME (ARRAY[MODE,NAME] holds a run's

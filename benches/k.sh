@@ -51,7 +51,7 @@ fi
 port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; baseline) echo "$BLPORT" ;; esac; }
 pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; baseline) echo "$BLPID" ;; *) echo $$ ;; esac; }
 
-declare -A KTPS KTICKS KTXS
+declare -A KTPS KTICKS KTXS KSYNC
 echo "round workload target tps"
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
@@ -62,6 +62,7 @@ for round in $(seq 1 "$ROUNDS"); do
       measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
       KTPS[$w,$target]="${KTPS[$w,$target]:-} $TPS_OUT"
       KTICKS[$w,$target]=$(( ${KTICKS[$w,$target]:-0} + TICKS_OUT ))
+      KSYNC[$w,$target]=$(( ${KSYNC[$w,$target]:-0} + SYNCER_TICKS_OUT ))
       KTXS[$w,$target]=$(( ${KTXS[$w,$target]:-0} + TX_OUT ))
       echo "$round $w $target $TPS_OUT"
     done
@@ -71,14 +72,16 @@ done
 HZ=$(getconf CLK_TCK)
 echo
 echo "K over $ROUNDS rounds, $CLIENTS clients, ${SECS}s per run (TPS medians; CPU per transaction over all runs):"
-printf '  %-16s %9s %9s %9s %7s %7s %10s %10s\n' workload direct phigate pgbouncer p/d K "phigate us" "bouncer us"
+# "syncer us": the part of phigate's CPU its audit syncer thread used (the write and sync of
+# the log every 5 ms, a cost per second whatever the rate)
+printf '  %-16s %9s %9s %9s %7s %7s %10s %10s %10s\n' workload direct phigate pgbouncer p/d K "phigate us" "syncer us" "bouncer us"
 for w in "${WORKLOADS[@]}"; do
   read -r d p b <<<"$(medians_of KTPS "$w" direct phigate pgbouncer)"
   awk -v w="$w" -v d="$d" -v p="$p" -v b="$b" -v hz="$HZ" \
-      -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" \
+      -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" -v ps="${KSYNC[$w,phigate]}" \
       -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" 'BEGIN {
-    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f\n", w, d, p, b, p/d, (p/d)/(b/d),
-      pt / hz * 1e6 / pn, bt / hz * 1e6 / bn }'
+    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f %10.1f\n", w, d, p, b, p/d, (p/d)/(b/d),
+      pt / hz * 1e6 / pn, ps / hz * 1e6 / pn, bt / hz * 1e6 / bn }'
 done
 if [ -n "${K_BASELINE:-}" ]; then
   echo
