@@ -36,10 +36,14 @@ struct Synced {
 /// The instance's audit log, shared by sessions.
 #[derive(Debug)]
 pub struct Auditor {
-    /// held only to seal and write; std's lock spins briefly without a system call
+    /// held only to seal and stage, never across the syncer's write (see
+    /// [`AuditLog::take_for_write`]); std's lock spins briefly without a system call
     /// before it sleeps (parking_lot's, tried before, yields to the scheduler while it
     /// spins: half a `sched_yield` per statement under load, measured slower)
     log: Mutex<AuditLog>,
+    /// signalled (with `log`) when the syncer's write lands: an append that needs the
+    /// segment meanwhile waits for it
+    landed: Condvar,
     /// the instance name records carry
     instance: String,
     keys: Arc<AuditKeys>,
@@ -91,6 +95,7 @@ impl Auditor {
         let through = log.next_seq().saturating_sub(1);
         let auditor = Arc::new(Self {
             log: Mutex::new(log),
+            landed: Condvar::new(),
             instance,
             keys,
             durability,
@@ -120,7 +125,7 @@ impl Auditor {
         let started = gate.then(std::time::Instant::now);
         // everything but the chain's part is done before taking the lock
         let unsealed = Unsealed::new(&record, &self.instance);
-        let seq = lock(&self.log).append_unsealed(&unsealed, gate)?;
+        let seq = self.append_unsealed(&unsealed, gate)?;
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();
             if let Some(started) = started {
@@ -128,6 +133,29 @@ impl Auditor {
             }
         }
         Ok(seq)
+    }
+
+    /// Appends under the log's lock. The syncer's write does not hold it: only a record
+    /// that needs the segment (a rotation, a gated record that cannot be staged) waits
+    /// for that write to land.
+    fn append_unsealed(&self, unsealed: &Unsealed, gate: bool) -> Result<u64, AuditError> {
+        let mut log = lock(&self.log);
+        while log.writing() && log.rotation_due(unsealed) {
+            log = self.wait_landed(log);
+        }
+        let (seq, settled) = log.append_unsealed(unsealed, gate)?;
+        if !settled {
+            let rewinds = log.rewinds();
+            while log.writing() {
+                log = self.wait_landed(log);
+            }
+            log.settle_late(gate, rewinds)?;
+        }
+        Ok(seq)
+    }
+
+    fn wait_landed<'a>(&self, log: MutexGuard<'a, AuditLog>) -> MutexGuard<'a, AuditLog> {
+        self.landed.wait(log).unwrap_or_else(|p| p.into_inner())
     }
 
     /// The seq of the last record appended (0 when none).
@@ -209,17 +237,36 @@ impl Auditor {
     }
 
     /// The syncer's periodic work: a checkpoint when one is due, buffered records written
-    /// out, and a sync, which runs outside the log's lock so appends never wait for the
-    /// disk. A failed sync is reported to every session waiting for it.
+    /// out, and a sync. The write and the sync run outside the log's lock, so appends
+    /// never wait for the disk. A failed write or sync is reported to every session
+    /// waiting for it.
     fn tick(&self) -> Result<(), AuditError> {
         let _leader = lock(&self.sync);
-        let result = self.sync_out(|log| log.tick(self.checkpoint_interval));
+        let result = self.write_taken().and_then(|()| self.sync_out(|_| Ok(())));
         if result.is_err() {
             let written = self.last_seq();
             self.synced
                 .send_modify(|s| s.failed = s.failed.max(written));
         }
         result
+    }
+
+    /// Takes the buffered lines under the log's lock (a checkpoint first when due), writes
+    /// them outside it, and records the result under it again, waking appends that waited
+    /// for the segment. The caller holds the sync lock.
+    fn write_taken(&self) -> Result<(), AuditError> {
+        let flight = {
+            let mut log = lock(&self.log);
+            log.checkpoint_if_due(self.checkpoint_interval)?;
+            log.take_for_write()?
+        };
+        let Some(flight) = flight else {
+            return Ok(());
+        };
+        let written = flight.write();
+        let landed = lock(&self.log).land(flight, written);
+        self.landed.notify_all();
+        landed
     }
 
     /// Under the log's lock, `prepare` (flush, checkpoint); then, outside it, the sync of

@@ -64,6 +64,13 @@ pub struct AuditLog {
     staged: Chain,
     /// the last write failed: gated lines are written, not staged, until one succeeds
     failing: bool,
+    /// the syncer is writing lines taken from the buffer, outside the log's lock (see
+    /// [`AuditLog::take_for_write`]): the segment is its until they land
+    writing: bool,
+    /// the buffer of the last write, kept for the next
+    spare: Vec<u8>,
+    /// how many failed writes dropped buffered lines that were not staged
+    rewinds: u64,
     /// a checkpoint to publish in HEAD once synced
     pending_head: Option<(u64, String)>,
     /// the seq of the checkpoint in HEAD: syncs run concurrently (the syncer's, and a
@@ -262,6 +269,9 @@ impl AuditLog {
             chain: at.chain,
             staging: None,
             failing: false,
+            writing: false,
+            spare: Vec::new(),
+            rewinds: 0,
             pending_head: None,
             published: Arc::default(),
         };
@@ -284,9 +294,16 @@ impl AuditLog {
         };
         let text = std::str::from_utf8(&leftover)
             .map_err(|_| corrupt("staged lines are not UTF-8".into()))?;
+        let mut lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
+            let info = parse_line(line)
+                .ok_or_else(|| corrupt(format!("staged line {} is not a record", i + 1)))?;
+            lines.push((info, line));
+        }
+        // the two regions' lines, in chain order; a line in both is taken once
+        lines.sort_by_key(|(info, _)| info.seq);
+        for (i, (info, line)) in lines.into_iter().enumerate() {
             let at = |problem| corrupt(format!("staged line {} {problem}", i + 1));
-            let info = parse_line(line).ok_or_else(|| at("is not a record".into()))?;
             if info.seq < self.chain.next_seq {
                 continue;
             }
@@ -318,24 +335,43 @@ impl AuditLog {
     /// flush. In `fsync` durability mode every flush also syncs.
     pub fn append(&mut self, record: Record, flush: bool) -> Result<u64, AuditError> {
         let unsealed = Unsealed::new(&record, &self.opts.instance);
-        self.append_unsealed(&unsealed, flush)
+        // only an auditor's syncer writes outside the lock; a log of its own never waits
+        self.append_unsealed(&unsealed, flush).map(|(seq, _)| seq)
     }
 
     /// [`AuditLog::append`] of a record already written as JSON (see [`Unsealed`]), so
-    /// that the caller's lock covers only the chain's part.
+    /// that the caller's lock covers only the chain's part. The seq, and false when the
+    /// record is appended but could not be handed to the OS yet: a write of the syncer's
+    /// is in flight and the record needs the segment (call [`AuditLog::settle`] once it
+    /// has landed). The caller makes sure no rotation is due while a write is in flight
+    /// (see [`AuditLog::rotation_due`]).
     pub(crate) fn append_unsealed(
         &mut self,
         record: &Unsealed,
         flush: bool,
-    ) -> Result<u64, AuditError> {
-        // a record of a later day starts a segment (one of an earlier day, made just
-        // before midnight by another session, stays in this one)
-        if self.bytes + self.buf.len() as u64 > 0
-            && (self.bytes >= self.opts.segment_bytes || record.day() > self.day.as_str())
-        {
+    ) -> Result<(u64, bool), AuditError> {
+        if self.rotation_due(record) {
             self.rotate()?;
         }
         let seq = self.chain.seal(&self.keys, record, &mut self.buf);
+        Ok((seq, self.settle(flush)?))
+    }
+
+    /// A record of a later day starts a segment (one of an earlier day, made just before
+    /// midnight by another session, stays in this one), and so does a full segment.
+    pub(crate) fn rotation_due(&self, record: &Unsealed) -> bool {
+        self.bytes + self.buf.len() as u64 > 0
+            && (self.bytes >= self.opts.segment_bytes || record.day() > self.day.as_str())
+    }
+
+    /// Writes or stages what the last append asks: a checkpoint when enough records
+    /// wait for one, the buffer past its bound, a gated record. While a write of the
+    /// syncer's is in flight only staging is possible, and the rest waits for the next
+    /// append or tick; false when a gated record needs the segment meanwhile.
+    pub(crate) fn settle(&mut self, flush: bool) -> Result<bool, AuditError> {
+        if self.writing {
+            return Ok(!flush || self.stage());
+        }
         if self.chain.count >= self.opts.checkpoint_every {
             self.checkpoint()?;
         } else if self.buf.len() >= FLUSH_ABOVE {
@@ -346,12 +382,35 @@ impl AuditLog {
         if flush && self.opts.durability == Durability::Fsync {
             self.sync()?;
         }
-        Ok(seq)
+        Ok(true)
     }
 
-    /// Hands the buffered lines to the OS: into the staging file when there is one, they
-    /// fit and writes succeed, otherwise written to the segment.
-    fn stage_or_write(&mut self) -> Result<(), AuditError> {
+    /// True when the syncer's write is in flight.
+    pub(crate) fn writing(&self) -> bool {
+        self.writing
+    }
+
+    /// How many failed writes have dropped the buffered lines that were not staged.
+    pub(crate) fn rewinds(&self) -> u64 {
+        self.rewinds
+    }
+
+    /// [`AuditLog::settle`] of a record appended while a write was in flight, once it has
+    /// landed; `rewinds` is what [`AuditLog::rewinds`] said when it was appended. A failed
+    /// write meanwhile dropped the lines not staged, this one with them: an error.
+    pub(crate) fn settle_late(&mut self, flush: bool, rewinds: u64) -> Result<(), AuditError> {
+        if self.rewinds != rewinds {
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                cause: std::io::Error::other("the write of the audit log failed"),
+            });
+        }
+        self.settle(flush).map(|_| ())
+    }
+
+    /// Stages the buffer; false when there is no staging file, it does not fit, or
+    /// writes are failing.
+    fn stage(&mut self) -> bool {
         let staged = !self.failing
             && self
                 .staging
@@ -359,6 +418,14 @@ impl AuditLog {
                 .is_some_and(|staging| staging.stage(&self.buf));
         if staged {
             self.staged = self.chain.clone();
+        }
+        staged
+    }
+
+    /// Hands the buffered lines to the OS: into the staging file when there is one, they
+    /// fit and writes succeed, otherwise written to the segment.
+    fn stage_or_write(&mut self) -> Result<(), AuditError> {
+        if self.stage() {
             return Ok(());
         }
         self.write_out()
@@ -369,6 +436,10 @@ impl AuditLog {
     /// last line staged or written (staged lines stay: their statements may have run, and
     /// the next flush writes them).
     pub fn write_out(&mut self) -> Result<(), AuditError> {
+        debug_assert!(
+            !self.writing,
+            "the segment is written by one writer at a time"
+        );
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -384,6 +455,7 @@ impl AuditLog {
             self.buf.truncate(staged);
             self.pending_head = None;
             self.failing = true;
+            self.rewinds += 1;
             return Err(io(&self.path)(e));
         }
         self.bytes += self.buf.len() as u64;
@@ -397,13 +469,84 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Writes a checkpoint when records have waited longer than `interval` for one, and
-    /// flushes the buffer.
-    pub(crate) fn tick(&mut self, interval: std::time::Duration) -> Result<(), AuditError> {
+    /// Writes a checkpoint when records have waited longer than `interval` for one.
+    pub(crate) fn checkpoint_if_due(
+        &mut self,
+        interval: std::time::Duration,
+    ) -> Result<(), AuditError> {
         if self.chain.count > 0 && self.last_checkpoint.elapsed() >= interval {
             self.checkpoint()?;
         }
-        self.write_out()
+        Ok(())
+    }
+
+    /// Takes the buffered lines, all staged, for the syncer to write outside the log's
+    /// lock ([`Flight::write`]), so that appends meanwhile never wait for the disk; their
+    /// staging region is kept until they land ([`AuditLog::land`]). Where they cannot be
+    /// staged (no staging file, writes failing, no room), they are written here, under
+    /// the lock, and `None` is returned, as when there is nothing to write.
+    pub(crate) fn take_for_write(&mut self) -> Result<Option<Flight>, AuditError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        if !self.stage() {
+            self.write_out()?;
+            return Ok(None);
+        }
+        if let Some(staging) = &mut self.staging {
+            staging.hand_over();
+        }
+        self.writing = true;
+        let bytes = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        Ok(Some(Flight {
+            bytes,
+            chain: self.chain.clone(),
+            file: self.file.clone(),
+            path: self.path.clone(),
+        }))
+    }
+
+    /// Records how the write of `flight` went. Written: the lines count as written, and
+    /// their staging region is emptied. Failed: as [`AuditLog::write_out`] fails, the
+    /// segment is cut back to its last complete line, the lines are back at the front of
+    /// the buffer, and of those appended meanwhile the ones not staged are dropped.
+    pub(crate) fn land(
+        &mut self,
+        flight: Flight,
+        result: std::io::Result<()>,
+    ) -> Result<(), AuditError> {
+        self.writing = false;
+        let Flight {
+            mut bytes,
+            chain,
+            path,
+            ..
+        } = flight;
+        if let Err(e) = result {
+            let _ = self.file.set_len(self.bytes);
+            let len = bytes.len();
+            bytes.extend_from_slice(&self.buf);
+            self.buf = bytes;
+            let staged = self.staging.as_mut().map_or(len, |staging| {
+                staging.take_back(len);
+                staging.used()
+            });
+            self.buf.truncate(staged);
+            self.chain = self.staged.clone();
+            self.pending_head = None;
+            self.failing = true;
+            self.rewinds += 1;
+            return Err(io(&path)(e));
+        }
+        self.bytes += bytes.len() as u64;
+        self.written = chain;
+        self.dirty = true;
+        if let Some(staging) = &mut self.staging {
+            staging.written();
+        }
+        bytes.clear();
+        self.spare = bytes;
+        Ok(())
     }
 
     /// Writes a signed checkpoint over the records since the last one (if any). `HEAD`
@@ -481,6 +624,24 @@ impl AuditLog {
     pub fn close(mut self) -> Result<(), AuditError> {
         self.checkpoint()?;
         self.sync()
+    }
+}
+
+/// Lines taken from the log's buffer for the syncer to write outside the log's lock (see
+/// [`AuditLog::take_for_write`]).
+#[derive(Debug)]
+pub(crate) struct Flight {
+    bytes: Vec<u8>,
+    /// the chain as of the last of them
+    chain: Chain,
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl Flight {
+    /// Appends the lines to the segment; report the result to [`AuditLog::land`].
+    pub(crate) fn write(&self) -> std::io::Result<()> {
+        (&*self.file).write_all(&self.bytes)
     }
 }
 

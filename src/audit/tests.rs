@@ -399,3 +399,6 @@ fn a_failed_write_keeps_what_was_staged_and_drops_the_rest() {
     assert_eq!(seqs(dir.path()), [1, 2, 3]);
     check_both(dir.path()).0.expect("verifies");
 }
+
+/// The syncer's write outside the log's lock.
+mod flight;
