@@ -342,8 +342,8 @@ impl AuditLog {
     /// [`AuditLog::append`] of a record already written as JSON (see [`Unsealed`]), so
     /// that the caller's lock covers only the chain's part. The seq, and false when the
     /// record is appended but could not be handed to the OS yet: a write of the syncer's
-    /// is in flight and the record needs the segment (call [`AuditLog::settle`] once it
-    /// has landed). The caller makes sure no rotation is due while a write is in flight
+    /// is in flight and the record needs the segment (call [`AuditLog::settle_late`] once
+    /// it has landed). The caller makes sure no rotation is due while a write is in flight
     /// (see [`AuditLog::rotation_due`]).
     pub(crate) fn append_unsealed(
         &mut self,
