@@ -84,8 +84,8 @@ pub(super) fn lock(dir: &Path) -> Result<File, AuditError> {
 
 /// The lines a previous run left staged in the locked staging `file` (see [`lock`]; in
 /// `dir`), both regions', empty when none: they may or may not have reached the segment
-/// before that run ended. A line may be in both regions (a crash while one was handed
-/// over); the caller orders them by seq.
+/// before that run ended (a crash between a write and the emptying of its region leaves
+/// lines in the segment too). The caller orders them by seq and skips those it has.
 pub(super) fn leftover(file: &File, dir: &Path) -> Result<Vec<u8>, AuditError> {
     let path = dir.join(FILE);
     let mut bytes = Vec::new();

@@ -300,7 +300,7 @@ impl AuditLog {
                 .ok_or_else(|| corrupt(format!("staged line {} is not a record", i + 1)))?;
             lines.push((info, line));
         }
-        // the two regions' lines, in chain order; a line in both is taken once
+        // the two regions' lines, in chain order (the newer region may come first)
         lines.sort_by_key(|(info, _)| info.seq);
         for (i, (info, line)) in lines.into_iter().enumerate() {
             let at = |problem| corrupt(format!("staged line {} {problem}", i + 1));
