@@ -145,12 +145,14 @@ done
 $PSQL -d bench -Atc "COPY plain_patients TO STDOUT" |
   PGPASSWORD=bench-pw psql -X -q -h 127.0.0.1 -p "$PHPORT" -U bench bench -c "\\copy patients FROM pstdin"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# stat_ticks STAT: user and system CPU ticks in a /proc stat file (a process's or a thread's).
+stat_ticks() { awk '{print $14 + $15}' "$1"; }
+cpu_ticks() { stat_ticks "/proc/$1/stat"; }
 # syncer_ticks PID: the CPU ticks of phigate's audit syncer thread (0 for another process).
 syncer_ticks() {
   local comm
   for comm in /proc/"$1"/task/*/comm; do
-    [ "$(cat "$comm" 2>/dev/null)" = phigate-audit ] && { awk '{print $14 + $15}' "${comm%/comm}/stat"; return; }
+    [ "$(cat "$comm" 2>/dev/null)" = phigate-audit ] && { stat_ticks "${comm%/comm}/stat"; return; }
   done
   echo 0
 }

@@ -139,23 +139,25 @@ impl Auditor {
     /// that needs the segment (a rotation, a gated record that cannot be staged) waits
     /// for that write to land.
     fn append_unsealed(&self, unsealed: &Unsealed, gate: bool) -> Result<u64, AuditError> {
-        let mut log = lock(&self.log);
-        while log.writing() && log.rotation_due(unsealed) {
-            log = self.wait_landed(log);
-        }
+        let log = lock(&self.log);
+        let mut log = self.wait_landed(log, |l| l.rotation_due(unsealed));
         let (seq, settled) = log.append_unsealed(unsealed, gate)?;
         if !settled {
             let rewinds = log.rewinds();
-            while log.writing() {
-                log = self.wait_landed(log);
-            }
-            log.settle_late(gate, rewinds)?;
+            self.wait_landed(log, |_| true).settle_late(gate, rewinds)?;
         }
         Ok(seq)
     }
 
-    fn wait_landed<'a>(&self, log: MutexGuard<'a, AuditLog>) -> MutexGuard<'a, AuditLog> {
-        self.landed.wait(log).unwrap_or_else(|p| p.into_inner())
+    /// Waits, when `needs_segment` says so, for the syncer's write in flight to land.
+    fn wait_landed<'a>(
+        &self,
+        log: MutexGuard<'a, AuditLog>,
+        mut needs_segment: impl FnMut(&AuditLog) -> bool,
+    ) -> MutexGuard<'a, AuditLog> {
+        self.landed
+            .wait_while(log, |l| l.writing() && needs_segment(l))
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The seq of the last record appended (0 when none).

@@ -14,7 +14,7 @@ use super::record::{Kind, Record, Unsealed, now};
 use super::staging::{self, Staging};
 use super::{AuditError, io, unhex};
 
-mod flight;
+pub(super) mod flight;
 
 /// When a record counts as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,18 +423,7 @@ impl AuditLog {
             return Ok(());
         }
         if let Err(e) = (&*self.file).write_all(&self.buf) {
-            let _ = self.file.set_len(self.bytes);
-            let staged = self.staging.as_ref().map_or(0, Staging::used);
-            self.chain = if staged > 0 {
-                &self.staged
-            } else {
-                &self.written
-            }
-            .clone();
-            self.buf.truncate(staged);
-            self.pending_head = None;
-            self.failing = true;
-            self.rewinds += 1;
+            self.rewind();
             return Err(io(&self.path)(e));
         }
         self.bytes += self.buf.len() as u64;
@@ -446,6 +435,24 @@ impl AuditLog {
             staging.clear();
         }
         Ok(())
+    }
+
+    /// After a failed write of the buffer: the file cut back to its last complete line,
+    /// the lines not staged dropped, the chain back at the last line staged or written,
+    /// and gated lines written, not staged, until a write succeeds.
+    fn rewind(&mut self) {
+        let _ = self.file.set_len(self.bytes);
+        let staged = self.staging.as_ref().map_or(0, Staging::used);
+        self.chain = if staged > 0 {
+            &self.staged
+        } else {
+            &self.written
+        }
+        .clone();
+        self.buf.truncate(staged);
+        self.pending_head = None;
+        self.failing = true;
+        self.rewinds += 1;
     }
 
     /// Writes a checkpoint when records have waited longer than `interval` for one.

@@ -98,19 +98,13 @@ impl AuditLog {
             ..
         } = flight;
         if let Err(e) = result {
-            let _ = self.file.set_len(self.bytes);
-            let len = bytes.len();
+            // the lines go back in front of those appended meanwhile, still staged
+            if let Some(staging) = &mut self.staging {
+                staging.take_back(bytes.len());
+            }
             bytes.extend_from_slice(&self.buf);
             self.buf = bytes;
-            let staged = self.staging.as_mut().map_or(len, |staging| {
-                staging.take_back(len);
-                staging.used()
-            });
-            self.buf.truncate(staged);
-            self.chain = self.staged.clone();
-            self.pending_head = None;
-            self.failing = true;
-            self.rewinds += 1;
+            self.rewind();
             return Err(io(&path)(e));
         }
         self.bytes += bytes.len() as u64;

@@ -11,6 +11,12 @@ fn full() -> std::fs::File {
         .expect("/dev/full")
 }
 
+/// What the syncer does with a flight once it has released the log's lock.
+fn write_and_land(log: &mut AuditLog, flight: store::flight::Flight) -> Result<(), AuditError> {
+    let written = flight.write();
+    log.land(flight, written)
+}
+
 #[test]
 fn appends_while_a_write_is_in_flight_are_staged_and_land_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -27,8 +33,7 @@ fn appends_while_a_write_is_in_flight_are_staged_and_land_after_it() {
     );
     log.append(record(3), false).expect("buffered");
     assert!(lines_of(&segment(dir.path(), 0)).is_empty());
-    let written = flight.write();
-    log.land(flight, written).expect("landed");
+    write_and_land(&mut log, flight).expect("landed");
     assert!(!log.writing());
     assert_eq!(lines_of(&segment(dir.path(), 0)).len(), 2);
     log.close().expect("close");
@@ -67,8 +72,7 @@ fn regions_are_used_in_turn_and_read_back_in_seq_order() {
     let mut log = staged_log(dir.path());
     log.append(record(0), true).expect("gated");
     let flight = log.take_for_write().expect("take").expect("lines to write");
-    let written = flight.write();
-    log.land(flight, written).expect("landed");
+    write_and_land(&mut log, flight).expect("landed");
     // the second region now takes new lines, and is the next to be written
     log.append(record(1), true).expect("gated");
     let flight = log.take_for_write().expect("take").expect("lines to write");
@@ -119,8 +123,7 @@ fn a_failed_write_in_flight_keeps_what_was_staged_and_drops_the_rest() {
     log.append(record(2), true)
         .expect("gated, in the other region");
     log.append(record(3), false).expect("buffered, not staged");
-    let written = flight.write();
-    log.land(flight, written).expect_err("the disk is full");
+    write_and_land(&mut log, flight).expect_err("the disk is full");
     // the flight's lines (staged when taken) and the gated record stay; the last goes
     assert_eq!(log.next_seq(), 4);
     assert_eq!(log.rewinds(), 1);
@@ -186,8 +189,7 @@ fn a_gated_record_that_finds_its_region_full_is_written_once_the_flight_lands() 
     log.append(record(0), true).expect("gated");
     let flight = log.take_for_write().expect("take").expect("lines to write");
     let (seq, rewinds) = fill_region(&mut log);
-    let written = flight.write();
-    log.land(flight, written).expect("landed");
+    write_and_land(&mut log, flight).expect("landed");
     log.settle_late(true, rewinds).expect("written now");
     assert_eq!(log.next_seq(), seq + 1);
     assert_eq!(lines_of(&segment(dir.path(), 0)).len() as u64, seq);
@@ -204,8 +206,7 @@ fn a_gated_record_that_finds_its_region_full_is_refused_when_the_flight_fails() 
     log.write_to(Some(full()));
     let flight = log.take_for_write().expect("take").expect("lines to write");
     let (seq, rewinds) = fill_region(&mut log);
-    let written = flight.write();
-    log.land(flight, written).expect_err("the disk is full");
+    write_and_land(&mut log, flight).expect_err("the disk is full");
     // the record that was not staged went with the failed write: its statement is refused
     assert_eq!(log.next_seq(), seq);
     log.write_to(None);
