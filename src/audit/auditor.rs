@@ -2,16 +2,16 @@
 //!
 //! Records are appended under a lock, which assigns their place in the chain; appending
 //! never syncs, and a gated record reaches the OS through the log's mapped staging file,
-//! without a system call. Syncs happen on one background thread, the syncer: every few
-//! milliseconds (`group` durability: a checkpoint when due, buffered and staged records
-//! written out, a sync), and
-//! at once when a session waits for its record to reach the disk (`fsync` durability). One
-//! sync covers every record written before it (group commit), and a waiting session waits
-//! as a future ([`Auditor::durable`]), so the thread it runs on keeps serving the others.
+//! without a system call. Syncs happen on one background thread, the syncer (see
+//! [`super::syncer`]): every few milliseconds while records wait (`group` durability: a
+//! checkpoint when due, buffered and staged records written out, a sync), and at once
+//! when a session waits for its record to reach the disk (`fsync` durability). One sync
+//! covers every record written before it (group commit), and a waiting session waits as a
+//! future ([`Auditor::durable`]), so the thread it runs on keeps serving the others.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -20,9 +20,7 @@ use super::AuditError;
 use super::keys::AuditKeys;
 use super::record::{Record, Unsealed};
 use super::store::{AuditLog, Durability, LogOptions};
-
-/// How often the syncer runs when nobody waits for it.
-const TICK: Duration = Duration::from_millis(5);
+use super::syncer::{self, Wakeup};
 
 /// What the syncer has done, as sessions waiting for a sync see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,9 +48,8 @@ pub struct Auditor {
     durability: Durability,
     checkpoint_interval: Duration,
     synced: watch::Sender<Synced>,
-    /// the highest seq a session waits to see on disk; the syncer sleeps on `wake`
-    wanted: Mutex<u64>,
-    wake: Condvar,
+    /// what wakes the syncer
+    wakeup: Arc<Wakeup>,
     /// serialises syncs
     sync: Mutex<()>,
     /// syncs are held (see [`Auditor::hold_syncs`])
@@ -101,17 +98,12 @@ impl Auditor {
             durability,
             checkpoint_interval,
             synced: watch::Sender::new(Synced { through, failed: 0 }),
-            wanted: Mutex::new(0),
-            wake: Condvar::new(),
+            wakeup: Arc::default(),
             sync: Mutex::new(()),
             held: AtomicBool::new(false),
             metrics: std::sync::OnceLock::new(),
         });
-        let weak = Arc::downgrade(&auditor);
-        std::thread::Builder::new()
-            .name("phigate-audit".into())
-            .spawn(move || syncer(&weak))
-            .map_err(super::io(dir))?;
+        syncer::spawn(Arc::downgrade(&auditor), auditor.wakeup.clone()).map_err(super::io(dir))?;
         Ok(auditor)
     }
 
@@ -126,6 +118,7 @@ impl Auditor {
         // everything but the chain's part is done before taking the lock
         let unsealed = Unsealed::new(&record, &self.instance);
         let seq = self.append_unsealed(&unsealed, gate)?;
+        self.wakeup.appended();
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();
             if let Some(started) = started {
@@ -174,11 +167,7 @@ impl Auditor {
     /// session waiting at the time. Only the awaiting task waits, never its thread.
     pub(crate) fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + use<> {
         let mut rx = self.synced.subscribe();
-        {
-            let mut wanted = lock(&self.wanted);
-            *wanted = (*wanted).max(seq);
-        }
-        self.wake.notify_one();
+        self.wakeup.want(seq);
         async move {
             let state = rx
                 .wait_for(|s| s.through >= seq || s.failed >= seq)
@@ -229,7 +218,40 @@ impl Auditor {
     /// maintenance); records are still appended.
     pub fn hold_syncs(&self, held: bool) {
         self.held.store(held, Ordering::Release);
-        self.wake.notify_one();
+        self.wakeup.nudge();
+    }
+
+    /// True while syncs are held (see [`Auditor::hold_syncs`]).
+    pub(super) fn syncs_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// What wakes the syncer.
+    #[cfg(test)]
+    pub(super) fn wakeup(&self) -> &Arc<Wakeup> {
+        &self.wakeup
+    }
+
+    /// The highest seq known to be on disk.
+    #[cfg(test)]
+    pub(super) fn synced_through(&self) -> u64 {
+        self.synced.borrow().through
+    }
+
+    /// The highest seq whose sync is done, or has failed: a session waiting for a later
+    /// one wakes the syncer (a failed one does not keep it spinning).
+    pub(super) fn settled_through(&self) -> u64 {
+        let s = self.synced.borrow();
+        s.through.max(s.failed)
+    }
+
+    /// Whether the syncer may sleep until the next append, and for how long at most.
+    pub(super) fn rest(&self) -> Rest {
+        let log = lock(&self.log);
+        if !log.idle() {
+            return Rest::Busy;
+        }
+        Rest::Until(log.checkpoint_due_in(self.checkpoint_interval))
     }
 
     /// A final checkpoint, synced (at shutdown).
@@ -242,7 +264,7 @@ impl Auditor {
     /// out, and a sync. The write and the sync run outside the log's lock, so appends
     /// never wait for the disk. A failed write or sync is reported to every session
     /// waiting for it.
-    fn tick(&self) -> Result<(), AuditError> {
+    pub(super) fn tick(&self) -> Result<(), AuditError> {
         let _leader = lock(&self.sync);
         let result = self.write_taken().and_then(|()| self.sync_out(|_| Ok(())));
         if result.is_err() {
@@ -290,30 +312,19 @@ impl Auditor {
         }
         Ok(())
     }
-
-    /// Sleeps until a session waits for a sync, or for one tick. True while the
-    /// syncer should run.
-    fn wait_for_work(&self) {
-        let wanted = lock(&self.wanted);
-        let through = self.synced.borrow().through;
-        if *wanted <= through {
-            let _ = self.wake.wait_timeout(wanted, TICK);
-        }
-    }
 }
 
-/// The syncer thread's loop; it ends once the auditor is dropped.
-fn syncer(auditor: &Weak<Auditor>) {
-    loop {
-        let Some(a) = auditor.upgrade() else { return };
-        a.wait_for_work();
-        if a.held.load(Ordering::Acquire) {
-            drop(a);
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
-        }
-        if let Err(e) = a.tick() {
-            tracing::error!(error = %e, "audit log sync failed");
-        }
+/// Whether the syncer may sleep until the next append (see [`Auditor::rest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rest {
+    /// records wait to be written or synced: the next tick
+    Busy,
+    /// nothing waits: until the next checkpoint is due, if one will be
+    Until(Option<Duration>),
+}
+
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.wakeup.close();
     }
 }

@@ -22,6 +22,7 @@ mod report;
 mod search;
 mod staging;
 mod store;
+mod syncer;
 mod syslog;
 mod verify;
 

@@ -455,6 +455,20 @@ impl AuditLog {
         self.rewinds += 1;
     }
 
+    /// True when nothing waits to be written or synced.
+    pub(crate) fn idle(&self) -> bool {
+        self.buf.is_empty() && !self.dirty && !self.writing
+    }
+
+    /// How long until records will have waited `interval` for a checkpoint; `None` when
+    /// none waits for one.
+    pub(crate) fn checkpoint_due_in(
+        &self,
+        interval: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        (self.chain.count > 0).then(|| interval.saturating_sub(self.last_checkpoint.elapsed()))
+    }
+
     /// Writes a checkpoint when records have waited longer than `interval` for one.
     pub(crate) fn checkpoint_if_due(
         &mut self,

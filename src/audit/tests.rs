@@ -402,3 +402,6 @@ fn a_failed_write_keeps_what_was_staged_and_drops_the_rest() {
 
 /// The syncer's write outside the log's lock.
 mod flight;
+
+/// The syncer's sleep while the log is idle.
+mod syncer;
