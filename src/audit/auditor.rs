@@ -117,8 +117,10 @@ impl Auditor {
         let started = gate.then(std::time::Instant::now);
         // everything but the chain's part is done before taking the lock
         let unsealed = Unsealed::new(&record, &self.instance);
-        let seq = self.append_unsealed(&unsealed, gate)?;
+        let appended = self.append_unsealed(&unsealed, gate);
+        // even a failed append may leave staged lines in the buffer for the syncer
         self.wakeup.appended();
+        let seq = appended?;
         if let Some((records, seconds)) = self.metrics.get() {
             records.inc();
             if let Some(started) = started {
