@@ -474,7 +474,10 @@ impl AuditLog {
         &mut self,
         interval: std::time::Duration,
     ) -> Result<(), AuditError> {
-        if self.chain.count > 0 && self.last_checkpoint.elapsed() >= interval {
+        if self
+            .checkpoint_due_in(interval)
+            .is_some_and(|d| d.is_zero())
+        {
             self.checkpoint()?;
         }
         Ok(())
