@@ -20,7 +20,7 @@ use super::AuditError;
 use super::keys::AuditKeys;
 use super::record::{Record, Unsealed};
 use super::store::{AuditLog, Durability, LogOptions};
-use super::syncer::{self, Wakeup};
+use super::syncer::{self, Rest, Wakeup};
 
 /// What the syncer has done, as sessions waiting for a sync see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -314,15 +314,6 @@ impl Auditor {
         }
         Ok(())
     }
-}
-
-/// Whether the syncer may sleep until the next append (see [`Auditor::rest`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Rest {
-    /// records wait to be written or synced: the next tick
-    Busy,
-    /// nothing waits: until the next checkpoint is due, if one will be
-    Until(Option<Duration>),
 }
 
 impl Drop for Auditor {

@@ -10,10 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::auditor::{Auditor, Rest};
+use super::auditor::Auditor;
 
 /// How often the syncer runs while records wait for it and nobody waits for a sync.
 const TICK: Duration = Duration::from_millis(5);
+
+/// Whether the syncer may sleep until the next append (see [`Auditor::rest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rest {
+    /// records wait to be written or synced: the next tick
+    Busy,
+    /// nothing waits: until the next checkpoint is due, if one will be
+    Until(Option<Duration>),
+}
 
 /// What wakes the syncer, shared by the auditor and its thread.
 #[derive(Debug, Default)]
