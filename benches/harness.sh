@@ -156,16 +156,23 @@ syncer_ticks() {
   done
   echo 0
 }
+# machine_ticks: the machine's busy, idle (with I/O wait) and steal ticks, from /proc/stat.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat; }
 # measure PID LABEL PGBENCH-ARGS...: runs pgbench; sets TPS_OUT, TX_OUT, TICKS_OUT (the
-# CPU ticks PID used meanwhile) and SYNCER_TICKS_OUT (those of them its audit syncer used).
+# CPU ticks PID used meanwhile), SYNCER_TICKS_OUT (those of them its audit syncer used)
+# and STEAL_OUT (the share of the machine's CPU time the hypervisor gave to other guests
+# meanwhile, in %: a run with much of it measured a busy host, not the proxy).
 measure() {
-  local pid=$1 label=$2 before after out synced
+  local pid=$1 label=$2 before after out synced busy idle steal
   shift 2
   synced=$(syncer_ticks "$pid")
   before=$(cpu_ticks "$pid")
+  read -r busy idle steal <<<"$(machine_ticks)"
   out=$(PGPASSWORD=bench-pw PGSSLMODE=${SSLMODE:-disable} pgbench -c "$CLIENTS" -j "$JOBS" -T "$SECS" -h 127.0.0.1 -U bench "$@" bench 2>&1) ||
     { echo "pgbench ($label) failed:"; echo "$out"; exit 1; }
   after=$(cpu_ticks "$pid")
+  STEAL_OUT=$(machine_ticks | awk -v b="$busy" -v i="$idle" -v s="$steal" '{
+    all = ($1 - b) + ($2 - i) + ($3 - s); printf "%.0f", (all > 0 ? ($3 - s) * 100 / all : 0) }')
   TPS_OUT=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   TX_OUT=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   TICKS_OUT=$((after - before))

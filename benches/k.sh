@@ -51,8 +51,8 @@ fi
 port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; baseline) echo "$BLPORT" ;; esac; }
 pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; baseline) echo "$BLPID" ;; *) echo $$ ;; esac; }
 
-declare -A KTPS KTICKS KTXS KSYNC
-echo "round workload target tps"
+declare -A KTPS KTICKS KTXS KSYNC KSTEAL
+echo "round workload target tps steal%"
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     for target in "${TARGETS[@]}"; do
@@ -64,7 +64,8 @@ for round in $(seq 1 "$ROUNDS"); do
       KTICKS[$w,$target]=$(( ${KTICKS[$w,$target]:-0} + TICKS_OUT ))
       KSYNC[$w,$target]=$(( ${KSYNC[$w,$target]:-0} + SYNCER_TICKS_OUT ))
       KTXS[$w,$target]=$(( ${KTXS[$w,$target]:-0} + TX_OUT ))
-      echo "$round $w $target $TPS_OUT"
+      (( STEAL_OUT > ${KSTEAL[$w]:-0} )) && KSTEAL[$w]=$STEAL_OUT
+      echo "$round $w $target $TPS_OUT $STEAL_OUT"
     done
   done
 done
@@ -73,15 +74,17 @@ HZ=$(getconf CLK_TCK)
 echo
 echo "K over $ROUNDS rounds, $CLIENTS clients, ${SECS}s per run (TPS medians; CPU per transaction over all runs):"
 # "syncer us": the part of phigate's CPU its audit syncer thread used (the write and sync of
-# the log every 5 ms, a cost per second whatever the rate)
-printf '  %-16s %9s %9s %9s %7s %7s %10s %10s %10s\n' workload direct phigate pgbouncer p/d K "phigate us" "syncer us" "bouncer us"
+# the log every 5 ms, a cost per second whatever the rate); "steal": the most CPU time the
+# hypervisor gave other guests in one of the workload's runs (above a few %, the host was
+# busy and the TPS of that run says little about the proxies)
+printf '  %-16s %9s %9s %9s %7s %7s %10s %10s %10s %6s\n' workload direct phigate pgbouncer p/d K "phigate us" "syncer us" "bouncer us" steal
 for w in "${WORKLOADS[@]}"; do
   read -r d p b <<<"$(medians_of KTPS "$w" direct phigate pgbouncer)"
   awk -v w="$w" -v d="$d" -v p="$p" -v b="$b" -v hz="$HZ" \
       -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" -v ps="${KSYNC[$w,phigate]}" \
-      -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" 'BEGIN {
-    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f %10.1f\n", w, d, p, b, p/d, (p/d)/(b/d),
-      pt / hz * 1e6 / pn, ps / hz * 1e6 / pn, bt / hz * 1e6 / bn }'
+      -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" -v st="${KSTEAL[$w]:-0}" 'BEGIN {
+    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f %10.1f %5d%%\n", w, d, p, b, p/d, (p/d)/(b/d),
+      pt / hz * 1e6 / pn, ps / hz * 1e6 / pn, bt / hz * 1e6 / bn, st }'
 done
 if [ -n "${K_BASELINE:-}" ]; then
   echo

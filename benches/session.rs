@@ -1,14 +1,18 @@
 //! Per-statement cost of the session core on a pass-through statement: one `pgbench -S`
 //! exchange (prepared: Bind/Execute/Sync, and simple: Query) framed, tracked and relayed,
-//! without sockets.
+//! without sockets; and the same with the audit on, its records built (redacted text,
+//! keyed hashes) and released as the relay does, but not written (`cargo bench --bench
+//! audit` measures the writing).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
+use phigate::audit::{AuditKeys, Record};
 use phigate::protocol::frame::split_frame;
-use phigate::session::{Outbound, Session};
+use phigate::session::{Outbound, Session, SessionAudit};
 
 fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
     out.put_u8(tag);
@@ -22,26 +26,58 @@ fn responses(out: &mut BytesMut) {
     msg(out, b'Z', b"I");
 }
 
-fn exchange(c: &mut Criterion, name: &str, request: &[u8], response: &[u8]) {
-    let mut session = Session::new("phigate:bench".into(), String::new(), None);
+/// A session as phigate opens one, audited or not.
+fn session(audited: bool) -> Session {
+    let session = Session::new("phigate:bench".into(), String::new(), None);
+    if !audited {
+        return session;
+    }
+    session.with_audit(SessionAudit {
+        keys: Arc::new(AuditKeys::from_seed(&[7; 32])),
+        template: Arc::new(Record {
+            session: Some(1_764_027_553_000_000),
+            user: Some("dr.smith".into()),
+            role: Some("clinician".into()),
+            client_addr: Some("10.1.2.3".into()),
+            application_name: Some("pgbench".into()),
+            tls: Some(false),
+            ..Record::default()
+        }),
+    })
+}
+
+/// One round trip: `request` from the client, `response` from the server. Raw bytes in,
+/// as the driver sees them: framing is part of the cost. A held message's records are
+/// taken and reported written (seqs counted here), as the relay does after its append.
+fn round_trip(session: &mut Session, out: &mut Outbound, request: &[u8], response: &[u8]) {
+    let now = Instant::now();
+    let mut input = BytesMut::from(request);
+    while let Some(f) = split_frame(&mut input, 1 << 28).unwrap() {
+        session.on_frontend(f, now, out);
+        if !out.gated.is_empty() {
+            let seqs = (0..out.gated.len() as u64).collect();
+            black_box(out.gated.drain(..).count());
+            session.audited(Ok(seqs), now, out);
+        }
+    }
+    let mut input = BytesMut::from(response);
+    while let Some(f) = split_frame(&mut input, 1 << 30).unwrap() {
+        session.on_backend(f, now, out);
+    }
+    black_box(&out.client);
+    black_box(out.audit.drain(..).count());
+    out.client.clear();
+    out.upstream.clear();
+    out.events.clear();
+}
+
+/// `setup` (a Parse, say) once, then the round trip of `request` and `response`.
+fn exchange(c: &mut Criterion, name: &str, audited: bool, setup: [&[u8]; 2], trip: [&[u8]; 2]) {
+    let mut session = session(audited);
     let mut out = Outbound::default();
-    // Raw bytes in, as the driver sees them: framing is part of the cost.
+    round_trip(&mut session, &mut out, setup[0], setup[1]);
     c.bench_function(name, |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            let mut input = BytesMut::from(request);
-            while let Some(f) = split_frame(&mut input, 1 << 28).unwrap() {
-                session.on_frontend(f, now, &mut out);
-            }
-            let mut input = BytesMut::from(response);
-            while let Some(f) = split_frame(&mut input, 1 << 30).unwrap() {
-                session.on_backend(f, now, &mut out);
-            }
-            black_box(&out.client);
-            out.client.clear();
-            out.upstream.clear();
-            out.events.clear();
-        })
+        b.iter(|| round_trip(&mut session, &mut out, trip[0], trip[1]))
     });
 }
 
@@ -62,7 +98,28 @@ fn bench(c: &mut Criterion) {
     let mut prepared_resp = BytesMut::new();
     msg(&mut prepared_resp, b'2', b"");
     responses(&mut prepared_resp);
-    exchange(c, "session/pgbench-S prepared", &prepared, &prepared_resp);
+    // what pgbench sends once per connection: Parse, Describe, Sync
+    let mut parse = BytesMut::new();
+    msg(
+        &mut parse,
+        b'P',
+        b"P0_1\0SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0\0\x01\0\0\0\x17",
+    );
+    msg(&mut parse, b'D', b"SP0_1\0");
+    msg(&mut parse, b'S', b"");
+    let mut parse_resp = BytesMut::new();
+    msg(&mut parse_resp, b'1', b"");
+    msg(&mut parse_resp, b't', b"\0\x01\0\0\0\x17");
+    msg(
+        &mut parse_resp,
+        b'T',
+        b"\x00\x01abalance\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+    );
+    msg(&mut parse_resp, b'Z', b"I");
+    let setup: [&[u8]; 2] = [&parse, &parse_resp];
+    let trip: [&[u8]; 2] = [&prepared, &prepared_resp];
+    exchange(c, "session/pgbench-S prepared", false, setup, trip);
+    exchange(c, "session/pgbench-S prepared, audited", true, setup, trip);
 
     let mut simple = BytesMut::new();
     msg(
@@ -77,7 +134,15 @@ fn bench(c: &mut Criterion) {
         b"\x00\x01abalance\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
     );
     responses(&mut simple_resp);
-    exchange(c, "session/pgbench-S simple", &simple, &simple_resp);
+    let trip: [&[u8]; 2] = [&simple, &simple_resp];
+    exchange(c, "session/pgbench-S simple", false, [b"", b""], trip);
+    exchange(
+        c,
+        "session/pgbench-S simple, audited",
+        true,
+        [b"", b""],
+        trip,
+    );
 }
 
 criterion_group!(benches, bench);
