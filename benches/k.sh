@@ -15,7 +15,8 @@
 # K_WORKLOADS="select-simple ..." runs a subset; K_BASELINE=/path/to/an/older/phigate runs
 # that binary too (same configuration, its own audit log) as a fourth target, alternating
 # with the others, to compare a change before and after in one run; K_ONLY=k prints the K
-# tables only.
+# tables only; K_MAX_STEAL=percent and K_RETRIES=n set when a round is run again because
+# the host was busy (5 and 2; K_RETRIES=0 never runs one again).
 set -euo pipefail
 
 ROUNDS=${1:-3}
@@ -51,22 +52,48 @@ fi
 port_of() { case $1 in direct) echo "$PGPORT" ;; phigate) echo "$PHPORT" ;; pgbouncer) echo "$PBPORT" ;; baseline) echo "$BLPORT" ;; esac; }
 pid_of() { case $1 in phigate) echo "$PHPID" ;; pgbouncer) echo "$PBPID" ;; baseline) echo "$BLPID" ;; *) echo $$ ;; esac; }
 
-declare -A KTPS KTICKS KTXS KSYNC KSTEAL
+declare -A KTPS KTICKS KTXS KSYNC KSTEAL KRETRIED
+# A workload's round is run again (up to K_RETRIES more times, 2 unless set) when the
+# hypervisor gave other guests more than K_MAX_STEAL percent (5 unless set) of the machine
+# during one of its runs: such a round measured the host, not the proxies. The last try
+# counts whatever its steal.
+MAX_STEAL=${K_MAX_STEAL:-5}
+RETRIES=${K_RETRIES:-2}
+# round_of W: runs every target once on workload W; sets R_TPS, R_TICKS, R_SYNC, R_TXS
+# (per target) and R_STEAL (the highest steal of the round).
+declare -A R_TPS R_TICKS R_SYNC R_TXS
+round_of() {
+  local w=$1 target
+  R_STEAL=0
+  for target in "${TARGETS[@]}"; do
+    SSLMODE=disable
+    [ "$w" = connect-tls ] && [ "$target" != direct ] && SSLMODE=require
+    # shellcheck disable=SC2046
+    measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
+    R_TPS[$target]=$TPS_OUT
+    R_TICKS[$target]=$TICKS_OUT
+    R_SYNC[$target]=$SYNCER_TICKS_OUT
+    R_TXS[$target]=$TX_OUT
+    (( STEAL_OUT > R_STEAL )) && R_STEAL=$STEAL_OUT
+    echo "$round $w $target $TPS_OUT $STEAL_OUT"
+  done
+}
 echo "round workload target tps steal%"
 for round in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
-    for target in "${TARGETS[@]}"; do
-      SSLMODE=disable
-      [ "$w" = connect-tls ] && [ "$target" != direct ] && SSLMODE=require
-      # shellcheck disable=SC2046
-      measure "$(pid_of $target)" "$target $w" -n $(args_of "$w") -p "$(port_of $target)"
-      KTPS[$w,$target]="${KTPS[$w,$target]:-} $TPS_OUT"
-      KTICKS[$w,$target]=$(( ${KTICKS[$w,$target]:-0} + TICKS_OUT ))
-      KSYNC[$w,$target]=$(( ${KSYNC[$w,$target]:-0} + SYNCER_TICKS_OUT ))
-      KTXS[$w,$target]=$(( ${KTXS[$w,$target]:-0} + TX_OUT ))
-      (( STEAL_OUT > ${KSTEAL[$w]:-0} )) && KSTEAL[$w]=$STEAL_OUT
-      echo "$round $w $target $TPS_OUT $STEAL_OUT"
+    for try in $(seq 0 "$RETRIES"); do
+      round_of "$w"
+      (( R_STEAL <= MAX_STEAL || try == RETRIES )) && break
+      echo "  (round $round of $w run again: steal $R_STEAL% > $MAX_STEAL%)"
+      KRETRIED[$w]=$(( ${KRETRIED[$w]:-0} + 1 ))
     done
+    for target in "${TARGETS[@]}"; do
+      KTPS[$w,$target]="${KTPS[$w,$target]:-} ${R_TPS[$target]}"
+      KTICKS[$w,$target]=$(( ${KTICKS[$w,$target]:-0} + R_TICKS[$target] ))
+      KSYNC[$w,$target]=$(( ${KSYNC[$w,$target]:-0} + R_SYNC[$target] ))
+      KTXS[$w,$target]=$(( ${KTXS[$w,$target]:-0} + R_TXS[$target] ))
+    done
+    (( R_STEAL > ${KSTEAL[$w]:-0} )) && KSTEAL[$w]=$R_STEAL
   done
 done
 
@@ -75,16 +102,17 @@ echo
 echo "K over $ROUNDS rounds, $CLIENTS clients, ${SECS}s per run (TPS medians; CPU per transaction over all runs):"
 # "syncer us": the part of phigate's CPU its audit syncer thread used (the write and sync of
 # the log every 5 ms, a cost per second whatever the rate); "steal": the most CPU time the
-# hypervisor gave other guests in one of the workload's runs (above a few %, the host was
-# busy and the TPS of that run says little about the proxies)
-printf '  %-16s %9s %9s %9s %7s %7s %10s %10s %10s %6s\n' workload direct phigate pgbouncer p/d K "phigate us" "syncer us" "bouncer us" steal
+# hypervisor gave other guests in one of the workload's counted runs (above a few %, the
+# host was busy and the TPS of that run says little about the proxies); "again": how many
+# of its rounds were run again for steal
+printf '  %-16s %9s %9s %9s %7s %7s %10s %10s %10s %6s %6s\n' workload direct phigate pgbouncer p/d K "phigate us" "syncer us" "bouncer us" steal again
 for w in "${WORKLOADS[@]}"; do
   read -r d p b <<<"$(medians_of KTPS "$w" direct phigate pgbouncer)"
   awk -v w="$w" -v d="$d" -v p="$p" -v b="$b" -v hz="$HZ" \
       -v pt="${KTICKS[$w,phigate]}" -v pn="${KTXS[$w,phigate]}" -v ps="${KSYNC[$w,phigate]}" \
-      -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" -v st="${KSTEAL[$w]:-0}" 'BEGIN {
-    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f %10.1f %5d%%\n", w, d, p, b, p/d, (p/d)/(b/d),
-      pt / hz * 1e6 / pn, ps / hz * 1e6 / pn, bt / hz * 1e6 / bn, st }'
+      -v bt="${KTICKS[$w,pgbouncer]}" -v bn="${KTXS[$w,pgbouncer]}" -v st="${KSTEAL[$w]:-0}" -v ag="${KRETRIED[$w]:-0}" 'BEGIN {
+    printf "  %-16s %9.0f %9.0f %9.0f %7.2f %7.2f %10.1f %10.1f %10.1f %5d%% %6d\n", w, d, p, b, p/d, (p/d)/(b/d),
+      pt / hz * 1e6 / pn, ps / hz * 1e6 / pn, bt / hz * 1e6 / bn, st, ag }'
 done
 if [ -n "${K_BASELINE:-}" ]; then
   echo
