@@ -4,21 +4,15 @@
 //! keyed hashes) and released as the relay does, but not written (`cargo bench --bench
 //! audit` measures the writing).
 
-use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 use phigate::audit::{AuditKeys, Record};
-use phigate::protocol::frame::split_frame;
 use phigate::session::{Outbound, Session, SessionAudit};
 
-fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.put_u8(tag);
-    out.put_i32(body.len() as i32 + 4);
-    out.put_slice(body);
-}
+mod common;
+use common::{msg, round_trip};
 
 fn responses(out: &mut BytesMut) {
     msg(out, b'D', b"\x00\x01\x00\x00\x00\x041234");
@@ -44,31 +38,6 @@ fn session(audited: bool) -> Session {
             ..Record::default()
         }),
     })
-}
-
-/// One round trip: `request` from the client, `response` from the server. Raw bytes in,
-/// as the driver sees them: framing is part of the cost. A held message's records are
-/// taken and reported written (seqs counted here), as the relay does after its append.
-fn round_trip(session: &mut Session, out: &mut Outbound, request: &[u8], response: &[u8]) {
-    let now = Instant::now();
-    let mut input = BytesMut::from(request);
-    while let Some(f) = split_frame(&mut input, 1 << 28).unwrap() {
-        session.on_frontend(f, now, out);
-        if !out.gated.is_empty() {
-            let seqs = (0..out.gated.len() as u64).collect();
-            black_box(out.gated.drain(..).count());
-            session.audited(Ok(seqs), now, out);
-        }
-    }
-    let mut input = BytesMut::from(response);
-    while let Some(f) = split_frame(&mut input, 1 << 30).unwrap() {
-        session.on_backend(f, now, out);
-    }
-    black_box(&out.client);
-    black_box(out.audit.drain(..).count());
-    out.client.clear();
-    out.upstream.clear();
-    out.events.clear();
 }
 
 /// `setup` (a Parse, say) once, then the round trip of `request` and `response`.

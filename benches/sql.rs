@@ -5,18 +5,19 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 use phigate::crypto::{ColumnCipher, Keyring, Mode, domain_aad};
 use phigate::encryption::Ciphers;
 use phigate::policy::{PolicySet, TableName};
-use phigate::protocol::frame::split_frame;
 use phigate::protocol::value::Context;
 use phigate::session::{Enforcement, Guard, Outbound, Session};
 use phigate::sql::catalog::{LiveColumn, LiveTable};
 use phigate::sql::{Analyzer, Catalog, Subject};
+
+mod common;
+use common::{msg, round_trip};
 
 const POLICY: &str = r#"
 [table]
@@ -140,24 +141,6 @@ fn analysis(c: &mut Criterion) {
     });
 }
 
-fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.put_u8(tag);
-    out.put_i32(body.len() as i32 + 4);
-    out.put_slice(body);
-}
-
-fn feed(session: &mut Session, bytes: &[u8], frontend: bool, out: &mut Outbound) {
-    let now = Instant::now();
-    let mut input = BytesMut::from(bytes);
-    while let Some(f) = split_frame(&mut input, 1 << 28).expect("frame") {
-        if frontend {
-            session.on_frontend(f, now, out);
-        } else {
-            session.on_backend(f, now, out);
-        }
-    }
-}
-
 /// Bind ($1 = an SSN in text) / Execute / Sync of statement "s", answered by one row
 /// holding `value` in binary format.
 fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
@@ -172,7 +155,6 @@ fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
         b"s\0SELECT ssn FROM patients WHERE ssn = $1\0\0\0",
     );
     msg(&mut parse, b'S', b"");
-    feed(&mut session, &parse, true, &mut out);
     let mut described = BytesMut::new();
     msg(&mut described, b'1', b"");
     msg(&mut described, b't', b"\0\x01\0\0\0\x11");
@@ -187,7 +169,7 @@ fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
     row_desc.put_i16(0);
     msg(&mut described, b'T', &row_desc);
     msg(&mut described, b'Z', b"I");
-    feed(&mut session, &described, false, &mut out);
+    round_trip(&mut session, &mut out, &parse, &described);
 
     let mut request = BytesMut::new();
     let mut bind = BytesMut::new();
@@ -211,14 +193,7 @@ fn exchange(c: &mut Criterion, name: &str, guard: Option<Guard>, value: &[u8]) {
     msg(&mut response, b'C', b"SELECT 1\0");
     msg(&mut response, b'Z', b"I");
     c.bench_function(name, |b| {
-        b.iter(|| {
-            feed(&mut session, &request, true, &mut out);
-            feed(&mut session, &response, false, &mut out);
-            black_box(&out.client);
-            out.client.clear();
-            out.upstream.clear();
-            out.events.clear();
-        })
+        b.iter(|| round_trip(&mut session, &mut out, &request, &response))
     });
 }
 
