@@ -215,8 +215,11 @@ impl Server {
         for i in 0..threads.max(1) {
             let (tx, mut rx) =
                 tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+            // Sessions need sockets and timers only: without the signal and process
+            // drivers, a park does not look for orphaned child processes each time.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             let shared = shared.clone();
             std::thread::Builder::new()

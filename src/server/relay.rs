@@ -4,7 +4,9 @@
 //! It is one hand-written poll loop over both connections: write what is queued, read what
 //! has arrived, feed it to the session, and repeat until nothing can make progress. No
 //! locks (the streams are not split), one task per session, and the timers are re-armed only
-//! when they fire, so the hot path is syscalls and the session core.
+//! when they fire, so the hot path is syscalls and the session core. A statement's record
+//! is written before the statement is forwarded; its outcome's record once the reply is on
+//! its way to the client, so that record's cost is not part of the statement's latency.
 
 use std::future::poll_fn;
 use std::io;
@@ -190,6 +192,9 @@ impl Relay<'_> {
             ) {
                 self.upstream_lost();
                 continue;
+            }
+            if !self.out.audit.is_empty() {
+                self.write_audit(self.last_activity.into_std());
             }
             if let Some(wait) = &mut self.audit_wait
                 && let Poll::Ready(result) = wait.durable.as_mut().poll(cx)
@@ -419,7 +424,11 @@ impl Relay<'_> {
             match split_frame(&mut self.upstream_buf, UPSTREAM_MESSAGE_LIMIT) {
                 Ok(Some(frame)) => {
                     self.session.on_backend(frame, now, &mut self.out);
-                    self.write_audit(now);
+                    // An outcome's record waits until the reply is on its way (`poll`);
+                    // only a record that holds a message is written at once.
+                    if !self.out.gated.is_empty() {
+                        self.write_audit(now);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
