@@ -167,7 +167,6 @@ fn poll_send(
 impl Relay<'_> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
-            self.take_events();
             if self.session.phase() == Phase::Closed {
                 return Poll::Ready(End::Closed);
             }
@@ -193,6 +192,8 @@ impl Relay<'_> {
                 self.upstream_lost();
                 continue;
             }
+            // Bookkeeping waits until the replies are on their way.
+            self.take_events();
             if !self.out.audit.is_empty() {
                 self.write_audit(self.last_activity.into_std());
             }
