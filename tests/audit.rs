@@ -236,6 +236,31 @@ async fn statements_are_recorded_without_their_values() {
 
 /// 16 concurrent sessions x 1000 statements: exactly 16,000 statement records, and the
 /// chain verifies.
+/// A statement's outcome reaches the log while its session stays open: the relay writes
+/// it once the reply is on its way to the client, not when the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_recorded_while_its_session_stays_open() {
+    let (_pg, proxy) = common::start(Options::default()).await;
+    let app = proxy.alice().await;
+    app.simple_query("select 42").await.unwrap();
+    let audit = proxy.setup.dir.path().join("audit");
+    let outcome = |all: &[Record]| {
+        let begin = all
+            .iter()
+            .find(|r| {
+                r.kind == Some(Kind::Statement) && r.statement.as_deref() == Some("select ?")
+            })?
+            .seq;
+        all.iter()
+            .find(|r| r.kind == Some(Kind::StatementEnd) && r.begin == Some(begin))
+            .cloned()
+    };
+    let all = wait_for(&audit, |all| outcome(all).is_some()).await;
+    assert_eq!(outcome(&all).and_then(|r| r.rows), Some(1));
+    assert_eq!(ended(&all), 0, "the session is still open");
+    app.simple_query("select 1").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_give_one_record_per_statement() {
     let (_pg, proxy) = common::start(Options {
