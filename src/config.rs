@@ -100,6 +100,10 @@ pub struct Listen {
     pub max_connections: usize,
     /// session threads (each a single-threaded runtime); the number of CPUs when absent
     pub threads: Option<usize>,
+    /// pin session thread i to the i-th CPU phigate may run on (in turn when there are
+    /// more threads than CPUs)
+    #[serde(default)]
+    pub pin_threads: bool,
 }
 
 impl Listen {

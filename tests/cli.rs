@@ -242,6 +242,91 @@ async fn user_add_then_serve_lets_the_new_user_in() {
     );
 }
 
+/// The CPUs in a `Cpus_allowed_list` line of /proc (`0-2,5`).
+fn cpu_list(list: &str) -> Vec<usize> {
+    list.trim()
+        .split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
+            None => part.parse().unwrap()..=part.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// The allowed CPUs of each thread of `pid` named `phigate-<n>`, by n.
+fn session_thread_cpus(pid: u32) -> std::collections::BTreeMap<usize, Vec<usize>> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Some(n) = comm
+            .trim()
+            .strip_prefix("phigate-")
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.insert(n, cpu_list(list));
+        }
+    }
+    out
+}
+
+/// `listen.pin_threads`: session thread i runs only on the i-th CPU phigate may use, in
+/// turn when there are more threads than CPUs; without it, on all of them.
+#[test]
+fn pinned_session_threads_run_on_one_cpu_each() {
+    let pg = Pg::start();
+    let setup = Setup::new(&pg, &Options::default());
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = cpu_list(
+        own.lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    );
+    for pin in [true, false] {
+        let serve = Serve(
+            phigate()
+                .args(["serve", "--config"])
+                .arg(&setup.config)
+                .env(
+                    "PHIGATE_LISTEN__ADDRESS",
+                    format!("127.0.0.1:{}", free_port()),
+                )
+                .env("PHIGATE_LISTEN__THREADS", "3")
+                .env("PHIGATE_LISTEN__PIN_THREADS", pin.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let want: std::collections::BTreeMap<usize, Vec<usize>> = (0..3)
+            .map(|i| {
+                let cpus = if pin {
+                    vec![allowed[i % allowed.len()]]
+                } else {
+                    allowed.clone()
+                };
+                (i, cpus)
+            })
+            .collect();
+        let mut seen = Default::default();
+        for _ in 0..200 {
+            seen = session_thread_cpus(serve.0.id());
+            if seen == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert_eq!(seen, want, "pin_threads = {pin}");
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -2,6 +2,7 @@
 //! cancel forwarding and the per-session I/O driver. Protocol decisions are made by the
 //! pure [`crate::session`] core; this module only moves bytes and keeps clocks.
 
+mod affinity;
 mod boot;
 mod cancel;
 mod connection;
@@ -211,8 +212,14 @@ impl Server {
     pub async fn run_threaded(mut self, threads: usize) -> std::io::Result<()> {
         let shared = self.start_tasks();
         shared.pool.per_thread();
+        let cpus = if shared.config.listen.pin_threads {
+            affinity::allowed_cpus()
+        } else {
+            Vec::new()
+        };
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let (tx, mut rx) =
                 tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
             // Sessions need sockets and timers only: without the signal and process
@@ -225,6 +232,11 @@ impl Server {
             std::thread::Builder::new()
                 .name(format!("phigate-{i}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu
+                        && let Err(e) = affinity::pin_current_thread(cpu)
+                    {
+                        tracing::warn!(cpu, error = %e, "could not pin a session thread; it runs unpinned");
+                    }
                     runtime.block_on(async move {
                         while let Some((socket, peer)) = rx.recv().await {
                             match TcpStream::from_std(socket) {
