@@ -17,10 +17,13 @@ pub(super) fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// Pins the calling thread to `cpu`.
+/// Pins the calling thread to `cpu`, one of [`allowed_cpus`].
 pub(super) fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks `cpu`, and
-    // sched_setaffinity reads size_of::<cpu_set_t>() bytes of it
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; `cpu` is below CPU_SETSIZE, so
+    // CPU_SET stays inside it, and sched_setaffinity reads size_of::<cpu_set_t>() bytes
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
