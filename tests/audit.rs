@@ -234,8 +234,6 @@ async fn statements_are_recorded_without_their_values() {
     assert!(line.is_some());
 }
 
-/// 16 concurrent sessions x 1000 statements: exactly 16,000 statement records, and the
-/// chain verifies.
 /// A statement's outcome reaches the log while its session stays open: the relay writes
 /// it once the reply is on its way to the client, not when the session ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +259,8 @@ async fn an_outcome_is_recorded_while_its_session_stays_open() {
     app.simple_query("select 1").await.unwrap();
 }
 
+/// 16 concurrent sessions x 1000 statements: exactly 16,000 statement records, and the
+/// chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_give_one_record_per_statement() {
     let (_pg, proxy) = common::start(Options {

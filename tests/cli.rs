@@ -99,6 +99,12 @@ impl Drop for Serve {
 
 /// Runs `phigate serve` on a free port, logging to `log`; returns the process and the port.
 fn serve_logging(setup: &Setup, log: Stdio) -> (Serve, u16) {
+    serve_with(setup, &[], log)
+}
+
+/// Runs `phigate serve` on a free port with `env` (settings as `PHIGATE_...` variables),
+/// logging to `log`; returns the process and the port once it accepts connections.
+fn serve_with(setup: &Setup, env: &[(&str, &str)], log: Stdio) -> (Serve, u16) {
     let port = free_port();
     let serve = Serve(
         phigate()
@@ -106,6 +112,7 @@ fn serve_logging(setup: &Setup, log: Stdio) -> (Serve, u16) {
             .arg(&setup.config)
             .env("PHIGATE_LISTEN__ADDRESS", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -242,15 +249,21 @@ async fn user_add_then_serve_lets_the_new_user_in() {
     );
 }
 
-/// The CPUs in a `Cpus_allowed_list` line of /proc (`0-2,5`).
-fn cpu_list(list: &str) -> Vec<usize> {
-    list.trim()
-        .split(',')
-        .flat_map(|part| match part.split_once('-') {
-            Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
-            None => part.parse().unwrap()..=part.parse().unwrap(),
-        })
-        .collect()
+/// The CPUs in the `Cpus_allowed_list` line of a /proc status file (`0-2,5`).
+fn cpus_allowed(status: &std::path::Path) -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string(status).ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    Some(
+        list.trim()
+            .split(',')
+            .flat_map(|part| match part.split_once('-') {
+                Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
+                None => part.parse().unwrap()..=part.parse().unwrap(),
+            })
+            .collect(),
+    )
 }
 
 /// The allowed CPUs of each thread of `pid` named `phigate-<n>`, by n.
@@ -266,12 +279,8 @@ fn session_thread_cpus(pid: u32) -> std::collections::BTreeMap<usize, Vec<usize>
         else {
             continue;
         };
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        if let Some(list) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        {
-            out.insert(n, cpu_list(list));
+        if let Some(cpus) = cpus_allowed(&dir.join("status")) {
+            out.insert(n, cpus);
         }
     }
     out
@@ -283,31 +292,16 @@ fn session_thread_cpus(pid: u32) -> std::collections::BTreeMap<usize, Vec<usize>
 fn pinned_session_threads_run_on_one_cpu_each() {
     let pg = Pg::start();
     let setup = Setup::new(&pg, &Options::default());
-    let own = std::fs::read_to_string("/proc/self/status").unwrap();
-    let allowed = cpu_list(
-        own.lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap(),
-    );
-    for pin in [true, false] {
-        let serve = Serve(
-            phigate()
-                .args(["serve", "--config"])
-                .arg(&setup.config)
-                .env(
-                    "PHIGATE_LISTEN__ADDRESS",
-                    format!("127.0.0.1:{}", free_port()),
-                )
-                .env("PHIGATE_LISTEN__THREADS", "3")
-                .env("PHIGATE_LISTEN__PIN_THREADS", pin.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+    let allowed = cpus_allowed("/proc/self/status".as_ref()).unwrap();
+    for pin in ["true", "false"] {
+        let env = [
+            ("PHIGATE_LISTEN__THREADS", "3"),
+            ("PHIGATE_LISTEN__PIN_THREADS", pin),
+        ];
+        let (serve, _) = serve_with(&setup, &env, Stdio::null());
         let want: std::collections::BTreeMap<usize, Vec<usize>> = (0..3)
             .map(|i| {
-                let cpus = if pin {
+                let cpus = if pin == "true" {
                     vec![allowed[i % allowed.len()]]
                 } else {
                     allowed.clone()

@@ -219,7 +219,7 @@ impl Server {
         };
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
-            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let cpu = cpus.get(i % cpus.len().max(1)).copied();
             let (tx, mut rx) =
                 tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
             // Sessions need sockets and timers only: without the signal and process
