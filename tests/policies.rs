@@ -1001,6 +1001,56 @@ async fn break_glass_lifts_policies_until_it_expires() {
     );
 }
 
+/// A setting named by a parameter (`current_setting($1)`, `set_config($1, ...)`, as
+/// psycopg's tests and generic tools write them): the value each Bind gives it is checked
+/// as a literal name would be, the statement stays usable after a refused Bind, and a
+/// statement that also names a protected table is refused outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_named_by_a_parameter_is_checked_at_each_bind() {
+    let w = world().await;
+    let alice = w.proxy.alice().await;
+    let read = alice
+        .prepare("select current_setting($1, true)")
+        .await
+        .unwrap();
+    let value = |row: tokio_postgres::Row| row.get::<_, Option<String>>(0);
+    for (name, expected) in [
+        ("transaction_isolation", Err("read committed")),
+        ("phigate.role", Ok("42501")),
+        ("PHIGATE.role", Ok("42501")),
+        ("TimeZone", Err("UTC")),
+    ] {
+        let got = alice.query_one(&read, &[&name]).await;
+        match expected {
+            Err(v) => assert_eq!(value(got.expect(name)).as_deref(), Some(v), "{name}"),
+            Ok(sqlstate) => assert_eq!(code(&got.expect_err(name)), sqlstate, "{name}"),
+        }
+    }
+    let set = "select set_config($1, $2, false)";
+    for (name, sqlstate) in [
+        ("phigate.role", "42501"),
+        ("role", "42501"),
+        ("search_path", "0A000"),
+        ("application_name", "0A000"),
+    ] {
+        let e = alice.query_one(set, &[&name, &"x"]).await.expect_err(name);
+        assert_eq!(code(&e), sqlstate, "{name}: {e:?}");
+    }
+    alice.query_one(set, &[&"work_mem", &"8MB"]).await.unwrap();
+    let work_mem = alice.query_one(&read, &[&"work_mem"]).await.unwrap();
+    assert_eq!(value(work_mem).as_deref(), Some("8MB"));
+    let e = alice
+        .query_one(
+            "select current_setting($1), id from patients",
+            &[&"work_mem"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    let ids = simple(&alice, "SELECT id FROM patients ORDER BY id").await;
+    assert_eq!(ids.unwrap(), rows(&[&["1"], &["2"]]));
+}
+
 /// Policies reload: a broken set is refused and the old one stays in force; a good one
 /// takes effect at the next statement, natively too. Both are audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,6 +228,7 @@ impl Session {
             };
         let old = self.statement_now(name).0;
         let audited = old.and_then(|s| s.audited.clone());
+        let old_bound = old.and_then(|s| s.bound.clone());
         let declared = (old.and_then(|s| s.prepared.as_ref()))
             .map(|p| p.declared.clone())
             .unwrap_or_default();
@@ -251,6 +252,7 @@ impl Session {
             audited,
             prepared: Some(prepared),
             text: Some(text.clone()),
+            bound: old_bound,
         };
         self.registry.define(name, statement);
         Ok(())

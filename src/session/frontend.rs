@@ -279,7 +279,7 @@ impl Session {
         let who = self.speaker.clone();
         self.set_identity(who.as_ref(), true, out);
         let plan = match analysis {
-            None | Some(Analysis::Pass | Analysis::EndUser { .. }) => {
+            None | Some(Analysis::Pass | Analysis::Bound(_) | Analysis::EndUser { .. }) => {
                 self.copy.client = ClientCopy::Raw;
                 out.upstream.extend_from_slice(frame.raw());
                 None
@@ -338,9 +338,15 @@ impl Session {
     ) {
         self.copy.client = ClientCopy::Raw;
         let audited = self.audit_text(sql);
+        let mut bound = None;
         let (prepared, hidden) = match analysis {
             None | Some(Analysis::Pass) => {
                 out.upstream.extend_from_slice(frame.raw());
+                (None, None)
+            }
+            Some(Analysis::Bound(settings)) => {
+                out.upstream.extend_from_slice(frame.raw());
+                bound = Some(settings);
                 (None, None)
             }
             // A refused Parse reaches PostgreSQL as another statement: what `name` was,
@@ -381,6 +387,7 @@ impl Session {
                         audited,
                         prepared,
                         text: self.delegated.as_ref().map(|_| Arc::from(sql)),
+                        bound,
                     },
                 )
                 .map(|s| Box::new((name.to_owned(), s))),
@@ -407,6 +414,12 @@ impl Session {
             Err(r) => return self.refuse_extended(r, out),
         };
         let statement = self.statement_now(b.statement).0;
+        if let Some(Err(r)) = statement
+            .and_then(|s| s.bound.as_deref())
+            .map(|bound| check_bound(bound, b))
+        {
+            return self.refuse_extended(Arc::new(r), out);
+        }
         let audited = statement.and_then(|s| s.audited.clone());
         let prepared = statement.and_then(|s| s.prepared.as_ref());
         let hashes = self.audit_hashes(&b.params);
@@ -559,4 +572,19 @@ impl Session {
             C::ResetAmongOthers | C::Unknown => SearchPath::Unknown,
         };
     }
+}
+
+/// The values a Bind gives the parameters that name settings (see
+/// [`crate::sql::BoundSetting`]); a parameter it does not supply is PostgreSQL's error.
+fn check_bound(
+    bound: &[crate::sql::BoundSetting],
+    b: &Bind<'_>,
+) -> Result<(), crate::sql::Refusal> {
+    for setting in bound {
+        let value = setting.param.checked_sub(1).and_then(|i| b.params.get(i));
+        if let Some(value) = value {
+            setting.check(*value)?;
+        }
+    }
+    Ok(())
 }

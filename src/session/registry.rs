@@ -38,6 +38,8 @@ pub(super) struct Statement {
     /// its text, in a delegating service's session (the end user may be named in it, and
     /// a statement is planned again for another end user)
     pub(super) text: Option<Arc<str>>,
+    /// the parameters that name a setting it reads or sets, checked at each Bind
+    pub(super) bound: Option<Arc<[crate::sql::BoundSetting]>>,
 }
 
 /// A portal.

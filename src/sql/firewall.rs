@@ -3,8 +3,8 @@
 //! settings, run SQL hidden in strings, read other sessions' statements, reach files or
 //! programs). One pass of the lexer over every statement, parsed or not.
 
-use super::Refusal;
 use super::lex::{self, Token, is_keyword};
+use super::{BoundSetting, Refusal};
 use crate::policy::settings::forbidden_setting;
 use crate::policy::{Role, StatementKind};
 
@@ -13,6 +13,9 @@ use crate::policy::{Role, StatementKind};
 pub(super) enum Screened {
     /// the statements may run (subject to the analysis of protected tables)
     Allowed,
+    /// the statement may run once the values bound to these parameters name settings
+    /// it may read or set (see [`BoundSetting`])
+    Bound(Vec<BoundSetting>),
     /// the text is `SET phigate.break_glass = ...`: an emergency declaration
     Declare,
     /// the text is `SET phigate.end_user = '<user>'` (`Some`) or `RESET phigate.end_user`
@@ -111,6 +114,7 @@ pub(super) fn screen(
 ) -> Result<Screened, Refusal> {
     let mut declare = false;
     let mut app_name = None;
+    let mut bound = Vec::new();
     let mut statements = 0;
     for stmt in tokens.split(|t| *t == Token::End) {
         let words = words_of(stmt);
@@ -123,10 +127,16 @@ pub(super) fn screen(
         if let Some(w) = words.iter().find(|w| is_forbidden(w)) {
             return Err(forbidden(&format!("the function or view {w}")));
         }
-        calls(stmt)?;
+        let named = calls(stmt)?;
         let Some(kind) = kind(stmt, &words)? else {
             continue;
         };
+        if let Some(b) = named.first() {
+            if !binds_parameters(stmt) {
+                return Err(literal_name_refusal(b.function()));
+            }
+            bound.extend(named);
+        }
         statements += 1;
         if kind == Kind::Declare {
             declare = true;
@@ -140,46 +150,88 @@ pub(super) fn screen(
             app_name = Some(Screened::EndUser(name));
             continue;
         }
-        let Kind::Is(kind) = kind else { continue };
-        if kind == StatementKind::Procedural && !role.bypass_row_policies {
-            return Err(refuse(
-                format!(
-                    "role {role_name} may not run DO blocks or CALL: phigate cannot see the statements inside"
-                ),
-                "run the statements themselves",
-            ));
-        }
-        if !role.statements.allows(kind) {
-            return Err(refuse(
-                format!(
-                    "role {role_name} may not run {} statements ({})",
-                    kind.name(),
-                    words.first().copied().unwrap_or("").to_uppercase()
-                ),
-                "the role's `statements` in roles.toml lists what it may run",
-            ));
+        if let Kind::Is(kind) = kind {
+            permitted(kind, (role_name, role), &words)?;
         }
     }
+    let single = statements == 1;
     if declare {
-        if statements != 1 {
-            return Err(refuse(
+        return match single {
+            true => Ok(Screened::Declare),
+            false => Err(refuse(
                 "SET phigate.break_glass must be sent on its own".into(),
                 "send the declaration as a single statement",
-            ));
-        }
-        return Ok(Screened::Declare);
+            )),
+        };
     }
     if let Some(set) = app_name {
-        if statements != 1 {
-            return Err(Refusal::new(
+        return match single {
+            true => Ok(set),
+            false => Err(Refusal::new(
                 "0A000",
                 "phigate needs SET application_name and SET phigate.end_user on their own".into(),
                 "send the SET as a single statement",
-            ));
-        }
-        return Ok(set);
+            )),
+        };
     }
-    Ok(Screened::Allowed)
+    screened_bound(bound, single)
+}
+
+/// Whether the role may run a statement of `kind` (its `words`).
+fn permitted(
+    kind: StatementKind,
+    (role_name, role): (&str, &Role),
+    words: &[&str],
+) -> Result<(), Refusal> {
+    if kind == StatementKind::Procedural && !role.bypass_row_policies {
+        return Err(refuse(
+            format!(
+                "role {role_name} may not run DO blocks or CALL: phigate cannot see the statements inside"
+            ),
+            "run the statements themselves",
+        ));
+    }
+    if !role.statements.allows(kind) {
+        return Err(refuse(
+            format!(
+                "role {role_name} may not run {} statements ({})",
+                kind.name(),
+                words.first().copied().unwrap_or("").to_uppercase()
+            ),
+            "the role's `statements` in roles.toml lists what it may run",
+        ));
+    }
+    Ok(())
+}
+
+/// What a text with settings named by parameters (`bound`) screens as: a text of several
+/// statements is no Parse (PostgreSQL prepares one), or holds a function body
+/// (`BEGIN ATOMIC ...; END`) whose `$n` are the function's arguments.
+fn screened_bound(bound: Vec<BoundSetting>, single: bool) -> Result<Screened, Refusal> {
+    match bound.first() {
+        None => Ok(Screened::Allowed),
+        Some(b) if !single => Err(literal_name_refusal(b.function())),
+        Some(_) => Ok(Screened::Bound(bound)),
+    }
+}
+
+/// True when the `$n` in `stmt` are parameters a Bind fills: a query or data change,
+/// not a `PREPARE` (whose `EXECUTE` passes its values in the text) or a function's body.
+fn binds_parameters(stmt: &[Token<'_>]) -> bool {
+    let head = stmt.iter().find(|t| !matches!(t, Token::Punct(b'(')));
+    [
+        "select", "values", "table", "with", "insert", "update", "delete", "merge", "explain",
+        "declare",
+    ]
+    .iter()
+    .any(|w| is_keyword(head, w))
+}
+
+fn literal_name_refusal(function: &str) -> Refusal {
+    refuse(
+        format!("phigate allows {function} only with a literal setting name or a parameter"),
+        "write the setting's name as a plain string literal, or bind it as a parameter",
+    )
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -228,6 +280,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         ));
     };
     let writes = has(words, &["insert", "update", "delete", "merge"]);
+    let written = head;
     let head = head.to_ascii_lowercase();
     let kind = match head.as_str() {
         "select" | "values" | "table" | "with" if has(words, &["into"]) && !writes => K::Ddl,
@@ -275,10 +328,11 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "listen" | "notify" | "unlisten" => K::Session,
         "vacuum" | "analyze" | "analyse" | "cluster" | "reindex" | "checkpoint" => K::Maintenance,
         "load" => return Err(forbidden("LOAD")),
-        // Every PostgreSQL command starts with one of the words above.
-        other => {
+        // Every PostgreSQL command starts with one of the words above. The word is quoted
+        // as the client wrote it, as PostgreSQL quotes it.
+        _ => {
             return Err(Refusal::syntax(&format!(
-                "syntax error at or near \"{other}\" (not a statement PostgreSQL knows)"
+                "syntax error at or near \"{written}\" (not a statement PostgreSQL knows)"
             )));
         }
     };
@@ -521,9 +575,11 @@ fn own_pid(arg: &[Token<'_>]) -> bool {
 
 /// Calls whose danger depends on their arguments: `set_config` and `current_setting` only
 /// with a literal setting name the rule allows (`current_setting` may read anything but
-/// phigate's settings); `ts_rewrite` not with a query held in a string;
-/// `pg_terminate_backend` and `pg_cancel_backend` only of the session's own backend.
-fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
+/// phigate's settings) or a parameter, returned for its value to be checked at each Bind;
+/// `ts_rewrite` not with a query held in a string; `pg_terminate_backend` and
+/// `pg_cancel_backend` only of the session's own backend.
+fn calls(stmt: &[Token<'_>]) -> Result<Vec<BoundSetting>, Refusal> {
+    let mut bound = Vec::new();
     for (i, t) in stmt.iter().enumerate() {
         let Token::Word { text, .. } = t else {
             continue;
@@ -561,12 +617,12 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
         }
         let name = match args.first() {
             Some([Token::Str(Some(name))]) => name,
-            _ => {
-                return Err(refuse(
-                    format!("phigate allows {function} only with a literal setting name"),
-                    "write the setting's name as a plain string literal",
-                ));
+            Some([Token::Param(param)]) => {
+                let set = function == "set_config";
+                bound.push(BoundSetting { param: *param, set });
+                continue;
             }
+            _ => return Err(literal_name_refusal(&function)),
         };
         if function == "set_config" && forbidden_setting(name).is_some() {
             return Err(forbidden_to_set(name));
@@ -583,7 +639,7 @@ fn calls(stmt: &[Token<'_>]) -> Result<(), Refusal> {
             return Err(forbidden("reading phigate's session settings"));
         }
     }
-    Ok(())
+    Ok(bound)
 }
 
 #[cfg(test)]
@@ -706,6 +762,7 @@ mod tests {
             ),
             ("prepare p as create table x (a int)", "prepare"),
             ("frobnicate", "syntax error at or near \"frobnicate\""),
+            ("WAT", "syntax error at or near \"WAT\""),
             ("load 'x'", "LOAD"),
             ("select 'unterminated", "could not read"),
             ("set phigate.break_glass = 'x'; select 1", "on its own"),

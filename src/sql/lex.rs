@@ -362,7 +362,9 @@ pub(super) enum Token<'a> {
     End,
     /// a Unicode-escaped identifier, `U&"..."`
     UnicodeIdent,
-    /// any other character (operators, parentheses, `$n`, numbers: `$` and `0`)
+    /// a parameter `$n`, with its number (`usize::MAX` past what fits)
+    Param(usize),
+    /// any other character (operators, parentheses, numbers: `0`)
     Punct(u8),
 }
 
@@ -417,7 +419,7 @@ fn token(sql: &str, l: Lexeme) -> Token<'_> {
         }
         Kind::Str(_) => Token::Str(None),
         Kind::Number => Token::Punct(b'0'),
-        Kind::Param => Token::Punct(b'$'),
+        Kind::Param => Token::Param(text[1..].parse().unwrap_or(usize::MAX)),
         Kind::End => Token::End,
         Kind::Punct(c) => Token::Punct(c),
     }
@@ -466,6 +468,7 @@ mod tests {
                 Token::Str(None) => "'s'".into(),
                 Token::End => ";".into(),
                 Token::UnicodeIdent => "U&".into(),
+                Token::Param(n) => format!("${n}"),
                 Token::Punct(c) => (c as char).to_string(),
             })
             .collect()
@@ -493,7 +496,7 @@ mod tests {
         assert_eq!(
             words("select u&\"\\0070atients\", U&'x', b'01', $1, 1.5e3, 'it''s', 'a\\b'"),
             [
-                "select", "U&", ",", "'s'", ",", "'s'", ",", "$", ",", "0", ",", "'it's'", ",",
+                "select", "U&", ",", "'s'", ",", "'s'", ",", "$1", ",", "0", ",", "'it's'", ",",
                 "'s'"
             ]
         );

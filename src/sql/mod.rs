@@ -7,9 +7,11 @@
 //! Statements whose text cannot name a protected table (a byte scan) are not parsed at all.
 
 mod analyse;
+mod bound;
 mod cache;
 mod cap;
 pub mod catalog;
+pub use bound::BoundSetting;
 mod comment;
 mod firewall;
 mod functions;
@@ -230,6 +232,9 @@ impl Refusal {
 pub enum Analysis {
     /// forward it unchanged: it touches no protected table
     Pass,
+    /// forward it unchanged, and check at each Bind that the values bound to these
+    /// parameters name settings the client may read or set; it touches no protected table
+    Bound(Arc<[BoundSetting]>),
     /// forward the plan's text and transform its parameters
     Rewrite(Arc<Plan>),
     /// refuse it
@@ -619,6 +624,17 @@ impl Analyzer {
                 ))));
             }
             Ok(firewall::Screened::Allowed) => {}
+            Ok(firewall::Screened::Bound(bound)) => {
+                let names = protected_names(&self.catalog, &tokens);
+                if names.is_empty() && !mentions_fetch(sql) {
+                    return Analysis::Bound(bound.into());
+                }
+                return Analysis::Refuse(Arc::new(Refusal::new(
+                    "0A000",
+                    "phigate takes a setting's name from a parameter only in statements that name no protected table".into(),
+                    "write the setting's name as a plain string literal, or read it in a statement of its own",
+                )));
+            }
         }
         let names = protected_names(&self.catalog, &tokens);
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {

@@ -670,3 +670,19 @@ fn only_texts_without_literals_are_kept_as_passed() {
     assert!(matches!(run(&a, sql), Analysis::Pass));
     assert!(a.passed_before("clinician", sql));
 }
+
+#[test]
+fn a_setting_named_by_a_parameter_is_left_to_the_bind_and_never_kept_as_passed() {
+    let a = analyzer();
+    let sql = "select current_setting($1)";
+    for _ in 0..2 {
+        match run(&a, sql) {
+            Analysis::Bound(b) => assert_eq!(b[0].param, 1),
+            other => panic!("{sql}: expected a bound setting, got {other:?}"),
+        }
+    }
+    assert!(!a.passed_before("clinician", sql));
+    let r = refused(&a, "select current_setting($1), ssn from patients");
+    assert_eq!(r.code, "0A000");
+    assert!(r.message.contains("no protected table"), "{}", r.message);
+}
