@@ -4,7 +4,6 @@
 //! value bound to it, at each Bind, by the rules a literal name meets.
 
 use super::Refusal;
-use crate::policy::settings::forbidden_setting;
 
 /// A parameter that names a setting a statement reads or sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,45 +25,29 @@ impl BoundSetting {
     }
 
     /// Checks the value bound to the parameter (its bytes as sent, text or binary: both
-    /// are the name's characters for a text parameter); `None` is SQL NULL, which names
-    /// no setting.
+    /// are the name's characters for a text parameter) by the rule a literal name meets
+    /// (the firewall's `setting_named`), and refuses `search_path` to `set_config`:
+    /// phigate follows the search path only as statements name it. `None` is SQL NULL,
+    /// which names no setting.
     ///
-    /// PostgreSQL compares setting names ignoring ASCII case. A name is compared byte for
-    /// byte here: in every client encoding PostgreSQL accepts, ASCII letters stand for
-    /// themselves and no multi-byte character converts to one, so a value names one of
-    /// these ASCII settings exactly when its bytes spell it.
+    /// PostgreSQL compares setting names ignoring ASCII case. The bytes are read as UTF-8,
+    /// anything else replaced by U+FFFD: in every client encoding PostgreSQL accepts,
+    /// ASCII letters stand for themselves and no multi-byte character converts to one, so
+    /// a value names one of these ASCII settings exactly when its bytes spell it.
     pub fn check(&self, value: Option<&[u8]>) -> Result<(), Refusal> {
         let Some(value) = value else { return Ok(()) };
-        if !self.set {
-            return match value.get(..7) {
-                Some(p) if p.eq_ignore_ascii_case(b"phigate") => {
-                    Err(refuse("reading phigate's session settings"))
-                }
-                _ => Ok(()),
-            };
-        }
         let name = String::from_utf8_lossy(value);
-        if let Some(why) = forbidden_setting(&name) {
-            return Err(refuse(&format!("setting {name} ({why})")));
-        }
-        if name.eq_ignore_ascii_case("search_path") || name.eq_ignore_ascii_case("application_name")
-        {
+        super::firewall::setting_named(&name, self.set)?;
+        if self.set && name.eq_ignore_ascii_case("search_path") {
             return Err(Refusal::new(
                 "0A000",
-                format!("phigate follows {name} only when a statement names it: set it with SET"),
-                &format!("SET {} = ...", name.to_ascii_lowercase()),
+                "phigate follows search_path only when a statement names it: set it with SET"
+                    .into(),
+                "SET search_path = ...",
             ));
         }
         Ok(())
     }
-}
-
-fn refuse(what: &str) -> Refusal {
-    Refusal::new(
-        "42501",
-        format!("phigate does not allow {what}"),
-        "this is not available through phigate to any role; an administrator can do it over a direct connection",
-    )
 }
 
 #[cfg(test)]

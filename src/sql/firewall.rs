@@ -624,22 +624,28 @@ fn calls(stmt: &[Token<'_>]) -> Result<Vec<BoundSetting>, Refusal> {
             }
             _ => return Err(literal_name_refusal(&function)),
         };
-        if function == "set_config" && forbidden_setting(name).is_some() {
-            return Err(forbidden_to_set(name));
-        }
-        if function == "set_config" && name.eq_ignore_ascii_case("application_name") {
-            return Err(Refusal::new(
-                "0A000",
-                "phigate keeps the user in application_name: set it with SET application_name"
-                    .into(),
-                "SET application_name = 'my app'",
-            ));
-        }
-        if function == "current_setting" && is_phigate(name) {
-            return Err(forbidden("reading phigate's session settings"));
-        }
+        setting_named(name, function == "set_config")?;
     }
     Ok(bound)
+}
+
+/// The rule a setting's name meets in `set_config` (`set`) or `current_setting`, whether
+/// the text holds it or a Bind does (see [`BoundSetting::check`]).
+pub(super) fn setting_named(name: &str, set: bool) -> Result<(), Refusal> {
+    if set && forbidden_setting(name).is_some() {
+        return Err(forbidden_to_set(name));
+    }
+    if set && name.eq_ignore_ascii_case("application_name") {
+        return Err(Refusal::new(
+            "0A000",
+            "phigate keeps the user in application_name: set it with SET application_name".into(),
+            "SET application_name = 'my app'",
+        ));
+    }
+    if !set && is_phigate(name) {
+        return Err(forbidden("reading phigate's session settings"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
