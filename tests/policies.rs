@@ -6,6 +6,7 @@ mod common;
 
 use common::{Options, Pg, Proxy, Setup, code};
 use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::types::Type;
 
 const PATIENTS: &str = r#"
 [table]
@@ -1039,6 +1040,25 @@ async fn a_setting_named_by_a_parameter_is_checked_at_each_bind() {
     alice.query_one(set, &[&"work_mem", &"8MB"]).await.unwrap();
     let work_mem = alice.query_one(&read, &[&"work_mem"]).await.unwrap();
     assert_eq!(value(work_mem).as_deref(), Some("8MB"));
+    // as ORMs write it (SQLAlchemy's reflection), with a cast to varchar
+    let cast = "select current_setting($1::VARCHAR), current_setting('work_mem'::varchar)";
+    let got = alice.query_one(cast, &[&"work_mem"]).await.unwrap();
+    assert_eq!(value(got).as_deref(), Some("8MB"));
+    let e = alice.query_one(cast, &[&"phigate.role"]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
+    // a parameter declared char(n) loses its trailing spaces before it names a setting
+    let bpchar = alice
+        .prepare_typed(
+            "select set_config($1::varchar, $2, false)",
+            &[Type::BPCHAR, Type::TEXT],
+        )
+        .await
+        .unwrap();
+    let e = alice
+        .query_one(&bpchar, &[&"role  ", &"x"])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
     let e = alice
         .query_one(
             "select current_setting($1), id from patients",

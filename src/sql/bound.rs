@@ -37,7 +37,10 @@ impl BoundSetting {
     pub fn check(&self, value: Option<&[u8]>) -> Result<(), Refusal> {
         let Some(value) = value else { return Ok(()) };
         let name = String::from_utf8_lossy(value);
-        super::firewall::setting_named(&name, self.set)?;
+        // A parameter declared `char(n)` (or a domain over it) loses its trailing spaces on
+        // the way to the function's `text`: `'role '` would name `role`.
+        let name = name.trim_end_matches(|c: char| c.is_ascii_whitespace());
+        super::firewall::setting_named(name, self.set)?;
         if self.set && name.eq_ignore_ascii_case("search_path") {
             return Err(Refusal::new(
                 "0A000",
@@ -102,6 +105,50 @@ mod tests {
         ] {
             let e = SET.check(Some(refused.as_bytes())).expect_err(refused);
             assert_eq!(e.code, code, "{refused}");
+        }
+    }
+
+    #[test]
+    fn trailing_spaces_do_not_hide_a_name() {
+        for (refused, bound) in [("role  ", SET), ("phigate.role \t", READ), ("ROLE ", SET)] {
+            assert!(
+                bound.check(Some(refused.as_bytes())).is_err(),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(SET.check(Some(b"work_mem ")), Ok(()));
+    }
+
+    #[test]
+    fn a_name_cast_to_varchar_is_read_through_the_cast() {
+        let role = crate::policy::Role::default();
+        let ok = |sql: &str| screen(&read(sql)?, "r", &role);
+        assert_eq!(
+            ok("SELECT current_setting($1::VARCHAR) AS c"),
+            Ok(Screened::Bound(vec![READ]))
+        );
+        assert_eq!(
+            ok("select set_config(cast($1 as character varying), 'x', false)"),
+            Ok(Screened::Bound(vec![SET]))
+        );
+        for allowed in [
+            "select current_setting('default_table_access_method'::VARCHAR)",
+            "select set_config(CAST('work_mem' AS char varying), '8MB', false)",
+        ] {
+            assert_eq!(ok(allowed), Ok(Screened::Allowed), "{allowed}");
+        }
+        for refused in [
+            "select current_setting('phigate.role'::varchar)",
+            "select set_config('role'::varchar, 'x', false)",
+            "select set_config(cast('role' as varchar), 'x', false)",
+            // a length cuts the value, and `text` or a quoted name may be a type of the path
+            "select set_config('roles'::varchar(4), 'x', false)",
+            "select current_setting($1::varchar(4))",
+            "select current_setting($1::text)",
+            "select current_setting('work_mem'::\"varchar\")",
+            "select current_setting(cast($1 as text))",
+        ] {
+            assert!(ok(refused).is_err(), "{refused}");
         }
     }
 

@@ -560,6 +560,37 @@ fn arguments<'t, 'a>(tokens: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
     args
 }
 
+/// `arg` without a cast to `varchar` around it (`x::varchar`, `CAST(x AS varchar)`, as ORMs
+/// write a setting's name): the value stays as written. Only the keywords count, which
+/// always mean `pg_catalog.varchar`; `text`, a quoted name or a length could mean a type of
+/// the schema path or cut the value.
+fn without_varchar_cast<'t, 'a>(arg: &'t [Token<'a>]) -> &'t [Token<'a>] {
+    let varchar = |ty: &[Token<'_>]| match ty {
+        [t] => is_keyword(Some(t), "varchar"),
+        [a, b] => {
+            (is_keyword(Some(a), "character") || is_keyword(Some(a), "char"))
+                && is_keyword(Some(b), "varying")
+        }
+        _ => false,
+    };
+    match arg {
+        [x, Token::Punct(b':'), Token::Punct(b':'), ty @ ..] if varchar(ty) => {
+            std::slice::from_ref(x)
+        }
+        [
+            cast,
+            Token::Punct(b'('),
+            x,
+            r#as,
+            ty @ ..,
+            Token::Punct(b')'),
+        ] if is_keyword(Some(cast), "cast") && is_keyword(Some(r#as), "as") && varchar(ty) => {
+            std::slice::from_ref(x)
+        }
+        _ => arg,
+    }
+}
+
 /// `pg_backend_pid()` or `pg_catalog.pg_backend_pid()`.
 fn own_pid(arg: &[Token<'_>]) -> bool {
     let call = match arg {
@@ -575,7 +606,8 @@ fn own_pid(arg: &[Token<'_>]) -> bool {
 
 /// Calls whose danger depends on their arguments: `set_config` and `current_setting` only
 /// with a literal setting name the rule allows (`current_setting` may read anything but
-/// phigate's settings) or a parameter, returned for its value to be checked at each Bind;
+/// phigate's settings) or a parameter, returned for its value to be checked at each Bind
+/// (either may be cast to `varchar`);
 /// `ts_rewrite` not with a query held in a string; `pg_terminate_backend` and
 /// `pg_cancel_backend` only of the session's own backend.
 fn calls(stmt: &[Token<'_>]) -> Result<Vec<BoundSetting>, Refusal> {
@@ -615,7 +647,7 @@ fn calls(stmt: &[Token<'_>]) -> Result<Vec<BoundSetting>, Refusal> {
             }
             continue;
         }
-        let name = match args.first() {
+        let name = match args.first().map(|a| without_varchar_cast(a)) {
             Some([Token::Str(Some(name))]) => name,
             Some([Token::Param(param)]) => {
                 let set = function == "set_config";

@@ -355,13 +355,25 @@ def sqlalchemy_checks(dialect):
         engine.dispose()
 
 
+    @check(f"sqlalchemy {dialect} reflects the tables")
+    def _():
+        from sqlalchemy import MetaData, Table, inspect
+
+        engine = create_engine(f"postgresql+{dialect}://{URL}")
+        # the table options' query names a setting as `current_setting(%s::VARCHAR)`
+        patients = Table("patients", MetaData(), autoload_with=engine)
+        eq({"id", "ssn", "full_name"} <= {c.name for c in patients.columns}, True)
+        eq({"patients", "intake"} <= set(inspect(engine).get_table_names()), True)
+        engine.dispose()
+
+
 sqlalchemy_checks("psycopg")
 sqlalchemy_checks("psycopg2")
 
 
-@check("sqlalchemy asyncpg ORM single and batch inserts, lookup, delete")
+@check("sqlalchemy asyncpg ORM single and batch inserts, lookup, delete, reflection")
 def _():
-    from sqlalchemy import delete, select
+    from sqlalchemy import MetaData, Table, delete, select
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
     Patient = sqlalchemy_model()
@@ -379,6 +391,9 @@ def _():
             eq(len((await s.scalars(select(Patient))).all()), 4)
             await s.execute(delete(Patient).where(Patient.ssn == "808-08-0808"))
             await s.commit()
+        async with engine.connect() as c:
+            names = await c.run_sync(lambda sync: {c.name for c in Table("patients", MetaData(), autoload_with=sync).columns})
+            eq({"id", "ssn", "full_name"} <= names, True)
         await engine.dispose()
 
     run_async(go)
