@@ -97,6 +97,18 @@ fn forbidden(what: &str) -> Refusal {
     )
 }
 
+/// The refusal of the forbidden function or view `w`; the settings' lists say how to read
+/// one setting instead.
+fn forbidden_word(w: &str) -> Refusal {
+    if w.eq_ignore_ascii_case("pg_settings") || w.eq_ignore_ascii_case("pg_show_all_settings") {
+        return refuse(
+            format!("phigate does not allow {w}: it lists phigate's own settings"),
+            "read a setting by its name: SHOW work_mem, or current_setting('work_mem')",
+        );
+    }
+    forbidden(&format!("the function or view {w}"))
+}
+
 /// The tokens of `sql`, or the refusal of a text phigate cannot read.
 pub(super) fn read(sql: &str) -> Result<Vec<Token<'_>>, Refusal> {
     lex::tokens(sql).ok_or_else(|| {
@@ -125,7 +137,7 @@ pub(super) fn screen(
             ));
         }
         if let Some(w) = words.iter().find(|w| is_forbidden(w)) {
-            return Err(forbidden(&format!("the function or view {w}")));
+            return Err(forbidden_word(w));
         }
         let named = calls(stmt)?;
         let Some(kind) = kind(stmt, &words)? else {
@@ -300,12 +312,7 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
             }
             K::Read
         }
-        "insert" | "update" | "delete" | "merge" => {
-            if head == "update" && has(words, &["pg_settings"]) {
-                return Err(forbidden("changing settings through pg_settings"));
-            }
-            K::Write
-        }
+        "insert" | "update" | "delete" | "merge" => K::Write,
         "copy" => copy_kind(stmt, words)?,
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
             K::Transaction
@@ -683,6 +690,19 @@ pub(super) fn setting_named(name: &str, set: bool) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_settings_list_says_how_to_read_one_setting() {
+        let role = Role::default();
+        for sql in [
+            "select setting from PG_SETTINGS where name = 'max_prepared_transactions'",
+            "select * from pg_catalog.pg_show_all_settings()",
+        ] {
+            let e = screen(&read(sql).unwrap(), "r", &role).unwrap_err();
+            assert_eq!(e.code, "42501");
+            assert!(e.hint.contains("current_setting('work_mem')"), "{e:?}");
+        }
+    }
 
     #[test]
     fn every_forbidden_word_is_found_in_any_case() {
