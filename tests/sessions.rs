@@ -320,6 +320,38 @@ async fn cancel_reaches_the_right_backend_and_unknown_keys_are_dropped() {
     assert!(rest.is_empty());
 }
 
+/// A forwarded CancelRequest's connection closes only once PostgreSQL has taken the
+/// request, as the postmaster's own does: libpq waits for that close before it sends its
+/// next statement, so a cancel must not arrive late and stop that statement instead. Here
+/// the cancel reaches an idle session (which PostgreSQL ignores) when it is taken in time,
+/// and the next statement's sleep when it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_taken_before_its_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_pg, proxy) = start(Options::default()).await;
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend_from_slice(&r.backend_pid.expect("BackendKeyData").to_be_bytes());
+    cancel.extend_from_slice(&r.backend_secret.expect("BackendKeyData"));
+    for round in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(&cancel).await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        r.send(&raw::query("select pg_sleep(0.2)")).await;
+        loop {
+            match r.recv().await.expect("the session stays open") {
+                (b'Z', _) => break,
+                (b'E', body) => panic!("round {round}: {}", raw::sqlstate(&body)),
+                _ => {}
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_ends_the_session_and_rolls_back() {
     let (pg, proxy) = start(Options::default()).await;

@@ -6,7 +6,9 @@
 use bytes::BytesMut;
 use dashmap::DashMap;
 use rand::Rng;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::protocol::build;
 use crate::upstream::{UpstreamTarget, open_stream};
@@ -67,10 +69,33 @@ impl CancelRegistry {
             Ok(mut s) => {
                 if let Err(e) = s.write_all(&msg).await {
                     tracing::warn!(error = %e, "could not forward a cancel request");
+                    return;
                 }
                 let _ = s.shutdown().await;
+                taken(&mut s).await;
             }
             Err(e) => tracing::warn!(error = %e, "could not forward a cancel request"),
         }
+    }
+}
+
+/// How long a forwarded cancel request waits for the server to close its connection.
+const TAKEN_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until the server closes the cancel connection, which it does once it has signalled
+/// the backend. Only then is the client's connection closed: libpq waits for that close
+/// before it sends its next statement, so a cancel that arrived later could stop that
+/// statement instead of the one the client meant.
+async fn taken(s: &mut (impl AsyncRead + Unpin)) {
+    let mut sink = [0u8; 64];
+    let drained = async {
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(TAKEN_WITHIN, drained).await.is_err() {
+        tracing::warn!("the server did not close a forwarded cancel request's connection");
     }
 }

@@ -43,8 +43,13 @@ pub(super) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
     .await;
     match opened {
         Ok(Ok(Opened::Session(accepted))) => session(*accepted, peer, &shared).await,
-        Ok(Ok(Opened::Cancel { pid, secret })) => {
-            shared.cancels.cancel(&shared.upstream, pid, &secret).await
+        Ok(Ok(Opened::Cancel {
+            pid,
+            secret,
+            stream,
+        })) => {
+            shared.cancels.cancel(&shared.upstream, pid, &secret).await;
+            drop(stream);
         }
         Ok(Ok(Opened::Closed)) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed during startup"),

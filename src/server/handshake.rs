@@ -22,12 +22,14 @@ use crate::protocol::startup::{StartupPacket, split_startup};
 pub(super) enum Opened {
     /// an authenticated client
     Session(Box<Accepted>),
-    /// a cancel request (the connection is done)
+    /// a cancel request; its connection is closed once the request is forwarded
     Cancel {
         /// process id
         pid: i32,
         /// secret
         secret: Vec<u8>,
+        /// the client's connection, kept open until then (a client may wait for its close)
+        stream: Stream,
     },
     /// the client went away or was refused (it has been told why)
     Closed,
@@ -127,7 +129,13 @@ pub(super) async fn accept(
                 negotiated_gss = true;
                 stream.write_all(b"N").await?;
             }
-            StartupPacket::Cancel { pid, secret } => return Ok(Opened::Cancel { pid, secret }),
+            StartupPacket::Cancel { pid, secret } => {
+                return Ok(Opened::Cancel {
+                    pid,
+                    secret,
+                    stream,
+                });
+            }
             StartupPacket::Startup {
                 major,
                 minor,

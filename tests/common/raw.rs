@@ -12,6 +12,8 @@ pub struct Raw {
     buf: BytesMut,
     /// the process id of BackendKeyData, once logged in
     pub backend_pid: Option<i32>,
+    /// the secret of BackendKeyData, once logged in
+    pub backend_secret: Option<[u8; 4]>,
 }
 
 /// One message: type byte and body.
@@ -57,6 +59,7 @@ impl Raw {
             stream,
             buf: BytesMut::new(),
             backend_pid: None,
+            backend_secret: None,
         };
         raw.send(&startup_packet(user)).await;
         raw
@@ -82,6 +85,7 @@ impl Raw {
                     raw.backend_pid = body
                         .get(..4)
                         .map(|p| i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                    raw.backend_secret = body.get(4..8).and_then(|s| s.try_into().ok());
                 }
                 Some((b'E', body)) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
                 Some(_) => {}
