@@ -3,11 +3,11 @@
 //! secret; a CancelRequest carrying such a key is forwarded to the upstream backend with the
 //! server's secret. Unknown keys are dropped.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use dashmap::DashMap;
 use rand::Rng;
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::protocol::build;
