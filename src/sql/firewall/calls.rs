@@ -2,10 +2,10 @@
 //! `current_setting` name (in the text, or in a parameter a Bind fills), whose backend
 //! `pg_terminate_backend` ends, what `ts_rewrite` reads.
 
-use super::super::lex::{Token, is_keyword};
-use super::super::{BoundSetting, Refusal};
 use super::{Screened, forbidden, forbidden_to_set, is_phigate, refuse};
 use crate::policy::settings::forbidden_setting;
+use crate::sql::lex::{Token, is_keyword};
+use crate::sql::{BoundSetting, Refusal};
 
 /// The arguments of the call whose `(` is at `tokens[0]`, split at top-level commas.
 fn arguments<'t, 'a>(tokens: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
@@ -177,6 +177,8 @@ pub(super) fn binds_parameters(stmt: &[Token<'_>]) -> bool {
     .any(|w| is_keyword(head, w))
 }
 
+/// The refusal of `function` (`set_config` or `current_setting`) naming a setting phigate
+/// cannot read: neither a literal nor a parameter a Bind fills.
 pub(super) fn literal_name_refusal(function: &str) -> Refusal {
     refuse(
         format!("phigate allows {function} only with a literal setting name or a parameter"),
