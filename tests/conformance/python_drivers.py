@@ -354,7 +354,6 @@ def sqlalchemy_checks(dialect):
             eq(len(s.scalars(select(Patient)).all()), 3)
         engine.dispose()
 
-
     @check(f"sqlalchemy {dialect} reflects the tables")
     def _():
         from sqlalchemy import MetaData, Table, inspect
@@ -391,9 +390,11 @@ def _():
             eq(len((await s.scalars(select(Patient))).all()), 4)
             await s.execute(delete(Patient).where(Patient.ssn == "808-08-0808"))
             await s.commit()
-        async with engine.connect() as c:
-            names = await c.run_sync(lambda sync: {c.name for c in Table("patients", MetaData(), autoload_with=sync).columns})
-            eq({"id", "ssn", "full_name"} <= names, True)
+        def reflected(sync_conn):
+            return {col.name for col in Table("patients", MetaData(), autoload_with=sync_conn).columns}
+
+        async with engine.connect() as conn:
+            eq({"id", "ssn", "full_name"} <= await conn.run_sync(reflected), True)
         await engine.dispose()
 
     run_async(go)
