@@ -121,16 +121,12 @@ pub(super) fn calls(stmt: &[Token<'_>]) -> Result<Vec<BoundSetting>, Refusal> {
             }
             continue;
         }
-        let name = match args.first().map(|a| without_varchar_cast(a)) {
-            Some([Token::Str(Some(name))]) => name,
-            Some([Token::Param(param)]) => {
-                let set = function == "set_config";
-                bound.push(BoundSetting { param: *param, set });
-                continue;
-            }
+        let set = function == "set_config";
+        match args.first().map(|a| without_varchar_cast(a)) {
+            Some([Token::Str(Some(name))]) => setting_named(name, set)?,
+            Some([Token::Param(param)]) => bound.push(BoundSetting { param: *param, set }),
             _ => return Err(literal_name_refusal(&function)),
-        };
-        setting_named(name, function == "set_config")?;
+        }
     }
     Ok(bound)
 }
