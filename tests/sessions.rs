@@ -309,7 +309,7 @@ async fn cancel_reaches_the_right_backend_and_unknown_keys_are_dropped() {
     // A made-up key is dropped silently.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(&[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2])
+    s.write_all(&raw::cancel_request(1, [0, 0, 0, 2]))
         .await
         .unwrap();
     let mut rest = Vec::new();
@@ -330,9 +330,10 @@ async fn a_cancel_is_taken_before_its_connection_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_pg, proxy) = start(Options::default()).await;
     let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
-    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
-    cancel.extend_from_slice(&r.backend_pid.expect("BackendKeyData").to_be_bytes());
-    cancel.extend_from_slice(&r.backend_secret.expect("BackendKeyData"));
+    let cancel = raw::cancel_request(
+        r.backend_pid.expect("BackendKeyData"),
+        r.backend_secret.expect("BackendKeyData"),
+    );
     for round in 0..10 {
         let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(&cancel).await.unwrap();

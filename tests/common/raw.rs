@@ -45,6 +45,14 @@ pub fn startup_packet(user: &str) -> Vec<u8> {
     pkt
 }
 
+/// A CancelRequest for the key (`pid`, `secret`).
+pub fn cancel_request(pid: i32, secret: [u8; 4]) -> Vec<u8> {
+    let mut pkt = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    pkt.extend_from_slice(&pid.to_be_bytes());
+    pkt.extend_from_slice(&secret);
+    pkt
+}
+
 pub fn query(sql: &str) -> Vec<u8> {
     let mut b = sql.as_bytes().to_vec();
     b.push(0);
