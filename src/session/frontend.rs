@@ -53,6 +53,10 @@ pub(super) fn is_two_words(sql: &str, first: &str, second: &str) -> bool {
 impl Session {
     /// One client message, in UTF-8.
     pub(super) fn frontend(&mut self, frame: Frame, now: Instant, out: &mut Outbound) {
+        let frame = match self.tracks_statements() {
+            true => self.conforming(frame),
+            false => frame,
+        };
         let msg = match Frontend::decode(&frame) {
             Ok(m) => m,
             Err(e) => return self.protocol_violation(&e, out),
@@ -541,6 +545,36 @@ impl Session {
     /// The rewrite statement `name` has once the Parses sent so far are answered.
     fn prepared(&self, name: &str) -> Option<&Prepared> {
         self.statement_now(name).0?.prepared.as_ref()
+    }
+
+    /// The message, its statement text (a Query's or a Parse's) written to read the same
+    /// whatever `standard_conforming_strings` says, as the server last reported it (see
+    /// `crate::sql::conforming`). Analysed and forwarded so.
+    fn conforming(&self, frame: Frame) -> Frame {
+        if !matches!(frame.tag(), b'Q' | b'P') || memchr::memchr(b'\\', frame.body()).is_none() {
+            return frame;
+        }
+        let escaping = self.params.escaping();
+        let mut bytes = bytes::BytesMut::new();
+        match Frontend::decode(&frame) {
+            Ok(Frontend::Query { sql }) => match crate::sql::conforming(sql, escaping) {
+                Some(text) => build::query(&text, &mut bytes),
+                None => return frame,
+            },
+            Ok(Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            }) => match crate::sql::conforming(sql, escaping) {
+                Some(text) => build::parse(name, &text, &param_types, &mut bytes),
+                None => return frame,
+            },
+            _ => return frame,
+        }
+        let body = bytes
+            .get(crate::protocol::frame::HEADER_LEN..)
+            .unwrap_or_default();
+        Frame::new(frame.tag(), body)
     }
 
     /// True when prepared statements and portals are tracked: phigate rewrites statements

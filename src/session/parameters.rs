@@ -1,4 +1,5 @@
-//! The server parameters a session follows (client encoding, time zone) and the
+//! The server parameters a session follows (client encoding, time zone,
+//! `standard_conforming_strings`) and the
 //! `application_name` it shows the client: the server knows `phigate:<user>/<name>`, the
 //! client sees its own `<name>`.
 
@@ -32,6 +33,8 @@ pub(super) struct Parameters {
     utc: bool,
     /// the session's client encoding (from the server's ParameterStatus)
     encoding: ClientEncoding,
+    /// `standard_conforming_strings` is off: plain strings take backslash escapes
+    escaping: bool,
 }
 
 impl Parameters {
@@ -42,7 +45,13 @@ impl Parameters {
             client_app_name,
             utc: false,
             encoding: ClientEncoding::Utf8,
+            escaping: false,
         }
+    }
+
+    /// True when the server last reported `standard_conforming_strings` off.
+    pub(super) fn escaping(&self) -> bool {
+        self.escaping
     }
 
     pub(super) fn encoding(&self) -> ClientEncoding {
@@ -66,6 +75,7 @@ impl Parameters {
         match name {
             "client_encoding" => self.encoding = ClientEncoding::from_name(value),
             "TimeZone" => self.utc = UTC_NAMES.contains(&value),
+            "standard_conforming_strings" => self.escaping = value.eq_ignore_ascii_case("off"),
             "application_name" => {
                 self.shown_app_name = self.client_value(name, value).to_owned();
                 return &self.shown_app_name;

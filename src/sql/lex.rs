@@ -7,6 +7,11 @@
 //! and audit redaction (which replaces every literal by `?`). It is lenient: an
 //! unterminated string, identifier or comment runs to the end of the text, and
 //! [`Lexer::unterminated`] says so (the firewall then refuses the statement).
+//!
+//! It reads strings as PostgreSQL 15's scanner does: a string followed by whitespace that
+//! holds a newline and another quote continues in that quote, in its own form (so an
+//! `E'...'` continues with backslash escapes), and a plain `'...'` (or `N'...'`) takes
+//! backslash escapes only when `standard_conforming_strings` is off ([`Lexer::escaping`]).
 
 use std::borrow::Cow;
 
@@ -61,6 +66,9 @@ pub(crate) struct Lexer<'a> {
     b: &'a [u8],
     i: usize,
     unterminated: bool,
+    /// plain and `N'...'` strings take backslash escapes (`standard_conforming_strings`
+    /// off)
+    escaping: bool,
 }
 
 fn ident_start(b: u8) -> bool {
@@ -72,11 +80,21 @@ fn ident_byte(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
+    /// The lexemes of `sql` as PostgreSQL reads it with `standard_conforming_strings` on.
     pub(crate) fn new(sql: &'a str) -> Self {
         Self {
             b: sql.as_bytes(),
             i: 0,
             unterminated: false,
+            escaping: false,
+        }
+    }
+
+    /// The lexemes of `sql` as PostgreSQL reads it with `standard_conforming_strings` off.
+    pub(crate) fn escaping(sql: &'a str) -> Self {
+        Self {
+            escaping: true,
+            ..Self::new(sql)
         }
     }
 
@@ -118,7 +136,7 @@ impl<'a> Lexer<'a> {
     fn lexeme(&mut self) -> (Kind, usize) {
         let (b, i) = (self.b, self.i);
         match b[i] {
-            b'\'' => (Kind::Str(Form::Plain), self.string(i + 1, false)),
+            b'\'' => (Kind::Str(Form::Plain), self.string(i + 1, self.escaping)),
             b'"' => (Kind::QuotedIdent, self.quoted_ident(i + 1)),
             b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 (Kind::Param, digits_end(b, i + 1))
@@ -155,9 +173,8 @@ impl<'a> Lexer<'a> {
         };
         match (prefix, b.get(i)) {
             (b'e', Some(b'\'')) => (Kind::Str(Form::Escaped), self.string(i + 1, true)),
-            (b'b' | b'x' | b'n', Some(b'\'')) => {
-                (Kind::Str(Form::Prefixed), self.string(i + 1, false))
-            }
+            (b'n', Some(b'\'')) => (Kind::Str(Form::Prefixed), self.string(i + 1, self.escaping)),
+            (b'b' | b'x', Some(b'\'')) => (Kind::Str(Form::Prefixed), self.string(i + 1, false)),
             (b'u', Some(b'&')) => match b.get(i + 1) {
                 Some(b'\'') => (Kind::Str(Form::Unicode), self.string(i + 2, false)),
                 Some(b'"') => (Kind::UnicodeIdent, self.quoted_ident(i + 2)),
@@ -167,14 +184,18 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// The index after the closing quote of a string whose body starts at `i`.
+    /// The index after the closing quote of a string whose body starts at `i` (and of the
+    /// last of the quotes it continues in).
     fn string(&mut self, mut i: usize, escapes: bool) -> usize {
         let b = self.b;
         while i < b.len() {
             match b[i] {
                 b'\\' if escapes => i += 2,
                 b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-                b'\'' => return i + 1,
+                b'\'' => match continuation(b, i + 1) {
+                    Some(next) => i = next,
+                    None => return i + 1,
+                },
                 _ => i += 1,
             }
         }
@@ -216,6 +237,29 @@ impl Iterator for Lexer<'_> {
             spaced,
         })
     }
+}
+
+/// Where a string whose closing quote ends at `i` continues: the index after the next
+/// quote, when only whitespace and `--` comments holding a newline come between
+/// (PostgreSQL's `quotecontinue`; a `/* */` comment ends the string).
+pub(crate) fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut newline = false;
+    while i < b.len() {
+        match b[i] {
+            b'\n' | b'\r' => newline = true,
+            b' ' | b'\t' | b'\x0c' => {}
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && !matches!(b[i], b'\n' | b'\r') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\'' if newline => return Some(i + 1),
+            _ => return None,
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The index after a (possibly nested) `/* ... */` comment starting at `i`; `None` when it
@@ -308,8 +352,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The value of a string literal lexeme (for hashing, never for storing): its body with
-/// quotes undoubled and, in an `E''` string, backslash escapes taken literally. An
-/// unterminated literal runs to the end of the text.
+/// quotes undoubled, the quotes it continues in joined and, in an `E''` string, backslash
+/// escapes taken literally. An unterminated literal runs to the end of the text.
 pub(crate) fn literal_value(sql: &str, l: &Lexeme) -> Vec<u8> {
     let raw = &sql.as_bytes()[l.start..l.end];
     let (body, escapes) = match l.kind {
@@ -339,7 +383,10 @@ pub(crate) fn literal_value(sql: &str, l: &Lexeme) -> Vec<u8> {
                 value.push(b'\'');
                 j += 2;
             }
-            b'\'' => break,
+            b'\'' => match continuation(body, j + 1) {
+                Some(next) => j = next,
+                None => break,
+            },
             other => {
                 value.push(other);
                 j += 1;
@@ -410,8 +457,9 @@ fn token(sql: &str, l: Lexeme) -> Token<'_> {
         Kind::Str(Form::Plain) => {
             let raw = text[1..].strip_suffix('\'').unwrap_or(&text[1..]);
             Token::Str((!raw.contains('\\')).then(|| {
-                if raw.contains("''") {
-                    Cow::Owned(raw.replace("''", "'"))
+                if raw.contains('\'') {
+                    // doubled quotes, or quotes it continues in
+                    Cow::Owned(String::from_utf8_lossy(&literal_value(sql, &l)).into_owned())
                 } else {
                     Cow::Borrowed(raw)
                 }
@@ -510,6 +558,38 @@ mod tests {
         ] {
             assert!(tokens(open).is_none(), "{open}");
         }
+    }
+
+    #[test]
+    fn a_string_continues_in_a_quote_after_a_newline_in_its_own_form() {
+        // PostgreSQL reads E'x' '\' , ' as one string, and runs what follows it
+        let sql = "SELECT E'x'\n'\\' , ' ; SELECT pg_ls_dir('.') --'";
+        assert_eq!(
+            words(sql),
+            ["SELECT", "'s'", ";", "SELECT", "pg_ls_dir", "(", "'.'", ")"]
+        );
+        assert_eq!(words("SELECT 'a' -- c\n  'b'"), ["SELECT", "'ab'"]);
+        assert_eq!(words("SELECT 'a'\r\n--c\n'b'''"), ["SELECT", "'ab''"]);
+        // no newline, or a block comment between: two strings
+        assert_eq!(words("SELECT 'a' 'b'"), ["SELECT", "'a'", "'b'"]);
+        assert_eq!(words("SELECT 'a'\n/* */'b'"), ["SELECT", "'a'", "'b'"]);
+        let sql = "E'a\\''\n'\\'b' 'c'\n'd'";
+        let values: Vec<Vec<u8>> = Lexer::new(sql).map(|l| literal_value(sql, &l)).collect();
+        assert_eq!(values, [b"a''b".to_vec(), b"cd".to_vec()]);
+    }
+
+    #[test]
+    fn with_the_setting_off_plain_and_national_strings_take_escapes() {
+        let sql = "SELECT 'a\\' , ', N'\\'', B'1'";
+        let kinds = |l: Lexer<'_>| {
+            l.map(|l| sql[l.start..l.end].to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(Lexer::escaping(sql)),
+            ["SELECT", "'a\\' , '", ",", "N'\\''", ",", "B'1'"]
+        );
+        assert_eq!(kinds(Lexer::new(sql))[1], "'a\\'");
     }
 
     #[test]

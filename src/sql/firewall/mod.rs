@@ -280,6 +280,9 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         }
         "select" | "values" | "table" | "with" | "explain" | "fetch" | "move" | "close"
         | "declare" => K::Read,
+        // a statement of a `BEGIN ATOMIC` function body, after a `;`: an expression, as
+        // a SELECT's (anywhere else PostgreSQL's own syntax error)
+        "return" => K::Read,
         "show" => {
             if is(words.get(1), "all") || words.get(1).is_some_and(|w| is_phigate(w)) {
                 return Err(forbidden("reading phigate's session settings"));
@@ -579,6 +582,7 @@ mod tests {
             "select pg_catalog.current_setting('role'), current_setting('it''s', true)",
             "select ts_rewrite('a'::tsquery, 'a'::tsquery, 'b'::tsquery)",
             "select pg_terminate_backend(pg_backend_pid())",
+            "select current_setting('server'\n'_version')",
             "SELECT pg_catalog.pg_cancel_backend(pg_catalog.pg_backend_pid())",
             "",
             " ; ",
@@ -608,6 +612,11 @@ mod tests {
                 "literal",
             ),
             ("select set_config(E'phigate.role', 'x', false)", "literal"),
+            // one string, continued after a newline
+            (
+                "select set_config('ro'\n  'le', 'x', false)",
+                "setting role",
+            ),
             (
                 "select current_setting('PHIGATE.emergency', true)",
                 "phigate",
@@ -688,6 +697,8 @@ mod tests {
             "alter table t alter column c set default 1",
             "alter table t set schema s",
             "alter role bob set work_mem = '8MB'",
+            "create function f() returns bool begin atomic ;; return false;; end",
+            "create function g() returns int begin atomic select 1; return 2; end",
         ] {
             assert_eq!(
                 screen_sql(allowed, "r", &admin),
