@@ -62,6 +62,16 @@ encrypt = "deterministic"
 read = { clinician = "plaintext" }
 "#;
 
+/// A table named with capitals, as ORMs that quote every name create them.
+const RECORDS: &str = r#"
+[table]
+name = "public.Records"
+[columns.Note]
+type = "text"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
+"#;
+
 const CLAIMS: &str = r#"
 [table]
 name = "public.claims"
@@ -118,6 +128,7 @@ async fn schema(pg: &Pg) -> tokio_postgres::Client {
          create table patients (id int primary key, ssn phigate_encrypted unique, full_name phigate_encrypted,
                                 birth_date phigate_encrypted, clinic_id int);
          create table claims (id serial primary key, patient_ssn phigate_encrypted, amount numeric);
+         create table \"Records\" (id int primary key, \"Note\" phigate_encrypted);
          grant all on all tables in schema public to svc_scram;
          grant all on all sequences in schema public to svc_scram;
          alter database ehr set timezone = 'UTC';",
@@ -135,6 +146,7 @@ async fn setup() -> (Pg, Proxy, tokio_postgres::Client) {
         ("vault.toml", vault_policy()),
         ("patients.toml", PATIENTS),
         ("claims.toml", CLAIMS),
+        ("records.toml", RECORDS),
     ]));
     let proxy = Proxy::start(
         &pg,
@@ -1308,5 +1320,36 @@ async fn statements_of_one_shape_each_run_with_their_own_values() {
             panic!("{rows:?}")
         };
         assert_eq!(r.get(0), Some(want), "{sql}");
+    }
+}
+
+/// A protected table whose name has capitals is found where a statement names it quoted,
+/// as PostgreSQL resolves it: its values are stored as ciphertext and read as plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_with_capitals_is_protected() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    app.batch_execute("INSERT INTO \"Records\" (id, \"Note\") VALUES (1, 'seen by dr. x')")
+        .await
+        .unwrap();
+    app.execute(
+        "INSERT INTO public.\"Records\" VALUES ($1, $2)",
+        &[&2i32, &"second"],
+    )
+    .await
+    .unwrap();
+    let rows = app
+        .query("SELECT \"Note\" FROM \"Records\" ORDER BY id", &[])
+        .await
+        .unwrap();
+    let notes: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(notes, ["seen by dr. x", "second"]);
+    let stored = db
+        .query("SELECT \"Note\"::bytea FROM \"Records\" ORDER BY id", &[])
+        .await
+        .unwrap();
+    for (row, plain) in stored.iter().zip(["seen by dr. x", "second"]) {
+        let bytes: Vec<u8> = row.get(0);
+        assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_bytes()));
     }
 }

@@ -594,6 +594,12 @@ async fn the_bypass_suite_reveals_nothing() {
             Refused,
         ),
         ("SELECT E'x'\n'\\' , ' ; SHOW ALL; --'", Refused),
+        // a carriage return ends a line comment
+        ("SELECT 1 --x\r; SHOW ALL; --", Refused),
+        (
+            "SELECT 1 --x\r; SELECT id FROM patients WHERE clinic_id = 4; --",
+            R(&[&["1"]]),
+        ),
         ("SELECT count(*) FROM patients", R(&[&["2"]])),
         (
             "SELECT a.id FROM patients a, patients b WHERE b.clinic_id = 4",

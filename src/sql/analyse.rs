@@ -115,12 +115,9 @@ type Named = Vec<(String, Option<Arc<Column>>)>;
 /// A query's outputs, and whether the list is complete.
 type Outputs = (Named, bool);
 
-/// Case-folds an identifier as PostgreSQL does: unquoted names are lower-cased.
+/// The name an identifier denotes (see [`crate::sql::lex::name`]).
 fn fold(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
+    super::lex::name(&ident.value, ident.quote_style.is_some()).into_owned()
 }
 
 fn idents(name: &ObjectName) -> Vec<String> {

@@ -122,7 +122,8 @@ pub struct Table {
 pub struct Catalog {
     tables: Vec<Arc<Table>>,
     by_origin: HashMap<(u32, i16), Arc<Column>>,
-    /// lower-cased table names: a statement whose identifiers spell none runs unanalysed
+    /// protected table names, as the catalog has them: a statement whose identifiers
+    /// name none runs unanalysed
     needles: Vec<String>,
     /// per protected table name: the schemas holding a relation of that name
     homes: HashMap<String, Vec<String>>,
@@ -162,7 +163,7 @@ impl Catalog {
                     .insert((table.oid, found.attnum), column.clone());
                 protected.insert(name.clone(), column);
             }
-            catalog.needles.push(policy.name.table.to_lowercase());
+            catalog.needles.push(policy.name.table.clone());
             let defaulted = table
                 .columns
                 .iter()

@@ -125,10 +125,9 @@ pub(super) fn allowed_functions(
                     return std::ops::ControlFlow::Break(format!("{} over a whole row", f.name));
                 }
                 let name = match f.name.0.last() {
-                    Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => match i.quote_style {
-                        Some(_) => i.value.clone(),
-                        None => i.value.to_lowercase(),
-                    },
+                    Some(sqlparser::ast::ObjectNamePart::Identifier(i)) => {
+                        super::lex::name(&i.value, i.quote_style.is_some()).into_owned()
+                    }
                     _ => String::new(),
                 };
                 if !BUILTIN_FUNCTIONS.contains(&name.as_str())

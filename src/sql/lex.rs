@@ -111,7 +111,8 @@ impl<'a> Lexer<'a> {
             match b[self.i] {
                 b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.i += 1,
                 b'-' if b.get(self.i + 1) == Some(&b'-') => {
-                    while self.i < b.len() && b[self.i] != b'\n' {
+                    // to the end of the line: a carriage return ends it too
+                    while self.i < b.len() && !matches!(b[self.i], b'\n' | b'\r') {
                         self.i += 1;
                     }
                 }
@@ -302,8 +303,14 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
 
 fn number_end(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
-        if matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
-            i += 1;
+        if matches!(b[i], b'e' | b'E') {
+            // an exponent only with its digits: PostgreSQL gives back an `e` without
+            // them, so `1e'...'` is 1 and an E'...' string
+            let sign = usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+            if !b.get(i + 1 + sign).is_some_and(u8::is_ascii_digit) {
+                return i;
+            }
+            i += sign;
         }
         i += 1;
     }
@@ -413,6 +420,25 @@ pub(super) enum Token<'a> {
     Param(usize),
     /// any other character (operators, parentheses, numbers: `0`)
     Punct(u8),
+}
+
+/// The longest name PostgreSQL keeps, in bytes (NAMEDATALEN - 1).
+const NAME_LEN: usize = 63;
+
+/// The name an identifier denotes, as PostgreSQL reads it: unquoted, its ASCII letters
+/// lower-cased (and no other: `PÄTIENTS` is `pÄtients`); past 63 bytes, cut at the last
+/// whole character within them.
+pub(crate) fn name(text: &str, quoted: bool) -> Cow<'_, str> {
+    let mut end = text.len().min(NAME_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept = &text[..end];
+    if quoted || !kept.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(kept)
+    } else {
+        Cow::Owned(kept.to_ascii_lowercase())
+    }
 }
 
 /// True when `t` is the keyword `w`: an unquoted word, in any case.
@@ -570,6 +596,20 @@ mod tests {
         );
         assert_eq!(words("SELECT 'a' -- c\n  'b'"), ["SELECT", "'ab'"]);
         assert_eq!(words("SELECT 'a'\r\n--c\n'b'''"), ["SELECT", "'ab''"]);
+        // an `e` without an exponent's digits after a number starts an E'...' string
+        assert_eq!(
+            words("SELECT 1e'\\' , ' ; SHOW ALL; --'"),
+            ["SELECT", "0", "'s'", ";", "SHOW", "ALL", ";"]
+        );
+        assert_eq!(
+            words("SELECT 1e5, 2E-3, .5e+1"),
+            ["SELECT", "0", ",", "0", ",", "0"]
+        );
+        // a carriage return ends a line comment
+        assert_eq!(
+            words("SELECT 1 --x\r; SHOW ALL"),
+            ["SELECT", "0", ";", "SHOW", "ALL"]
+        );
         // no newline, or a block comment between: two strings
         assert_eq!(words("SELECT 'a' 'b'"), ["SELECT", "'a'", "'b'"]);
         assert_eq!(words("SELECT 'a'\n/* */'b'"), ["SELECT", "'a'", "'b'"]);

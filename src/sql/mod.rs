@@ -301,17 +301,15 @@ impl Access<'_> {
 }
 
 /// The protected table names the identifiers of a statement (not its strings or comments)
-/// spell, case-folded as PostgreSQL folds them.
+/// spell, read as PostgreSQL reads names ([`lex::name`]).
 fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for t in tokens {
         let lex::Token::Word { text, quoted } = t else {
             continue;
         };
-        let found = catalog.needles().iter().find(|n| match quoted {
-            true => text == *n,
-            false => text.eq_ignore_ascii_case(n),
-        });
+        let spelled = lex::name(text, *quoted);
+        let found = catalog.needles().iter().find(|n| **n == spelled);
         if let Some(n) = found
             && !names.contains(n)
         {

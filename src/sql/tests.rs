@@ -686,3 +686,51 @@ fn a_setting_named_by_a_parameter_is_left_to_the_bind_and_never_kept_as_passed()
     assert_eq!(r.code, "0A000");
     assert!(r.message.contains("no protected table"), "{}", r.message);
 }
+
+/// A protected table named with capitals (`"Records"`, as ORMs that quote every name
+/// create them), and one whose name is 63 bytes long, found as PostgreSQL reads names:
+/// quoted as written, unquoted in lower case, cut at 63 bytes.
+#[test]
+fn protected_names_are_read_as_postgresql_reads_names() {
+    let long = format!("r{}", "x".repeat(62));
+    let dir = tempfile::tempdir().expect("tempdir");
+    for table in ["Records", long.as_str()] {
+        std::fs::write(
+            dir.path().join(format!("{}.toml", &table[..7])),
+            format!("[table]\nname = \"public.{table}\"\n[columns.ssn]\ntype = \"text\"\nencrypt = \"deterministic\"\nread = {{ clinician = \"plaintext\" }}\n"),
+        )
+        .expect("write");
+    }
+    std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("write");
+    std::fs::write(
+        dir.path().join("users.toml"),
+        format!("[users.carol]\nrole = \"clinician\"\nscram = \"{SCRAM}\"\n"),
+    )
+    .expect("write");
+    let policies = PolicySet::load(dir.path()).expect("policies");
+    let mut schema = HashMap::new();
+    for (oid, table) in [(100, "Records"), (200, long.as_str())] {
+        let name = TableName {
+            schema: "public".into(),
+            table: table.into(),
+        };
+        schema.insert(name, live(oid, &["id", "ssn"]));
+    }
+    let catalog = Catalog::new(&policies, &schema).expect("catalog");
+    let a = Analyzer::new(Arc::new(catalog), Arc::new(policies));
+    for sql in [
+        "INSERT INTO \"Records\" (id, ssn) VALUES (1, '123')".to_owned(),
+        "SELECT ssn FROM public.\"Records\"".to_owned(),
+        format!("INSERT INTO {long}tail (id, ssn) VALUES (1, '123')"),
+        format!(
+            "SELECT ssn FROM \"{}\"",
+            long.to_uppercase().replacen('R', "r", 1) + "Z"
+        )
+        .replace(&"X".repeat(62), &"x".repeat(62)),
+    ] {
+        assert!(!matches!(run(&a, &sql), Analysis::Pass), "{sql}");
+    }
+    for sql in ["SELECT ssn FROM records", "SELECT ssn FROM RECORDS"] {
+        assert!(matches!(run(&a, sql), Analysis::Pass), "{sql}");
+    }
+}
