@@ -324,8 +324,8 @@ enum Expect {
     /// these rows with both layers; a leaky predicate, which only native row-level security
     /// keeps from seeing other rows, may make the rewrite alone fail with its error
     Leaky(&'static [&'static [&'static str]]),
-    /// these rows, or 42501 from the native layer: since 15.20, PostgreSQL refuses an
-    /// `ON CONFLICT DO UPDATE` of a row its update policy hides instead of skipping it
+    /// these rows, or 42501 from the native layer: PostgreSQL 15.20 refuses an
+    /// `ON CONFLICT DO UPDATE` of a row its update policy hides, where 15.18 skipped it
     Hidden(&'static [&'static [&'static str]]),
 }
 
