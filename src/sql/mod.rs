@@ -464,20 +464,9 @@ fn application_name(user: &str, value: &str, local: bool) -> String {
 
 /// The reason in `SET phigate.break_glass = '<reason>'` (or `TO`), if any.
 fn declared_reason(sql: &str) -> Option<String> {
-    let start = sql.find('\'')?;
-    let mut reason = String::new();
-    let mut chars = sql[start + 1..].chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            if chars.peek() == Some(&'\'') {
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        reason.push(c);
-    }
-    let reason = reason.trim().to_owned();
+    let string = lex::Lexer::new(sql).find(|l| matches!(l.kind, lex::Kind::Str(_)))?;
+    let value = lex::literal_value(sql, &string);
+    let reason = String::from_utf8_lossy(&value).trim().to_owned();
     (!reason.is_empty()).then_some(reason)
 }
 

@@ -734,3 +734,20 @@ fn protected_names_are_read_as_postgresql_reads_names() {
         assert!(matches!(run(&a, sql), Analysis::Pass), "{sql}");
     }
 }
+
+/// A declared emergency's reason is its string's value, in any string form.
+#[test]
+fn a_declared_reason_is_the_value_of_its_string() {
+    for (sql, reason) in [
+        (
+            "SET phigate.break_glass = 'code blue, bed 4'",
+            Some("code blue, bed 4"),
+        ),
+        ("SET phigate.break_glass TO 'it''s  '", Some("it's")),
+        ("SET phigate.break_glass = E'ward\\\\3'", Some("ward\\3")),
+        ("SET phigate.break_glass = $$bed 4$$", Some("bed 4")),
+        ("SET phigate.break_glass = '  '", None),
+    ] {
+        assert_eq!(declared_reason(sql).as_deref(), reason, "{sql}");
+    }
+}
