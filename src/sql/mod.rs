@@ -319,6 +319,30 @@ fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Vec<String> 
     names
 }
 
+/// Refuses an unquoted identifier with non-ASCII letters that may name a protected table
+/// in a database whose server encoding folds them too (single-byte ones, by the server's
+/// locale), while PostgreSQL in UTF-8 and [`lex::name`] fold ASCII only.
+fn sure_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Result<(), Refusal> {
+    let unsure = tokens.iter().find_map(|t| {
+        let lex::Token::Word { text, quoted: false } = t else {
+            return None;
+        };
+        if text.is_ascii() {
+            return None;
+        }
+        let (folded, lower) = (lex::name(text, false), text.to_lowercase());
+        let table = (catalog.needles().iter())
+            .find(|n| **n != folded && n.to_lowercase() == lower)?;
+        Some(Refusal::new(
+            "0A000",
+            format!("phigate cannot tell whether {text} names the protected table {table}: databases fold non-ASCII letters by their encoding"),
+            // (a policy's table name holds no double quote)
+            &format!("write the table's name as stored, in double quotes: \"{table}\""),
+        ))
+    });
+    unsure.map_or(Ok(()), Err)
+}
+
 /// Analyses a statement that may touch a protected table: it names one of `names`, or
 /// may FETCH from a cursor.
 fn analyse_touched(
@@ -562,6 +586,14 @@ impl Analyzer {
         self.analyse_on(who, ctx, &SearchPath::Default, sql)
     }
 
+    /// The firewall's tokens of `sql`; refused when it cannot be read, or when a name in
+    /// it may or may not be a protected table's ([`sure_names`]).
+    fn tokens<'a>(&self, sql: &'a str) -> Result<Vec<lex::Token<'a>>, Refusal> {
+        let tokens = firewall::read(sql)?;
+        sure_names(&self.catalog, &tokens)?;
+        Ok(tokens)
+    }
+
     /// [`Analyzer::analyse`] on the session's search path `path`.
     pub fn analyse_on(
         &self,
@@ -585,7 +617,7 @@ impl Analyzer {
         if self.passed_before(&who.role, sql) {
             return Analysis::Pass;
         }
-        let tokens = match firewall::read(sql) {
+        let tokens = match self.tokens(sql) {
             Ok(t) => t,
             Err(r) => return Analysis::Refuse(Arc::new(r)),
         };

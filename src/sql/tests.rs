@@ -735,6 +735,41 @@ fn protected_names_are_read_as_postgresql_reads_names() {
     }
 }
 
+/// An unquoted name with non-ASCII capitals that a single-byte database would fold to a
+/// protected table's name is refused: phigate cannot tell which table it names.
+#[test]
+fn a_name_folded_by_the_encoding_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("files.toml"),
+        "[table]\nname = \"public.dossiers_médicaux\"\n[columns.ssn]\ntype = \"text\"\nencrypt = \"deterministic\"\nread = { clinician = \"plaintext\" }\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("write");
+    std::fs::write(
+        dir.path().join("users.toml"),
+        format!("[users.carol]\nrole = \"clinician\"\nscram = \"{SCRAM}\"\n"),
+    )
+    .expect("write");
+    let policies = PolicySet::load(dir.path()).expect("policies");
+    let mut schema = HashMap::new();
+    let name = TableName {
+        schema: "public".into(),
+        table: "dossiers_médicaux".into(),
+    };
+    schema.insert(name, live(100, &["id", "ssn"]));
+    let catalog = Catalog::new(&policies, &schema).expect("catalog");
+    let a = Analyzer::new(Arc::new(catalog), Arc::new(policies));
+    let r = refused(&a, "SELECT ssn FROM DOSSIERS_MÉDICAUX");
+    assert_eq!(r.code, "0A000");
+    assert!(r.hint.contains("\"dossiers_médicaux\""), "{r:?}");
+    assert!(!matches!(
+        run(&a, "SELECT ssn FROM dossiers_médicaux"),
+        Analysis::Pass
+    ));
+    assert!(matches!(run(&a, "SELECT 1 FROM CAFÉ"), Analysis::Pass));
+}
+
 /// A declared emergency's reason is its string's value, in any string form.
 #[test]
 fn a_declared_reason_is_the_value_of_its_string() {
