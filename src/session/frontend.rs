@@ -53,9 +53,10 @@ pub(super) fn is_two_words(sql: &str, first: &str, second: &str) -> bool {
 impl Session {
     /// One client message, in UTF-8.
     pub(super) fn frontend(&mut self, frame: Frame, now: Instant, out: &mut Outbound) {
-        let frame = match self.tracks_statements() {
-            true => self.conforming(frame),
-            false => frame,
+        let frame = if self.tracks_statements() {
+            self.conforming(frame)
+        } else {
+            frame
         };
         let msg = match Frontend::decode(&frame) {
             Ok(m) => m,
