@@ -687,19 +687,23 @@ fn a_setting_named_by_a_parameter_is_left_to_the_bind_and_never_kept_as_passed()
     assert!(r.message.contains("no protected table"), "{}", r.message);
 }
 
-/// A protected table named with capitals (`"Records"`, as ORMs that quote every name
-/// create them), and one whose name is 63 bytes long, found as PostgreSQL reads names:
-/// quoted as written, unquoted in lower case, cut at 63 bytes.
-#[test]
-fn protected_names_are_read_as_postgresql_reads_names() {
-    let long = format!("r{}", "x".repeat(62));
+/// An analyzer over protected tables `public.<name>` of columns `id` and `ssn` (encrypted),
+/// for a clinician, carol.
+fn analyzer_of(tables: &[&str]) -> Analyzer {
     let dir = tempfile::tempdir().expect("tempdir");
-    for table in ["Records", long.as_str()] {
+    let mut schema = HashMap::new();
+    for (i, table) in tables.iter().enumerate() {
         std::fs::write(
-            dir.path().join(format!("{}.toml", &table[..7])),
+            dir.path().join(format!("t{i}.toml")),
             format!("[table]\nname = \"public.{table}\"\n[columns.ssn]\ntype = \"text\"\nencrypt = \"deterministic\"\nread = {{ clinician = \"plaintext\" }}\n"),
         )
         .expect("write");
+        let name = TableName {
+            schema: "public".into(),
+            table: (*table).into(),
+        };
+        let oid = 100 * (u32::try_from(i).expect("few tables") + 1);
+        schema.insert(name, live(oid, &["id", "ssn"]));
     }
     std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("write");
     std::fs::write(
@@ -708,16 +712,17 @@ fn protected_names_are_read_as_postgresql_reads_names() {
     )
     .expect("write");
     let policies = PolicySet::load(dir.path()).expect("policies");
-    let mut schema = HashMap::new();
-    for (oid, table) in [(100, "Records"), (200, long.as_str())] {
-        let name = TableName {
-            schema: "public".into(),
-            table: table.into(),
-        };
-        schema.insert(name, live(oid, &["id", "ssn"]));
-    }
     let catalog = Catalog::new(&policies, &schema).expect("catalog");
-    let a = Analyzer::new(Arc::new(catalog), Arc::new(policies));
+    Analyzer::new(Arc::new(catalog), Arc::new(policies))
+}
+
+/// A protected table named with capitals (`"Records"`, as ORMs that quote every name
+/// create them), and one whose name is 63 bytes long, found as PostgreSQL reads names:
+/// quoted as written, unquoted in lower case, cut at 63 bytes.
+#[test]
+fn protected_names_are_read_as_postgresql_reads_names() {
+    let long = format!("r{}", "x".repeat(62));
+    let a = analyzer_of(&["Records", &long]);
     for sql in [
         "INSERT INTO \"Records\" (id, ssn) VALUES (1, '123')".to_owned(),
         "SELECT ssn FROM public.\"Records\"".to_owned(),
@@ -739,27 +744,7 @@ fn protected_names_are_read_as_postgresql_reads_names() {
 /// protected table's name is refused: phigate cannot tell which table it names.
 #[test]
 fn a_name_folded_by_the_encoding_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("files.toml"),
-        "[table]\nname = \"public.dossiers_médicaux\"\n[columns.ssn]\ntype = \"text\"\nencrypt = \"deterministic\"\nread = { clinician = \"plaintext\" }\n",
-    )
-    .expect("write");
-    std::fs::write(dir.path().join("roles.toml"), "[roles.clinician]\n").expect("write");
-    std::fs::write(
-        dir.path().join("users.toml"),
-        format!("[users.carol]\nrole = \"clinician\"\nscram = \"{SCRAM}\"\n"),
-    )
-    .expect("write");
-    let policies = PolicySet::load(dir.path()).expect("policies");
-    let mut schema = HashMap::new();
-    let name = TableName {
-        schema: "public".into(),
-        table: "dossiers_médicaux".into(),
-    };
-    schema.insert(name, live(100, &["id", "ssn"]));
-    let catalog = Catalog::new(&policies, &schema).expect("catalog");
-    let a = Analyzer::new(Arc::new(catalog), Arc::new(policies));
+    let a = analyzer_of(&["dossiers_médicaux"]);
     let r = refused(&a, "SELECT ssn FROM DOSSIERS_MÉDICAUX");
     assert_eq!(r.code, "0A000");
     assert!(r.hint.contains("\"dossiers_médicaux\""), "{r:?}");
