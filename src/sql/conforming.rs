@@ -10,7 +10,7 @@
 //! gives it. What PostgreSQL runs is then what phigate analysed, even when the setting
 //! changed on the way (a function can change it; the server reports that afterwards).
 
-use super::lex::{Form, Kind, Lexer};
+use super::lex::{Form, Kind, Lexer, ident_byte};
 
 /// `sql` rewritten to read the same whatever `standard_conforming_strings` says, with the
 /// meaning it has when the setting is off (`escaping`) or on; `None` when it reads the
@@ -38,7 +38,10 @@ pub(crate) fn conforming(sql: &str, escaping: bool) -> Option<String> {
         if quoted.len() < raw.len() {
             // N'...' is the string typed NCHAR, which an E'...' string can be too
             out.push_str("NCHAR ");
-        } else if sql[..l.start].ends_with(|c: char| c.is_alphanumeric() || "_$".contains(c)) {
+        } else if sql.as_bytes()[..l.start]
+            .last()
+            .is_some_and(|&b| ident_byte(b))
+        {
             // a word before a string is its type (`date '...'`): kept a word of its own
             out.push(' ');
         }
@@ -75,6 +78,8 @@ mod tests {
             on("SELECT date'\\'").as_deref(),
             Some("SELECT date E'\\\\'")
         );
+        // a word of any identifier bytes, not only alphanumeric ones
+        assert_eq!(on("SELECT €'\\'").as_deref(), Some("SELECT € E'\\\\'"));
         // a string it continues in is one string
         assert_eq!(
             on("SELECT 'a'\n'\\'").as_deref(),

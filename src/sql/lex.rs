@@ -75,7 +75,8 @@ fn ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
-fn ident_byte(b: u8) -> bool {
+/// A byte that continues an identifier (letters, digits, `_`, `$`, any non-ASCII byte).
+pub(crate) fn ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
@@ -110,12 +111,7 @@ impl<'a> Lexer<'a> {
         while self.i < b.len() {
             match b[self.i] {
                 b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.i += 1,
-                b'-' if b.get(self.i + 1) == Some(&b'-') => {
-                    // to the end of the line: a carriage return ends it too
-                    while self.i < b.len() && !matches!(b[self.i], b'\n' | b'\r') {
-                        self.i += 1;
-                    }
-                }
+                b'-' if b.get(self.i + 1) == Some(&b'-') => self.i = line_end(b, self.i),
                 b'/' if b.get(self.i + 1) == Some(&b'*') => {
                     self.i = self.closed(comment_end(b, self.i));
                 }
@@ -243,16 +239,14 @@ impl Iterator for Lexer<'_> {
 /// Where a string whose closing quote ends at `i` continues: the index after the next
 /// quote, when only whitespace and `--` comments holding a newline come between
 /// (PostgreSQL's `quotecontinue`; a `/* */` comment ends the string).
-pub(crate) fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
+fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
     let mut newline = false;
     while i < b.len() {
         match b[i] {
             b'\n' | b'\r' => newline = true,
             b' ' | b'\t' | b'\x0c' => {}
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && !matches!(b[i], b'\n' | b'\r') {
-                    i += 1;
-                }
+                i = line_end(b, i);
                 continue;
             }
             b'\'' if newline => return Some(i + 1),
@@ -261,6 +255,12 @@ pub(crate) fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// Where a `--` comment starting at `i` ends: at the next newline or carriage return (both
+/// end a line for PostgreSQL), or the end of the text.
+fn line_end(b: &[u8], i: usize) -> usize {
+    memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p)
 }
 
 /// The index after a (possibly nested) `/* ... */` comment starting at `i`; `None` when it

@@ -48,13 +48,7 @@ fn names(tokens: &[Token<'_>]) -> Option<Vec<String>> {
     }
     for item in tokens.split(|t| *t == Token::Punct(b',')) {
         let name = match item {
-            [Token::Word { text, quoted: true }] => lex::name(text, true).into_owned(),
-            [
-                Token::Word {
-                    text,
-                    quoted: false,
-                },
-            ] => lex::name(text, false).into_owned(),
+            [Token::Word { text, quoted }] => lex::name(text, *quoted).into_owned(),
             [Token::Str(Some(s))] if !s.contains(',') => s.trim().to_owned(),
             _ => return None,
         };
