@@ -65,8 +65,9 @@ pub(super) fn apply(stmt: &mut Statement, cap: u64, catalog: &Catalog) -> Result
 fn names_protected(stmt: &Statement, catalog: &Catalog) -> bool {
     let text = stmt.to_string();
     crate::sql::firewall::read(&text)
-        .map(|tokens| !super::protected_names(catalog, &tokens).is_empty())
-        .unwrap_or(true)
+        .ok()
+        .and_then(|tokens| super::protected_names(catalog, &tokens).ok())
+        .is_none_or(|names| !names.is_empty())
 }
 
 /// True when an INSERT's source reads rows (a query, not a VALUES list).

@@ -301,46 +301,45 @@ impl Access<'_> {
 }
 
 /// The protected table names the identifiers of a statement (not its strings or comments)
-/// spell, read as PostgreSQL reads names ([`lex::name`]).
-fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Vec<String> {
+/// spell, read as PostgreSQL reads names ([`lex::name`]); refused when an identifier may or
+/// may not spell one ([`unsure`]).
+fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Result<Vec<String>, Refusal> {
     let mut names: Vec<String> = Vec::new();
     for t in tokens {
         let lex::Token::Word { text, quoted } = t else {
             continue;
         };
-        let spelled = lex::name(text, *quoted);
-        let found = catalog.needles().iter().find(|n| **n == spelled);
-        if let Some(n) = found
-            && !names.contains(n)
+        match catalog
+            .needles()
+            .iter()
+            .find(|n| **n == lex::name(text, *quoted))
         {
-            names.push(n.clone());
+            Some(n) if !names.contains(n) => names.push(n.clone()),
+            Some(_) => {}
+            None if !*quoted && !text.is_ascii() => unsure(catalog, text)?,
+            None => {}
         }
     }
-    names
+    Ok(names)
 }
 
-/// Refuses an unquoted identifier with non-ASCII letters that may name a protected table
-/// in a database whose server encoding folds them too (single-byte ones, by the server's
-/// locale), while PostgreSQL in UTF-8 and [`lex::name`] fold ASCII only.
-fn sure_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Result<(), Refusal> {
-    let unsure = tokens.iter().find_map(|t| {
-        let lex::Token::Word { text, quoted: false } = t else {
-            return None;
-        };
-        if text.is_ascii() {
-            return None;
-        }
-        let (folded, lower) = (lex::name(text, false), text.to_lowercase());
-        let table = (catalog.needles().iter())
-            .find(|n| **n != folded && n.to_lowercase() == lower)?;
-        Some(Refusal::new(
+/// Refuses an unquoted identifier with non-ASCII letters that names no protected table as
+/// PostgreSQL in UTF-8 (and [`lex::name`]) fold it, ASCII only, but may name one in a
+/// database whose server encoding folds those letters too (single-byte ones, by the
+/// server's locale).
+fn unsure(catalog: &Catalog, text: &str) -> Result<(), Refusal> {
+    let lower = text.to_lowercase();
+    match catalog.needles().iter().find(|n| n.to_lowercase() == lower) {
+        None => Ok(()),
+        Some(table) => Err(Refusal::new(
             "0A000",
-            format!("phigate cannot tell whether {text} names the protected table {table}: databases fold non-ASCII letters by their encoding"),
+            format!(
+                "phigate cannot tell whether {text} names the protected table {table}: databases fold non-ASCII letters by their encoding"
+            ),
             // (a policy's table name holds no double quote)
             &format!("write the table's name as stored, in double quotes: \"{table}\""),
-        ))
-    });
-    unsure.map_or(Ok(()), Err)
+        )),
+    }
 }
 
 /// Analyses a statement that may touch a protected table: it names one of `names`, or
@@ -586,12 +585,12 @@ impl Analyzer {
         self.analyse_on(who, ctx, &SearchPath::Default, sql)
     }
 
-    /// The firewall's tokens of `sql`; refused when it cannot be read, or when a name in
-    /// it may or may not be a protected table's ([`sure_names`]).
-    fn tokens<'a>(&self, sql: &'a str) -> Result<Vec<lex::Token<'a>>, Refusal> {
+    /// The firewall's tokens of `sql` and the protected tables they name; refused when it
+    /// cannot be read, or when a name in it may or may not be a protected table's.
+    fn read<'a>(&self, sql: &'a str) -> Result<(Vec<lex::Token<'a>>, Vec<String>), Refusal> {
         let tokens = firewall::read(sql)?;
-        sure_names(&self.catalog, &tokens)?;
-        Ok(tokens)
+        let names = protected_names(&self.catalog, &tokens)?;
+        Ok((tokens, names))
     }
 
     /// [`Analyzer::analyse`] on the session's search path `path`.
@@ -617,8 +616,8 @@ impl Analyzer {
         if self.passed_before(&who.role, sql) {
             return Analysis::Pass;
         }
-        let tokens = match self.tokens(sql) {
-            Ok(t) => t,
+        let (tokens, names) = match self.read(sql) {
+            Ok(read) => read,
             Err(r) => return Analysis::Refuse(Arc::new(r)),
         };
         match firewall::screen(&tokens, &who.role, settings) {
@@ -646,7 +645,6 @@ impl Analyzer {
             }
             Ok(firewall::Screened::Allowed) => {}
             Ok(firewall::Screened::Bound(bound)) => {
-                let names = protected_names(&self.catalog, &tokens);
                 if names.is_empty() && !mentions_fetch(sql) {
                     return Analysis::Bound(bound.into());
                 }
@@ -657,7 +655,6 @@ impl Analyzer {
                 )));
             }
         }
-        let names = protected_names(&self.catalog, &tokens);
         if self.catalog.needles().is_empty() || (names.is_empty() && !mentions_fetch(sql)) {
             if sql.len() <= CACHEABLE_LEN
                 && lex::literal_free(sql.as_bytes())
@@ -763,18 +760,13 @@ impl Analyzer {
         let Ok(tokens) = firewall::read(sql) else {
             return (Vec::new(), Vec::new());
         };
-        let names = protected_names(&self.catalog, &tokens);
+        let names = protected_names(&self.catalog, &tokens).unwrap_or_default();
         let tables: Vec<&Arc<catalog::Table>> = (names.iter())
             .flat_map(|n| self.catalog.tables_named(n))
             .collect();
         let named = |column: &str| {
-            tokens.iter().any(|t| match t {
-                lex::Token::Word { text, quoted: true } => text == column,
-                lex::Token::Word {
-                    text,
-                    quoted: false,
-                } => text.eq_ignore_ascii_case(column),
-                _ => false,
+            tokens.iter().any(|t| {
+                matches!(t, lex::Token::Word { text, quoted } if lex::name(text, *quoted) == column)
             })
         };
         let mut columns: Vec<String> = (tables.iter())

@@ -156,7 +156,7 @@ impl Walker<'_> {
         // multi-statement string) run as they are.
         let text = other.to_string();
         let tokens = crate::sql::firewall::read(&text)?;
-        let names = crate::sql::protected_names(self.catalog, &tokens);
+        let names = crate::sql::protected_names(self.catalog, &tokens)?;
         let Some(name) = names.first() else {
             return Ok(());
         };
