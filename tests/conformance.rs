@@ -261,6 +261,38 @@ async fn pgjdbc() {
     .await;
 }
 
+/// Hibernate ORM 3.6 from the distribution (`libhibernate3-java`, `libjavassist-java`),
+/// with pgjdbc: the jars on its class path.
+const HIBERNATE: &[&str] = &[
+    "hibernate-core.jar",
+    "hibernate-commons-annotations.jar",
+    "geronimo-jpa_2.0_spec.jar",
+    "geronimo-jta-1.2-spec.jar",
+    "dom4j.jar",
+    "antlr.jar",
+    "commons-collections3.jar",
+    "javassist.jar",
+    "slf4j-api.jar",
+    "slf4j-nop.jar",
+    "postgresql.jar",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hibernate() {
+    let path = HIBERNATE
+        .iter()
+        .map(|jar| format!("/usr/share/java/{jar}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    suite(
+        &["java", "-cp", &path, "HibernateChecks.java"],
+        &["test", "-f", "/usr/share/java/hibernate-core.jar"],
+        "java",
+        "apt-get install libhibernate3-java libjavassist-java",
+    )
+    .await;
+}
+
 /// psql in LATIN1 (`PGCLIENTENCODING=LATIN1`, as legacy clients run): a script with
 /// LATIN1 bytes writes an encrypted value and reads it back in LATIN1, and a UTF-8 client
 /// reads the same value.
