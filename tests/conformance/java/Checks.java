@@ -163,6 +163,59 @@ public class Checks {
                 }
             }
         });
+        CHECKS.put("updatable ResultSet: updateRow, insertRow, deleteRow", c -> {
+            reset(c);
+            try (Statement s = c.createStatement()) {
+                s.execute("INSERT INTO patients (clinic_id, ssn, full_name) VALUES (3, '123-45-6789', 'Grace')");
+            }
+            try (Statement s = c.createStatement(ResultSet.TYPE_FORWARD_ONLY, ResultSet.CONCUR_UPDATABLE);
+                 ResultSet r = s.executeQuery("SELECT id, clinic_id, ssn, full_name FROM patients")) {
+                eq(r.next(), true);
+                r.updateString("full_name", "Grace Hopper");
+                r.updateRow();
+                eq(r.getString("full_name"), "Grace Hopper");
+                r.moveToInsertRow();
+                r.updateInt("clinic_id", 3);
+                r.updateString("ssn", "222-22-2222");
+                r.updateString("full_name", "Ada");
+                r.insertRow();
+            }
+            try (Statement s = c.createStatement(ResultSet.TYPE_SCROLL_INSENSITIVE, ResultSet.CONCUR_UPDATABLE);
+                 ResultSet r = s.executeQuery("SELECT id, ssn, full_name FROM patients WHERE ssn = '222-22-2222'")) {
+                eq(r.next(), true);
+                eq(r.getString("full_name"), "Ada");
+                r.deleteRow();
+            }
+            try (Statement s = c.createStatement();
+                 ResultSet r = s.executeQuery("SELECT ssn, full_name FROM patients")) {
+                eq(r.next(), true);
+                eq(r.getString(1), "123-45-6789");
+                eq(r.getString(2), "Grace Hopper");
+                eq(r.next(), false);
+            }
+        });
+        CHECKS.put("Statement.executeBatch of literal inserts, and two statements in one execute", c -> {
+            reset(c);
+            try (Statement s = c.createStatement()) {
+                s.addBatch("INSERT INTO patients (clinic_id, ssn, full_name) VALUES (3, '300-00-0001', 'One')");
+                s.addBatch("INSERT INTO patients (clinic_id, ssn, full_name) VALUES (3, '300-00-0002', 'Two')");
+                s.addBatch("UPDATE patients SET full_name = 'Uno' WHERE ssn = '300-00-0001'");
+                eq(Arrays.toString(s.executeBatch()), "[1, 1, 1]");
+                eq(s.execute("UPDATE patients SET note = 'seen' WHERE ssn = '300-00-0002'; "
+                    + "SELECT full_name, note FROM patients WHERE ssn = '300-00-0002'"), false);
+                eq(s.getUpdateCount(), 1);
+                eq(s.getMoreResults(), true);
+                try (ResultSet r = s.getResultSet()) {
+                    eq(r.next(), true);
+                    eq(r.getString(1), "Two");
+                    eq(r.getString(2), "seen");
+                }
+                try (ResultSet r = s.executeQuery("SELECT full_name FROM patients WHERE ssn = '300-00-0001'")) {
+                    eq(r.next(), true);
+                    eq(r.getString(1), "Uno");
+                }
+            }
+        });
         CHECKS.put("pass-through table", c -> {
             try (PreparedStatement p = c.prepareStatement("INSERT INTO notes (body, created) VALUES (?, ?)")) {
                 p.setString(1, "hello");
