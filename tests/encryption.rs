@@ -1353,3 +1353,61 @@ async fn a_table_named_with_capitals_is_protected() {
         assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_bytes()));
     }
 }
+
+/// A cursor the client's SQL declares, described by name (psycopg's server-side cursors
+/// learn the types of their FETCHes so): its description carries the protected columns'
+/// declared types, as its FETCHes' do, and a cursor over an unprotected query is described
+/// as PostgreSQL describes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_declared_in_sql_is_described_with_the_declared_types() {
+    use common::raw::{self, Raw, msg, query};
+    let (_pg, proxy, _db) = setup().await;
+    let app = proxy.alice().await;
+    app.batch_execute(
+        "insert into patients (id, ssn, full_name, birth_date) values (1, '123-45-6789', 'Grace', '1906-12-09')",
+    )
+    .await
+    .unwrap();
+    let mut r = Raw::login(proxy.addr, "alice", "alice-pw").await;
+    let mut bytes = query(
+        "BEGIN; DECLARE c CURSOR FOR SELECT id, ssn, full_name, birth_date FROM patients; \
+         DECLARE plain CURSOR FOR SELECT 1 AS one, 'x'::bytea AS raw",
+    );
+    for portal in ["c", "plain"] {
+        bytes.extend_from_slice(&msg(b'D', format!("P{portal}\0").as_bytes()));
+    }
+    bytes.extend_from_slice(&msg(b'S', b""));
+    bytes.extend_from_slice(&query("FETCH ALL FROM c"));
+    r.send(&bytes).await;
+    let (mut types, mut rows, mut ready) = (Vec::new(), Vec::new(), 0);
+    while ready < 3 {
+        match r.recv().await.expect("an answer") {
+            (b'T', body) => types.push(field_types(&body)),
+            (b'D', body) => rows.push(String::from_utf8_lossy(&body).into_owned()),
+            (b'Z', _) => ready += 1,
+            (b'E', body) => panic!("error {}", raw::sqlstate(&body)),
+            _ => {}
+        }
+    }
+    // int4, then text, text, date (the domain would be bytea), then the FETCH's own
+    let declared = vec![23, 25, 25, 1082];
+    assert_eq!(types, [declared.clone(), vec![23, 17], declared]);
+    assert!(
+        rows[0].contains("Grace") && rows[0].contains("1906-12-09"),
+        "{rows:?}"
+    );
+}
+
+/// The type OID of each field of a RowDescription body.
+fn field_types(body: &[u8]) -> Vec<u32> {
+    let count = u16::from_be_bytes([body[0], body[1]]);
+    let mut at = 2;
+    let mut types = Vec::new();
+    for _ in 0..count {
+        let name_end = at + body[at..].iter().position(|b| *b == 0).unwrap();
+        let oid = &body[name_end + 7..name_end + 11];
+        types.push(u32::from_be_bytes([oid[0], oid[1], oid[2], oid[3]]));
+        at = name_end + 19;
+    }
+    types
+}

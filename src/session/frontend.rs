@@ -478,10 +478,17 @@ impl Session {
             },
             Target::Portal => Pending::Describe {
                 plan: None,
-                rows: self
-                    .registry
-                    .rows(name)
-                    .map(|r| (r.plan.clone(), r.shape.clone())),
+                rows: match self.registry.rows(name) {
+                    Some(r) => Some((r.plan.clone(), r.shape.clone())),
+                    // A named portal phigate did not rewrite may be a cursor the client's
+                    // SQL declared (psycopg's server-side cursors describe it to learn
+                    // the types of its FETCHes): described by the origins PostgreSQL
+                    // reports, as a FETCH's rows are. The unnamed portal is never one.
+                    None if !name.is_empty() && self.guard.is_some() => {
+                        Some((Arc::default(), Arc::default()))
+                    }
+                    None => None,
+                },
             },
         };
         self.queue.owe(pending);

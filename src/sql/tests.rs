@@ -564,6 +564,47 @@ fn orm_batch_inserts() {
     }
 }
 
+/// Django's `bulk_update`: `SET col = (CASE WHEN <condition> THEN <value> ... END)::type`.
+#[test]
+fn a_case_of_values_is_written_to_an_encrypted_column() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "UPDATE \"patients\" SET \"full_name\" = (CASE WHEN (\"patients\".\"id\" = 10) THEN 'Ada' \
+         WHEN (\"patients\".\"ssn\" = '111-22-3333') THEN $1 ELSE NULL END)::text WHERE \"patients\".\"id\" IN (10, 11)",
+    );
+    assert!(
+        p.sql.shown().contains(
+            "SET \"full_name\" = CASE WHEN (\"patients\".\"id\" = 10) THEN <encrypted full_name> \
+             WHEN (\"patients\".\"ssn\" = <encrypted ssn>) THEN $1 ELSE NULL END WHERE"
+        ),
+        "{:?}",
+        p.sql
+    );
+    assert!(!p.sql.text().contains("Ada") && !p.sql.text().contains("111-22"));
+    assert_eq!(
+        p.params[0].as_ref().map(|u| u.column().name.as_str()),
+        Some("full_name")
+    );
+    // the operand form over plaintext, a date cast on each value
+    plan(
+        &a,
+        "UPDATE patients SET birth_date = CASE id WHEN 1 THEN DATE '2020-01-02' ELSE '2021-03-04'::date END",
+    );
+    for sql in [
+        // a computed result, a result of another cipher, a condition over ciphertext
+        "UPDATE patients SET full_name = CASE WHEN id = 1 THEN upper('a') END",
+        "UPDATE patients SET full_name = CASE WHEN id = 1 THEN ssn END",
+        "UPDATE patients SET full_name = CASE WHEN ssn LIKE '1%' THEN 'a' END",
+        "UPDATE patients SET full_name = CASE ssn WHEN '1' THEN 'a' END",
+        // a cast to a type whose values mean something else
+        "UPDATE patients SET full_name = (CASE WHEN id = 1 THEN '1' END)::int",
+    ] {
+        let r = refused(&a, sql);
+        assert!(["42846", "0A000"].contains(&r.code), "{sql}: {r:?}");
+    }
+}
+
 /// The search path decides what an unqualified name means: followed when known (the first
 /// schema holding a relation of that name), refused when not.
 #[test]

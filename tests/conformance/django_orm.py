@@ -110,6 +110,66 @@ def _():
     eq(list(Patient.objects.values_list("ssn", flat=True)), ["222-22-2222"])
 
 
+@check("get_or_create, update_or_create, save(update_fields), select_for_update")
+def _():
+    Patient.objects.all().delete()
+    p, created = Patient.objects.get_or_create(ssn="123-45-6789", defaults={"clinic_id": 3, "full_name": "Grace"})
+    eq(created, True)
+    again, created = Patient.objects.get_or_create(ssn="123-45-6789", defaults={"clinic_id": 3})
+    eq((again.pk, again.full_name, created), (p.pk, "Grace", False))
+    _, created = Patient.objects.update_or_create(ssn="123-45-6789", defaults={"full_name": "Grace H."})
+    eq(created, False)
+    p.refresh_from_db()
+    eq(p.full_name, "Grace H.")
+    p.birth_date = BORN
+    p.save(update_fields=["birth_date"])
+    with transaction.atomic():
+        locked = Patient.objects.select_for_update().get(ssn="123-45-6789")
+        eq(locked.birth_date, BORN)
+
+
+@check("bulk_update, in_bulk, exists, Q objects, exclude, isnull, only, values, slices")
+def _():
+    from django.db.models import Q
+
+    Patient.objects.all().delete()
+    rows = Patient.objects.bulk_create(
+        [Patient(clinic_id=3, ssn=f"000-00-000{i}", full_name=f"P{i}") for i in range(6)]
+    )
+    for p in rows:
+        p.full_name = p.full_name.lower()
+    Patient.objects.bulk_update(rows, ["full_name"])
+    eq(sorted(Patient.objects.values_list("full_name", flat=True)), [f"p{i}" for i in range(6)])
+    by_id = Patient.objects.in_bulk([rows[0].pk, rows[1].pk])
+    eq(by_id[rows[1].pk].ssn, "000-00-0001")
+    eq(Patient.objects.filter(ssn="000-00-0002").exists(), True)
+    either = Patient.objects.filter(Q(ssn="000-00-0003") | Q(ssn="000-00-0004"))
+    eq(sorted(either.values_list("full_name", flat=True)), ["p3", "p4"])
+    eq(Patient.objects.exclude(ssn="000-00-0000").count(), 5)
+    eq(Patient.objects.filter(birth_date__isnull=True).count(), 6)
+    one = Patient.objects.only("ssn").get(ssn="000-00-0005")
+    eq(one.full_name, "p5")
+    eq(list(Patient.objects.filter(ssn="000-00-0005").values("full_name", "birth_date")),
+       [{"full_name": "p5", "birth_date": None}])
+    page = list(Patient.objects.order_by("id")[2:4])
+    eq([p.ssn for p in page], ["000-00-0002", "000-00-0003"])
+    eq(Patient.objects.filter(ssn__in=["000-00-0001", "000-00-0002"]).delete()[0], 2)
+
+
+@check("iterator() in a transaction (a server-side cursor), aggregate and annotate")
+def _():
+    from django.db.models import Count
+
+    Patient.objects.all().delete()
+    Patient.objects.bulk_create([Patient(clinic_id=3, ssn=f"100-00-000{i}", full_name=f"I{i}") for i in range(5)])
+    with transaction.atomic():
+        names = [p.full_name for p in Patient.objects.order_by("id").iterator(chunk_size=2)]
+    eq(names, [f"I{i}" for i in range(5)])
+    eq(Patient.objects.aggregate(n=Count("id"))["n"], 5)
+    grouped = Patient.objects.values("clinic_id").annotate(n=Count("id"))
+    eq(list(grouped), [{"clinic_id": 3, "n": 5}])
+
+
 @check("an unprotected model's table: create, use, drop")
 def _():
     with connection.schema_editor() as editor:

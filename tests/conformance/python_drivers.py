@@ -197,6 +197,33 @@ def _():
         eq(cur.fetchone(), ("UTC",))
 
 
+@check("psycopg3 server-side cursors (text and binary) and psycopg2 named cursors")
+def _():
+    import psycopg
+    import psycopg2
+
+    with psycopg.connect(DSN, autocommit=True) as c:
+        cur = c.cursor()
+        reset(cur)
+        cur.executemany(
+            "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES (%s, %s, %s, %s)",
+            [(3, f"200-00-000{i}", f"C{i}", BORN) for i in range(5)],
+        )
+    for binary in (False, True):
+        with psycopg.connect(DSN) as c:
+            with c.cursor(name="phi_rows", binary=binary) as cur:
+                cur.itersize = 2
+                cur.execute("SELECT ssn, full_name, birth_date FROM patients ORDER BY id")
+                eq(cur.fetchmany(2), [("200-00-0000", "C0", BORN), ("200-00-0001", "C1", BORN)])
+                eq([r[1] for r in cur], ["C2", "C3", "C4"])
+    c = psycopg2.connect(DSN)
+    with c.cursor(name="phi_rows_2") as cur:
+        cur.itersize = 2
+        cur.execute("SELECT full_name FROM patients ORDER BY id")
+        eq([r[0] for r in cur], [f"C{i}" for i in range(5)])
+    c.close()
+
+
 # ---------------------------------------------------------------- psycopg2
 
 

@@ -237,6 +237,9 @@ impl Walker<'_> {
                 Ok(())
             };
         }
+        if self.case_value(e, col, excluded)? {
+            return Ok(());
+        }
         self.value_casts(e, col, false)?;
         match self.operand(e)? {
             Operand::Literal(text) => self.encrypt_literal(e, col, &text),
@@ -250,6 +253,49 @@ impl Walker<'_> {
                 "compute the value in the application and send it as a parameter",
             )),
         }
+    }
+
+    /// `CASE WHEN <condition> THEN <value> ... [ELSE <value>] END` written to encrypted
+    /// column `col`, as Django's `bulk_update` writes one (cast to the column's type): each
+    /// result is a value written to the column and each condition a predicate. The casts
+    /// around it are checked as a value's, then dropped: the results are ciphertext.
+    /// False when `e` is not a CASE.
+    fn case_value(&mut self, e: &mut Expr, col: &Arc<Column>, excluded: Option<&str>) -> Res<bool> {
+        let (inner, casts) = peel_casts(e);
+        let Expr::Case { .. } = inner else {
+            return Ok(false);
+        };
+        cast_type(&casts, col, false)?;
+        let mut case = inner.clone();
+        let Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } = &mut case
+        else {
+            return Ok(false);
+        };
+        for when in conditions.iter_mut() {
+            match operand {
+                // `CASE x WHEN v`: compares x with v, over plaintext only
+                Some(op) => self.forbid(
+                    &Expr::BinaryOp {
+                        left: op.clone(),
+                        op: BinaryOperator::Eq,
+                        right: Box::new(when.condition.clone()),
+                    },
+                    "a CASE comparison",
+                )?,
+                None => self.predicate(&mut when.condition)?,
+            }
+            self.write_value(&mut when.result, col, excluded)?;
+        }
+        if let Some(result) = else_result {
+            self.write_value(result, col, excluded)?;
+        }
+        *e = case;
+        Ok(true)
     }
 
     /// Casts on a value that meets encrypted column `col` (`$1::VARCHAR`, `'x'::text`,
