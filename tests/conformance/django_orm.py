@@ -170,6 +170,44 @@ def _():
     eq(list(grouped), [{"clinic_id": 3, "n": 5}])
 
 
+class Visit2(models.Model):
+    """An unprotected model with a foreign key to the protected one."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, db_constraint=False)
+    reason = models.CharField(max_length=100)
+
+    class Meta:
+        app_label = "conformance"
+        db_table = "django_patient_visits"
+
+
+@check("across a foreign key: select_related, prefetch_related, filters, a subquery, upsert")
+def _():
+    Patient.objects.all().delete()
+    with connection.schema_editor() as editor:
+        editor.create_model(Visit2)
+    try:
+        p = Patient.objects.create(clinic_id=3, ssn="555-55-5555", full_name="Hal", birth_date=BORN)
+        Visit2.objects.bulk_create([Visit2(patient=p, reason="flu"), Visit2(patient=p, reason="cough")])
+        v = Visit2.objects.select_related("patient").get(reason="flu")
+        eq((v.patient.full_name, v.patient.birth_date), ("Hal", BORN))
+        eq(Visit2.objects.filter(patient__ssn="555-55-5555").count(), 2)
+        coughing = Visit2.objects.filter(reason="cough").values("patient_id")
+        eq(list(Patient.objects.filter(id__in=coughing).values_list("ssn", flat=True)), ["555-55-5555"])
+        visits = Visit2.objects.prefetch_related("patient").order_by("reason")
+        eq([(x.reason, x.patient.ssn) for x in visits], [("cough", "555-55-5555"), ("flu", "555-55-5555")])
+        Patient.objects.bulk_create(
+            [Patient(id=p.id, clinic_id=3, ssn="555-55-5555", full_name="Harold")],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["full_name"],
+        )
+        eq(Patient.objects.get(ssn="555-55-5555").full_name, "Harold")
+    finally:
+        with connection.schema_editor() as editor:
+            editor.delete_model(Visit2)
+
+
 @check("an unprotected model's table: create, use, drop")
 def _():
     with connection.schema_editor() as editor:

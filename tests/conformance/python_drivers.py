@@ -293,6 +293,34 @@ def _():
     run_async(go)
 
 
+@check("asyncpg cursors, fetchrow, fetchval, a transaction, copy_from_query")
+def _():
+    import io
+
+    async def go():
+        c = await asyncpg_connect()
+        await c.execute("DELETE FROM patients")
+        await c.executemany(
+            "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES ($1, $2, $3, $4)",
+            [(3, f"303-00-000{i}", f"K{i}", BORN) for i in range(5)],
+        )
+        async with c.transaction():
+            names = [r["full_name"] async for r in c.cursor("SELECT full_name FROM patients ORDER BY id", prefetch=2)]
+            eq(names, [f"K{i}" for i in range(5)])
+            cur = await c.cursor("SELECT ssn, birth_date FROM patients WHERE clinic_id = $1 ORDER BY id", 3)
+            eq([tuple(r) for r in await cur.fetch(2)], [("303-00-0000", BORN), ("303-00-0001", BORN)])
+            eq((await cur.fetchrow())["ssn"], "303-00-0002")
+        eq(await c.fetchval("SELECT full_name FROM patients WHERE ssn = $1", "303-00-0004"), "K4")
+        row = await c.fetchrow("SELECT ssn, full_name FROM patients WHERE full_name IS NOT NULL AND ssn = $1", "303-00-0003")
+        eq(dict(row), {"ssn": "303-00-0003", "full_name": "K3"})
+        out = io.BytesIO()
+        await c.copy_from_query("SELECT ssn, full_name FROM patients WHERE ssn = $1", "303-00-0001", output=out, format="csv")
+        eq(out.getvalue(), b"303-00-0001,K1\n")
+        await c.close()
+
+    run_async(go)
+
+
 @check("asyncpg copy_to_table csv (data before CopyInResponse)")
 def _():
     import io
@@ -379,6 +407,46 @@ def sqlalchemy_checks(dialect):
             s.add_all([Patient(clinic_id=3, ssn=f"70{i}-07-0707", full_name=f"N{i}") for i in range(3)])
             s.commit()
             eq(len(s.scalars(select(Patient)).all()), 3)
+        engine.dispose()
+
+    @check(f"sqlalchemy {dialect} ORM idioms: bulk UPDATE by key, case(), merge, get, yield_per, upsert")
+    def _():
+        from sqlalchemy import case, func, insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        engine = create_engine(f"postgresql+{dialect}://{URL}")
+        with Session(engine) as s:
+            s.execute(delete(Patient))
+            rows = s.scalars(
+                insert(Patient).returning(Patient),
+                [{"clinic_id": 3, "ssn": f"41{i}-00-0000", "full_name": f"R{i}"} for i in range(4)],
+            ).all()
+            ids = [p.id for p in rows]
+            s.commit()
+            # ORM bulk UPDATE by primary key (executemany)
+            s.execute(update(Patient), [{"id": ids[0], "full_name": "r0"}, {"id": ids[1], "full_name": "r1"}])
+            # a CASE written to an encrypted column
+            s.execute(
+                update(Patient)
+                .where(Patient.id.in_(ids[2:]))
+                .values(full_name=case((Patient.id == ids[2], "r2"), else_="r3"))
+            )
+            s.commit()
+            s.expire_all()
+            eq(s.scalars(select(Patient.full_name).order_by(Patient.id)).all(), ["r0", "r1", "r2", "r3"])
+            eq(s.get(Patient, ids[1]).ssn, "411-00-0000")
+            s.merge(Patient(id=ids[3], clinic_id=3, ssn="413-00-0000", full_name="merged"))
+            s.commit()
+            got = s.scalars(select(Patient).where(Patient.full_name.is_not(None), Patient.ssn.in_(["413-00-0000"])))
+            eq([p.full_name for p in got], ["merged"])
+            eq(s.scalar(select(func.count()).select_from(Patient).where(Patient.ssn != "410-00-0000")), 3)
+            streamed = s.scalars(select(Patient).order_by(Patient.id).execution_options(yield_per=2))
+            eq([p.ssn for p in streamed], [f"41{i}-00-0000" for i in range(4)])
+            s.commit()
+            upsert = pg_insert(Patient).values(id=ids[0], clinic_id=3, ssn="410-00-0000", full_name="up")
+            s.execute(upsert.on_conflict_do_update(index_elements=["id"], set_={"full_name": upsert.excluded.full_name}))
+            s.commit()
+            eq(s.scalar(select(Patient.full_name).where(Patient.id == ids[0])), "up")
         engine.dispose()
 
     @check(f"sqlalchemy {dialect} reflects the tables")
