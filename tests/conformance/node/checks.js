@@ -96,6 +96,29 @@ check('NOTIFY carries the driver\'s own backend pid', async () => {
   await c.end();
 });
 
+check('rowMode array, binary results, two statements in one query, a refusal inside a transaction', async () => {
+  const c = new Client(config);
+  await c.connect();
+  await reset(c);
+  const multi = await c.query(
+    "INSERT INTO patients (clinic_id, ssn, full_name) VALUES (3, '444-44-4444', 'Zoë 漢字'); " +
+    "SELECT full_name FROM patients WHERE ssn = '444-44-4444'");
+  assert.strictEqual(multi.length, 2);
+  assert.deepStrictEqual(multi[1].rows, [{ full_name: 'Zoë 漢字' }]);
+  const arrays = await c.query({ text: 'SELECT ssn, full_name FROM patients WHERE ssn = $1', values: ['444-44-4444'], rowMode: 'array' });
+  assert.deepStrictEqual(arrays.rows, [['444-44-4444', 'Zoë 漢字']]);
+  const binary = await c.query({ text: 'SELECT clinic_id, full_name FROM patients WHERE ssn = $1', values: ['444-44-4444'], binary: true });
+  assert.strictEqual(binary.rows[0].full_name.toString(), 'Zoë 漢字');
+  await c.query('BEGIN');
+  await c.query('UPDATE patients SET full_name = $1 WHERE ssn = $2', ['changed', '444-44-4444']);
+  const refused = await c.query("SELECT id FROM patients WHERE full_name LIKE 'c%'").catch((e) => e);
+  assert.strictEqual(refused.code, '0A000');
+  await c.query('ROLLBACK');
+  const after = await c.query('SELECT full_name FROM patients WHERE ssn = $1', ['444-44-4444']);
+  assert.deepStrictEqual(after.rows, [{ full_name: 'Zoë 漢字' }]);
+  await c.end();
+});
+
 check('pass-through table', async () => {
   const c = new Client(config);
   await c.connect();
