@@ -605,6 +605,35 @@ fn a_case_of_values_is_written_to_an_encrypted_column() {
     }
 }
 
+/// `count(col)` and `count(DISTINCT col)` are counted on ciphertext; nothing else computes.
+#[test]
+fn encrypted_columns_are_counted() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "SELECT clinic_id, count(full_name), COUNT(DISTINCT ssn) AS n, pg_catalog.count(birth_date) \
+         FROM patients GROUP BY clinic_id",
+    );
+    assert_eq!(p.outputs.as_deref().map(<[_]>::len), Some(4));
+    assert!(
+        p.outputs.iter().flatten().all(Option::is_none),
+        "{:?}",
+        p.outputs
+    );
+    for sql in [
+        "SELECT count(DISTINCT full_name) FROM patients",
+        "SELECT count(full_name) FILTER (WHERE id > 1) FROM patients",
+        "SELECT count(full_name) OVER () FROM patients",
+        "SELECT count(full_name) + 1 FROM patients",
+        "SELECT myschema.count(full_name) FROM patients",
+        "SELECT count(upper(full_name)) FROM patients",
+        "SELECT count(*) FROM patients HAVING count(full_name) > 1",
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, "0A000", "{sql}: {r:?}");
+    }
+}
+
 /// The search path decides what an unqualified name means: followed when known (the first
 /// schema holding a relation of that name), refused when not.
 #[test]
