@@ -408,7 +408,28 @@ async fn the_bypass_suite_reveals_nothing() {
             "SELECT patients.id FROM visits AS patients ORDER BY 1",
             R(&[&["1"]]),
         ),
-        ("SELECT (SELECT count(*) FROM patients)", Refused),
+        ("SELECT (SELECT count(*) FROM patients)", R(&[&["2"]])),
+        ("SELECT (SELECT max(id) FROM patients)", R(&[&["2"]])),
+        (
+            "SELECT c.id, (SELECT count(*) FROM patients p WHERE p.clinic_id = c.id) FROM clinics c ORDER BY 1",
+            R(&[&["3", "2"], &["4", "0"]]),
+        ),
+        (
+            "SELECT id FROM clinics WHERE id = (SELECT clinic_id FROM patients WHERE id = 3)",
+            R(&[]),
+        ),
+        (
+            "SELECT id FROM patients WHERE id >= (SELECT max(id) FROM patients)",
+            R(&[&["2"]]),
+        ),
+        (
+            "SELECT id FROM patients WHERE ssn = (SELECT ssn FROM patients WHERE id = 3)",
+            R(&[]),
+        ),
+        (
+            "SELECT id FROM patients WHERE id = (SELECT max(id) FROM patients WHERE diagnosis = 'hiv')",
+            R(&[]),
+        ),
         (
             "SELECT id FROM clinics c WHERE EXISTS (SELECT 1 FROM patients p WHERE p.clinic_id = c.id) ORDER BY id",
             R(&[&["3"]]),

@@ -227,6 +227,14 @@ fn unnest(e: &Expr) -> &Expr {
     }
 }
 
+/// [`unnest`], to change what is inside.
+fn unnest_mut(e: &mut Expr) -> &mut Expr {
+    match e {
+        Expr::Nested(inner) => unnest_mut(inner),
+        _ => e,
+    }
+}
+
 impl<'a> Walker<'a> {
     pub(super) fn new(
         catalog: &'a Catalog,

@@ -634,6 +634,38 @@ fn encrypted_columns_are_counted() {
     }
 }
 
+/// Scalar subqueries over protected tables, compared or selected: each a query of its own.
+#[test]
+fn scalar_subqueries_are_walked_as_queries() {
+    let a = analyzer();
+    for sql in [
+        "SELECT id FROM patients WHERE id = (SELECT max(id) FROM patients)",
+        "SELECT id FROM patients WHERE (SELECT min(id) FROM patients) < id",
+        "SELECT id FROM claims WHERE patient_ssn = (SELECT ssn FROM patients WHERE id = 1)",
+        "SELECT id, (SELECT count(*) FROM claims c WHERE c.patient_ssn = p.ssn) AS n FROM patients p",
+    ] {
+        plan(&a, sql);
+    }
+    let p = plan(
+        &a,
+        "SELECT id FROM patients WHERE id = (SELECT max(id) FROM patients WHERE ssn = '111-22-3333')",
+    );
+    assert_eq!(p.sql.literals().len(), 1, "{:?}", p.sql);
+    assert!(!p.sql.text().contains("111-22"), "{:?}", p.sql);
+    for sql in [
+        // a range over ciphertext, another column, a randomized one, an encrypted output
+        "SELECT id FROM patients WHERE ssn > (SELECT ssn FROM patients WHERE id = 1)",
+        "SELECT id FROM patients WHERE ssn = (SELECT full_name FROM patients WHERE id = 1)",
+        "SELECT id FROM patients WHERE full_name = (SELECT full_name FROM patients WHERE id = 1)",
+        "SELECT id FROM patients WHERE id = (SELECT ssn FROM patients WHERE id = 1)",
+        "SELECT (SELECT full_name FROM patients WHERE id = 1)",
+        "SELECT id FROM patients WHERE id = (SELECT id FROM patients WHERE full_name LIKE 'A%')",
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, "0A000", "{sql}: {r:?}");
+    }
+}
+
 /// The search path decides what an unqualified name means: followed when known (the first
 /// schema holding a relation of that name), refused when not.
 #[test]

@@ -9,21 +9,10 @@ impl Walker<'_> {
     pub(super) fn operand(&mut self, e: &Expr) -> Res<Operand> {
         Ok(match unnest(e) {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.resolve(e)? {
-                // Searching on a column is reading it: a masked value could be probed.
-                Some(c) if self.access.outcome(&c) != ReadOutcome::Plaintext => {
-                    return Err(Refusal::new(
-                        "42501",
-                        format!(
-                            "role {} reads column {} of table {} as {}, so it may not search or join on it",
-                            self.access.role(),
-                            c.name,
-                            c.table,
-                            self.access.outcome(&c).name()
-                        ),
-                        "only roles that read the column in plaintext may compare it",
-                    ));
+                Some(c) => {
+                    self.searchable(&c)?;
+                    Operand::Column(c)
                 }
-                Some(c) => Operand::Column(c),
                 None => Operand::Other,
             },
             Expr::Value(v) => match &v.value {
@@ -56,6 +45,26 @@ impl Walker<'_> {
         })
     }
 
+    /// Searching on a column is reading it: a masked value could be probed, so only roles
+    /// that read `c` in plaintext may compare it.
+    fn searchable(&self, c: &Arc<Column>) -> Res {
+        let outcome = self.access.outcome(c);
+        if outcome == ReadOutcome::Plaintext {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            "42501",
+            format!(
+                "role {} reads column {} of table {} as {}, so it may not search or join on it",
+                self.access.role(),
+                c.name,
+                c.table,
+                outcome.name()
+            ),
+            "only roles that read the column in plaintext may compare it",
+        ))
+    }
+
     /// A boolean condition (WHERE, ON, HAVING).
     pub(super) fn predicate(&mut self, e: &mut Expr) -> Res {
         match e {
@@ -71,6 +80,14 @@ impl Walker<'_> {
             } => {
                 self.predicate(left)?;
                 self.predicate(right)
+            }
+            Expr::BinaryOp { left, op, right }
+                if comparison(op)
+                    && (matches!(unnest(left), Expr::Subquery(_))
+                        || matches!(unnest(right), Expr::Subquery(_))) =>
+            {
+                let equal = matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq);
+                self.subquery_comparison(left, right, equal)
             }
             Expr::BinaryOp {
                 left,
@@ -127,23 +144,45 @@ impl Walker<'_> {
 
     /// `expr IN (subquery)`: a deterministic column against the same column or domain.
     fn in_subquery(&mut self, expr: &Expr, q: &mut Query) -> Res {
-        match self.resolve(expr)? {
-            Some(col) => {
-                self.need_deterministic(&col, "IN")?;
-                let (named, _) = self.query(q, Output::Origin)?;
-                match named.as_slice() {
-                    [(_, Some(c))] if c.identity == col.identity => Ok(()),
-                    _ => Err(Refusal::encrypted(
-                        &col,
-                        "IN (subquery) must select one column of the same column or domain",
-                        "select the matching encrypted column in the subquery",
-                    )),
-                }
-            }
-            None => {
-                self.forbid(expr, "a condition")?;
-                self.query(q, Output::Opaque).map(|_| ())
-            }
+        self.against_subquery(expr, q, "IN")
+    }
+
+    /// `x <op> (SELECT ...)`, either way round, `op` a comparison (`equal`: `=` or `<>`):
+    /// the subquery is walked as a query of its own, row filters and all, as
+    /// `IN (subquery)` is.
+    fn subquery_comparison(&mut self, left: &mut Expr, right: &mut Expr, equal: bool) -> Res {
+        let (value, q) = match (unnest_mut(left), unnest_mut(right)) {
+            (Expr::Subquery(q), value) | (value, Expr::Subquery(q)) => (value, q),
+            (l, _) => return self.forbid(l, "a condition"),
+        };
+        match (self.resolve(value)?, equal) {
+            (Some(_), true) => self.against_subquery(value, q, "comparison"),
+            (Some(_), false) => self.forbid(value, "a range comparison"),
+            (None, _) => self.against_subquery(value, q, "comparison"),
+        }
+    }
+
+    /// `expr` compared (`what`: IN, a comparison) with what subquery `q` selects: against
+    /// a deterministic column the subquery must select one column of the same column or
+    /// domain, both readable in plaintext by the role; against anything else it may not
+    /// select a protected column, and `expr` may not compute over one.
+    fn against_subquery(&mut self, expr: &Expr, q: &mut Query, what: &str) -> Res {
+        let Some(col) = self.resolve(expr)? else {
+            self.forbid(expr, "a condition")?;
+            return self.query(q, Output::Opaque).map(|_| ());
+        };
+        self.need_deterministic(&col, what)?;
+        self.searchable(&col)?;
+        let (named, _) = self.query(q, Output::Origin)?;
+        match named.as_slice() {
+            [(_, Some(c))] if c.identity == col.identity => self.searchable(c),
+            _ => Err(Refusal::encrypted(
+                &col,
+                &format!(
+                    "{what} with a subquery must select one column of the same column or domain"
+                ),
+                "select the matching encrypted column in the subquery",
+            )),
         }
     }
 
@@ -276,4 +315,10 @@ impl Walker<'_> {
             ControlFlow::Continue(()) => Ok(()),
         }
     }
+}
+
+/// `left <op> right` compares: `=`, `<>`, `<`, `<=`, `>`, `>=`.
+fn comparison(op: &BinaryOperator) -> bool {
+    use BinaryOperator as B;
+    matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq)
 }

@@ -240,7 +240,11 @@ impl Walker<'_> {
         if let Output::Insert(targets) = out {
             return self.insert_values(items, targets);
         }
-        for item in items.iter() {
+        for item in items.iter_mut() {
+            let alias = match &*item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
+                _ => None,
+            };
             match item {
                 SelectItem::Wildcard(opts) => {
                     if opts.opt_except.is_some()
@@ -277,10 +281,6 @@ impl Walker<'_> {
                     }
                 }
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                    let alias = match item {
-                        SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
-                        _ => None,
-                    };
                     let own = match unnest(e) {
                         Expr::Identifier(i) => Some(fold(i)),
                         Expr::CompoundIdentifier(is) => is.last().map(fold),
@@ -293,7 +293,11 @@ impl Walker<'_> {
                             cols.push((name, Some(col)));
                         }
                         None => {
-                            if !self.counted_column(e)? {
+                            if let Expr::Subquery(q) = unnest_mut(e) {
+                                // a scalar subquery: a query of its own, row filters and
+                                // all, that may not select a protected column
+                                self.query(q, Output::Opaque)?;
+                            } else if !self.counted_column(e)? {
                                 self.forbid(e, "an expression")?;
                             }
                             cols.push((name, None));
