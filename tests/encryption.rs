@@ -1411,3 +1411,60 @@ fn field_types(body: &[u8]) -> Vec<u32> {
     }
     types
 }
+
+/// PostgreSQL prints a failing row's and a duplicate key's values in its errors: through
+/// phigate those are envelopes, withheld, since the deterministic envelope of a value the
+/// client chose would let anyone match it against a copy of the database. In
+/// `bytea_output = 'escape'` the whole detail is withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_do_not_show_the_envelopes_of_values() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    let detail = |e: tokio_postgres::Error| {
+        let d = e.as_db_error().expect("a server error");
+        (
+            d.code().code().to_owned(),
+            d.detail().unwrap_or_default().to_owned(),
+        )
+    };
+    app.batch_execute(
+        "insert into patients (id, ssn, full_name) values (1, '123-45-6789', 'Grace')",
+    )
+    .await
+    .unwrap();
+    let stored: Vec<u8> = db
+        .query_one("select ssn::bytea from patients", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
+    let cases = [
+        (
+            "insert into patients (id, ssn) values (2, '123-45-6789')",
+            "23505",
+            "Key (ssn)=(<encrypted>) already exists.",
+        ),
+        (
+            "insert into patients (id, ssn, full_name) values (null, '123-45-6789', 'G')",
+            "23502",
+            "Failing row contains (null, <encrypted>..., <encrypted>..., null, null).",
+        ),
+    ];
+    for (sql, code, want) in cases {
+        let got = detail(app.batch_execute(sql).await.unwrap_err());
+        assert_eq!(got, (code.to_owned(), want.to_owned()), "{sql}");
+    }
+    app.batch_execute("set bytea_output = 'escape'")
+        .await
+        .unwrap();
+    for (sql, code, _) in cases {
+        let (got_code, got) = detail(app.batch_execute(sql).await.unwrap_err());
+        assert_eq!(got_code, code);
+        assert!(got.starts_with("(phigate withheld"), "{got}");
+    }
+    // directly, the detail holds the stored envelope (what the test guards against)
+    let again = format!("insert into patients (id, ssn) values (2, '\\x{hex}'::bytea)");
+    let direct = detail(db.batch_execute(&again).await.unwrap_err()).1;
+    assert!(direct.contains(&hex), "{direct}");
+    assert_eq!(count(&app, "select count(*) from patients").await, 1);
+}

@@ -7,11 +7,13 @@
 //! - `literals`: the statement text with its slots encrypted;
 //! - `params`: Parse and Bind of a rewritten statement, ParameterDescription;
 //! - `rows`: RowDescription and DataRow, decrypted or masked for the reader's role;
-//! - `copy`: COPY data in both directions.
+//! - `copy`: COPY data in both directions;
+//! - `errors`: the server's errors and notices, with the ciphertext they print withheld.
 //!
 //! Pure: messages in, messages out; the ciphers come from the keyring loaded at start-up.
 
 mod copy;
+mod errors;
 mod literals;
 mod params;
 mod rows;
@@ -26,6 +28,7 @@ use crate::protocol::ProtocolError;
 use crate::sql::{Catalog, Column};
 
 pub(crate) use copy::{CopyIn, CopyOut};
+pub(crate) use errors::withheld;
 pub(crate) use literals::render;
 pub(crate) use params::{bind, parameter_description, parse};
 #[cfg(test)]

@@ -82,7 +82,13 @@ impl Session {
             Backend::Other | Backend::Authentication(_) | Backend::BackendKeyData(..) => true,
         };
         if forward {
-            out.client.extend_from_slice(frame.raw());
+            // the server's errors and notices may print a row's or a key's envelopes
+            let shown = match frame.tag() {
+                b'E' | b'N' if self.guard.is_some() => encryption::withheld(frame.raw()),
+                _ => None,
+            };
+            out.client
+                .extend_from_slice(shown.as_deref().unwrap_or(frame.raw()));
         }
         Ok(())
     }
