@@ -1468,3 +1468,64 @@ async fn errors_do_not_show_the_envelopes_of_values() {
     assert!(direct.contains(&hex), "{direct}");
     assert_eq!(count(&app, "select count(*) from patients").await, 1);
 }
+
+/// A timestamptz value written to, or compared with, a timestamp column (Django sends every
+/// datetime as timestamptz) and the other way round: in a session whose TimeZone is UTC,
+/// PostgreSQL keeps the UTC time, and so does phigate, for literals and for parameters; in
+/// another zone it would shift the value by a zone phigate does not resolve: 42846.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_convert_between_zoned_and_unzoned_in_a_utc_session() {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    let (_pg, proxy, _db) = setup().await;
+    let app = proxy.alice().await;
+    app.batch_execute(
+        "insert into vault (id, c_timestamp, c_timestamptz) \
+         values (1, '2020-01-01 12:00:00+02'::timestamptz, '2020-01-01 12:00:00'::timestamp)",
+    )
+    .await
+    .unwrap();
+    let zoned: DateTime<Utc> = "2021-06-07T08:09:10.5Z".parse().unwrap();
+    app.execute(
+        "insert into vault (id, c_timestamp) values ($1, $2::timestamptz)",
+        &[&2i32, &zoned],
+    )
+    .await
+    .unwrap();
+    let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+    let rows = app
+        .query("select id, c_timestamp from vault order by id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i32, NaiveDateTime)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        [
+            (1, at("2020-01-01 10:00:00.0")),
+            (2, at("2021-06-07 08:09:10.5"))
+        ]
+    );
+    let tz: DateTime<Utc> = app
+        .query_one("select c_timestamptz from vault where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tz.to_rfc3339(), "2020-01-01T12:00:00+00:00");
+    let found = app
+        .query(
+            "select id from vault where c_timestamp = '2020-01-01 11:00:00+01'::timestamptz",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    app.batch_execute("set timezone = 'Europe/Paris'")
+        .await
+        .unwrap();
+    let refused = app
+        .batch_execute(
+            "insert into vault (id, c_timestamp) values (3, '2020-01-01 12:00:00+02'::timestamptz)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "42846");
+}

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use super::Ciphers;
 use crate::crypto::ColumnCipher;
+use crate::policy::LogicalType;
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::decode_parameter_description;
 use crate::protocol::build;
@@ -174,35 +175,52 @@ fn canonical(
         ),
         hint: "send text in the session's client_encoding".into(),
     })?[..];
+    // another type whose values mean the same (an integer of another width, timestamptz
+    // for a timestamp column in a UTC session): read as that type, then as the column's
+    // through its text
+    let source = value::logical_of_oid(declared).filter(|s| *s != ty);
+    if let Some(source) = source.filter(|s| s.converts_to_at(ty, ctx.utc))
+        && (format == Format::Binary || source.is_temporal())
+    {
+        let text = value::to_canonical(source, format, v, ctx)
+            .and_then(|c| value::from_canonical(source, Format::Text, &c))
+            .map_err(|e| param_refusal(col, n, &e.to_string()))?;
+        return value::to_canonical(ty, Format::Text, &text, ctx)
+            .map_err(|e| param_refusal(col, n, &e.to_string()));
+    }
+    // a zoned value for an unzoned column outside a UTC session: PostgreSQL would shift it
+    // by the session's zone
+    let shifted = source == Some(LogicalType::Timestamptz) && ty == LogicalType::Timestamp;
     let format = match format {
+        _ if shifted => return Err(zone_refusal(col, n)),
         Format::Binary if declared == 0 || declared == value::type_oid(ty) => Format::Binary,
         Format::Binary if value::is_text_oid(declared) => Format::Text,
-        Format::Binary => match value::logical_of_oid(declared).filter(|s| s.converts_to(ty)) {
-            // another type whose values mean the same (an integer of another width):
-            // read it as that type, then as the column's through its text
-            Some(source) => {
-                let text = value::to_canonical(source, Format::Binary, v, ctx)
-                    .and_then(|c| value::from_canonical(source, Format::Text, &c))
-                    .map_err(|e| param_refusal(col, n, &e.to_string()))?;
-                return value::to_canonical(ty, Format::Text, &text, ctx)
-                    .map_err(|e| param_refusal(col, n, &e.to_string()));
-            }
-            None => {
-                return Err(Refusal {
-                    code: "42804",
-                    message: format!(
-                        "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
-                        col.name,
-                        col.table,
-                        ty.name()
-                    ),
-                    hint: format!("declare the parameter as {} or send it as text", ty.name()),
-                });
-            }
-        },
+        Format::Binary => {
+            return Err(Refusal {
+                code: "42804",
+                message: format!(
+                    "parameter ${n} was declared as type OID {declared} but column {} of table {} is {}",
+                    col.name,
+                    col.table,
+                    ty.name()
+                ),
+                hint: format!("declare the parameter as {} or send it as text", ty.name()),
+            });
+        }
         Format::Text => Format::Text,
     };
     value::to_canonical(ty, format, v, ctx).map_err(|e| param_refusal(col, n, &e.to_string()))
+}
+
+fn zone_refusal(col: &Column, n: usize) -> Refusal {
+    Refusal {
+        code: "42804",
+        message: format!(
+            "parameter ${n} is a timestamptz, and column {} of table {} a timestamp: PostgreSQL would convert it in the session's time zone, which is not UTC",
+            col.name, col.table
+        ),
+        hint: "set TimeZone to UTC, or send the parameter as a timestamp".into(),
+    }
 }
 
 fn encrypt_param(

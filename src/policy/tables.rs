@@ -138,6 +138,20 @@ impl LogicalType {
             )
     }
 
+    /// [`LogicalType::converts_to`], and in a session whose TimeZone is UTC also between
+    /// `timestamp` and `timestamptz`, whose values then hold the same microseconds
+    /// (elsewhere PostgreSQL shifts them by the session's zone, which phigate does not
+    /// resolve).
+    pub(crate) fn converts_to_at(self, to: Self, utc: bool) -> bool {
+        use LogicalType as T;
+        self.converts_to(to)
+            || (utc
+                && matches!(
+                    (self, to),
+                    (T::Timestamp, T::Timestamptz) | (T::Timestamptz, T::Timestamp)
+                ))
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, t)| *t)
     }
@@ -146,7 +160,8 @@ impl LogicalType {
         matches!(self, Self::Text | Self::Varchar | Self::Bpchar)
     }
 
-    fn is_temporal(self) -> bool {
+    /// A date or time type.
+    pub(crate) fn is_temporal(self) -> bool {
         matches!(self, Self::Date | Self::Timestamp | Self::Timestamptz)
     }
 }

@@ -169,8 +169,9 @@ fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
 }
 
 /// The type the innermost of `casts` names, when every one names a type whose values mean
-/// the same in encrypted column `col` (an array of them when `array`); else 42846.
-fn cast_type(casts: &[String], col: &Column, array: bool) -> Res<Option<LogicalType>> {
+/// the same in encrypted column `col` (an array of them when `array`; `utc`: the session's
+/// TimeZone is UTC, see [`LogicalType::converts_to_at`]); else 42846.
+fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Option<LogicalType>> {
     let target = col.logical_type();
     let mut named = None;
     for c in casts {
@@ -180,7 +181,7 @@ fn cast_type(casts: &[String], col: &Column, array: bool) -> Res<Option<LogicalT
             c.as_str()
         };
         let ty = LogicalType::from_sql_name(element)
-            .filter(|t| t.converts_to(target) && (!array || c.ends_with("[]")));
+            .filter(|t| t.converts_to_at(target, utc) && (!array || c.ends_with("[]")));
         let Some(ty) = ty else {
             return Err(Refusal::new(
                 "42846",

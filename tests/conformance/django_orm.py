@@ -209,6 +209,53 @@ def _():
             editor.delete_model(Visit2)
 
 
+class Vitals(models.Model):
+    """Encrypted columns of every other type."""
+
+    mrn = models.BigIntegerField(null=True)
+    weight = models.DecimalField(max_digits=6, decimal_places=2, null=True)
+    smoker = models.BooleanField(null=True)
+    seen = models.DateTimeField(null=True)
+    seen_at = models.DateTimeField(null=True)
+    ref = models.UUIDField(null=True)
+    visits = models.IntegerField(null=True)
+    beds = models.SmallIntegerField(null=True)
+
+    class Meta:
+        app_label = "conformance"
+        db_table = "vitals"
+        managed = False
+
+
+@check("every field type on encrypted columns: create, filter by the deterministic ones, bulk_update")
+def _():
+    import decimal
+    import uuid
+
+    Vitals.objects.all().delete()
+    at = datetime.datetime(2020, 3, 4, 5, 6, 7, 891000, tzinfo=datetime.timezone.utc)
+    ref = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    v = Vitals.objects.create(
+        mrn=9000000000123, weight=decimal.Decimal("72.50"), smoker=True, seen=at, seen_at=at,
+        ref=ref, visits=12, beds=3,
+    )
+    got = Vitals.objects.get(mrn=9000000000123, ref=ref)
+    eq(
+        (got.weight, got.smoker, got.seen, got.seen_at, got.visits, got.beds),
+        # `seen` is a timestamp column: Django sends an aware value (cast to timestamptz),
+        # PostgreSQL keeps its UTC time, and it reads back naive, as it would directly
+        (decimal.Decimal("72.50"), True, at.replace(tzinfo=None), at, 12, 3),
+    )
+    later = at + datetime.timedelta(hours=1)
+    v.weight = decimal.Decimal("70.25")
+    v.smoker = False
+    v.seen = later
+    Vitals.objects.bulk_update([v], ["weight", "smoker", "seen"])
+    got.refresh_from_db()
+    eq((got.weight, got.smoker, got.seen), (decimal.Decimal("70.25"), False, later.replace(tzinfo=None)))
+    eq(Vitals.objects.filter(mrn=9000000000123).update(seen=at), 1)
+
+
 @check("an unprotected model's table: create, use, drop")
 def _():
     with connection.schema_editor() as editor:

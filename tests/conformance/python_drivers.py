@@ -224,6 +224,31 @@ def _():
     c.close()
 
 
+@check("psycopg3 an aware datetime for a timestamp column, as text and binary parameters")
+def _():
+    import psycopg
+
+    paris = datetime.timezone(datetime.timedelta(hours=2))
+    aware = datetime.datetime(2020, 3, 4, 7, 6, 7, 891000, tzinfo=paris)
+    with psycopg.connect(DSN, autocommit=True) as c:
+        cur = c.cursor()
+        cur.execute("DELETE FROM vitals")
+        cur.execute("INSERT INTO vitals (mrn, seen) VALUES (1, %t::timestamptz), (2, %b::timestamptz)", (aware, aware))
+        # psycopg declares the type: timestamptz, without a cast
+        cur.execute("INSERT INTO vitals (mrn, seen) VALUES (3, %t)", (aware,))
+        cur.execute("SELECT seen FROM vitals ORDER BY id")
+        eq(cur.fetchall(), [(datetime.datetime(2020, 3, 4, 5, 6, 7, 891000),)] * 3)
+        # in another zone PostgreSQL would shift the value: refused
+        cur.execute("SET TimeZone = 'Europe/Paris'")
+        for sql in ("INSERT INTO vitals (mrn, seen) VALUES (4, %t)", "INSERT INTO vitals (mrn, seen) VALUES (4, %t::timestamptz)"):
+            try:
+                cur.execute(sql, (aware,))
+            except (psycopg.errors.DatatypeMismatch, psycopg.errors.CannotCoerce):
+                pass
+            else:
+                raise AssertionError(f"{sql} was accepted outside UTC")
+
+
 # ---------------------------------------------------------------- psycopg2
 
 

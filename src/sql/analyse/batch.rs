@@ -183,7 +183,9 @@ impl Walker<'_> {
                     "give each column its own values",
                 ));
             }
-            cast_type(&casts, col, false)?;
+            // the VALUES rows are encrypted as the column's type: only casts that keep
+            // the value as it is
+            cast_type(&casts, col, false, false)?;
             *expr = Expr::Identifier(sqlparser::ast::Ident::new(name));
             feeds[k] = Some(col.clone());
         }

@@ -258,9 +258,9 @@ impl Walker<'_> {
     /// A value compared with a deterministic column: a literal is encrypted, a parameter
     /// is encrypted at Bind.
     pub(super) fn compared_value(&mut self, e: &mut Expr, col: &Arc<Column>) -> Res {
-        self.value_casts(e, col, false)?;
+        let cast = self.value_casts(e, col, false)?;
         match self.operand(e)? {
-            Operand::Literal(text) => self.encrypt_literal(e, col, &text),
+            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
             Operand::Null => Ok(()),
             Operand::Column(other) if other.identity == col.identity => Ok(()),

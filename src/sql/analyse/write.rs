@@ -240,9 +240,9 @@ impl Walker<'_> {
         if self.case_value(e, col, excluded)? {
             return Ok(());
         }
-        self.value_casts(e, col, false)?;
+        let cast = self.value_casts(e, col, false)?;
         match self.operand(e)? {
-            Operand::Literal(text) => self.encrypt_literal(e, col, &text),
+            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
             Operand::Null => Ok(()),
             Operand::Column(c) if c.identity == col.identity => Ok(()),
@@ -265,7 +265,13 @@ impl Walker<'_> {
         let Expr::Case { .. } = inner else {
             return Ok(false);
         };
-        cast_type(&casts, col, false)?;
+        // a cast that converts (timestamptz for a timestamp column) applies to each value
+        let converting = cast_type(&casts, col, false, self.ctx.utc)?
+            .filter(|t| *t != col.logical_type())
+            .and_then(|_| match unnest(e) {
+                Expr::Cast { data_type, .. } => Some(data_type.clone()),
+                _ => None,
+            });
         let mut case = inner.clone();
         let Expr::Case {
             operand,
@@ -289,13 +295,38 @@ impl Walker<'_> {
                 )?,
                 None => self.predicate(&mut when.condition)?,
             }
-            self.write_value(&mut when.result, col, excluded)?;
+            self.case_result(&mut when.result, col, excluded, converting.as_ref())?;
         }
         if let Some(result) = else_result {
-            self.write_value(result, col, excluded)?;
+            self.case_result(result, col, excluded, converting.as_ref())?;
         }
         *e = case;
         Ok(true)
+    }
+
+    /// One result of a CASE written to `col`; a literal or parameter takes the CASE's
+    /// converting cast, if any, as its own.
+    fn case_result(
+        &mut self,
+        result: &mut Expr,
+        col: &Arc<Column>,
+        excluded: Option<&str>,
+        converting: Option<&sqlparser::ast::DataType>,
+    ) -> Res {
+        if let Some(data_type) = converting
+            && matches!(
+                self.operand(result)?,
+                Operand::Literal(_) | Operand::Param(_)
+            )
+        {
+            *result = Expr::Cast {
+                kind: sqlparser::ast::CastKind::DoubleColon,
+                expr: Box::new(std::mem::replace(result, Expr::value(Value::Null))),
+                data_type: data_type.clone(),
+                format: None,
+            };
+        }
+        self.write_value(result, col, excluded)
     }
 
     /// Casts on a value that meets encrypted column `col` (`$1::VARCHAR`, `'x'::text`,
@@ -303,12 +334,18 @@ impl Walker<'_> {
     /// the same in the column's type, else 42846. A cast on a parameter is removed, since
     /// PostgreSQL sees the parameter as bytea; its type is kept for ParameterDescription
     /// and to read the value the client binds.
-    pub(super) fn value_casts(&mut self, e: &mut Expr, col: &Arc<Column>, array: bool) -> Res {
+    /// Returns the type the casts name, which a literal is read as.
+    pub(super) fn value_casts(
+        &mut self,
+        e: &mut Expr,
+        col: &Arc<Column>,
+        array: bool,
+    ) -> Res<Option<LogicalType>> {
         let (inner, casts) = peel_casts(e);
         if casts.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let named = cast_type(&casts, col, array)?;
+        let named = cast_type(&casts, col, array, self.ctx.utc)?;
         let param = match inner {
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
@@ -323,15 +360,36 @@ impl Walker<'_> {
             self.param_casts[n - 1] = named;
             *e = inner.clone();
         }
-        Ok(())
+        Ok(named)
     }
 
     /// A literal for encrypted column `col`: checked and made canonical here, left as a
     /// slot the `encryption` module fills at every execution.
     pub(super) fn encrypt_literal(&mut self, e: &mut Expr, col: &Arc<Column>, text: &str) -> Res {
-        let canonical =
-            value::to_canonical(col.logical_type(), Format::Text, text.as_bytes(), self.ctx)
-                .map_err(|err| Refusal::invalid_value(col, &err))?;
+        self.encrypt_literal_as(e, col, text, None)
+    }
+
+    /// [`Walker::encrypt_literal`] of a literal cast to `source`: read as that type, then
+    /// converted to the column's, as PostgreSQL converts it (`'... +02'::timestamptz` for a
+    /// timestamp column, in a UTC session: the UTC time).
+    pub(super) fn encrypt_literal_as(
+        &mut self,
+        e: &mut Expr,
+        col: &Arc<Column>,
+        text: &str,
+        source: Option<LogicalType>,
+    ) -> Res {
+        let target = col.logical_type();
+        let converted = match source.filter(|s| *s != target) {
+            Some(s) => value::to_canonical(s, Format::Text, text.as_bytes(), self.ctx)
+                .and_then(|c| value::from_canonical(s, Format::Text, &c))
+                .map(Some),
+            None => Ok(None),
+        }
+        .map_err(|err| Refusal::invalid_value(col, &err))?;
+        let text = converted.as_deref().unwrap_or(text.as_bytes());
+        let canonical = value::to_canonical(target, Format::Text, text, self.ctx)
+            .map_err(|err| Refusal::invalid_value(col, &err))?;
         *e = crate::sql::text::marker(self.literals.len());
         self.literals.push(crate::sql::Literal {
             column: col.clone(),
