@@ -1518,6 +1518,15 @@ async fn timestamps_convert_between_zoned_and_unzoned_in_a_utc_session() {
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
+    // an array's elements are read as the column's type: no conversion there
+    let array = app
+        .query(
+            "select id from vault where c_timestamp = any($1::timestamptz[])",
+            &[&vec![zoned]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&array), "42846");
     app.batch_execute("set timezone = 'Europe/Paris'")
         .await
         .unwrap();

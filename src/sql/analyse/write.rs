@@ -345,7 +345,9 @@ impl Walker<'_> {
         if casts.is_empty() {
             return Ok(None);
         }
-        let named = cast_type(&casts, col, array, self.ctx.utc)?;
+        // an array's elements are read as the column's type (in text, without their
+        // declared type): only casts that keep the value as it is
+        let named = cast_type(&casts, col, array, self.ctx.utc && !array)?;
         let param = match inner {
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
