@@ -216,6 +216,48 @@ public class Checks {
                 }
             }
         });
+        CHECKS.put("fetch size, max rows, parameter and result metadata before execution", c -> {
+            reset(c);
+            try (PreparedStatement p = c.prepareStatement(
+                    "INSERT INTO patients (clinic_id, ssn, full_name, birth_date) VALUES (?, ?, ?, ?)")) {
+                ParameterMetaData m = p.getParameterMetaData();
+                eq(m.getParameterCount(), 4);
+                eq(m.getParameterTypeName(2), "text");
+                eq(m.getParameterTypeName(4), "date");
+                for (int i = 0; i < 7; i++) {
+                    p.setInt(1, 3);
+                    p.setString(2, "500-00-000" + i);
+                    p.setString(3, "F" + i);
+                    p.setDate(4, java.sql.Date.valueOf("2001-02-03"));
+                    p.addBatch();
+                }
+                p.executeBatch();
+            }
+            try (PreparedStatement p = c.prepareStatement(
+                    "SELECT ssn, full_name, birth_date FROM patients WHERE clinic_id = ? ORDER BY id")) {
+                ResultSetMetaData m = p.getMetaData();
+                eq(m.getColumnTypeName(1), "text");
+                eq(m.getColumnTypeName(3), "date");
+                p.setMaxRows(3);
+                p.setInt(1, 3);
+                int n = 0;
+                try (ResultSet r = p.executeQuery()) {
+                    while (r.next()) n++;
+                }
+                eq(n, 3);
+            }
+            c.setAutoCommit(false);
+            try (PreparedStatement p = c.prepareStatement("SELECT full_name FROM patients ORDER BY id")) {
+                p.setFetchSize(2);
+                List<String> names = new ArrayList<>();
+                try (ResultSet r = p.executeQuery()) {
+                    while (r.next()) names.add(r.getString(1));
+                }
+                eq(names, List.of("F0", "F1", "F2", "F3", "F4", "F5", "F6"));
+            }
+            c.commit();
+            c.setAutoCommit(true);
+        });
         CHECKS.put("pass-through table", c -> {
             try (PreparedStatement p = c.prepareStatement("INSERT INTO notes (body, created) VALUES (?, ?)")) {
                 p.setString(1, "hello");
