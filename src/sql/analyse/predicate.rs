@@ -155,11 +155,10 @@ impl Walker<'_> {
             (Expr::Subquery(q), value) | (value, Expr::Subquery(q)) => (value, q),
             (l, _) => return self.forbid(l, "a condition"),
         };
-        match (self.resolve(value)?, equal) {
-            (Some(_), true) => self.against_subquery(value, q, "comparison"),
-            (Some(_), false) => self.forbid(value, "a range comparison"),
-            (None, _) => self.against_subquery(value, q, "comparison"),
+        if !equal && self.resolve(value)?.is_some() {
+            return self.forbid(value, "a range comparison");
         }
+        self.against_subquery(value, q, "comparison")
     }
 
     /// `expr` compared (`what`: IN, a comparison) with what subquery `q` selects: against
