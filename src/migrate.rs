@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::crypto::KeyringError;
-use crate::policy::{PolicyError, PolicySet, TableName};
+use crate::policy::{PolicyError, PolicySet, TableName, quote_ident as ident};
 use crate::protocol::value::{self, Context, Format};
 use crate::sql::{Catalog, Column};
 use crate::upstream::{ServiceSession, UpstreamError};
@@ -80,11 +80,6 @@ pub struct Summary {
     pub rows: u64,
     /// the column was converted to the encrypted form by this run
     pub swapped: bool,
-}
-
-/// `"schema"."name"` quoting.
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `'text'` quoting (standard_conforming_strings is on in the migration session).

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use phigate::policy::quote_ident as ident;
 use phigate::upstream::url;
 
 use super::scaffold::{self, Settings};
@@ -83,10 +84,6 @@ commands = ["all"]                    # select, insert, update, delete, all
 using = "clinic_id = :user.clinic_id" # :user.NAME is the session user's attribute
 check = "clinic_id = :user.clinic_id"
 "#;
-
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
 
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

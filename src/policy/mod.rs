@@ -17,7 +17,9 @@ pub use crate::crypto::Mode;
 pub use budget::RowBudgets;
 pub use delegation::{Delegation, WithoutEndUser};
 pub use roles::{Role, StatementKind, StatementKinds};
-pub use rows::{AttributeType, Commands, PolicyExpr, RowPolicy, quote_text, setting_text};
+pub use rows::{
+    AttributeType, Commands, PolicyExpr, RowPolicy, quote_ident, quote_text, setting_text,
+};
 pub use tables::{LogicalType, MaskKind, ProtectedColumn, ReadOutcome, TableName, TablePolicy};
 pub use users::{Auth, Login, ScramVerifier, User, add_user, add_user_with};
 

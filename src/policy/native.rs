@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::rows::{Commands, quote_text};
+use super::rows::{Commands, quote_ident as ident, quote_text};
 use super::{PolicySet, TableName, TablePolicy};
 
 /// The native policies of one table.
@@ -49,10 +49,6 @@ impl NativeTable {
 
 /// The prefix of every policy phigate installs.
 pub(crate) const PREFIX: &str = "phigate_";
-
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
 
 fn qualified(t: &TableName) -> String {
     format!("{}.{}", ident(&t.schema), ident(&t.table))

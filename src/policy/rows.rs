@@ -118,6 +118,11 @@ pub fn literal(v: &toml::Value) -> Option<String> {
     })
 }
 
+/// `s` as a quoted SQL identifier (`"name"`, inner quotes doubled): it names exactly `s`.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// `s` as an SQL string literal whatever `standard_conforming_strings` says: `E'...'`.
 pub fn quote_text(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
