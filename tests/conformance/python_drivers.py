@@ -175,6 +175,9 @@ def _():
         cur = c.cursor()
         cur.execute("SELECT ssn, full_name, birth_date FROM patients")
         eq(cur.fetchall(), [("***-**-6789", "***", "1906")])
+        with c.transaction(), c.cursor(name="masked") as named:
+            named.execute("SELECT ssn, full_name, birth_date FROM patients")
+            eq(named.fetchall(), [("***-**-6789", "***", "1906")])
         try:
             cur.execute("SELECT id FROM patients WHERE ssn = %s", ("123-45-6789",))
         except psycopg.errors.InsufficientPrivilege:
