@@ -165,6 +165,8 @@ def _():
     with transaction.atomic():
         names = [p.full_name for p in Patient.objects.order_by("id").iterator(chunk_size=2)]
     eq(names, [f"I{i}" for i in range(5)])
+    # outside a transaction: a cursor WITH HOLD
+    eq([p.full_name for p in Patient.objects.order_by("id").iterator(chunk_size=2)], names)
     eq(Patient.objects.aggregate(n=Count("id"), ssns=Count("ssn", distinct=True), named=Count("full_name")),
        {"n": 5, "ssns": 5, "named": 5})
     grouped = Patient.objects.values("clinic_id").annotate(n=Count("id"))
