@@ -349,3 +349,24 @@ async fn psql_in_latin1() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "José Müller");
 }
+
+/// A role with DDL rights and row policies may create tables but not routines: a
+/// function's body runs later, unseen by phigate, and could read another clinic's rows
+/// past the rewrite, or the raw envelopes of values the role chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_row_policies_creates_no_routine() {
+    let (_pg, proxy) = world().await;
+    let alice = proxy.alice().await;
+    for sql in [
+        "CREATE FUNCTION leak(t text) RETURNS text LANGUAGE plpgsql AS $$ DECLARE r text; \
+         BEGIN EXECUTE 'SELECT encode(ssn::bytea, ''hex'') FROM ' || t INTO r; RETURN r; END $$",
+        "create or replace procedure p() language sql as $$ select 1 $$",
+    ] {
+        let refused = alice.batch_execute(sql).await.unwrap_err();
+        assert_eq!(common::code(&refused), "42501", "{sql}");
+    }
+    alice
+        .batch_execute("CREATE TABLE scratch (a int); DROP TABLE scratch")
+        .await
+        .unwrap();
+}

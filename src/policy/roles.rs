@@ -25,9 +25,9 @@ pub enum StatementKind {
     Session,
     /// PREPARE, EXECUTE, DEALLOCATE
     Prepare,
-    /// CREATE, ALTER, DROP, TRUNCATE, COMMENT, GRANT, REVOKE, ...
+    /// CREATE, ALTER, DROP, TRUNCATE, COMMENT, GRANT, REVOKE, ... (but routines)
     Ddl,
-    /// DO blocks and CALL
+    /// DO blocks, CALL, CREATE [OR REPLACE] FUNCTION and PROCEDURE: code phigate cannot see
     Procedural,
     /// VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT
     Maintenance,

@@ -202,9 +202,9 @@ fn permitted(
     if kind == StatementKind::Procedural && !role.bypass_row_policies {
         return Err(refuse(
             format!(
-                "role {role_name} may not run DO blocks or CALL: phigate cannot see the statements inside"
+                "role {role_name} may not run DO blocks or CALL or create functions: phigate cannot see the statements inside"
             ),
-            "run the statements themselves",
+            "run the statements themselves, or create the function as an administrator",
         ));
     }
     if !role.statements.allows(kind) {
@@ -301,7 +301,12 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         "execute" | "deallocate" => K::Prepare,
         "create" | "alter" => {
             ddl_settings(stmt, words)?;
-            K::Ddl
+            if head == "create" && creates_routine(words) {
+                // its body runs later, unseen by phigate, as DO's does
+                K::Procedural
+            } else {
+                K::Ddl
+            }
         }
         "drop" | "truncate" | "comment" | "grant" | "revoke" | "security" | "import"
         | "refresh" | "reassign" => K::Ddl,
@@ -321,6 +326,16 @@ fn kind(stmt: &[Token<'_>], words: &[&str]) -> Result<Option<Kind>, Refusal> {
         }
     };
     Ok(Some(Kind::Is(kind)))
+}
+
+/// `CREATE [OR REPLACE] FUNCTION | PROCEDURE`: a routine with a body.
+fn creates_routine(words: &[&str]) -> bool {
+    let at = if is(words.get(1), "or") && is(words.get(2), "replace") {
+        3
+    } else {
+        1
+    };
+    is(words.get(at), "function") || is(words.get(at), "procedure")
 }
 
 /// COPY: to and from the client only.
@@ -595,6 +610,15 @@ mod tests {
             ("select 1; drop table t", "ddl"),
             ("vacuum t", "maintenance"),
             ("do $$ begin end $$", "DO blocks"),
+            // a routine's body runs later, unseen, as a DO block's does
+            (
+                "create function f() returns text language sql as $$ select 1 $$",
+                "create functions",
+            ),
+            (
+                "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN END $$",
+                "create functions",
+            ),
             ("set role admin", "role"),
             ("SET SESSION AUTHORIZATION postgres", "authorization"),
             ("reset role", "role"),
@@ -688,6 +712,26 @@ mod tests {
             "SHOW phigate.end_user",
         ] {
             assert!(ok(sql).is_err(), "{sql}");
+        }
+        // a role with DDL but row policies creates tables, triggers, aggregates, not routines
+        let ddl = role("statements = [\"ddl\", \"procedural\"]");
+        for (sql, allowed) in [
+            ("create table x (a int)", true),
+            (
+                "create trigger t before insert on x for each row execute function f()",
+                true,
+            ),
+            ("create or replace view v as select 1", true),
+            (
+                "create function f() returns int language sql as 'select 1'",
+                false,
+            ),
+            (
+                "create or replace function f() returns int language sql as 'select 1'",
+                false,
+            ),
+        ] {
+            assert_eq!(screen_sql(sql, "r", &ddl).is_ok(), allowed, "{sql}");
         }
         let admin = role("bypass_row_policies = true\nstatements = [\"all\"]");
         assert!(screen_sql("create table x (a int); do $$ begin end $$", "r", &admin).is_ok());
