@@ -370,3 +370,53 @@ async fn a_role_with_row_policies_creates_no_routine() {
         .await
         .unwrap();
 }
+
+/// A DBA's psql through phigate: `\d+` of a protected table (psql's catalog queries name
+/// the table in a regular expression), `\dt`, `\dp`, and `\copy` both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_work_on_protected_tables() {
+    let (_pg, proxy) = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "3,222-22-2222,Bob\n").unwrap();
+    let port = proxy.addr.port().to_string();
+    let copy_in = format!(
+        "\\copy intake (clinic_id, ssn, full_name) from '{}' csv",
+        csv.display()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut psql = Command::new("psql");
+        psql.args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ])
+        .args(["-U", "alice", "-d", "ehr"])
+        .env("PGPASSWORD", "alice-pw");
+        for command in [
+            "\\d+ patients",
+            "\\dt",
+            "\\dp patients",
+            copy_in.as_str(),
+            "\\copy intake (ssn, full_name) to stdout csv",
+        ] {
+            psql.args(["-c", command]);
+        }
+        psql.output().expect("psql runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ssn|phigate_encrypted"), "{stdout}");
+    assert!(stdout.ends_with("222-22-2222,Bob\n"), "{stdout}");
+}
