@@ -634,6 +634,30 @@ fn encrypted_columns_are_counted() {
     }
 }
 
+/// A protected column tested for NULL inside an expression, in a select list or a
+/// condition: NULL stays NULL in ciphertext. Anything else over it is still refused.
+#[test]
+fn encrypted_columns_are_tested_for_null_inside_expressions() {
+    let a = analyzer();
+    for sql in [
+        "SELECT id, full_name IS NULL AS missing FROM patients",
+        "SELECT CASE WHEN ssn IS NULL THEN 'none' ELSE 'some' END FROM patients",
+        "SELECT id FROM patients WHERE (full_name IS NOT NULL) = true",
+        "SELECT id FROM patients WHERE CASE WHEN birth_date IS NULL THEN 1 ELSE 0 END = 1",
+    ] {
+        let p = plan(&a, sql);
+        assert!(p.outputs.iter().flatten().all(Option::is_none), "{sql}");
+    }
+    for sql in [
+        "SELECT CASE WHEN ssn IS NULL THEN full_name END FROM patients",
+        "SELECT coalesce(full_name, 'x') IS NULL FROM patients",
+        "SELECT id FROM patients WHERE CASE WHEN full_name IS NULL THEN ssn END = '1'",
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, "0A000", "{sql}: {r:?}");
+    }
+}
+
 /// Scalar subqueries over protected tables, compared or selected: each a query of its own.
 #[test]
 fn scalar_subqueries_are_walked_as_queries() {

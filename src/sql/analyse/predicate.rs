@@ -121,7 +121,7 @@ impl Walker<'_> {
                 Some(col) => self.any_of(&col, right),
                 None => self.forbid(e, "a condition"),
             },
-            other => self.forbid(other, "a condition"),
+            other => self.forbid_but_nullness(other, "a condition"),
         }
     }
 
@@ -248,8 +248,8 @@ impl Walker<'_> {
                 self.compared_value(left, &col)
             }
             _ => {
-                self.forbid(left, "a condition")?;
-                self.forbid(right, "a condition")
+                self.forbid_but_nullness(left, "a condition")?;
+                self.forbid_but_nullness(right, "a condition")
             }
         }
     }
@@ -268,6 +268,31 @@ impl Walker<'_> {
                 "it can only be compared with literals, parameters or columns of its own domain",
                 "compare the column itself with a value the application computes",
             )),
+        }
+    }
+
+    /// [`Walker::forbid`], except that `e` may test a protected column for NULL
+    /// (`full_name IS NULL`, `CASE WHEN ssn IS NULL THEN ...`): NULL stays NULL in
+    /// ciphertext, as a condition's `IS NULL` relies on.
+    pub(super) fn forbid_but_nullness(&self, e: &Expr, context: &str) -> Res {
+        let mut probe = e.clone();
+        let mut failed = None;
+        let _ = sqlparser::ast::visit_expressions_mut(&mut probe, |x| {
+            if let Expr::IsNull(inner) | Expr::IsNotNull(inner) = x {
+                match self.resolve(inner) {
+                    Ok(Some(_)) => **inner = Expr::value(Value::Null),
+                    Ok(None) => {}
+                    Err(r) => {
+                        failed = Some(r);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        match failed {
+            Some(r) => Err(r),
+            None => self.forbid(&probe, context),
         }
     }
 

@@ -298,7 +298,7 @@ impl Walker<'_> {
                                 // all, that may not select a protected column
                                 self.query(q, Output::Opaque)?;
                             } else if !self.counted_column(e)? {
-                                self.forbid(e, "an expression")?;
+                                self.forbid_but_nullness(e, "an expression")?;
                             }
                             cols.push((name, None));
                         }
