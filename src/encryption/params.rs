@@ -182,10 +182,7 @@ fn canonical(
     if let Some(source) = source.filter(|s| s.converts_to_at(ty, ctx.utc))
         && (format == Format::Binary || source.is_temporal())
     {
-        let text = value::to_canonical(source, format, v, ctx)
-            .and_then(|c| value::from_canonical(source, Format::Text, &c))
-            .map_err(|e| param_refusal(col, n, &e.to_string()))?;
-        return value::to_canonical(ty, Format::Text, &text, ctx)
+        return value::to_canonical_from(source, ty, format, v, ctx)
             .map_err(|e| param_refusal(col, n, &e.to_string()));
     }
     // a zoned value for an unzoned column outside a UTC session: PostgreSQL would shift it

@@ -329,6 +329,24 @@ pub(crate) fn to_canonical(
     text_to_canonical(ty, text, ctx).map_err(err)
 }
 
+/// [`to_canonical`] of a value of type `source` stored as `target` (an integer of another
+/// width, timestamptz as timestamp in a UTC session): read as `source`, then as `target`
+/// through its text, as PostgreSQL's conversion reads it.
+pub(crate) fn to_canonical_from(
+    source: LogicalType,
+    target: LogicalType,
+    format: Format,
+    value: &[u8],
+    ctx: Context,
+) -> Result<Vec<u8>, ValueError> {
+    if source == target {
+        return to_canonical(target, format, value, ctx);
+    }
+    let text = to_canonical(source, format, value, ctx)
+        .and_then(|c| from_canonical(source, Format::Text, &c))?;
+    to_canonical(target, Format::Text, &text, ctx)
+}
+
 /// Encodes canonical plaintext in the format the client asked for.
 pub(crate) fn from_canonical(
     ty: LogicalType,

@@ -309,11 +309,8 @@ fn protected_names(catalog: &Catalog, tokens: &[lex::Token<'_>]) -> Result<Vec<S
         let lex::Token::Word { text, quoted } = t else {
             continue;
         };
-        match catalog
-            .needles()
-            .iter()
-            .find(|n| **n == lex::name(text, *quoted))
-        {
+        let name = lex::name(text, *quoted);
+        match catalog.needles().iter().find(|n| **n == name) {
             Some(n) if !names.contains(n) => names.push(n.clone()),
             Some(_) => {}
             None if !*quoted && !text.is_ascii() => unsure(catalog, text)?,

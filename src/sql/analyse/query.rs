@@ -342,11 +342,9 @@ impl Walker<'_> {
         else {
             return Ok(false);
         };
-        let Some(col) = self.resolve(arg)? else {
+        // (a denied column is refused by `resolve`)
+        if self.resolve(arg)?.is_none() {
             return Ok(false);
-        };
-        if self.access.outcome(&col) == ReadOutcome::Deny {
-            return Err(Refusal::denied(&col));
         }
         if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
             self.group_key(arg)?;

@@ -282,17 +282,13 @@ impl Walker<'_> {
         else {
             return Ok(false);
         };
+        // `CASE x WHEN v`: compares x with each v, over plaintext only
+        if let Some(op) = operand {
+            self.forbid(op, "a CASE comparison")?;
+        }
         for when in conditions.iter_mut() {
             match operand {
-                // `CASE x WHEN v`: compares x with v, over plaintext only
-                Some(op) => self.forbid(
-                    &Expr::BinaryOp {
-                        left: op.clone(),
-                        op: BinaryOperator::Eq,
-                        right: Box::new(when.condition.clone()),
-                    },
-                    "a CASE comparison",
-                )?,
+                Some(_) => self.forbid(&when.condition, "a CASE comparison")?,
                 None => self.predicate(&mut when.condition)?,
             }
             self.case_result(&mut when.result, col, excluded, converting.as_ref())?;
@@ -382,16 +378,10 @@ impl Walker<'_> {
         source: Option<LogicalType>,
     ) -> Res {
         let target = col.logical_type();
-        let converted = match source.filter(|s| *s != target) {
-            Some(s) => value::to_canonical(s, Format::Text, text.as_bytes(), self.ctx)
-                .and_then(|c| value::from_canonical(s, Format::Text, &c))
-                .map(Some),
-            None => Ok(None),
-        }
-        .map_err(|err| Refusal::invalid_value(col, &err))?;
-        let text = converted.as_deref().unwrap_or(text.as_bytes());
-        let canonical = value::to_canonical(target, Format::Text, text, self.ctx)
-            .map_err(|err| Refusal::invalid_value(col, &err))?;
+        let source = source.unwrap_or(target);
+        let canonical =
+            value::to_canonical_from(source, target, Format::Text, text.as_bytes(), self.ctx)
+                .map_err(|err| Refusal::invalid_value(col, &err))?;
         *e = crate::sql::text::marker(self.literals.len());
         self.literals.push(crate::sql::Literal {
             column: col.clone(),
