@@ -1538,3 +1538,88 @@ async fn timestamps_convert_between_zoned_and_unzoned_in_a_utc_session() {
         .unwrap_err();
     assert_eq!(code(&refused), "42846");
 }
+
+/// Rows of a simple query as text, NULL as "NULL".
+async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let msgs = client.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cast with a length or precision (`'abc'::varchar(2)`, `::numeric(10, 2)`,
+/// `::timestamp(0)`, Django's bulk_update CASE cast to `varchar(n)`) changes the value as
+/// PostgreSQL's cast does: phigate applies it, since the server sees only ciphertext.
+/// Checked against the same statements on a plaintext table, directly: literals (twice in
+/// one shape, the second changed by its casts), parameters, a CASE, and an overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_with_a_length_or_precision_change_values_as_postgres_casts_do() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    db.batch_execute(
+        "create table plain (id int primary key, c_varchar varchar, c_bpchar bpchar, \
+         c_numeric numeric, c_timestamp timestamp)",
+    )
+    .await
+    .unwrap();
+    let statements = [
+        "insert into {t} (id, c_varchar, c_bpchar, c_numeric, c_timestamp) values (1, \
+         'abcdef'::varchar(3), 'xyz'::char, '1.5'::numeric(10,2), '2020-01-01 10:00:00.0'::timestamp(0))",
+        "insert into {t} (id, c_varchar, c_bpchar, c_numeric, c_timestamp) values (2, \
+         'ghijkl'::varchar(3), 'uvw'::char, '2.345'::numeric(10,2), '2020-01-01 10:00:00.6'::timestamp(0))",
+        "update {t} set c_varchar = (CASE WHEN (id = 1) THEN 'longer value' ELSE NULL END)::varchar(4) \
+         WHERE id IN (1)",
+    ];
+    for sql in statements {
+        app.batch_execute(&sql.replace("{t}", "vault"))
+            .await
+            .unwrap();
+        db.batch_execute(&sql.replace("{t}", "plain"))
+            .await
+            .unwrap();
+    }
+    let at =
+        chrono::NaiveDateTime::parse_from_str("2021-02-03 04:05:06.789", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap();
+    let insert = "insert into {t} (id, c_varchar, c_timestamp) values ($1, $2::varchar(2), $3::timestamp(1))";
+    for (client, t) in [(&app, "vault"), (&db, "plain")] {
+        client
+            .execute(&insert.replace("{t}", t), &[&3i32, &"hello", &at])
+            .await
+            .unwrap();
+    }
+    let read = "select id, c_varchar, c_bpchar, c_numeric, c_timestamp from {t} order by id";
+    let through = texts(&app, &read.replace("{t}", "vault")).await;
+    assert_eq!(through, texts(&db, &read.replace("{t}", "plain")).await);
+    assert_eq!(
+        through,
+        [
+            "1|long|x|1.50|2020-01-01 10:00:00",
+            "2|ghi|u|2.35|2020-01-01 10:00:01",
+            "3|he|NULL|NULL|2021-02-03 04:05:06.8"
+        ]
+    );
+    // a value too large for the cast's precision: 22003, and the session goes on
+    let overflow = "insert into {t} (id, c_numeric) values (4, '99.995'::numeric(4,2))";
+    let direct = db
+        .batch_execute(&overflow.replace("{t}", "plain"))
+        .await
+        .unwrap_err();
+    let refused = app
+        .batch_execute(&overflow.replace("{t}", "vault"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code(&direct), code(&refused)),
+        ("22003".into(), "22003".into())
+    );
+    assert_eq!(count(&app, "select count(*) from vault").await, 3);
+}

@@ -13,7 +13,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::backend::decode_parameter_description;
 use crate::protocol::build;
 use crate::protocol::message::Bind;
-use crate::protocol::value::{self, Context, Format};
+use crate::protocol::value::{self, Context, Format, Modifier, ModifierError};
 use crate::sql::{Column, ParamUse, Plan, Refusal};
 
 /// The Parse phigate forwards for a rewritten statement: the plan's text, with encrypted
@@ -71,9 +71,8 @@ fn param_oid(plan: &Plan, declared: &[u32], i: usize) -> Option<u32> {
             let ty = plan
                 .param_casts
                 .get(i)
-                .copied()
-                .flatten()
-                .unwrap_or(use_.column().logical_type());
+                .and_then(Option::as_ref)
+                .map_or(use_.column().logical_type(), |c| c.ty);
             Some(match use_ {
                 ParamUse::Scalar(_) => value::type_oid(ty),
                 ParamUse::Array(_) => value::array_type_oid(ty),
@@ -102,7 +101,10 @@ pub(crate) fn bind(
                     ParamUse::Array(_) => 0,
                 };
                 let cipher = ciphers.of(use_.column());
-                let sealed = encrypt_param(use_, &cipher, (format, declared), v, ctx, i + 1)?;
+                let modifiers = (plan.param_casts.get(i).and_then(Option::as_ref))
+                    .map_or(&[][..], |c| &c.modifiers[..]);
+                let sent = (format, declared, modifiers);
+                let sealed = encrypt_param(use_, &cipher, sent, v, ctx, i + 1)?;
                 values.push(Some(Cow::Owned(sealed)));
                 formats.push(1);
             }
@@ -155,6 +157,15 @@ fn param_refusal(col: &Column, n: usize, problem: &str) -> Refusal {
             col.logical_type().name()
         ),
     }
+}
+
+fn modifier_refusal(col: &Column, n: usize, e: ModifierError) -> Refusal {
+    let problem = match e {
+        ModifierError::Invalid(p) | ModifierError::Overflow(p) => p,
+    };
+    let mut refusal = Refusal::out_of_range(col, problem);
+    refusal.message = format!("parameter ${n}: {}", refusal.message);
+    refusal
 }
 
 /// One element's canonical plaintext, however the client sent it.
@@ -223,13 +234,19 @@ fn zone_refusal(col: &Column, n: usize) -> Refusal {
 fn encrypt_param(
     use_: &ParamUse,
     cipher: &ColumnCipher,
-    (format, declared): (Format, u32),
+    (format, declared, modifiers): (Format, u32, &[Modifier]),
     v: &[u8],
     ctx: Context,
     n: usize,
 ) -> Result<Vec<u8>, Refusal> {
     match use_ {
-        ParamUse::Scalar(col) => Ok(cipher.encrypt(&canonical(col, format, declared, v, ctx, n)?)),
+        ParamUse::Scalar(col) => {
+            let mut plain = canonical(col, format, declared, v, ctx, n)?;
+            // a cast's length or precision (`$1::varchar(100)`), as PostgreSQL applies it
+            value::apply_all(modifiers, col.logical_type(), &mut plain)
+                .map_err(|e| modifier_refusal(col, n, e))?;
+            Ok(cipher.encrypt(&plain))
+        }
         ParamUse::Array(col) => {
             let elements: Vec<(Option<Vec<u8>>, Format, u32)> = match format {
                 Format::Text => {

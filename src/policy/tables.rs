@@ -103,7 +103,7 @@ impl LogicalType {
         let base = base.trim().trim_matches('"');
         Some(match base {
             "text" => Self::Text,
-            "varchar" | "character varying" => Self::Varchar,
+            "varchar" | "character varying" | "char varying" => Self::Varchar,
             "bpchar" | "char" | "character" => Self::Bpchar,
             "int2" | "smallint" => Self::Int2,
             "int4" | "int" | "integer" => Self::Int4,

@@ -8,7 +8,11 @@
 //! therefore encrypt equally in deterministic mode however the client spelt them
 //! (`'2020-1-1'` and `'2020-01-01'`, `'t'` and `'true'`, text and binary format).
 
+mod modifier;
 mod numeric;
+
+pub(crate) use modifier::apply_all;
+pub use modifier::{Cast, Modifier, ModifierError};
 
 use numeric::{normalise_numeric, numeric_from_binary, numeric_to_binary};
 use thiserror::Error;

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, BinaryOperator, Distinct, Expr, FromTable, GroupByExpr, Ident,
-    InTarget, Insert, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query,
-    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
+    Assignment, AssignmentTarget, BinaryOperator, DataType, Distinct, Expr, FromTable, GroupByExpr,
+    Ident, InTarget, Insert, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
     TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, visit_expressions,
     visit_relations,
 };
@@ -30,7 +30,7 @@ use copy::literal_text;
 use super::catalog::{Catalog, Column, Table};
 use super::{Access, CopyFormat, CopyPlan, ParamUse, Refusal};
 use crate::policy::{LogicalType, ReadOutcome};
-use crate::protocol::value::{self, Context, Format};
+use crate::protocol::value::{self, Cast, Context, Format};
 
 /// A relation visible in a FROM clause.
 struct Rel {
@@ -78,7 +78,7 @@ pub(super) struct Walker<'a> {
     scope: Vec<Vec<Rel>>,
     pub(super) params: Vec<Option<ParamUse>>,
     /// per parameter: the type a cast on it named (PostgreSQL would infer that type for it)
-    pub(super) param_casts: Vec<Option<crate::policy::LogicalType>>,
+    pub(super) param_casts: Vec<Option<Cast>>,
     pub(super) tables: Vec<Arc<Table>>,
     /// the values the statement writes to or compares with encrypted columns, each left
     /// in the text as a marker (its index here)
@@ -168,13 +168,45 @@ fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
     }
 }
 
-/// The type the innermost of `casts` names, when every one names a type whose values mean
-/// the same in encrypted column `col` (an array of them when `array`; `utc`: the session's
-/// TimeZone is UTC, see [`LogicalType::converts_to_at`]); else 42846.
-fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Option<LogicalType>> {
+/// The types of the casts around `e`, outermost first.
+fn cast_chain(e: &Expr) -> Vec<DataType> {
+    let mut chain = Vec::new();
+    let mut inner = e;
+    loop {
+        match inner {
+            Expr::Nested(x) => inner = x,
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                chain.push(data_type.clone());
+                inner = expr;
+            }
+            _ => return chain,
+        }
+    }
+}
+
+/// Puts `e` under the casts of `chain` (outermost first), as [`cast_chain`] read them.
+fn wrap_casts(e: &mut Expr, chain: &[DataType]) {
+    for data_type in chain.iter().rev() {
+        *e = Expr::Cast {
+            kind: sqlparser::ast::CastKind::DoubleColon,
+            expr: Box::new(std::mem::replace(e, Expr::value(Value::Null))),
+            data_type: data_type.clone(),
+            format: None,
+        };
+    }
+}
+
+/// The type the innermost of `casts` names and the casts' modifiers (`varchar(2)`), when
+/// every one names a type whose values mean the same in encrypted column `col` (an array of
+/// them when `array`; `utc`: the session's TimeZone is UTC, see
+/// [`LogicalType::converts_to_at`]); else 42846. A modifier on an array cast, or one its
+/// type does not take, is refused.
+fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Option<Cast>> {
     let target = col.logical_type();
-    let mut named = None;
-    for c in casts {
+    let mut named: Option<Cast> = None;
+    for c in casts.iter().rev() {
         let element = if array {
             c.strip_suffix("[]").unwrap_or(c)
         } else {
@@ -197,9 +229,59 @@ fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Opti
                 ),
             ));
         };
-        named = Some(ty);
+        let modifier =
+            value::Modifier::of_type_name(element, ty).map_err(|e| modifier_refusal(col, c, e))?;
+        let cast = named.get_or_insert_with(|| Cast {
+            ty,
+            modifiers: Vec::new(),
+        });
+        if let Some(m) = modifier {
+            if array {
+                return Err(Refusal::unsupported(
+                    "a cast with a length or precision on an array of encrypted values",
+                    &col.table,
+                ));
+            }
+            cast.modifiers.push(m);
+        }
     }
     Ok(named)
+}
+
+/// A literal's canonical plaintext for encrypted column `col`: read as `cast`'s type and
+/// converted to the column's, as PostgreSQL converts it (`'... +02'::timestamptz` for a
+/// timestamp column, in a UTC session: the UTC time), then cut or rounded by the cast's
+/// modifiers (`'abc'::varchar(2)` is `ab`).
+pub(super) fn literal_canonical(
+    col: &Column,
+    cast: Option<&Cast>,
+    text: &[u8],
+    ctx: Context,
+) -> Res<Vec<u8>> {
+    let target = col.logical_type();
+    let source = cast.map_or(target, |c| c.ty);
+    let mut canonical = value::to_canonical_from(source, target, Format::Text, text, ctx)
+        .map_err(|err| Refusal::invalid_value(col, &err))?;
+    if let Some(cast) = cast {
+        value::apply_all(&cast.modifiers, target, &mut canonical)
+            .map_err(|e| modifier_refusal(col, cast.ty.name(), e))?;
+    }
+    Ok(canonical)
+}
+
+/// A cast's modifier that PostgreSQL would refuse, or a value it does not fit.
+pub(crate) fn modifier_refusal(col: &Column, cast: &str, e: value::ModifierError) -> Refusal {
+    match e {
+        value::ModifierError::Invalid(problem) => Refusal::new(
+            "22023",
+            format!(
+                "invalid type modifier in a cast to {cast} for encrypted column {} of table {}: {problem}",
+                col.name, col.table
+            ),
+            "write the type as PostgreSQL accepts it, or leave the modifier out",
+        ),
+        value::ModifierError::Overflow(problem) => Refusal::out_of_range(col, problem),
+    }
 }
 
 /// The name a statement refers to table `t` by: its alias, else the last part of `name`.

@@ -97,7 +97,7 @@ pub struct Plan {
     pub arity: usize,
     /// per parameter: the type a cast on it named, which PostgreSQL would have inferred
     /// for it (phigate removes such casts from encrypted parameters)
-    pub param_casts: Vec<Option<crate::policy::LogicalType>>,
+    pub param_casts: Vec<Option<crate::protocol::value::Cast>>,
     /// the protected tables the statement touches
     pub tables: Vec<Arc<catalog::Table>>,
     /// the protected columns it reads or writes (`schema.table.column`)
@@ -192,6 +192,18 @@ impl Refusal {
             "22P02",
             format!("{err} (column {} of table {})", col.name, col.table),
             "write the value in PostgreSQL's standard text form",
+        )
+    }
+
+    /// A value that does not fit a cast's (or a column's) precision: PostgreSQL's 22003.
+    pub(crate) fn out_of_range(col: &Column, problem: &str) -> Self {
+        Self::new(
+            "22003",
+            format!(
+                "numeric field overflow: {problem} (column {} of table {})",
+                col.name, col.table
+            ),
+            "round the value in the application, or cast it to a wider type",
         )
     }
 

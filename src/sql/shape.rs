@@ -24,7 +24,7 @@ use super::text::{Literal, Sql};
 use std::sync::Arc;
 
 use super::{Analysis, ParamUse, Plan, Refusal};
-use crate::protocol::value::{self, Context, Format};
+use crate::protocol::value::Context;
 
 /// A statement's shape: its text with value literals as parameters, and where they were.
 #[derive(Debug)]
@@ -175,8 +175,10 @@ pub(super) fn fill(template: &Template, sql: &str, shape: &Shape, ctx: Context) 
         fills.push(match template.params.get(i).and_then(Option::as_ref) {
             None => Fill::Text(&sql[l.start..l.end]),
             Some(ParamUse::Scalar(col)) => {
+                // read as the statement's own literal would be: under its casts
+                let cast = template.param_casts.get(i).and_then(Option::as_ref);
                 let value = literal_value(sql, l);
-                let value = value::to_canonical(col.logical_type(), Format::Text, &value, ctx);
+                let value = super::analyse::literal_canonical(col, cast, &value, ctx);
                 literals.push(Literal {
                     column: col.clone(),
                     value: value.ok()?,

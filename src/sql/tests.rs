@@ -24,6 +24,10 @@ read = { clinician = "plaintext", billing = "plaintext" }
 type = "date"
 encrypt = "deterministic"
 read = { clinician = "plaintext", analyst = "plaintext" }
+[columns.seen_at]
+type = "timestamp"
+encrypt = "randomized"
+read = { clinician = "plaintext" }
 "#;
 
 const CLAIMS: &str = r#"
@@ -36,6 +40,9 @@ domain = "ssn"
 read = { clinician = "plaintext" }
 "#;
 
+/// The encrypted columns of the test tables.
+const ENCRYPTED: [&str; 5] = ["ssn", "full_name", "birth_date", "patient_ssn", "seen_at"];
+
 fn live(oid: u32, cols: &[&str]) -> LiveTable {
     LiveTable {
         oid,
@@ -46,13 +53,13 @@ fn live(oid: u32, cols: &[&str]) -> LiveTable {
                 name: (*c).to_owned(),
                 attnum: i16::try_from(i + 1).expect("few columns"),
                 has_default: *c == "patient_ssn",
-                type_name: if ["ssn", "full_name", "birth_date", "patient_ssn"].contains(c) {
+                type_name: if ENCRYPTED.contains(c) {
                     "phigate_encrypted".into()
                 } else {
                     "int4".into()
                 },
                 base_type: "bytea".into(),
-                sql_type: if ["ssn", "full_name", "birth_date", "patient_ssn"].contains(c) {
+                sql_type: if ENCRYPTED.contains(c) {
                     "phigate_encrypted".into()
                 } else {
                     "integer".into()
@@ -103,7 +110,17 @@ fn analyzer_with(patients_extra: &str) -> Analyzer {
     let mut schema = HashMap::new();
     schema.insert(
         name("patients"),
-        live(100, &["id", "ssn", "full_name", "birth_date", "clinic_id"]),
+        live(
+            100,
+            &[
+                "id",
+                "ssn",
+                "full_name",
+                "birth_date",
+                "clinic_id",
+                "seen_at",
+            ],
+        ),
     );
     schema.insert(name("claims"), live(200, &["id", "patient_ssn", "amount"]));
     let catalog = Catalog::new(&policies, &schema).expect("catalog");
@@ -478,7 +495,10 @@ fn casts_on_parameters_and_literals() {
         p.sql
     );
     assert_eq!(
-        p.param_casts,
+        p.param_casts
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.ty))
+            .collect::<Vec<_>>(),
         [None, Some(T::Varchar), Some(T::Text), Some(T::Date)]
     );
     let p = plan(
@@ -486,6 +506,13 @@ fn casts_on_parameters_and_literals() {
         "SELECT id FROM patients WHERE ssn = $1::character varying(11)",
     );
     assert!(p.sql.shown().ends_with("WHERE ssn = $1"), "{:?}", p.sql);
+    assert_eq!(
+        p.param_casts,
+        [Some(crate::protocol::value::Cast {
+            ty: T::Varchar,
+            modifiers: vec![crate::protocol::value::Modifier::Length(11)],
+        })]
+    );
     let p = plan(&a, "SELECT id FROM patients WHERE ssn = ANY($1::text[])");
     assert!(p.sql.shown().contains("ssn = ANY($1)"), "{:?}", p.sql);
     assert!(matches!(p.params[0], Some(ParamUse::Array(_))));
@@ -503,6 +530,71 @@ fn casts_on_parameters_and_literals() {
     ] {
         let r = refused(&a, sql);
         assert_eq!(r.code, "42846", "{sql}: {}", r.message);
+    }
+}
+
+/// A cast's length or precision applies to the literal under it, as PostgreSQL's explicit
+/// cast applies it (`'abc'::varchar(2)` is `ab`): phigate encrypts the value, so the server
+/// never sees the cast. A value too large for a cast's precision is refused with 22003, and
+/// a modifier the type does not take with 22023.
+#[test]
+fn casts_cut_and_round_literals() {
+    let a = analyzer();
+    let values = |sql: &str| -> Vec<Vec<u8>> {
+        let p = plan(&a, sql);
+        p.sql.literals().iter().map(|l| l.value.clone()).collect()
+    };
+    assert_eq!(
+        values(
+            "INSERT INTO patients (id, ssn, full_name) VALUES (1, 'abc'::varchar(2), 'xyz'::char)"
+        ),
+        [b"ab".to_vec(), b"x".to_vec()]
+    );
+    assert_eq!(
+        values("SELECT id FROM patients WHERE ssn = CAST('a b c' AS character varying(3))::text"),
+        [b"a b".to_vec()]
+    );
+    // every cast of the chain applies, innermost first
+    assert_eq!(
+        values("INSERT INTO patients (id, ssn) VALUES (1, 'abcd'::varchar(3)::varchar(2))"),
+        [b"ab".to_vec()]
+    );
+    // Django's bulk_update casts the whole CASE to the field's type
+    assert_eq!(
+        values(
+            "UPDATE patients SET full_name = (CASE WHEN (id = 1) THEN 'long name' ELSE NULL END)::varchar(4) WHERE id IN (1)"
+        ),
+        [b"long".to_vec()]
+    );
+    // SQLAlchemy's insertmanyvalues casts each VALUES column to the column's type
+    let p = plan(
+        &a,
+        "INSERT INTO patients (id, ssn) SELECT p0::INTEGER, p1::VARCHAR(2) \
+         FROM (VALUES (1, 'abc', 0), ($1::INTEGER, $2::VARCHAR, 1)) AS imp_sen(p0, p1, sen_counter) \
+         ORDER BY sen_counter",
+    );
+    let cut: Vec<Vec<u8>> = p.sql.literals().iter().map(|l| l.value.clone()).collect();
+    assert_eq!(cut, [b"ab".to_vec()]);
+    assert_eq!(
+        p.param_casts.get(1).cloned().flatten().map(|c| c.modifiers),
+        Some(vec![crate::protocol::value::Modifier::Length(2)])
+    );
+    for (sql, code) in [
+        (
+            "INSERT INTO patients (id, ssn) VALUES (1, 'abc'::varchar(0))",
+            "22023",
+        ),
+        (
+            "INSERT INTO patients (id, ssn) VALUES (1, 'abc'::text(2))",
+            "22023",
+        ),
+        (
+            "SELECT id FROM patients WHERE ssn = ANY(ARRAY['a']::varchar(1)[])",
+            "0A000",
+        ),
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, code, "{sql}: {}", r.message);
     }
 }
 

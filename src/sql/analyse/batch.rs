@@ -10,9 +10,13 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor};
+use sqlparser::ast::{
+    DataType, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor,
+};
 
-use super::{Operand, Res, Walker, cast_type, fold, parse_expr, peel_casts};
+use super::{
+    Operand, Res, Walker, cast_chain, cast_type, fold, parse_expr, peel_casts, wrap_casts,
+};
 use crate::sql::catalog::Column;
 use crate::sql::{ParamUse, Refusal};
 
@@ -166,8 +170,9 @@ impl Walker<'_> {
         let Some(named) = values_columns(&select.projection, &names) else {
             return Ok(false);
         };
-        // per VALUES column: the encrypted column its values are written to
-        let mut feeds: Vec<Option<Arc<Column>>> = vec![None; names.len()];
+        // per VALUES column: the encrypted column its values are written to, and the casts
+        // each value takes (those that cut or round it: `p1::VARCHAR(50)`)
+        let mut feeds: Vec<Option<(Arc<Column>, Vec<DataType>)>> = vec![None; names.len()];
         for ((item, target), (name, casts, k)) in
             select.projection.iter_mut().zip(targets).zip(named)
         {
@@ -184,10 +189,13 @@ impl Walker<'_> {
                 ));
             }
             // the VALUES rows are encrypted as the column's type: only casts that keep
-            // the value as it is
-            cast_type(&casts, col, false, false)?;
+            // its meaning; a length or precision applies to each value
+            let cut = cast_type(&casts, col, false, false)?
+                .filter(|c| !c.modifiers.is_empty())
+                .map(|_| cast_chain(expr))
+                .unwrap_or_default();
             *expr = Expr::Identifier(sqlparser::ast::Ident::new(name));
-            feeds[k] = Some(col.clone());
+            feeds[k] = Some((col.clone(), cut));
         }
         if let Some(order) = &source.order_by {
             let ordered = order.to_string();
@@ -206,18 +214,32 @@ impl Walker<'_> {
         let SetExpr::Values(values) = subquery.body.as_mut() else {
             return Ok(false);
         };
-        for row in &mut values.rows {
-            if row.content.len() != names.len() {
+        self.values_rows(&mut values.rows, &feeds)?;
+        Ok(true)
+    }
+
+    /// The rows of [`Walker::values_source`]: each value fed to an encrypted column is
+    /// written to it, under the casts its select item applies.
+    fn values_rows(
+        &mut self,
+        rows: &mut [sqlparser::ast::Parens<Vec<Expr>>],
+        feeds: &[Option<(Arc<Column>, Vec<DataType>)>],
+    ) -> Res {
+        for row in rows {
+            if row.content.len() != feeds.len() {
                 return Err(Refusal::syntax("VALUES lists must all be the same length"));
             }
-            for (e, feed) in row.content.iter_mut().zip(&feeds) {
+            for (e, feed) in row.content.iter_mut().zip(feeds) {
                 match feed {
-                    Some(col) => self.write_value(e, col, None)?,
+                    Some((col, cut)) => {
+                        wrap_casts(e, cut);
+                        self.write_value(e, col, None)?;
+                    }
                     None => self.forbid(e, "a value")?,
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -259,7 +259,7 @@ impl Walker<'_> {
     pub(super) fn compared_value(&mut self, e: &mut Expr, col: &Arc<Column>) -> Res {
         let cast = self.value_casts(e, col, false)?;
         match self.operand(e)? {
-            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast),
+            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast.as_ref()),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
             Operand::Null => Ok(()),
             Operand::Column(other) if other.identity == col.identity => Ok(()),

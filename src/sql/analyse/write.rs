@@ -242,7 +242,7 @@ impl Walker<'_> {
         }
         let cast = self.value_casts(e, col, false)?;
         match self.operand(e)? {
-            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast),
+            Operand::Literal(text) => self.encrypt_literal_as(e, col, &text, cast.as_ref()),
             Operand::Param(n) => self.param(n, ParamUse::Scalar(col.clone())),
             Operand::Null => Ok(()),
             Operand::Column(c) if c.identity == col.identity => Ok(()),
@@ -265,13 +265,12 @@ impl Walker<'_> {
         let Expr::Case { .. } = inner else {
             return Ok(false);
         };
-        // a cast that converts (timestamptz for a timestamp column) applies to each value
+        // casts that convert (timestamptz for a timestamp column) or cut (varchar(100))
+        // apply to each value
         let converting = cast_type(&casts, col, false, self.ctx.utc)?
-            .filter(|t| *t != col.logical_type())
-            .and_then(|_| match unnest(e) {
-                Expr::Cast { data_type, .. } => Some(data_type.clone()),
-                _ => None,
-            });
+            .filter(|c| c.ty != col.logical_type() || !c.modifiers.is_empty())
+            .map(|_| cast_chain(e))
+            .unwrap_or_default();
         let mut case = inner.clone();
         let Expr::Case {
             operand,
@@ -291,36 +290,31 @@ impl Walker<'_> {
                 Some(_) => self.forbid(&when.condition, "a CASE comparison")?,
                 None => self.predicate(&mut when.condition)?,
             }
-            self.case_result(&mut when.result, col, excluded, converting.as_ref())?;
+            self.case_result(&mut when.result, col, excluded, &converting)?;
         }
         if let Some(result) = else_result {
-            self.case_result(result, col, excluded, converting.as_ref())?;
+            self.case_result(result, col, excluded, &converting)?;
         }
         *e = case;
         Ok(true)
     }
 
     /// One result of a CASE written to `col`; a literal or parameter takes the CASE's
-    /// converting cast, if any, as its own.
+    /// converting casts (outermost first), if any, as its own.
     fn case_result(
         &mut self,
         result: &mut Expr,
         col: &Arc<Column>,
         excluded: Option<&str>,
-        converting: Option<&sqlparser::ast::DataType>,
+        converting: &[sqlparser::ast::DataType],
     ) -> Res {
-        if let Some(data_type) = converting
+        if !converting.is_empty()
             && matches!(
                 self.operand(result)?,
                 Operand::Literal(_) | Operand::Param(_)
             )
         {
-            *result = Expr::Cast {
-                kind: sqlparser::ast::CastKind::DoubleColon,
-                expr: Box::new(std::mem::replace(result, Expr::value(Value::Null))),
-                data_type: data_type.clone(),
-                format: None,
-            };
+            wrap_casts(result, converting);
         }
         self.write_value(result, col, excluded)
     }
@@ -330,13 +324,13 @@ impl Walker<'_> {
     /// the same in the column's type, else 42846. A cast on a parameter is removed, since
     /// PostgreSQL sees the parameter as bytea; its type is kept for ParameterDescription
     /// and to read the value the client binds.
-    /// Returns the type the casts name, which a literal is read as.
+    /// Returns the type the casts name, which a literal is read as, and their modifiers.
     pub(super) fn value_casts(
         &mut self,
         e: &mut Expr,
         col: &Arc<Column>,
         array: bool,
-    ) -> Res<Option<LogicalType>> {
+    ) -> Res<Option<Cast>> {
         let (inner, casts) = peel_casts(e);
         if casts.is_empty() {
             return Ok(None);
@@ -355,7 +349,7 @@ impl Walker<'_> {
             if self.param_casts.len() < n {
                 self.param_casts.resize(n, None);
             }
-            self.param_casts[n - 1] = named;
+            self.param_casts[n - 1].clone_from(&named);
             *e = inner.clone();
         }
         Ok(named)
@@ -367,21 +361,15 @@ impl Walker<'_> {
         self.encrypt_literal_as(e, col, text, None)
     }
 
-    /// [`Walker::encrypt_literal`] of a literal cast to `source`: read as that type, then
-    /// converted to the column's, as PostgreSQL converts it (`'... +02'::timestamptz` for a
-    /// timestamp column, in a UTC session: the UTC time).
+    /// [`Walker::encrypt_literal`] of a literal under `cast` (see [`literal_canonical`]).
     pub(super) fn encrypt_literal_as(
         &mut self,
         e: &mut Expr,
         col: &Arc<Column>,
         text: &str,
-        source: Option<LogicalType>,
+        cast: Option<&Cast>,
     ) -> Res {
-        let target = col.logical_type();
-        let source = source.unwrap_or(target);
-        let canonical =
-            value::to_canonical_from(source, target, Format::Text, text.as_bytes(), self.ctx)
-                .map_err(|err| Refusal::invalid_value(col, &err))?;
+        let canonical = literal_canonical(col, cast, text.as_bytes(), self.ctx)?;
         *e = crate::sql::text::marker(self.literals.len());
         self.literals.push(crate::sql::Literal {
             column: col.clone(),

@@ -214,6 +214,10 @@ const STATEMENTS: &[&str] = &[
     "SELECT c.id FROM claims c, LATERAL (SELECT id FROM patients p WHERE p.id = c.id AND p.ssn = '1') l",
     "SELECT ssn, 'label', 42 FROM patients WHERE birth_date = '1999-09-09'",
     "SELECT ssn FROM patients WHERE ssn = 'it''s' OR ssn = upper('x')",
+    // the value is read under its casts: a zone, a precision, a length
+    "INSERT INTO patients (id, seen_at) VALUES (1, '2020-01-01 10:00:00+00'::timestamptz)",
+    "UPDATE patients SET seen_at = '2020-01-01 10:00:00.0'::timestamp(0) WHERE id = 1",
+    "SELECT id FROM patients WHERE ssn = '12'::varchar(2)::text",
 ];
 
 /// `sql` with every digit turned to the next one (9 to 0): other values of the same
