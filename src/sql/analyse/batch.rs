@@ -118,7 +118,7 @@ impl Walker<'_> {
     }
 
     /// An array literal's elements encrypted: `ARRAY[decode(...), NULL, ...]::bytea[]`.
-    fn encrypted_array(&mut self, text: &str, col: &Arc<Column>) -> Res<Expr> {
+    pub(super) fn encrypted_array(&mut self, text: &str, col: &Arc<Column>) -> Res<Expr> {
         let items = crate::protocol::value::parse_text_array(text).map_err(|m| {
             Refusal::new(
                 "22P02",

@@ -186,7 +186,8 @@ impl Walker<'_> {
     }
 
     /// `col = ANY(right)` on a deterministic column: an array parameter (encrypted element
-    /// by element at Bind) or an ARRAY[...] of literals.
+    /// by element at Bind), an ARRAY[...] of literals or an array literal (`'{a,b}'`, as
+    /// clients that write their values into the text send a list).
     fn any_of(&mut self, col: &Arc<Column>, right: &mut Box<Expr>) -> Res {
         self.need_deterministic(col, "= ANY")?;
         self.value_casts(right, col, true)?;
@@ -197,6 +198,13 @@ impl Walker<'_> {
                 Operand::Param(n) => self.param(n, ParamUse::Array(col.clone())),
                 _ => Err(Refusal::syntax("bad parameter")),
             };
+        }
+        // the casts were checked: the array under them is compared as ciphertext
+        let array = peel_casts(right).0.clone();
+        **right = array;
+        if let Operand::Literal(text) = self.operand(right)? {
+            **right = self.encrypted_array(&text, col)?;
+            return Ok(());
         }
         match right.as_mut() {
             Expr::Array(arr) => {

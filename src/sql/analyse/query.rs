@@ -297,7 +297,7 @@ impl Walker<'_> {
                                 // a scalar subquery: a query of its own, row filters and
                                 // all, that may not select a protected column
                                 self.query(q, Output::Opaque)?;
-                            } else if !self.counted_column(e)? {
+                            } else if !self.windowed(e)? && !self.counted_column(e)? {
                                 self.forbid_but_nullness(e, "an expression")?;
                             }
                             cols.push((name, None));
@@ -348,6 +348,40 @@ impl Walker<'_> {
         }
         if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
             self.group_key(arg)?;
+        }
+        Ok(true)
+    }
+
+    /// A window function in a select list, `f(...) OVER (PARTITION BY ... ORDER BY ...)`:
+    /// its partition keys are grouping keys (deterministic columns partition correctly on
+    /// ciphertext), its ORDER BY and frame may not name an encrypted column, and the
+    /// function itself is checked as without its window. False when `e` is not one.
+    fn windowed(&mut self, e: &Expr) -> Res<bool> {
+        let Expr::Function(f) = unnest(e) else {
+            return Ok(false);
+        };
+        let Some(sqlparser::ast::WindowType::WindowSpec(spec)) = &f.over else {
+            return Ok(false);
+        };
+        for key in &spec.partition_by {
+            self.group_key(key)?;
+        }
+        for o in &spec.order_by {
+            self.forbid(&o.expr, "a window's ORDER BY")?;
+        }
+        if let Some(frame) = &spec.window_frame {
+            use sqlparser::ast::WindowFrameBound as B;
+            for bound in std::iter::once(&frame.start_bound).chain(&frame.end_bound) {
+                if let B::Preceding(Some(offset)) | B::Following(Some(offset)) = bound {
+                    self.forbid(offset, "a window frame")?;
+                }
+            }
+        }
+        let mut bare = f.clone();
+        bare.over = None;
+        let bare = Expr::Function(bare);
+        if !self.counted_column(&bare)? {
+            self.forbid_but_nullness(&bare, "an expression")?;
         }
         Ok(true)
     }
