@@ -1031,3 +1031,36 @@ fn windows_partition_by_deterministic_columns() {
         );
     }
 }
+
+/// Row comparisons over deterministic columns, as SQLAlchemy's `tuple_(...).in_(...)` and
+/// ORMs' composite keys write them: each position is compared as it would be alone.
+#[test]
+fn rows_are_compared_position_by_position() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "SELECT id FROM patients WHERE (ssn, clinic_id) = ('111', 3) OR (ssn, clinic_id) <> ('2', 4)",
+    );
+    let values: Vec<Vec<u8>> = p.sql.literals().iter().map(|l| l.value.clone()).collect();
+    assert_eq!(values, [b"111".to_vec(), b"2".to_vec()]);
+    let p = plan(
+        &a,
+        "SELECT id FROM patients WHERE (clinic_id, ssn) IN ((3, '111'), (4, $1))",
+    );
+    assert_eq!(p.sql.literals().len(), 1, "{:?}", p.sql);
+    assert!(matches!(p.params[0], Some(ParamUse::Scalar(_))));
+    plan(
+        &a,
+        "SELECT id FROM patients WHERE (id, clinic_id) IN ((1, 2), (3, 4))",
+    );
+    for sql in [
+        "SELECT id FROM patients WHERE (full_name, id) = ('Ada', 1)",
+        "SELECT id FROM patients WHERE (ssn, id) > ('1', 1)",
+        "SELECT id FROM patients WHERE (ssn, id) IN (('1', 1), ('2', id + lower(ssn)::int))",
+        "SELECT id FROM patients WHERE (ssn, id) IN (('1', 1), (full_name, 2))",
+        "SELECT id FROM patients WHERE (id, clinic_id) = (1, length(ssn))",
+    ] {
+        let r = refused(&a, sql);
+        assert!(["0A000", "42601"].contains(&r.code), "{sql}: {r:?}");
+    }
+}

@@ -477,6 +477,33 @@ def sqlalchemy_checks(dialect):
             eq(s.scalar(select(Patient.full_name).where(Patient.id == ids[0])), "up")
         engine.dispose()
 
+    @check(f"sqlalchemy {dialect} tuple IN, a window partitioned by an encrypted column, a cast with a length")
+    def _():
+        from sqlalchemy import String, cast, func, insert, tuple_
+
+        engine = create_engine(f"postgresql+{dialect}://{URL}")
+        with Session(engine) as s:
+            s.execute(delete(Patient))
+            rows = [(3, "501-00-0000", "T0"), (3, "502-00-0000", "T1"), (3, "503-00-0000", "T2")]
+            s.execute(
+                insert(Patient),
+                [{"clinic_id": c, "ssn": n, "full_name": f, "birth_date": BORN} for c, n, f in rows],
+            )
+            pairs = [("501-00-0000", 3), ("502-00-0000", 4), ("503-00-0000", 3)]
+            found = s.scalars(
+                select(Patient.full_name).where(tuple_(Patient.ssn, Patient.clinic_id).in_(pairs)).order_by(Patient.id)
+            ).all()
+            eq(found, ["T0", "T2"])
+            numbered = s.execute(
+                select(Patient.full_name, func.row_number().over(partition_by=Patient.birth_date, order_by=Patient.id))
+                .order_by(Patient.id)
+            ).all()
+            eq([tuple(r) for r in numbered], [("T0", 1), ("T1", 2), ("T2", 3)])
+            s.execute(update(Patient).where(Patient.ssn == "501-00-0000").values(full_name=cast("abcdef", String(3))))
+            s.commit()
+            eq(s.scalars(select(Patient.full_name).order_by(Patient.id)).all(), ["abc", "T1", "T2"])
+        engine.dispose()
+
     @check(f"sqlalchemy {dialect} reflects the tables")
     def _():
         from sqlalchemy import MetaData, Table, inspect

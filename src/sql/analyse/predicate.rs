@@ -127,6 +127,9 @@ impl Walker<'_> {
 
     /// `expr IN (a, b, ...)`: values compared with a deterministic column are encrypted.
     fn in_list(&mut self, expr: &Expr, items: &mut [Expr]) -> Res {
+        if let Expr::Tuple(row) = unnest(expr) {
+            return self.rows_in_list(row, items);
+        }
         match self.resolve(expr)? {
             Some(col) => {
                 self.need_deterministic(&col, "IN")?;
@@ -140,6 +143,38 @@ impl Walker<'_> {
                 items.iter().try_for_each(|i| self.forbid(i, "a condition"))
             }
         }
+    }
+
+    /// `(a, b) IN ((x, y), ...)`, as SQLAlchemy's `tuple_(...).in_(...)` and composite keys
+    /// send it: position by position, as `a IN (x, ...)` and `b IN (y, ...)` would be
+    /// checked (each row of the list is a row comparison with `row`).
+    fn rows_in_list(&mut self, row: &[Expr], items: &mut [Expr]) -> Res {
+        let mut columns = Vec::with_capacity(row.len());
+        for e in row {
+            let col = self.resolve(e)?;
+            match &col {
+                Some(col) => self.need_deterministic(col, "IN")?,
+                None => self.forbid(e, "a condition")?,
+            }
+            columns.push(col);
+        }
+        for item in items {
+            let Expr::Tuple(values) = unnest_mut(item) else {
+                return self.forbid(item, "a condition");
+            };
+            if values.len() != columns.len() {
+                return Err(Refusal::syntax(
+                    "a row in an IN list has another number of columns",
+                ));
+            }
+            for (value, col) in values.iter_mut().zip(&columns) {
+                match col {
+                    Some(col) => self.compared_value(value, col)?,
+                    None => self.forbid(value, "a condition")?,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `expr IN (subquery)`: a deterministic column against the same column or domain.
@@ -231,6 +266,14 @@ impl Walker<'_> {
 
     /// `a = b` / `a <> b` / IS [NOT] DISTINCT FROM.
     pub(super) fn equality(&mut self, left: &mut Expr, right: &mut Expr) -> Res {
+        if let (Expr::Tuple(ls), Expr::Tuple(rs)) = (unnest_mut(left), unnest_mut(right))
+            && ls.len() == rs.len()
+        {
+            // a row comparison, `(ssn, clinic_id) = ('1', 3)`: its result follows from the
+            // pairs' (true when all are equal, false when one differs, else NULL), so each
+            // pair is compared as it would be alone
+            return (ls.iter_mut().zip(rs)).try_for_each(|(l, r)| self.equality(l, r));
+        }
         match (self.operand(left)?, self.operand(right)?) {
             (Operand::Column(a), Operand::Column(b)) => {
                 self.need_deterministic(&a, "comparison")?;
