@@ -556,6 +556,16 @@ async fn the_bypass_suite_reveals_nothing() {
             R(&[]),
         ),
         ("DELETE FROM patients WHERE id = 4 RETURNING id", R(&[])),
+        // a bulk update by key from a VALUES list reaches only the rows alice may update
+        (
+            "UPDATE patients AS p SET full_name = v.n FROM (VALUES (3, 'pwned'), (4, 'pwned')) AS v (i, n) \
+             WHERE p.id = v.i RETURNING p.id",
+            R(&[]),
+        ),
+        (
+            "UPDATE patients AS p SET ssn = v.s FROM (VALUES (3, 'x')) AS v (i, s) WHERE p.id = v.i RETURNING v.s",
+            Refused,
+        ),
         (
             "UPDATE clinics SET name = 'x' FROM patients WHERE patients.clinic_id = 4 AND clinics.id = 4 RETURNING clinics.id",
             R(&[]),

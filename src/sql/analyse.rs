@@ -23,6 +23,7 @@ mod query;
 mod row_check;
 mod scope;
 mod statement;
+mod update_values;
 mod write;
 
 use copy::literal_text;

@@ -1064,3 +1064,43 @@ fn rows_are_compared_position_by_position() {
         assert!(["0A000", "42601"].contains(&r.code), "{sql}: {r:?}");
     }
 }
+
+/// `UPDATE ... FROM (VALUES ...)`, the bulk update by key: a VALUES column assigned to an
+/// encrypted column has its rows encrypted for it (literals here, parameters at Bind), and
+/// may be used nowhere else, since it then holds ciphertext.
+#[test]
+fn updates_from_values_lists() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "UPDATE patients AS p SET full_name = v.n, clinic_id = v.c, birth_date = v.b::date \
+         FROM (VALUES (1, 'Ada', 3, '2001-02-03'), (2, $1, 4, NULL)) AS v (i, n, c, b) WHERE p.id = v.i",
+    );
+    let values: Vec<Vec<u8>> = p.sql.literals().iter().map(|l| l.value.clone()).collect();
+    assert_eq!(values.len(), 2, "{:?}", p.sql);
+    assert_eq!(values[0], b"Ada");
+    assert!(matches!(p.params[0], Some(ParamUse::Scalar(_))));
+    assert!(
+        p.sql.shown().contains("birth_date = v.b FROM"),
+        "{:?}",
+        p.sql
+    );
+    // a cast's length applies to each row
+    let p = plan(
+        &a,
+        "UPDATE patients SET ssn = v.s::varchar(2) FROM (VALUES (1, 'abc')) v (i, s) WHERE patients.id = v.i",
+    );
+    assert_eq!(p.sql.literals()[0].value, b"ab");
+    for sql in [
+        "UPDATE patients SET ssn = v.s FROM (VALUES (1, '1')) v (i, s) WHERE id = v.i RETURNING v.s",
+        "UPDATE patients SET ssn = v.s FROM (VALUES (1, '1')) v (i, s) WHERE id = v.i RETURNING *",
+        "UPDATE patients SET ssn = v.s FROM (VALUES (1, '1')) v (i, s) WHERE id = v.i AND v.s > '0'",
+        "UPDATE patients SET ssn = v.s, full_name = v.s FROM (VALUES (1, '1')) v (i, s) WHERE id = v.i",
+        "UPDATE patients SET ssn = v.s FROM (VALUES (1, lower('1'))) v (i, s) WHERE id = v.i",
+        "UPDATE patients SET ssn = v.s::int FROM (VALUES (1, '1')) v (i, s) WHERE id = v.i",
+        "UPDATE patients SET ssn = w.s FROM (SELECT 1 AS i, '1' AS s) w WHERE id = w.i",
+    ] {
+        let r = refused(&a, sql);
+        assert!(["0A000", "42846"].contains(&r.code), "{sql}: {r:?}");
+    }
+}

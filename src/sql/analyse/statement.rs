@@ -97,8 +97,14 @@ impl Walker<'_> {
             None => {}
         }
         let target = self.target_table();
-        for a in &mut up.assignments {
-            self.assignment(a, target.as_ref(), None)?;
+        let fed = match &target {
+            Some(t) => self.update_from_values(up, t)?,
+            None => Vec::new(),
+        };
+        for (i, a) in up.assignments.iter_mut().enumerate() {
+            if !fed.contains(&i) {
+                self.assignment(a, target.as_ref(), None)?;
+            }
         }
         self.where_returning(
             target.as_ref(),
