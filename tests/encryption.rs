@@ -1679,3 +1679,40 @@ async fn a_bulk_update_from_a_values_list_encrypts_each_row() {
     .await;
     assert_eq!(stored, ["0"]);
 }
+
+/// `COALESCE(col, fallback)` of an encrypted column: the fallback (a literal, or a
+/// parameter in text or binary) is encrypted for the column, and every result decrypts as
+/// the column does, in text and binary results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesce_of_an_encrypted_column_reads_as_the_column() {
+    let (_pg, proxy, _db) = setup().await;
+    let app = proxy.alice().await;
+    patients(&app).await;
+    let simple = texts(
+        &app,
+        "select id, coalesce(full_name, 'unknown') as n, coalesce(birth_date, '2000-01-01') \
+         from patients where id in (3, 4) order by id",
+    )
+    .await;
+    assert_eq!(simple, ["3|Grace Hopper|1906-12-09", "4|Nobody|2000-01-01"]);
+    let rows = app
+        .query(
+            "select coalesce(ssn, $1) from patients order by id",
+            &[&"none"],
+        )
+        .await
+        .unwrap();
+    let ssns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ssns, ["111-11-1111", "222-22-2222", "333-33-3333", "none"]);
+    let born: Vec<chrono::NaiveDate> = app
+        .query(
+            "select coalesce(birth_date, '1999-09-09') from patients where id = 4",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(born, [chrono::NaiveDate::from_ymd_opt(1999, 9, 9).unwrap()]);
+}

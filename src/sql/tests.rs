@@ -85,12 +85,13 @@ check = "clinic_id = :user.clinic_id"
 "#;
 
 fn analyzer_with(patients_extra: &str) -> Analyzer {
+    analyzer_with_patients(&format!("{PATIENTS}{patients_extra}"))
+}
+
+/// An analyser whose patients policy is `patients`.
+fn analyzer_with_patients(patients: &str) -> Analyzer {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("patients.toml"),
-        format!("{PATIENTS}{patients_extra}"),
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("patients.toml"), patients).expect("write");
     std::fs::write(dir.path().join("claims.toml"), CLAIMS).expect("write");
     std::fs::write(
         dir.path().join("roles.toml"),
@@ -1103,4 +1104,51 @@ fn updates_from_values_lists() {
         let r = refused(&a, sql);
         assert!(["0A000", "42846"].contains(&r.code), "{sql}: {r:?}");
     }
+}
+
+/// `COALESCE(col, fallback)` in a select list: the fallback is encrypted for the column, so
+/// the result decrypts (or masks) as the column does; anything else computed stays
+/// refused, and a role that reads a deterministic column's ciphertext may not use it.
+#[test]
+fn coalesce_of_an_encrypted_column_encrypts_its_fallback() {
+    let a = analyzer();
+    let p = plan(
+        &a,
+        "SELECT id, COALESCE(full_name, 'none') AS n, pg_catalog.coalesce(birth_date, $1, NULL) FROM patients",
+    );
+    let outputs: Vec<Option<String>> = (p.outputs.iter().flatten())
+        .map(|c| c.as_ref().map(|c| c.name.clone()))
+        .collect();
+    assert_eq!(
+        outputs,
+        [None, Some("full_name".into()), Some("birth_date".into())]
+    );
+    assert_eq!(p.sql.literals()[0].value, b"none");
+    assert!(matches!(p.params[0], Some(ParamUse::Scalar(_))));
+    for sql in [
+        "SELECT COALESCE(full_name, ssn) FROM patients",
+        "SELECT COALESCE(full_name, upper('x')) FROM patients",
+        "SELECT id FROM patients WHERE COALESCE(ssn, 'x') = '1'",
+        "SELECT COALESCE(full_name, 'x') || 'y' FROM patients",
+        "SELECT COALESCE(clinic_id, length(ssn)) FROM patients",
+    ] {
+        let r = refused(&a, sql);
+        assert_eq!(r.code, "0A000", "{sql}: {}", r.message);
+    }
+    let reads_ciphertext =
+        analyzer_with_patients(&PATIENTS.replace("billing = \"deny\"", "billing = \"ciphertext\""));
+    let ctx = Context {
+        utc: true,
+        ..Context::default()
+    };
+    let bill = subject("bill", "billing");
+    let sql = "SELECT COALESCE(ssn, '123-45-6789') FROM patients";
+    assert!(matches!(
+        reads_ciphertext.analyse(&bill, ctx, sql),
+        Analysis::Refuse(_)
+    ));
+    assert!(matches!(
+        reads_ciphertext.analyse(&bill, ctx, "SELECT ssn FROM patients"),
+        Analysis::Rewrite(_) | Analysis::Pass
+    ));
 }

@@ -82,7 +82,7 @@ impl Modifier {
                 ))
         };
         Ok(match (ty, numbers) {
-            (_, None) if ty == T::Bpchar && matches!(base, "char" | "character" | "\"char\"") => {
+            (T::Bpchar, None) if matches!(base, "char" | "character" | "\"char\"") => {
                 Some(Self::Padded(1))
             }
             (_, None) => None,

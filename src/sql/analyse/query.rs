@@ -293,14 +293,17 @@ impl Walker<'_> {
                             cols.push((name, Some(col)));
                         }
                         None => {
+                            let mut col = None;
                             if let Expr::Subquery(q) = unnest_mut(e) {
                                 // a scalar subquery: a query of its own, row filters and
                                 // all, that may not select a protected column
                                 self.query(q, Output::Opaque)?;
+                            } else if let Some(c) = self.coalesced(e, out)? {
+                                col = Some(c);
                             } else if !self.windowed(e)? && !self.counted_column(e)? {
                                 self.forbid_but_nullness(e, "an expression")?;
                             }
-                            cols.push((name, None));
+                            cols.push((name, col));
                         }
                     }
                 }
@@ -384,6 +387,57 @@ impl Walker<'_> {
             self.forbid_but_nullness(&bare, "an expression")?;
         }
         Ok(true)
+    }
+
+    /// `COALESCE(col, fallback, ...)` of a protected column in a select list: each fallback
+    /// is written as a value of the column (a literal encrypted for it, a parameter, NULL,
+    /// a column of the same cipher), so every result is the column's ciphertext and is
+    /// decrypted (or masked) as the column is. Returns the column; `None` when `e` is not
+    /// such a COALESCE. A role that reads the column's ciphertext may not use it on a
+    /// deterministic column: the result would be the envelope of a value it chose.
+    fn coalesced(&mut self, e: &mut Expr, out: &Output) -> Res<Option<Arc<Column>>> {
+        let Expr::Function(f) = unnest_mut(e) else {
+            return Ok(None);
+        };
+        let coalesce = match idents(&f.name).as_slice() {
+            [n] => n == "coalesce",
+            [schema, n] => schema == "pg_catalog" && n == "coalesce",
+            _ => false,
+        };
+        let FunctionArguments::List(list) = &mut f.args else {
+            return Ok(None);
+        };
+        if !coalesce || f.over.is_some() || f.filter.is_some() || !list.clauses.is_empty() {
+            return Ok(None);
+        }
+        let mut args = list.args.iter_mut().map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+            _ => None,
+        });
+        let Some(Some(first)) = args.next() else {
+            return Ok(None);
+        };
+        let Some(col) = self.resolve(first)? else {
+            return Ok(None);
+        };
+        self.output(&col, out)?;
+        if col.deterministic() && self.access.outcome(&col) == ReadOutcome::Ciphertext {
+            return Err(Refusal::encrypted(
+                &col,
+                "COALESCE would return the ciphertext of a chosen value to a role that reads ciphertext",
+                "select the column itself",
+            ));
+        }
+        for arg in args {
+            let Some(arg) = arg else {
+                return Err(Refusal::unsupported(
+                    "a named argument of COALESCE",
+                    &col.table,
+                ));
+            };
+            self.write_value(arg, &col, None)?;
+        }
+        Ok(Some(col))
     }
 
     /// A protected column in an output list.
