@@ -66,7 +66,7 @@ pub(crate) struct CopyIn {
 
 fn bad_value(col: &Column, e: &value::ValueError) -> Refusal {
     Refusal {
-        code: "22P02",
+        code: e.sqlstate(),
         message: format!("COPY: {e} (column {} of table {})", col.name, col.table),
         hint: "write the value in PostgreSQL's standard form for its type".into(),
     }

@@ -159,6 +159,15 @@ fn param_refusal(col: &Column, n: usize, problem: &str) -> Refusal {
     }
 }
 
+/// A parameter that is not a valid value of its column's type, with PostgreSQL's SQLSTATE
+/// for the mistake.
+fn value_refusal(col: &Column, n: usize, e: &value::ValueError) -> Refusal {
+    Refusal {
+        code: e.sqlstate(),
+        ..param_refusal(col, n, &e.to_string())
+    }
+}
+
 fn modifier_refusal(col: &Column, n: usize, e: ModifierError) -> Refusal {
     let problem = match e {
         ModifierError::Invalid(p) | ModifierError::Overflow(p) => p,
@@ -194,7 +203,7 @@ fn canonical(
         && (format == Format::Binary || source.is_temporal())
     {
         return value::to_canonical_from(source, ty, format, v, ctx)
-            .map_err(|e| param_refusal(col, n, &e.to_string()));
+            .map_err(|e| value_refusal(col, n, &e));
     }
     // a zoned value for an unzoned column outside a UTC session: PostgreSQL would shift it
     // by the session's zone
@@ -217,7 +226,7 @@ fn canonical(
         }
         Format::Text => Format::Text,
     };
-    value::to_canonical(ty, format, v, ctx).map_err(|e| param_refusal(col, n, &e.to_string()))
+    value::to_canonical(ty, format, v, ctx).map_err(|e| value_refusal(col, n, &e))
 }
 
 fn zone_refusal(col: &Column, n: usize) -> Refusal {

@@ -59,6 +59,27 @@ pub(crate) struct ValueError {
     pub problem: &'static str,
 }
 
+impl ValueError {
+    /// The SQLSTATE PostgreSQL gives the same mistake: 22003 for a number out of its type's
+    /// range, 22008 for a date or time field out of range (`2020-02-30`), 22023 for bad
+    /// hexadecimal in a bytea, else 22P02.
+    pub(crate) fn sqlstate(&self) -> &'static str {
+        match self.problem {
+            OUT_OF_RANGE | "number out of range" => "22003",
+            "date out of range" | "time out of range" | "timestamp out of range" => "22008",
+            "not a hexadecimal digit" | "odd number of hexadecimal digits"
+                if self.type_name == LogicalType::Bytea.name() =>
+            {
+                "22023"
+            }
+            _ => "22P02",
+        }
+    }
+}
+
+/// The problem of an integer too large for its type.
+const OUT_OF_RANGE: &str = "out of range for its type";
+
 /// The session context some conversions need.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context {
@@ -462,6 +483,12 @@ fn jsonb_text(v: &serde_json::Value, out: &mut String) {
             }
             out.push('}');
         }
+        // a number as PostgreSQL's numeric prints it (`1e2` is `100`, `-0` is `0`); the
+        // number is written as it arrived (serde_json's `arbitrary_precision`)
+        J::Number(n) => {
+            let written = n.to_string();
+            out.push_str(&normalise_numeric(&written).unwrap_or(written));
+        }
         scalar => out.push_str(&scalar.to_string()),
     }
 }
@@ -512,10 +539,15 @@ fn canonical_to_text(ty: LogicalType, c: &[u8]) -> Res<Vec<u8>> {
 
 fn parse_int<I: std::str::FromStr>(s: &str) -> Res<I> {
     let t = s.trim();
-    t.strip_prefix('+')
-        .unwrap_or(t)
-        .parse()
-        .map_err(|_| "not an integer of this size")
+    let t = t.strip_prefix('+').unwrap_or(t);
+    t.parse().map_err(|_| {
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            OUT_OF_RANGE
+        } else {
+            "not an integer"
+        }
+    })
 }
 
 fn parse_bool(s: &str) -> Res<bool> {
@@ -692,6 +724,14 @@ mod tests {
             canon(T::Jsonb, r#"{"bb":[1,{"x":null}],"a":"s"}"#),
             br#"{"a": "s", "bb": [1, {"x": null}]}"#.to_vec()
         );
+        // jsonb numbers are numerics: printed as PostgreSQL 15 prints them
+        assert_eq!(
+            canon(
+                T::Jsonb,
+                r#"[1e2, 1E+2, -0, -0.0, 0.10, 1.0e-3, 12345678901234567890123, -1.5e1]"#
+            ),
+            br#"[100, 100, 0, 0.0, 0.10, 0.0010, 12345678901234567890123, -15]"#.to_vec()
+        );
         assert_eq!(canon(T::Bytea, "\\x4142"), canon(T::Bytea, "AB"));
         assert_eq!(canon(T::Bytea, "\\101\\\\"), b"A\\".to_vec());
     }
@@ -807,6 +847,24 @@ mod tests {
         assert_eq!(Format::nth(&[], 3), Format::Text);
         assert_eq!(Format::nth(&[1], 3), Format::Binary);
         assert_eq!(Format::nth(&[0, 1], 1), Format::Binary);
+    }
+
+    /// The SQLSTATE of a bad value is PostgreSQL's for the same mistake.
+    #[test]
+    fn bad_values_carry_postgres_sqlstates() {
+        let code = |ty, s: &str| {
+            to_canonical(ty, Format::Text, s.as_bytes(), UTC)
+                .expect_err(s)
+                .sqlstate()
+        };
+        assert_eq!(code(T::Int2, "40000"), "22003");
+        assert_eq!(code(T::Int8, "-99999999999999999999"), "22003");
+        assert_eq!(code(T::Int4, "4x"), "22P02");
+        assert_eq!(code(T::Date, "2020-02-30"), "22008");
+        assert_eq!(code(T::Date, "someday"), "22P02");
+        assert_eq!(code(T::Bytea, "\\xZZ"), "22023");
+        assert_eq!(code(T::Bytea, "\\x123"), "22023");
+        assert_eq!(code(T::Uuid, "zz"), "22P02");
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Refusal {
 
     fn invalid_value(col: &Column, err: &ValueError) -> Self {
         Self::new(
-            "22P02",
+            err.sqlstate(),
             format!("{err} (column {} of table {})", col.name, col.table),
             "write the value in PostgreSQL's standard text form",
         )
