@@ -985,7 +985,11 @@ async fn every_input_form_postgres_accepts_is_canonical() {
         .simple_query("INSERT INTO patients (id, birth_date) VALUES (9, '1906-13-09')")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "22008", "PostgreSQL: date/time field value out of range");
+    assert_eq!(
+        code(&e),
+        "22008",
+        "PostgreSQL: date/time field value out of range"
+    );
     assert!(!e.to_string().contains("1906-13-09"), "{e}");
     // every type's other spellings, through the vault table
     for (col, written, read) in [

@@ -146,9 +146,9 @@ fn policy_expr(text: &str, t: &Table) -> Res<Expr> {
         .ok_or_else(|| Refusal::unsupported("a row policy that does not parse", &t.name))
 }
 
-/// `e` without its casts (and parentheses), and the casts' type names, outermost first;
-/// a typed literal (`DATE '...'`) keeps its place and counts as a cast.
-fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
+/// `e` without the casts (and parentheses) around it, and the casts' types, outermost
+/// first.
+fn cast_layers(e: &Expr) -> (&Expr, Vec<&DataType>) {
     let mut casts = Vec::new();
     let mut inner = e;
     loop {
@@ -157,34 +157,28 @@ fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
             Expr::Cast {
                 expr, data_type, ..
             } => {
-                casts.push(data_type.to_string());
+                casts.push(data_type);
                 inner = expr;
-            }
-            Expr::TypedString(ts) => {
-                casts.push(ts.data_type.to_string());
-                return (inner, casts);
             }
             _ => return (inner, casts),
         }
     }
 }
 
+/// `e` without its casts (and parentheses), and the casts' type names, outermost first;
+/// a typed literal (`DATE '...'`) keeps its place and counts as a cast.
+fn peel_casts(e: &Expr) -> (&Expr, Vec<String>) {
+    let (inner, layers) = cast_layers(e);
+    let mut casts: Vec<String> = layers.iter().map(ToString::to_string).collect();
+    if let Expr::TypedString(ts) = inner {
+        casts.push(ts.data_type.to_string());
+    }
+    (inner, casts)
+}
+
 /// The types of the casts around `e`, outermost first.
 fn cast_chain(e: &Expr) -> Vec<DataType> {
-    let mut chain = Vec::new();
-    let mut inner = e;
-    loop {
-        match inner {
-            Expr::Nested(x) => inner = x,
-            Expr::Cast {
-                expr, data_type, ..
-            } => {
-                chain.push(data_type.clone());
-                inner = expr;
-            }
-            _ => return chain,
-        }
-    }
+    cast_layers(e).1.into_iter().cloned().collect()
 }
 
 /// Puts `e` under the casts of `chain` (outermost first), as [`cast_chain`] read them.

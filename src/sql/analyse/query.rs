@@ -323,11 +323,7 @@ impl Walker<'_> {
         let Expr::Function(f) = unnest(e) else {
             return Ok(false);
         };
-        let count = match idents(&f.name).as_slice() {
-            [n] => n == "count",
-            [schema, n] => schema == "pg_catalog" && n == "count",
-            _ => false,
-        };
+        let count = builtin(&f.name, "count");
         if !count
             || f.filter.is_some()
             || f.over.is_some()
@@ -399,11 +395,7 @@ impl Walker<'_> {
         let Expr::Function(f) = unnest_mut(e) else {
             return Ok(None);
         };
-        let coalesce = match idents(&f.name).as_slice() {
-            [n] => n == "coalesce",
-            [schema, n] => schema == "pg_catalog" && n == "coalesce",
-            _ => false,
-        };
+        let coalesce = builtin(&f.name, "coalesce");
         let FunctionArguments::List(list) = &mut f.args else {
             return Ok(None);
         };
@@ -466,5 +458,14 @@ impl Walker<'_> {
                 "select the columns with SELECT instead",
             )),
         }
+    }
+}
+
+/// True when a function's `name` is PostgreSQL's `function`, bare or in pg_catalog.
+fn builtin(name: &ObjectName, function: &str) -> bool {
+    match idents(name).as_slice() {
+        [n] => n == function,
+        [schema, n] => schema == "pg_catalog" && n == function,
+        _ => false,
     }
 }
