@@ -388,9 +388,9 @@ impl Walker<'_> {
     /// `COALESCE(col, fallback, ...)` of a protected column in a select list: each fallback
     /// is written as a value of the column (a literal encrypted for it, a parameter, NULL,
     /// a column of the same cipher), so every result is the column's ciphertext and is
-    /// decrypted (or masked) as the column is. Returns the column; `None` when `e` is not
-    /// such a COALESCE. A role that reads the column's ciphertext may not use it on a
-    /// deterministic column: the result would be the envelope of a value it chose.
+    /// decrypted as the column is. Returns the column; `None` when `e` is not such a
+    /// COALESCE. Only a role that reads the column in plaintext (or as NULL) may use it: a
+    /// masked or ciphertext result of a value the statement chose would be an oracle.
     fn coalesced(&mut self, e: &mut Expr, out: &Output) -> Res<Option<Arc<Column>>> {
         let Expr::Function(f) = unnest_mut(e) else {
             return Ok(None);
@@ -413,10 +413,15 @@ impl Walker<'_> {
             return Ok(None);
         };
         self.output(&col, out)?;
-        if col.deterministic() && self.access.outcome(&col) == ReadOutcome::Ciphertext {
+        // a masked or ciphertext outcome of a chosen value is an oracle: the keyed hash
+        // (`mask:hash`) or deterministic envelope of a guess, to match against other rows
+        if !matches!(
+            self.access.outcome(&col),
+            ReadOutcome::Plaintext | ReadOutcome::Null
+        ) {
             return Err(Refusal::encrypted(
                 &col,
-                "COALESCE would return the ciphertext of a chosen value to a role that reads ciphertext",
+                "COALESCE would return a masked value or ciphertext of a value the statement chose",
                 "select the column itself",
             ));
         }
