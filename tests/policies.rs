@@ -186,13 +186,25 @@ async fn each_role_reads_what_its_policy_says() {
             &["4", "***-**-4444", "1980", "***"],
         ])
     );
-    // a masked column cannot be probed by searching on it
-    assert_eq!(
-        simple(&bill, "SELECT id FROM patients WHERE ssn = '333-33-3333'")
-            .await
-            .unwrap_err(),
-        "42501"
-    );
+    // a masked column cannot be probed by searching on it, in any form of equality
+    for probe in [
+        "SELECT id FROM patients WHERE ssn = '333-33-3333'",
+        "SELECT id FROM patients WHERE ssn IN ('333-33-3333', '444-44-4444')",
+        "SELECT id FROM patients WHERE ssn = ANY(ARRAY['444-44-4444'])",
+        "SELECT id FROM patients WHERE ssn = ANY('{444-44-4444}')",
+        "SELECT id FROM patients WHERE (ssn, clinic_id) IN (('444-44-4444', 4))",
+        "SELECT COALESCE(ssn, '444-44-4444') FROM patients",
+    ] {
+        assert_eq!(simple(&bill, probe).await.unwrap_err(), "42501", "{probe}");
+    }
+    let any = bill
+        .query(
+            "SELECT id FROM patients WHERE ssn = ANY($1)",
+            &[&vec!["444-44-4444"]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&any), "42501");
     let r = bill.query(sql, &[]).await.unwrap();
     assert_eq!(r[1].get::<_, String>(1), "***-**-4444");
     assert_eq!(r[1].get::<_, String>(2), "1980");

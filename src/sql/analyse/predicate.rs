@@ -132,6 +132,7 @@ impl Walker<'_> {
         }
         match self.resolve(expr)? {
             Some(col) => {
+                self.searchable(&col)?;
                 self.need_deterministic(&col, "IN")?;
                 for item in items {
                     self.compared_value(item, &col)?;
@@ -153,7 +154,10 @@ impl Walker<'_> {
         for e in row {
             let col = self.resolve(e)?;
             match &col {
-                Some(col) => self.need_deterministic(col, "IN")?,
+                Some(col) => {
+                    self.searchable(col)?;
+                    self.need_deterministic(col, "IN")?;
+                }
                 None => self.forbid(e, "a condition")?,
             }
             columns.push(col);
@@ -224,6 +228,7 @@ impl Walker<'_> {
     /// by element at Bind), an ARRAY[...] of literals or an array literal (`'{a,b}'`, as
     /// clients that write their values into the text send a list).
     fn any_of(&mut self, col: &Arc<Column>, right: &mut Box<Expr>) -> Res {
+        self.searchable(col)?;
         self.need_deterministic(col, "= ANY")?;
         self.value_casts(right, col, true)?;
         if let Expr::Value(v) = unnest(right)

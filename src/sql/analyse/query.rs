@@ -415,13 +415,17 @@ impl Walker<'_> {
         self.output(&col, out)?;
         // a masked or ciphertext outcome of a chosen value is an oracle: the keyed hash
         // (`mask:hash`) or deterministic envelope of a guess, to match against other rows
-        if !matches!(
-            self.access.outcome(&col),
-            ReadOutcome::Plaintext | ReadOutcome::Null
-        ) {
-            return Err(Refusal::encrypted(
-                &col,
-                "COALESCE would return a masked value or ciphertext of a value the statement chose",
+        let outcome = self.access.outcome(&col);
+        if !matches!(outcome, ReadOutcome::Plaintext | ReadOutcome::Null) {
+            return Err(Refusal::new(
+                "42501",
+                format!(
+                    "role {} reads column {} of table {} as {}, so it may not COALESCE it with values of its own",
+                    self.access.role(),
+                    col.name,
+                    col.table,
+                    outcome.name()
+                ),
                 "select the column itself",
             ));
         }

@@ -237,3 +237,43 @@ fn coalesce_of_an_encrypted_column_encrypts_its_fallback() {
         Analysis::Refuse(_)
     ));
 }
+
+/// A role that reads a column masked may not search on it in any form of equality (the
+/// match would reveal the value it probed), nor COALESCE it with a value of its own;
+/// grouping and partitioning, which reveal only which rows are equal, stay allowed.
+#[test]
+fn a_masked_column_is_not_searched_in_any_form() {
+    let masked =
+        analyzer_with_patients(&PATIENTS.replace("billing = \"deny\"", "billing = \"mask:last4\""));
+    let ctx = Context {
+        utc: true,
+        ..Context::default()
+    };
+    let bill = subject("bill", "billing");
+    for sql in [
+        "SELECT id FROM patients WHERE ssn = '1'",
+        "SELECT id FROM patients WHERE ssn IN ('1', '2')",
+        "SELECT id FROM patients WHERE ssn = ANY(ARRAY['1'])",
+        "SELECT id FROM patients WHERE ssn = ANY($1)",
+        "SELECT id FROM patients WHERE (ssn, clinic_id) = ('1', 3)",
+        "SELECT id FROM patients WHERE (ssn, clinic_id) IN (('1', 3))",
+        "SELECT id FROM patients WHERE ssn IS NOT DISTINCT FROM '1'",
+        "SELECT id FROM patients WHERE ssn IN (SELECT patient_ssn FROM claims)",
+        "DELETE FROM patients WHERE ssn IN ('1')",
+        "SELECT COALESCE(ssn, '1') FROM patients",
+    ] {
+        match masked.analyse(&bill, ctx, sql) {
+            Analysis::Refuse(r) => assert_eq!(r.code, "42501", "{sql}: {}", r.message),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    for sql in [
+        "SELECT ssn, count(*) FROM patients GROUP BY ssn",
+        "SELECT id, row_number() OVER (PARTITION BY ssn) FROM patients",
+    ] {
+        assert!(
+            matches!(masked.analyse(&bill, ctx, sql), Analysis::Rewrite(_)),
+            "{sql}"
+        );
+    }
+}
