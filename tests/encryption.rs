@@ -1826,3 +1826,79 @@ async fn values_read_back_as_postgres_stores_them() {
         );
     }
 }
+
+/// Dates and timestamps are read and printed in the session's DateStyle, as PostgreSQL
+/// reads and prints them (plaintext columns directly, encrypted ones through phigate): a
+/// date of numbers only in the style's order, text results and COPY in its format. A
+/// statement of one shape is read again after DateStyle changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dates_follow_the_session_datestyle() {
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    db.batch_execute(
+        "create table plain (id int primary key, c_date date, c_timestamp timestamp, \
+         c_timestamptz timestamptz)",
+    )
+    .await
+    .unwrap();
+    let mut id = 0;
+    for style in [
+        "SQL, MDY",
+        "SQL, DMY",
+        "Postgres, DMY",
+        "Postgres, MDY",
+        "German",
+        "ISO, DMY",
+    ] {
+        for client in [&app, &db] {
+            client
+                .batch_execute(&format!("set datestyle = '{style}'"))
+                .await
+                .unwrap();
+        }
+        for (date, stamp) in [
+            ("01/05/2020", "05.01.2020 10:00:00.5"),
+            ("2020-12-31", "2020-07-04 00:00:00.000001"),
+            ("0044-03-15 BC", "infinity"),
+        ] {
+            id += 1;
+            let write = |t: &str| {
+                format!(
+                    "insert into {t} (id, c_date, c_timestamp, c_timestamptz) \
+                     values ({id}, '{date}', '{stamp}', '{stamp}')"
+                )
+            };
+            app.batch_execute(&write("vault")).await.unwrap();
+            db.batch_execute(&write("plain")).await.unwrap();
+        }
+        // a typed literal stays in the text of its statement's shape, whose plan is
+        // therefore one per DateStyle order
+        id += 1;
+        let typed =
+            |t: &str| format!("insert into {t} (id, c_date) values ({id}, date '01/05/2020')");
+        app.batch_execute(&typed("vault")).await.unwrap();
+        db.batch_execute(&typed("plain")).await.unwrap();
+        let read =
+            |t: &str| format!("select id, c_date, c_timestamp, c_timestamptz from {t} order by id");
+        assert_eq!(
+            texts(&app, &read("vault")).await,
+            texts(&db, &read("plain")).await,
+            "{style}"
+        );
+        let copy =
+            |t: &str| format!("copy (select c_date, c_timestamp from {t} order by id) to stdout");
+        assert_eq!(
+            copied(&app, &copy("vault")).await,
+            copied(&db, &copy("plain")).await,
+            "{style}"
+        );
+    }
+}
+
+/// What a COPY ... TO STDOUT sends, whole.
+async fn copied(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let stream = client.copy_out(sql).await.unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    chunks.concat()
+}

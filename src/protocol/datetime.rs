@@ -7,9 +7,13 @@
 //! optionally followed by `T` or white space and a time `H:MM[:SS[.fraction]]`, then a zone
 //! (`Z`, `UTC`, `GMT`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`, with or without a space before
 //! it, also straight after the date), then `BC` or `AD`; `infinity`, `-infinity`, `epoch`.
-//! Zone names (`Europe/Paris`) and the other date orders of DateStyle are refused.
+//! A date of numbers only may also be written in the session's DateStyle order
+//! (`01/05/2020`, see `datestyle`). Zone names (`Europe/Paris`), month names and two-digit
+//! years are refused.
 
 use chrono::{Datelike, NaiveDate};
+
+use super::datestyle::DateOrder;
 
 type Res<T> = Result<T, &'static str>;
 
@@ -20,6 +24,9 @@ pub(super) const USECS_PER_DAY: i64 = 86_400_000_000;
 const PG_EPOCH_FROM_CE: i64 = 730_120;
 
 const NOT_ISO: &str = "not an ISO 8601 date/time (YYYY-MM-DD HH:MM:SS)";
+
+const TWO_DIGIT_YEAR: &str =
+    "a date's year must have four digits (phigate does not guess a century)";
 
 /// A date/time literal's parts.
 enum Parsed {
@@ -52,10 +59,29 @@ fn days_of(year: i64, month: i64, day: i64) -> Res<i64> {
     Ok(i64::from(date.num_days_from_ce()) - PG_EPOCH_FROM_CE)
 }
 
-/// The date part: `Y-M-D` or `YYYYMMDD`; `bc` counts years before Christ.
-fn date_part(s: &str, bc: bool) -> Res<i64> {
-    let (y, m, d) = match s.split('-').collect::<Vec<_>>().as_slice() {
-        [y, m, d] => (digits(y, 7)?, digits(m, 2)?, digits(d, 2)?),
+/// The date part: `YYYYMMDD`, or three numbers separated by `-`, `/` or `.`: year first
+/// when the first has more than two digits (`2020-01-05`, `2020/01/05`), else in the
+/// session's DateStyle `order` (`01/05/2020` is January 5th in MDY, May 1st in DMY). A
+/// year of one or two digits is refused (PostgreSQL guesses its century). `bc` counts
+/// years before Christ.
+fn date_part(s: &str, bc: bool, order: DateOrder) -> Res<i64> {
+    let sep = s
+        .chars()
+        .find(|c| matches!(c, '-' | '/' | '.'))
+        .unwrap_or('-');
+    let (y, m, d) = match s.split(sep).collect::<Vec<_>>().as_slice() {
+        [y, m, d] if y.len() > 2 => (digits(y, 7)?, digits(m, 2)?, digits(d, 2)?),
+        [a, b, c] => {
+            let (y, m, d) = match order {
+                DateOrder::Mdy => (c, a, b),
+                DateOrder::Dmy => (c, b, a),
+                DateOrder::Ymd => return Err(TWO_DIGIT_YEAR),
+            };
+            if y.len() < 3 {
+                return Err(TWO_DIGIT_YEAR);
+            }
+            (digits(y, 7)?, digits(m, 2)?, digits(d, 2)?)
+        }
         [ymd] if ymd.len() == 8 => (
             digits(&ymd[..4], 4)?,
             digits(&ymd[4..6], 2)?,
@@ -123,7 +149,7 @@ fn zone_part(z: &str) -> Res<i64> {
     Ok(sign * (h * 3600 + m * 60 + s))
 }
 
-fn parse(s: &str) -> Res<Parsed> {
+fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
     let t = s.trim();
     match t.to_ascii_lowercase().as_str() {
         "infinity" | "+infinity" => return Ok(Parsed::Infinite(true)),
@@ -143,7 +169,7 @@ fn parse(s: &str) -> Res<Parsed> {
         _ => (t, false),
     };
     let date_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '/' | '.')))
         .unwrap_or(t.len());
     // a `-` straight after the day begins an offset, not more of the date
     let date = &t[..date_end];
@@ -151,7 +177,7 @@ fn parse(s: &str) -> Res<Parsed> {
         Some((i, _)) => (&date[..i], &t[i..]),
         None => (date, &t[date_end..]),
     };
-    let days = date_part(date, bc)?;
+    let days = date_part(date, bc, order)?;
     let rest = rest.strip_prefix(['T', 't']).unwrap_or(rest).trim_start();
     let time_end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
@@ -176,8 +202,8 @@ fn parse(s: &str) -> Res<Parsed> {
 
 /// A date literal to days since 2000-01-01 (`i32::MAX`/`MIN` for ±infinity). A time or
 /// zone after the date is checked and ignored, as PostgreSQL does.
-pub(super) fn parse_date(s: &str) -> Res<i32> {
-    match parse(s)? {
+pub(super) fn parse_date(s: &str, order: DateOrder) -> Res<i32> {
+    match parse(s, order)? {
         Parsed::Infinite(true) => Ok(i32::MAX),
         Parsed::Infinite(false) => Ok(i32::MIN),
         Parsed::At { days, .. } => i32::try_from(days).map_err(|_| "date out of range"),
@@ -188,8 +214,8 @@ pub(super) fn parse_date(s: &str) -> Res<i32> {
 /// `i64::MAX`/`MIN` for ±infinity). Without time zone, a written zone is ignored, as
 /// PostgreSQL does. With time zone and none written, `utc` says the session's zone is UTC
 /// (phigate does not resolve zone names).
-pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool) -> Res<i64> {
-    let (days, usecs, offset) = match parse(s)? {
+pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool, order: DateOrder) -> Res<i64> {
+    let (days, usecs, offset) = match parse(s, order)? {
         Parsed::Infinite(true) => return Ok(i64::MAX),
         Parsed::Infinite(false) => return Ok(i64::MIN),
         Parsed::At {
@@ -212,12 +238,16 @@ pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool) -> Res<i64> {
     }
 }
 
+/// The date `days` after 2000-01-01 (year 0 is 1 BC).
+pub(super) fn date_of(days: i64) -> Option<NaiveDate> {
+    i32::try_from(days + PG_EPOCH_FROM_CE)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+}
+
 /// `YYYY-MM-DD` (with ` BC` before year 1) of days since 2000-01-01.
 fn ymd(days: i64) -> (String, bool) {
-    let date = i32::try_from(days + PG_EPOCH_FROM_CE)
-        .ok()
-        .and_then(NaiveDate::from_num_days_from_ce_opt);
-    match date {
+    match date_of(days) {
         Some(d) if d.year() <= 0 => (
             format!("{:04}-{:02}-{:02}", 1 - d.year(), d.month(), d.day()),
             true,
@@ -250,20 +280,7 @@ pub(super) fn format_timestamp(ts: i64, with_zone: bool) -> String {
         _ => {}
     }
     let (date, bc) = ymd(ts.div_euclid(USECS_PER_DAY));
-    let usecs = ts.rem_euclid(USECS_PER_DAY);
-    let secs = usecs / 1_000_000;
-    let micros = usecs % 1_000_000;
-    let mut out = format!(
-        "{date} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if micros != 0 {
-        let frac = format!("{micros:06}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-    }
+    let mut out = format!("{date} {}", time_text(ts.rem_euclid(USECS_PER_DAY)));
     if with_zone {
         out.push_str("+00");
     }
@@ -273,17 +290,33 @@ pub(super) fn format_timestamp(ts: i64, with_zone: bool) -> String {
     out
 }
 
+/// `HH:MM:SS[.fraction]` of microseconds into a day, as PostgreSQL prints a time: the
+/// fraction without trailing zeros.
+pub(super) fn time_text(usecs: i64) -> String {
+    let secs = usecs / 1_000_000;
+    let micros = usecs % 1_000_000;
+    let mut out = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    if micros != 0 {
+        let frac = format!("{micros:06}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MDY: DateOrder = DateOrder::Mdy;
+
     fn ts(s: &str) -> i64 {
-        parse_timestamp(s, true, true).expect(s)
+        parse_timestamp(s, true, true, MDY).expect(s)
     }
 
     #[test]
     fn every_iso_spelling_postgres_accepts() {
-        let day = parse_date("1906-12-09").unwrap();
+        let day = parse_date("1906-12-09", MDY).unwrap();
         for s in [
             " 1906-12-09 ",
             "1906-12-9",
@@ -294,9 +327,12 @@ mod tests {
             "1906-12-09 13:14:15.123456789-07:30",
             "1906-12-09 AD",
         ] {
-            assert_eq!(parse_date(s), Ok(day), "{s}");
+            assert_eq!(parse_date(s, MDY), Ok(day), "{s}");
         }
-        assert_eq!(parse_date("1815-12-10 +00"), parse_date("1815-12-10"));
+        assert_eq!(
+            parse_date("1815-12-10 +00", MDY),
+            parse_date("1815-12-10", MDY)
+        );
         let noon = ts("2020-01-01 12:00:00Z");
         for s in [
             "2020-01-01T12:00:00Z",
@@ -313,23 +349,23 @@ mod tests {
             assert_eq!(ts(s), noon, "{s}");
         }
         assert_eq!(
-            parse_timestamp("2020-01-01 12:00:00+05", false, false),
-            parse_timestamp("2020-01-01 12:00:00", false, false)
+            parse_timestamp("2020-01-01 12:00:00+05", false, false, MDY),
+            parse_timestamp("2020-01-01 12:00:00", false, false, MDY)
         );
         assert_eq!(ts("2019-12-31 24:00:00"), ts("2020-01-01 00:00:00"));
         assert_eq!(ts("epoch"), ts("1970-01-01 00:00:00+00"));
-        assert_eq!(parse_date("-infinity"), Ok(i32::MIN));
+        assert_eq!(parse_date("-infinity", MDY), Ok(i32::MIN));
     }
 
     #[test]
     fn bc_years_round_trip() {
-        let d = parse_date("0044-03-15 BC").unwrap();
+        let d = parse_date("0044-03-15 BC", MDY).unwrap();
         assert_eq!(format_date(d), "0044-03-15 BC");
         assert_eq!(
-            parse_date("0001-12-31 BC").unwrap() + 1,
-            parse_date("0001-01-01").unwrap()
+            parse_date("0001-12-31 BC", MDY).unwrap() + 1,
+            parse_date("0001-01-01", MDY).unwrap()
         );
-        let t = parse_timestamp("0044-03-15 10:00:00+00 BC", true, true).unwrap();
+        let t = parse_timestamp("0044-03-15 10:00:00+00 BC", true, true, MDY).unwrap();
         assert_eq!(format_timestamp(t, true), "0044-03-15 10:00:00+00 BC");
         assert_eq!(format_timestamp(0, false), "2000-01-01 00:00:00");
         assert_eq!(format_date(0), "2000-01-01");
@@ -339,7 +375,7 @@ mod tests {
     fn what_postgres_refuses() {
         for s in [
             "2021-02-29",
-            "01/02/2020",
+            "13/45/2020",
             "2020-13-01",
             "0000-01-01",
             "2020-01-01 25:00",
@@ -349,8 +385,8 @@ mod tests {
             "today",
             "",
         ] {
-            assert!(parse_timestamp(s, true, true).is_err(), "{s}");
+            assert!(parse_timestamp(s, true, true, MDY).is_err(), "{s}");
         }
-        assert!(parse_timestamp("2020-01-01 10:00", true, false).is_err());
+        assert!(parse_timestamp("2020-01-01 10:00", true, false, MDY).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod backend;
 pub(crate) mod build;
 pub mod copy;
 pub(crate) mod copy_binary;
+mod datestyle;
 mod datetime;
 pub(crate) mod encoding;
 pub mod frame;

@@ -17,6 +17,7 @@ pub use modifier::{Cast, Modifier, ModifierError};
 use numeric::{normalise_numeric, numeric_from_binary, numeric_to_binary};
 use thiserror::Error;
 
+pub use super::datestyle::{DateOrder, DateOutput, DateStyle};
 use super::datetime;
 use crate::policy::LogicalType;
 
@@ -88,6 +89,8 @@ pub struct Context {
     pub utc: bool,
     /// the session's client encoding, in which clients send and read text values
     pub encoding: super::encoding::ClientEncoding,
+    /// the session's DateStyle, in which dates and timestamps are read and printed as text
+    pub date_style: DateStyle,
 }
 
 impl Context {
@@ -106,7 +109,8 @@ impl Context {
         }
     }
 
-    /// A value of type `ty` for the client: its text in the client encoding.
+    /// A value of type `ty` (in `format`, as [`from_canonical`] wrote it) for the client:
+    /// its text in the client encoding, a date or timestamp in the session's DateStyle.
     pub(crate) fn value_for_client(
         &self,
         ty: LogicalType,
@@ -115,8 +119,31 @@ impl Context {
     ) -> Result<Vec<u8>, super::encoding::EncodingError> {
         if is_textual(ty, format) && !self.encoding.is_utf8() {
             self.encoding.utf8_to_client(&v)
+        } else if format == Format::Text && self.date_style.output != DateOutput::Iso {
+            Ok(self.restyled(ty, v))
         } else {
             Ok(v)
+        }
+    }
+
+    /// A date or timestamp printed in ISO (as [`from_canonical`] prints it) in the
+    /// session's DateStyle; any other value as it is.
+    fn restyled(&self, ty: LogicalType, v: Vec<u8>) -> Vec<u8> {
+        let Ok(iso) = std::str::from_utf8(&v) else {
+            return v;
+        };
+        // ISO text begins with a four-digit year: any order reads it
+        match ty {
+            LogicalType::Date => datetime::parse_date(iso, DateOrder::Ymd)
+                .map(|d| self.date_style.date(d).into_bytes())
+                .unwrap_or(v),
+            LogicalType::Timestamp | LogicalType::Timestamptz => {
+                let zoned = ty == LogicalType::Timestamptz;
+                datetime::parse_timestamp(iso, zoned, true, DateOrder::Ymd)
+                    .map(|t| self.date_style.timestamp(t, zoned).into_bytes())
+                    .unwrap_or(v)
+            }
+            _ => v,
         }
     }
 }
@@ -432,11 +459,13 @@ fn text_to_canonical(ty: LogicalType, s: &str, ctx: Context) -> Res<Vec<u8>> {
         T::Int8 => parse_int::<i64>(s)?.to_be_bytes().to_vec(),
         T::Bool => vec![u8::from(parse_bool(s)?)],
         T::Numeric => normalise_numeric(s)?.into_bytes(),
-        T::Date => datetime::parse_date(s)?.to_be_bytes().to_vec(),
-        T::Timestamp => datetime::parse_timestamp(s, false, ctx.utc)?
+        T::Date => datetime::parse_date(s, ctx.date_style.order)?
             .to_be_bytes()
             .to_vec(),
-        T::Timestamptz => datetime::parse_timestamp(s, true, ctx.utc)?
+        T::Timestamp => datetime::parse_timestamp(s, false, ctx.utc, ctx.date_style.order)?
+            .to_be_bytes()
+            .to_vec(),
+        T::Timestamptz => datetime::parse_timestamp(s, true, ctx.utc, ctx.date_style.order)?
             .to_be_bytes()
             .to_vec(),
         T::Uuid => parse_uuid(s)?.to_vec(),
@@ -670,6 +699,10 @@ mod tests {
     const UTC: Context = Context {
         utc: true,
         encoding: crate::protocol::encoding::ClientEncoding::Utf8,
+        date_style: DateStyle {
+            output: DateOutput::Iso,
+            order: DateOrder::Mdy,
+        },
     };
 
     fn canon(ty: LogicalType, s: &str) -> Vec<u8> {
@@ -799,7 +832,7 @@ mod tests {
             (T::Int2, "40000"),
             (T::Int4, "12x"),
             (T::Date, "2021-02-29"),
-            (T::Date, "01/02/2020"),
+            (T::Date, "13/45/2020"),
             (T::Bool, "maybe"),
             (T::Numeric, "1e"),
             (T::Numeric, "1.2.3"),

@@ -1,10 +1,10 @@
-//! The server parameters a session follows (client encoding, time zone,
+//! The server parameters a session follows (client encoding, time zone, DateStyle,
 //! `standard_conforming_strings`) and the
 //! `application_name` it shows the client: the server knows `phigate:<user>/<name>`, the
 //! client sees its own `<name>`.
 
 use crate::protocol::encoding::ClientEncoding;
-use crate::protocol::value::Context;
+use crate::protocol::value::{Context, DateStyle};
 
 /// The time zone names PostgreSQL accepts for UTC.
 const UTC_NAMES: [&str; 12] = [
@@ -35,6 +35,8 @@ pub(super) struct Parameters {
     encoding: ClientEncoding,
     /// `standard_conforming_strings` is off: plain strings take backslash escapes
     escaping: bool,
+    /// the session's DateStyle (from the server's ParameterStatus)
+    date_style: DateStyle,
 }
 
 impl Parameters {
@@ -46,6 +48,7 @@ impl Parameters {
             utc: false,
             encoding: ClientEncoding::Utf8,
             escaping: false,
+            date_style: DateStyle::default(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Parameters {
         Context {
             utc: self.utc,
             encoding: self.encoding,
+            date_style: self.date_style,
         }
     }
 
@@ -75,6 +79,7 @@ impl Parameters {
         match name {
             "client_encoding" => self.encoding = ClientEncoding::from_name(value),
             "TimeZone" => self.utc = UTC_NAMES.contains(&value),
+            "DateStyle" => self.date_style = DateStyle::from_setting(value),
             "standard_conforming_strings" => self.escaping = value.eq_ignore_ascii_case("off"),
             "application_name" => {
                 self.shown_app_name = self.client_value(name, value).to_owned();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use dashmap::DashMap;
 
 use super::SearchPath;
+use crate::protocol::value::DateOrder;
 
 /// Most distinct statement texts kept per cache; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 4096;
@@ -20,7 +21,12 @@ pub(super) const CACHEABLE_LEN: usize = 64 << 10;
 
 /// The cache key: user, emergency, session state (UTC, an ASCII-safe client encoding,
 /// search path), text.
-pub(super) type CacheKey = (Arc<str>, bool, (bool, bool, SearchPath), Box<str>);
+pub(super) type CacheKey = (Arc<str>, bool, Session, Box<str>);
+
+/// What of a session a statement's analysis depends on besides its user: the TimeZone is
+/// UTC, the client encoding is ASCII-safe, the DateStyle's order (literals are read in it),
+/// the search path.
+pub(super) type Session = (bool, bool, DateOrder, SearchPath);
 
 /// Values by key, at most [`CACHE_LIMIT`] of them and [`CACHE_BYTES`].
 #[derive(Debug)]

@@ -693,7 +693,12 @@ impl Analyzer {
         names: &[String],
     ) -> Analysis {
         let who = (access.who.user.clone(), access.who.emergency);
-        let session = (ctx.utc, ctx.encoding.ascii_safe(), path.clone());
+        let session = (
+            ctx.utc,
+            ctx.encoding.ascii_safe(),
+            ctx.date_style.order,
+            path.clone(),
+        );
         let shape = (sql.len() <= CACHEABLE_LEN)
             .then(|| shape::of(sql))
             .flatten();

@@ -765,6 +765,7 @@ fn text_copy_is_refused_in_client_only_encodings() {
     let sjis = Context {
         utc: true,
         encoding: crate::protocol::encoding::ClientEncoding::from_name("SJIS"),
+        ..Context::default()
     };
     match a.analyse(&who, sjis, "COPY patients (id, ssn) FROM STDIN") {
         Analysis::Refuse(r) => assert_eq!(r.code, "0A000", "{r:?}"),

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::protocol::value::DateOrder;
 use crate::sql::SearchPath;
 use crate::sql::tests::{analyzer, plan};
 
@@ -87,7 +88,7 @@ fn a_shape_seen_once_serves_its_other_statements_with_their_own_values() {
         let key = (
             Arc::<str>::from("carol"),
             false,
-            (true, true, crate::sql::SearchPath::Default),
+            (true, true, DateOrder::Mdy, crate::sql::SearchPath::Default),
             Box::<str>::from(second),
         );
         assert!(a.cache.get(&key).is_none(), "{second}");
@@ -280,7 +281,7 @@ fn a_statement_served_by_its_shape_is_analysed_as_it_would_be_alone() {
             let key = (
                 who.user.clone(),
                 false,
-                (true, true, SearchPath::Default),
+                (true, true, DateOrder::Mdy, SearchPath::Default),
                 other.into(),
             );
             served +=
