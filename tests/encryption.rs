@@ -1752,14 +1752,7 @@ async fn values_read_back_as_postgres_stores_them() {
     ))
     .await
     .unwrap();
-    const REFUSED: &[&str] = &[
-        "today",
-        "Jan 5 2020",
-        "2020.01.05",
-        "PST",
-        "Europe/Paris",
-        "now",
-    ];
+    const REFUSED: &[&str] = &["today", "PST", "Europe/Paris", "now"];
     let cases = [
         (
             "c_jsonb",
@@ -1860,6 +1853,8 @@ async fn dates_follow_the_session_datestyle() {
             ("01/05/2020", "05.01.2020 10:00:00.5"),
             ("2020-12-31", "2020-07-04 00:00:00.000001"),
             ("0044-03-15 BC", "infinity"),
+            ("5.1.99", "Sun Jan 05 10:00:00.5 2020"),
+            ("05-Jan-2020", "January 5, 2020 10:00"),
         ] {
             id += 1;
             let write = |t: &str| {

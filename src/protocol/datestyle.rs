@@ -256,11 +256,23 @@ mod tests {
             t,
             parse_timestamp("2020-01-05 10:00:00.5", false, true, DateOrder::Mdy)
         );
+        // one or two digits of a year name 1970 to 2069 (PostgreSQL 15)
+        let day = |s| parse_date(s, DateOrder::Ymd).expect(s);
+        for (s, order, want) in [
+            ("01/05/20", DateOrder::Mdy, "2020-01-05"),
+            ("01/05/69", DateOrder::Mdy, "2069-01-05"),
+            ("01/05/70", DateOrder::Mdy, "1970-01-05"),
+            ("01/05/5", DateOrder::Mdy, "2005-01-05"),
+            ("01/05/020", DateOrder::Mdy, "0020-01-05"),
+            ("20/01/05", DateOrder::Ymd, "2020-01-05"),
+            ("5.1.99", DateOrder::Dmy, "1999-01-05"),
+        ] {
+            assert_eq!(parse_date(s, order), Ok(day(want)), "{s} {order:?}");
+        }
         for (s, order) in [
-            ("01/05/20", DateOrder::Mdy),
-            ("20/01/05", DateOrder::Ymd),
             ("13/05/2020", DateOrder::Mdy),
             ("01/05-2020", DateOrder::Mdy),
+            ("01/05/", DateOrder::Mdy),
         ] {
             assert!(parse_date(s, order).is_err(), "{s} {order:?}");
         }

@@ -8,12 +8,14 @@
 //! (`Z`, `UTC`, `GMT`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`, with or without a space before
 //! it, also straight after the date), then `BC` or `AD`; `infinity`, `-infinity`, `epoch`.
 //! A date of numbers only may also be written in the session's DateStyle order
-//! (`01/05/2020`, see `datestyle`). Zone names (`Europe/Paris`), month names and two-digit
-//! years are refused.
+//! (`01/05/2020`, `5.1.99`, see `datestyle`), a date with a month's name as `named` says.
+//! Zone names (`Europe/Paris`) are refused.
 
 use chrono::{Datelike, NaiveDate};
 
 use super::datestyle::DateOrder;
+
+mod named;
 
 type Res<T> = Result<T, &'static str>;
 
@@ -24,9 +26,6 @@ pub(super) const USECS_PER_DAY: i64 = 86_400_000_000;
 const PG_EPOCH_FROM_CE: i64 = 730_120;
 
 const NOT_ISO: &str = "not an ISO 8601 date/time (YYYY-MM-DD HH:MM:SS)";
-
-const TWO_DIGIT_YEAR: &str =
-    "a date's year must have four digits (phigate does not guess a century)";
 
 /// A date/time literal's parts.
 enum Parsed {
@@ -61,9 +60,8 @@ fn days_of(year: i64, month: i64, day: i64) -> Res<i64> {
 
 /// The date part: `YYYYMMDD`, or three numbers separated by `-`, `/` or `.`: year first
 /// when the first has more than two digits (`2020-01-05`, `2020/01/05`), else in the
-/// session's DateStyle `order` (`01/05/2020` is January 5th in MDY, May 1st in DMY). A
-/// year of one or two digits is refused (PostgreSQL guesses its century). `bc` counts
-/// years before Christ.
+/// session's DateStyle `order` (`01/05/2020` is January 5th in MDY, May 1st in DMY). `bc`
+/// counts years before Christ.
 fn date_part(s: &str, bc: bool, order: DateOrder) -> Res<i64> {
     let sep = s
         .chars()
@@ -75,12 +73,9 @@ fn date_part(s: &str, bc: bool, order: DateOrder) -> Res<i64> {
             let (y, m, d) = match order {
                 DateOrder::Mdy => (c, a, b),
                 DateOrder::Dmy => (c, b, a),
-                DateOrder::Ymd => return Err(TWO_DIGIT_YEAR),
+                DateOrder::Ymd => (a, b, c),
             };
-            if y.len() < 3 {
-                return Err(TWO_DIGIT_YEAR);
-            }
-            (digits(y, 7)?, digits(m, 2)?, digits(d, 2)?)
+            (year(y, bc)?, digits(m, 2)?, digits(d, 2)?)
         }
         [ymd] if ymd.len() == 8 => (
             digits(&ymd[..4], 4)?,
@@ -93,6 +88,17 @@ fn date_part(s: &str, bc: bool, order: DateOrder) -> Res<i64> {
         return Err("there is no year 0 (1 BC is followed by 1 AD)");
     }
     days_of(if bc { 1 - y } else { y }, m, d)
+}
+
+/// A year written in a date of numbers: one or two digits name a year of 1970 to 2069, as
+/// PostgreSQL reads them (not before Christ).
+fn year(y: &str, bc: bool) -> Res<i64> {
+    let n = digits(y, 7)?;
+    Ok(match n {
+        _ if y.len() > 2 || bc => n,
+        0..70 => n + 2000,
+        _ => n + 1900,
+    })
 }
 
 /// `H:MM[:SS[.fraction]]` in microseconds, rounded as PostgreSQL rounds.
@@ -168,6 +174,9 @@ fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
         Some((head, era)) if era.eq_ignore_ascii_case("ad") => (head.trim_end(), false),
         _ => (t, false),
     };
+    if let Some(parsed) = named::parse(t, bc)? {
+        return Ok(parsed);
+    }
     let date_end = t
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '/' | '.')))
         .unwrap_or(t.len());
