@@ -44,9 +44,14 @@ pub struct DateStyle {
 
 impl DateStyle {
     /// The style of a DateStyle setting as the server reports it (`ISO, MDY`,
-    /// `German, DMY`); a part it does not name stays at its default.
+    /// `German, DMY`); a part it does not name stays at its default, but for German,
+    /// which is DMY unless told otherwise, as in PostgreSQL.
     pub fn from_setting(value: &str) -> Self {
-        let mut style = Self::default();
+        let german = value.to_ascii_lowercase().contains("german");
+        let mut style = Self {
+            order: if german { DateOrder::Dmy } else { DateOrder::Mdy },
+            ..Self::default()
+        };
         for part in value.split(',').map(|p| p.trim().to_ascii_lowercase()) {
             match part.as_str() {
                 "iso" => style.output = DateOutput::Iso,
@@ -275,6 +280,37 @@ mod tests {
             ("01/05/", DateOrder::Mdy),
         ] {
             assert!(parse_date(s, order).is_err(), "{s} {order:?}");
+        }
+    }
+
+    /// What phigate prints in a style reads back as the same value in that style (the SQL
+    /// style in YMD prints month first, which PostgreSQL does not read back either).
+    #[test]
+    fn what_each_style_prints_reads_back() {
+        for setting in [
+            "ISO, MDY",
+            "SQL, MDY",
+            "SQL, DMY",
+            "Postgres, MDY",
+            "Postgres, DMY",
+            "German",
+        ] {
+            let style = DateStyle::from_setting(setting);
+            // every 1009th day from 1000 BC to 3000 AD, at a time with a fraction
+            for days in (-1_100_000..365_000).step_by(1009) {
+                let printed = style.date(days);
+                assert_eq!(
+                    parse_date(&printed, style.order),
+                    Ok(days),
+                    "{setting} {printed}"
+                );
+                let at = i64::from(days) * USECS_PER_DAY + 37_230_000_123;
+                for zoned in [false, true] {
+                    let printed = style.timestamp(at, zoned);
+                    let back = parse_timestamp(&printed, zoned, false, style.order);
+                    assert_eq!(back, Ok(at), "{setting} {printed}");
+                }
+            }
         }
     }
 }
