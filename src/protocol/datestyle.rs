@@ -49,7 +49,11 @@ impl DateStyle {
     pub fn from_setting(value: &str) -> Self {
         let german = value.to_ascii_lowercase().contains("german");
         let mut style = Self {
-            order: if german { DateOrder::Dmy } else { DateOrder::Mdy },
+            order: if german {
+                DateOrder::Dmy
+            } else {
+                DateOrder::Mdy
+            },
             ..Self::default()
         };
         for part in value.split(',').map(|p| p.trim().to_ascii_lowercase()) {
