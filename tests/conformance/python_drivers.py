@@ -252,6 +252,41 @@ def _():
                 raise AssertionError(f"{sql} was accepted outside UTC")
 
 
+@check("psycopg3 dates and timestamps in the session's DateStyle, read as text and written in its order")
+def _():
+    import psycopg
+
+    seen = datetime.datetime(2020, 1, 5, 10, 0, 0, 500000)
+    with psycopg.connect(DSN, autocommit=True) as c:
+        cur = c.cursor()
+        cur.execute("DELETE FROM vitals")
+        cur.execute("DELETE FROM patients")
+        for i, style in enumerate(["SQL, DMY", "Postgres, MDY", "German", "SQL, MDY", "ISO, DMY"]):
+            cur.execute(f"SET DateStyle = '{style}'")
+            # a date of numbers only, in the style's order (psycopg loads text in the style)
+            day = "05/01/2020" if "DMY" in style or style == "German" else "01/05/2020"
+            if style == "German":
+                day = "05.01.2020"
+            cur.execute("INSERT INTO patients (clinic_id, ssn, birth_date) VALUES (3, %s, %s::date)", (f"90{i}-00-0000", day))
+            cur.execute("INSERT INTO vitals (mrn, seen) VALUES (%s, %s)", (10 + i, seen))
+            got = cur.execute("SELECT birth_date FROM patients WHERE ssn = %s", (f"90{i}-00-0000",)).fetchone()
+            eq(got, (datetime.date(2020, 1, 5),))
+            got = cur.execute("SELECT seen FROM vitals WHERE mrn = %s", (10 + i,)).fetchone()
+            eq(got, (seen,))
+            # as text: what PostgreSQL prints for the same value, beside the decrypted one
+            raw = c.cursor()
+            raw.adapters.register_loader("date", psycopg.types.string.TextLoader)
+            raw.adapters.register_loader("timestamp", psycopg.types.string.TextLoader)
+            raw.execute(
+                "SELECT %s::date, p.birth_date, %s::timestamp, v.seen FROM patients p, vitals v "
+                "WHERE p.ssn = %s AND v.mrn = %s",
+                (datetime.date(2020, 1, 5), seen, f"90{i}-00-0000", 10 + i),
+            )
+            (plain_day, day_through, plain_seen, seen_through) = raw.fetchone()
+            eq((day_through, seen_through), (plain_day, plain_seen))
+        cur.execute("SET DateStyle = 'ISO, MDY'")
+
+
 # ---------------------------------------------------------------- psycopg2
 
 
