@@ -1568,12 +1568,7 @@ async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 async fn casts_with_a_length_or_precision_change_values_as_postgres_casts_do() {
     let (_pg, proxy, db) = setup().await;
     let app = proxy.alice().await;
-    db.batch_execute(
-        "create table plain (id int primary key, c_varchar varchar, c_bpchar bpchar, \
-         c_numeric numeric, c_timestamp timestamp)",
-    )
-    .await
-    .unwrap();
+    plain_twin(&db).await;
     let statements = [
         "insert into {t} (id, c_varchar, c_bpchar, c_numeric, c_timestamp) values (1, \
          'abcdef'::varchar(3), 'xyz'::char, '1.5'::numeric(10,2), '2020-01-01 10:00:00.0'::timestamp(0))",
@@ -1745,13 +1740,7 @@ async fn outcome(client: &tokio_postgres::Client, sql: &str) -> Result<Option<St
 async fn values_read_back_as_postgres_stores_them() {
     let (_pg, proxy, db) = setup().await;
     let app = proxy.alice().await;
-    let cols: Vec<String> = TYPES.iter().map(|(c, t, _)| format!("{c} {t}")).collect();
-    db.batch_execute(&format!(
-        "create table plain (id int primary key, {})",
-        cols.join(", ")
-    ))
-    .await
-    .unwrap();
+    plain_twin(&db).await;
     const REFUSED: &[&str] = &["today", "PST", "Europe/Paris", "now"];
     let cases = [
         (
@@ -1828,12 +1817,7 @@ async fn values_read_back_as_postgres_stores_them() {
 async fn dates_follow_the_session_datestyle() {
     let (_pg, proxy, db) = setup().await;
     let app = proxy.alice().await;
-    db.batch_execute(
-        "create table plain (id int primary key, c_date date, c_timestamp timestamp, \
-         c_timestamptz timestamptz)",
-    )
-    .await
-    .unwrap();
+    plain_twin(&db).await;
     let mut id = 0;
     for style in [
         "SQL, MDY",
@@ -1906,13 +1890,7 @@ async fn copied(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
 async fn lookups_find_what_postgres_equality_finds() {
     let (_pg, proxy, db) = setup().await;
     let app = proxy.alice().await;
-    let cols: Vec<String> = TYPES.iter().map(|(c, t, _)| format!("{c} {t}")).collect();
-    db.batch_execute(&format!(
-        "create table plain (id int primary key, {})",
-        cols.join(", ")
-    ))
-    .await
-    .unwrap();
+    plain_twin(&db).await;
     let cases = [
         ("c_timestamp", "'2020-01-05 10:00:00'", "'01/05/2020 10:00'"),
         (
@@ -1954,4 +1932,15 @@ async fn lookups_find_what_postgres_equality_finds() {
             "{col} {written} {looked_up}"
         );
     }
+}
+
+/// `plain`: the vault's twin, a plaintext column of each type, made directly.
+async fn plain_twin(db: &tokio_postgres::Client) {
+    let cols: Vec<String> = TYPES.iter().map(|(c, t, _)| format!("{c} {t}")).collect();
+    db.batch_execute(&format!(
+        "create table plain (id int primary key, {})",
+        cols.join(", ")
+    ))
+    .await
+    .unwrap();
 }
