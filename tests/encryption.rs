@@ -470,7 +470,7 @@ async fn refusals_keep_the_session_usable() {
         ),
         (
             "insert into patients (id, birth_date) values (9, 'yesterday-ish')",
-            "22P02",
+            "22007",
         ),
         ("copy patients to program 'cat'", "42501"),
         ("select * from U&\"p\\0061tients\"", "42501"),
@@ -655,7 +655,7 @@ async fn copy_in_and_out() {
     .await
     .unwrap();
     let e = sink.finish().await.unwrap_err();
-    assert_eq!(code(&e), "22P02", "{e:?}");
+    assert_eq!(code(&e), "22007", "{e:?}");
     assert!(!e.to_string().contains("not a date"), "{e}");
     assert_eq!(count(&app, "select count(*) from patients").await, 4);
     // COPY to a file on the server is refused (for every table).
@@ -1316,7 +1316,7 @@ async fn statements_of_one_shape_each_run_with_their_own_values() {
         .batch_execute("select id from patients where birth_date = 'no date'")
         .await
         .expect_err("refused");
-    assert_eq!(code(&bad), "22P02");
+    assert_eq!(code(&bad), "22007");
     for (order, want) in [("1 desc", "12"), ("1", "1")] {
         let sql = format!("select id from patients where clinic_id = 1 order by {order} limit 1");
         let rows = app.simple_query(&sql).await.unwrap();
@@ -1779,6 +1779,15 @@ async fn values_read_back_as_postgres_stores_them() {
         ("c_timestamptz", "'2020-01-01 10:00:00 Europe/Paris'"),
         ("c_timestamptz", "'2020-01-01 10:00:00.9999995+05:30'"),
         ("c_timestamptz", "'now'"),
+        // a fraction past microseconds rounds as PostgreSQL's double does
+        ("c_timestamptz", "'2020-01-05 14:48:41.6886265+00'"),
+        ("c_timestamp", "'1/16/1621 22:17:10.1242065'"),
+        ("c_timestamp", "'sept 11, 1728 4:14:00.7443345'"),
+        ("c_timestamptz", "'Sun Jan 05 10:11:12 2020 UTC'"),
+        ("c_date", "'5.1.99'"),
+        ("c_date", "'05-Jan-2020'"),
+        ("c_date", "'2020-01-01T'"),
+        ("c_date", "'not a date'"),
         ("c_uuid", "'a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11'"),
         ("c_varchar", "'x'::char(3)"),
         ("c_text", "E'a\\tb'"),
@@ -1800,7 +1809,7 @@ async fn values_read_back_as_postgres_stores_them() {
             Ok(_) => outcome(&app, &read("vault")).await,
             Err(e) => Err(e),
         };
-        let documented = through.as_ref().is_err_and(|c| c == "22P02")
+        let documented = through.as_ref().is_err_and(|c| c == "22007")
             && REFUSED.iter().any(|r| literal.contains(r));
         assert!(
             direct == through || documented,

@@ -114,18 +114,24 @@ fn time_part(s: &str) -> Res<i64> {
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NOT_ISO);
     }
-    let mut micros: i64 = 0;
-    for (i, b) in frac.bytes().take(6).enumerate() {
-        micros += i64::from(b - b'0') * 10i64.pow(5 - u32::try_from(i).unwrap_or(5));
-    }
-    if frac.as_bytes().get(6).is_some_and(|b| *b >= b'5') {
-        micros += 1;
-    }
-    let usecs = ((h * 60 + mi) * 60 + sec) * 1_000_000 + micros;
+    let usecs = ((h * 60 + mi) * 60 + sec) * 1_000_000 + fraction_micros(frac);
     if usecs > USECS_PER_DAY {
         return Err("time out of range");
     }
     Ok(usecs)
+}
+
+/// The microseconds of a second's fraction (its digits after the point), as PostgreSQL
+/// computes them: read as a double and rounded to the nearest, ties to even (`rint`), so
+/// that `.6886265` is 688626 as in PostgreSQL (the double is just below the tie).
+fn fraction_micros(digits: &str) -> i64 {
+    // more digits than a double holds change nothing
+    let digits = digits.get(..digits.len().min(30)).unwrap_or(digits);
+    let x: f64 = format!("0.{digits}").parse().unwrap_or(0.0);
+    // at most 1,000,000: a second
+    #[allow(clippy::cast_possible_truncation)]
+    let micros = (x * 1_000_000.0).round_ties_even() as i64;
+    micros
 }
 
 /// A zone: `Z`, `UTC`, `GMT` or a numeric offset, in seconds east of UTC.
@@ -187,7 +193,12 @@ fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
         None => (date, &t[date_end..]),
     };
     let days = date_part(date, bc, order)?;
-    let rest = rest.strip_prefix(['T', 't']).unwrap_or(rest).trim_start();
+    let rest = match rest.strip_prefix(['T', 't']) {
+        // `T` stands only before a time
+        Some(time) if !time.starts_with(|c: char| c.is_ascii_digit()) => return Err(NOT_ISO),
+        Some(time) => time,
+        None => rest.trim_start(),
+    };
     let time_end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
         .unwrap_or(rest.len());
@@ -391,6 +402,8 @@ mod tests {
             "2020-01-01 10:61",
             "2020-01-01 10:00 Europe/Paris",
             "2020-01-01 10:00+16",
+            "2020-01-01T",
+            "12.10.1446T ",
             "today",
             "",
         ] {

@@ -62,17 +62,29 @@ pub(crate) struct ValueError {
 
 impl ValueError {
     /// The SQLSTATE PostgreSQL gives the same mistake: 22003 for a number out of its type's
-    /// range, 22008 for a date or time field out of range (`2020-02-30`), 22023 for bad
-    /// hexadecimal in a bytea, else 22P02.
+    /// range, 22008 for a date or time field out of range (`2020-02-30`), 22007 for a date or
+    /// time phigate cannot read, 22023 for bad hexadecimal in a bytea, else 22P02.
     pub(crate) fn sqlstate(&self) -> &'static str {
+        let temporal = [
+            LogicalType::Date,
+            LogicalType::Timestamp,
+            LogicalType::Timestamptz,
+        ]
+        .iter()
+        .any(|t| t.name() == self.type_name);
         match self.problem {
+            "date out of range"
+            | "time out of range"
+            | "timestamp out of range"
+            | "there is no year 0 (1 BC is followed by 1 AD)" => "22008",
+            "number out of range" if temporal => "22008",
             OUT_OF_RANGE | "number out of range" => "22003",
-            "date out of range" | "time out of range" | "timestamp out of range" => "22008",
             "not a hexadecimal digit" | "odd number of hexadecimal digits"
                 if self.type_name == LogicalType::Bytea.name() =>
             {
                 "22023"
             }
+            _ if temporal => "22007",
             _ => "22P02",
         }
     }
@@ -894,10 +906,109 @@ mod tests {
         assert_eq!(code(T::Int8, "-99999999999999999999"), "22003");
         assert_eq!(code(T::Int4, "4x"), "22P02");
         assert_eq!(code(T::Date, "2020-02-30"), "22008");
-        assert_eq!(code(T::Date, "someday"), "22P02");
+        assert_eq!(code(T::Date, "someday"), "22007");
+        assert_eq!(
+            code(T::Timestamptz, "2020-01-01 10:00 Europe/Paris"),
+            "22007"
+        );
+        assert_eq!(code(T::Date, "0000-01-01"), "22008");
         assert_eq!(code(T::Bytea, "\\xZZ"), "22023");
         assert_eq!(code(T::Bytea, "\\x123"), "22023");
         assert_eq!(code(T::Uuid, "zz"), "22P02");
+    }
+
+    /// Text assembled at random from the pieces dates, numbers and JSON are written with:
+    /// never a panic; what is accepted is printed (in every DateStyle, for dates) and
+    /// reads back as the same canonical value.
+    #[test]
+    fn random_text_never_panics_and_what_passes_reads_back() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: [&str; 32] = [
+            "2020", "01", "5", "31", "99", "-", "/", ".", ":", " ", ",", "T", "+02", "Z", "Jan",
+            "sept", "Sun", "BC", "AD", "10", "00", "1e2", "-0", "{", "}", "\"a\"", "[", "]", "é",
+            "0044", "24", "infinity",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20261204);
+        let styles = [
+            "ISO, MDY",
+            "SQL, DMY",
+            "Postgres, MDY",
+            "German",
+            "SQL, MDY",
+            "ISO, YMD",
+        ];
+        for _ in 0..20_000 {
+            let n = rng.random_range(1..8);
+            let mut text: String = (0..n)
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect();
+            if rng.random_bool(0.7) {
+                text = random_date(&mut rng, &text);
+            }
+            let style = DateStyle::from_setting(styles[rng.random_range(0..styles.len())]);
+            let ctx = Context {
+                date_style: style,
+                ..UTC
+            };
+            for ty in [
+                T::Date,
+                T::Timestamp,
+                T::Timestamptz,
+                T::Numeric,
+                T::Jsonb,
+                T::Int4,
+            ] {
+                let Ok(c) = to_canonical(ty, Format::Text, text.as_bytes(), ctx) else {
+                    continue;
+                };
+                let printed = from_canonical(ty, Format::Text, &c).expect("prints");
+                let shown = ctx
+                    .value_for_client(ty, Format::Text, printed)
+                    .expect("shown");
+                let back = to_canonical(ty, Format::Text, &shown, ctx);
+                assert_eq!(
+                    back.as_ref(),
+                    Ok(&c),
+                    "{ty:?} {text:?} shown as {:?}",
+                    String::from_utf8_lossy(&shown)
+                );
+            }
+        }
+    }
+
+    /// A date in one of the forms PostgreSQL reads, with random fields (some out of range),
+    /// a time, zone or era at random, and `noise` appended at random.
+    fn random_date(rng: &mut impl rand::Rng, noise: &str) -> String {
+        let (y, m, d) = (
+            rng.random_range(0..2100),
+            rng.random_range(0..14),
+            rng.random_range(0..33),
+        );
+        let sep = ["-", "/", "."][rng.random_range(0..3)];
+        let mon = ["Jan", "February", "sept", "Dec", "mar"][rng.random_range(0..5)];
+        let mut out = match rng.random_range(0..6) {
+            0 => format!("{y:04}-{m:02}-{d:02}"),
+            1 => format!("{m}{sep}{d}{sep}{y}"),
+            2 => format!("{d:02}{sep}{m:02}{sep}{:02}", y % 100),
+            3 => format!("{mon} {d}, {y}"),
+            4 => format!("{d}-{mon}-{y:04}"),
+            _ => format!("Sun {mon} {d:02} 10:11:12 {y}"),
+        };
+        if rng.random_bool(0.5) {
+            let (h, mi, sec) = (
+                rng.random_range(0..25),
+                rng.random_range(0..61),
+                rng.random_range(0..61),
+            );
+            let frac = rng.random_range(0..10_000_000);
+            out.push_str(&format!(" {h}:{mi:02}:{sec:02}.{frac}"));
+        }
+        for (p, piece) in [(0.3, "+05:30"), (0.1, " UTC"), (0.1, " BC"), (0.05, noise)] {
+            if rng.random_bool(p) {
+                out.push_str(piece);
+            }
+        }
+        out
     }
 
     #[test]

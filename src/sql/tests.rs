@@ -305,7 +305,7 @@ fn unsupported_uses_are_refused_with_their_sqlstate() {
         ("INSERT INTO patients (ssn) VALUES (upper('a'))", "0A000"),
         (
             "INSERT INTO patients (birth_date) VALUES ('not a date')",
-            "22P02",
+            "22007",
         ),
         ("CREATE TABLE copy AS SELECT * FROM patients", "42501"),
         ("COPY patients TO '/tmp/x'", "42501"),

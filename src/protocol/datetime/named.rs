@@ -76,7 +76,7 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
         return Ok(None);
     }
     let (mut mon, mut year, mut day) = (None, None, None);
-    let (mut usecs, mut offset) = (0, None);
+    let (mut usecs, mut offset) = (None, None);
     for w in words {
         let lower = w.to_ascii_lowercase();
         if let Some(m) = month(w) {
@@ -87,15 +87,22 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
             let at = (w.char_indices().skip(1))
                 .find(|(_, c)| matches!(c, '+' | '-'))
                 .map_or(w.len(), |(i, _)| i);
-            usecs = time_part(&w[..at])?;
+            usecs = usecs
+                .xor(Some(time_part(&w[..at])?))
+                .ok_or(UNREAD)
+                .map(Some)?;
             if at < w.len() {
-                offset = Some(zone_part(&w[at..])?);
+                offset = offset
+                    .xor(Some(zone_part(&w[at..])?))
+                    .ok_or(UNREAD)
+                    .map(Some)?;
             }
-        } else if w.bytes().all(|b| b.is_ascii_digit()) {
+        } else if w.len() <= 4 && w.bytes().all(|b| b.is_ascii_digit()) {
+            // (PostgreSQL reads five digits or more as a date or time run together)
             let slot = if w.len() > 2 { &mut year } else { &mut day };
             *slot = slot.xor(Some(digits(w, 7)?)).ok_or(UNREAD).map(Some)?;
         } else {
-            offset = Some(zone_part(w)?);
+            offset = offset.xor(Some(zone_part(w)?)).ok_or(UNREAD).map(Some)?;
         }
     }
     let (Some(m), Some(y), Some(d)) = (mon, year, day) else {
@@ -106,7 +113,7 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
     }
     Ok(Some(Parsed::At {
         days: days_of(if bc { 1 - y } else { y }, m, d)?,
-        usecs,
+        usecs: usecs.unwrap_or(0),
         offset,
     }))
 }
@@ -159,6 +166,9 @@ mod tests {
             "Jan 5 2020 PST",
             "é:1 Jan 5 2020",
             "Jan 5",
+            "Jan 5 2020 10:00 11:00",
+            "Jan 5 2020 10:00+01 UTC",
+            "mar 9, 101510",
         ] {
             assert!(parse_date(s, DateOrder::Mdy).is_err(), "{s}");
         }

@@ -132,7 +132,7 @@ fn a_value_that_does_not_fit_its_column_is_refused_as_before() {
     };
     let bad = "SELECT id FROM patients WHERE birth_date = 'not a date'";
     assert!(
-        matches!(a.analyse(&who, ctx, bad), Analysis::Refuse(r) if r.code == "22P02"),
+        matches!(a.analyse(&who, ctx, bad), Analysis::Refuse(r) if r.code == "22007"),
         "{bad}"
     );
 }
