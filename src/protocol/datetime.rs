@@ -25,7 +25,7 @@ pub(super) const USECS_PER_DAY: i64 = 86_400_000_000;
 /// 2000-01-01, PostgreSQL's epoch, as chrono counts days from 0001-01-01 (day 1).
 const PG_EPOCH_FROM_CE: i64 = 730_120;
 
-const NOT_ISO: &str = "not an ISO 8601 date/time (YYYY-MM-DD HH:MM:SS)";
+const NOT_ISO: &str = "not a date/time phigate reads (YYYY-MM-DD HH:MM:SS, numbers in the DateStyle's order, or a month's name)";
 
 /// A date/time literal's parts.
 enum Parsed {
