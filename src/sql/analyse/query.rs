@@ -170,7 +170,6 @@ impl Walker<'_> {
             || !s.cluster_by.is_empty()
             || !s.distribute_by.is_empty()
             || !s.sort_by.is_empty()
-            || !s.named_window.is_empty()
             || s.qualify.is_some()
             || s.exclude.is_some()
             || s.value_table_mode.is_some()
@@ -210,6 +209,12 @@ impl Walker<'_> {
         if let Some(Distinct::On(exprs)) = &s.distinct {
             for e in exprs {
                 self.group_key(e)?;
+            }
+        }
+        // `WINDOW w AS (...)`: checked here, so `OVER w` needs no more
+        for sqlparser::ast::NamedWindowDefinition(_, window) in &s.named_window {
+            if let sqlparser::ast::NamedWindowExpr::WindowSpec(spec) = window {
+                self.window(spec)?;
             }
         }
         let outputs = self.projection(&mut s.projection, &out)?;
@@ -351,17 +356,32 @@ impl Walker<'_> {
         Ok(true)
     }
 
-    /// A window function in a select list, `f(...) OVER (PARTITION BY ... ORDER BY ...)`:
-    /// its partition keys are grouping keys (deterministic columns partition correctly on
-    /// ciphertext), its ORDER BY and frame may not name an encrypted column, and the
-    /// function itself is checked as without its window. False when `e` is not one.
+    /// A window function in a select list, `f(...) OVER (PARTITION BY ... ORDER BY ...)` or
+    /// `OVER w`: its window is checked (see [`Walker::window`]; deterministic columns
+    /// partition correctly on ciphertext), and the function itself as without its window.
+    /// False when `e` is not one.
     fn windowed(&mut self, e: &Expr) -> Res<bool> {
         let Expr::Function(f) = unnest(e) else {
             return Ok(false);
         };
-        let Some(sqlparser::ast::WindowType::WindowSpec(spec)) = &f.over else {
-            return Ok(false);
-        };
+        match &f.over {
+            Some(sqlparser::ast::WindowType::WindowSpec(spec)) => self.window(spec)?,
+            // defined in the SELECT's WINDOW clause, checked there
+            Some(sqlparser::ast::WindowType::NamedWindow(_)) => {}
+            None => return Ok(false),
+        }
+        let mut bare = f.clone();
+        bare.over = None;
+        let bare = Expr::Function(bare);
+        if !self.counted_column(&bare)? {
+            self.forbid_but_nullness(&bare, "an expression")?;
+        }
+        Ok(true)
+    }
+
+    /// A window's definition: its partition keys are grouping keys, its ORDER BY and frame
+    /// offsets may not name an encrypted column.
+    fn window(&mut self, spec: &sqlparser::ast::WindowSpec) -> Res {
         for key in &spec.partition_by {
             self.group_key(key)?;
         }
@@ -376,13 +396,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let mut bare = f.clone();
-        bare.over = None;
-        let bare = Expr::Function(bare);
-        if !self.counted_column(&bare)? {
-            self.forbid_but_nullness(&bare, "an expression")?;
-        }
-        Ok(true)
+        Ok(())
     }
 
     /// `COALESCE(col, fallback, ...)` of a protected column in a select list: each fallback

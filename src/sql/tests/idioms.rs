@@ -80,6 +80,7 @@ fn windows_partition_by_deterministic_columns() {
         "SELECT ssn, count(*) OVER (PARTITION BY ssn, clinic_id) AS n FROM patients",
         "SELECT id, count(full_name) OVER (PARTITION BY birth_date) FROM patients",
         "SELECT id, sum(clinic_id) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM patients",
+        "SELECT id, count(*) OVER w, rank() OVER (w ORDER BY id) FROM patients WINDOW w AS (PARTITION BY ssn)",
     ] {
         plan(&a, sql);
     }
@@ -89,6 +90,8 @@ fn windows_partition_by_deterministic_columns() {
         "SELECT id, lag(ssn) OVER (PARTITION BY clinic_id ORDER BY id) FROM patients",
         "SELECT id, row_number() OVER (PARTITION BY lower(ssn)) FROM patients",
         "SELECT id, count(*) OVER w FROM patients WINDOW w AS (PARTITION BY full_name)",
+        "SELECT id, rank() OVER w FROM patients WINDOW w AS (ORDER BY ssn)",
+        "SELECT id, lag(ssn) OVER w FROM patients WINDOW w AS (PARTITION BY clinic_id)",
     ] {
         let r = refused(&a, sql);
         assert_eq!(r.code, "0A000", "{sql}: {}", r.message);
