@@ -3,7 +3,7 @@
 //! phigate prints decrypted values, so it prints them as the session's DateStyle says,
 //! and reads written dates in the session's order.
 
-use chrono::{Datelike, Weekday};
+use chrono::Datelike;
 
 use super::datetime::{self, USECS_PER_DAY};
 
@@ -137,9 +137,13 @@ struct Parts {
     mon: &'static str,
 }
 
-const MONTHS: [&str; 12] = [
+/// Month names as PostgreSQL prints them (and reads them, in any case).
+pub(super) const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
+
+/// Weekday names as PostgreSQL prints them, from Monday.
+pub(super) const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 /// The parts of the date `days` after 2000-01-01; `None` for the infinities and dates
 /// chrono cannot hold.
@@ -148,15 +152,7 @@ fn parts(days: i64) -> Option<Parts> {
         return None;
     }
     let d = datetime::date_of(days)?;
-    let dow = match d.weekday() {
-        Weekday::Mon => "Mon",
-        Weekday::Tue => "Tue",
-        Weekday::Wed => "Wed",
-        Weekday::Thu => "Thu",
-        Weekday::Fri => "Fri",
-        Weekday::Sat => "Sat",
-        Weekday::Sun => "Sun",
-    };
+    let dow = DAYS.get(usize::try_from(d.weekday().num_days_from_monday()).ok()?)?;
     let month = d.month();
     Some(Parts {
         year: if d.year() <= 0 {

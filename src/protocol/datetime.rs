@@ -25,6 +25,27 @@ pub(super) const USECS_PER_DAY: i64 = 86_400_000_000;
 /// 2000-01-01, PostgreSQL's epoch, as chrono counts days from 0001-01-01 (day 1).
 const PG_EPOCH_FROM_CE: i64 = 730_120;
 
+/// A field of a date or time out of its range: PostgreSQL's 22008 (see
+/// [`field_out_of_range`]).
+const DATE_RANGE: &str = "date out of range";
+const TIME_RANGE: &str = "time out of range";
+const TIMESTAMP_RANGE: &str = "timestamp out of range";
+const NUMBER_RANGE: &str = "number out of range";
+const NO_YEAR_ZERO: &str = "there is no year 0 (1 BC is followed by 1 AD)";
+
+/// True when `problem` (a date/time parse error) is a field out of its range, which
+/// PostgreSQL reports as 22008 rather than as bad syntax.
+pub(super) fn field_out_of_range(problem: &str) -> bool {
+    [
+        DATE_RANGE,
+        TIME_RANGE,
+        TIMESTAMP_RANGE,
+        NUMBER_RANGE,
+        NO_YEAR_ZERO,
+    ]
+    .contains(&problem)
+}
+
 const NOT_ISO: &str = "not a date/time phigate reads (YYYY-MM-DD HH:MM:SS, numbers in the DateStyle's order, or a month's name)";
 
 /// A date/time literal's parts.
@@ -44,7 +65,7 @@ fn digits(s: &str, max: usize) -> Res<i64> {
     if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NOT_ISO);
     }
-    s.parse().map_err(|_| "number out of range")
+    s.parse().map_err(|_| NUMBER_RANGE)
 }
 
 /// Days since 2000-01-01 of a proleptic Gregorian date (year 0 is 1 BC).
@@ -54,7 +75,7 @@ fn days_of(year: i64, month: i64, day: i64) -> Res<i64> {
         .zip(u32::try_from(month).ok())
         .zip(u32::try_from(day).ok())
         .and_then(|((y, m), d)| NaiveDate::from_ymd_opt(y, m, d))
-        .ok_or("date out of range")?;
+        .ok_or(DATE_RANGE)?;
     Ok(i64::from(date.num_days_from_ce()) - PG_EPOCH_FROM_CE)
 }
 
@@ -84,8 +105,13 @@ fn date_part(s: &str, bc: bool, order: DateOrder) -> Res<i64> {
         ),
         _ => return Err(NOT_ISO),
     };
+    era_days(y, m, d, bc)
+}
+
+/// Days since 2000-01-01 of a date written with its era: year `y` before Christ when `bc`.
+fn era_days(y: i64, m: i64, d: i64, bc: bool) -> Res<i64> {
     if y == 0 {
-        return Err("there is no year 0 (1 BC is followed by 1 AD)");
+        return Err(NO_YEAR_ZERO);
     }
     days_of(if bc { 1 - y } else { y }, m, d)
 }
@@ -109,14 +135,14 @@ fn time_part(s: &str) -> Res<i64> {
     let mi = digits(f.next().unwrap_or(""), 2)?;
     let sec = f.next().map_or(Ok(0), |x| digits(x, 2))?;
     if f.next().is_some() || mi > 59 || sec > 60 {
-        return Err("time out of range");
+        return Err(TIME_RANGE);
     }
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NOT_ISO);
     }
     let usecs = ((h * 60 + mi) * 60 + sec) * 1_000_000 + fraction_micros(frac);
     if usecs > USECS_PER_DAY {
-        return Err("time out of range");
+        return Err(TIME_RANGE);
     }
     Ok(usecs)
 }
@@ -226,7 +252,7 @@ pub(super) fn parse_date(s: &str, order: DateOrder) -> Res<i32> {
     match parse(s, order)? {
         Parsed::Infinite(true) => Ok(i32::MAX),
         Parsed::Infinite(false) => Ok(i32::MIN),
-        Parsed::At { days, .. } => i32::try_from(days).map_err(|_| "date out of range"),
+        Parsed::At { days, .. } => i32::try_from(days).map_err(|_| DATE_RANGE),
     }
 }
 
@@ -247,7 +273,7 @@ pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool, order: DateOr
     let local = days
         .checked_mul(USECS_PER_DAY)
         .and_then(|d| d.checked_add(usecs))
-        .ok_or("timestamp out of range")?;
+        .ok_or(TIMESTAMP_RANGE)?;
     match (with_zone, offset) {
         (false, _) => Ok(local),
         (true, Some(o)) => Ok(local - o * 1_000_000),

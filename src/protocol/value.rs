@@ -65,25 +65,12 @@ impl ValueError {
     /// range, 22008 for a date or time field out of range (`2020-02-30`), 22007 for a date or
     /// time phigate cannot read, 22023 for bad hexadecimal in a bytea, else 22P02.
     pub(crate) fn sqlstate(&self) -> &'static str {
-        let temporal = [
-            LogicalType::Date,
-            LogicalType::Timestamp,
-            LogicalType::Timestamptz,
-        ]
-        .iter()
-        .any(|t| t.name() == self.type_name);
+        let temporal =
+            LogicalType::from_sql_name(self.type_name).is_some_and(LogicalType::is_temporal);
         match self.problem {
-            "date out of range"
-            | "time out of range"
-            | "timestamp out of range"
-            | "there is no year 0 (1 BC is followed by 1 AD)" => "22008",
-            "number out of range" if temporal => "22008",
-            OUT_OF_RANGE | "number out of range" => "22003",
-            "not a hexadecimal digit" | "odd number of hexadecimal digits"
-                if self.type_name == LogicalType::Bytea.name() =>
-            {
-                "22023"
-            }
+            p if temporal && datetime::field_out_of_range(p) => "22008",
+            OUT_OF_RANGE => "22003",
+            BAD_HEX_DIGIT | ODD_HEX if self.type_name == LogicalType::Bytea.name() => "22023",
             _ if temporal => "22007",
             _ => "22P02",
         }
@@ -92,6 +79,9 @@ impl ValueError {
 
 /// The problem of an integer too large for its type.
 const OUT_OF_RANGE: &str = "out of range for its type";
+/// The problems of bad hexadecimal (in a bytea, a uuid).
+const BAD_HEX_DIGIT: &str = "not a hexadecimal digit";
+const ODD_HEX: &str = "odd number of hexadecimal digits";
 
 /// The session context some conversions need.
 #[derive(Debug, Clone, Copy, Default)]
@@ -665,7 +655,7 @@ fn hex_digit(c: u8) -> Res<u8> {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
         b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err("not a hexadecimal digit"),
+        _ => Err(BAD_HEX_DIGIT),
     }
 }
 
@@ -675,7 +665,7 @@ pub(crate) fn parse_bytea(s: &str) -> Res<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x").or_else(|| s.strip_prefix("\\X")) {
         let digits: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
         if !digits.len().is_multiple_of(2) {
-            return Err("odd number of hexadecimal digits");
+            return Err(ODD_HEX);
         }
         return digits
             .chunks(2)

@@ -5,11 +5,10 @@
 //! before or after the year. A date whose year has two digits or fewer is refused here
 //! (which number is the day would depend on the DateStyle).
 
-use super::{Parsed, Res, days_of, digits, time_part, zone_part};
+use super::super::datestyle::{DAYS, MONTHS};
+use super::{Parsed, Res, digits, era_days, time_part, zone_part};
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+/// Month names in full (their first three letters are [`MONTHS`]).
 const FULL: [&str; 12] = [
     "january",
     "february",
@@ -24,30 +23,30 @@ const FULL: [&str; 12] = [
     "november",
     "december",
 ];
-const WEEKDAYS: [&str; 14] = [
-    "sun",
-    "mon",
-    "tue",
-    "wed",
-    "thu",
-    "fri",
-    "sat",
-    "sunday",
+/// Weekday names in full (their first three letters are [`DAYS`]).
+const FULL_DAYS: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",
     "thursday",
     "friday",
     "saturday",
+    "sunday",
 ];
 
 /// The month a word names (`jan`, `january`, `sept`), from 1.
 fn month(word: &str) -> Option<i64> {
-    let w = word.to_ascii_lowercase();
-    let i = (MONTHS.iter().position(|m| *m == w))
-        .or_else(|| FULL.iter().position(|m| *m == w))
-        .or_else(|| (w == "sept").then_some(8))?;
+    let named = |m: &&str| m.eq_ignore_ascii_case(word);
+    let i = (MONTHS.iter().position(named))
+        .or_else(|| FULL.iter().position(named))
+        .or_else(|| word.eq_ignore_ascii_case("sept").then_some(8))?;
     i64::try_from(i + 1).ok()
+}
+
+/// True when a word names a weekday (`sun`, `Sunday`).
+fn weekday(word: &str) -> bool {
+    let named = |d: &&str| d.eq_ignore_ascii_case(word);
+    DAYS.iter().any(named) || FULL_DAYS.iter().any(named)
 }
 
 /// The words of `t`: split at white space and commas, and a word holding a month's name at
@@ -78,10 +77,9 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
     let (mut mon, mut year, mut day) = (None, None, None);
     let (mut usecs, mut offset) = (None, None);
     for w in words {
-        let lower = w.to_ascii_lowercase();
         if let Some(m) = month(w) {
             mon = mon.xor(Some(m)).ok_or(UNREAD).map(Some)?;
-        } else if WEEKDAYS.contains(&lower.as_str()) {
+        } else if weekday(w) {
         } else if w.contains(':') {
             // a zone may follow the time at once (`10:00:00-05`)
             let at = (w.char_indices().skip(1))
@@ -108,11 +106,8 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
     let (Some(m), Some(y), Some(d)) = (mon, year, day) else {
         return Err(UNREAD);
     };
-    if y == 0 {
-        return Err("there is no year 0 (1 BC is followed by 1 AD)");
-    }
     Ok(Some(Parsed::At {
-        days: days_of(if bc { 1 - y } else { y }, m, d)?,
+        days: era_days(y, m, d, bc)?,
         usecs: usecs.unwrap_or(0),
         offset,
     }))
