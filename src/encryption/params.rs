@@ -13,7 +13,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::backend::decode_parameter_description;
 use crate::protocol::build;
 use crate::protocol::message::Bind;
-use crate::protocol::value::{self, Context, Format, Modifier, ModifierError};
+use crate::protocol::value::{self, Context, Format, Modifier};
 use crate::sql::{Column, ParamUse, Plan, Refusal};
 
 /// The Parse phigate forwards for a rewritten statement: the plan's text, with encrypted
@@ -168,15 +168,6 @@ fn value_refusal(col: &Column, n: usize, e: &value::ValueError) -> Refusal {
     }
 }
 
-fn modifier_refusal(col: &Column, n: usize, e: ModifierError) -> Refusal {
-    let problem = match e {
-        ModifierError::Invalid(p) | ModifierError::Overflow(p) => p,
-    };
-    let mut refusal = Refusal::out_of_range(col, problem);
-    refusal.message = format!("parameter ${n}: {}", refusal.message);
-    refusal
-}
-
 /// One element's canonical plaintext, however the client sent it.
 fn canonical(
     col: &Column,
@@ -252,8 +243,11 @@ fn encrypt_param(
         ParamUse::Scalar(col) => {
             let mut plain = canonical(col, format, declared, v, ctx, n)?;
             // a cast's length or precision (`$1::varchar(100)`), as PostgreSQL applies it
-            value::apply_all(modifiers, col.logical_type(), &mut plain)
-                .map_err(|e| modifier_refusal(col, n, e))?;
+            value::apply_all(modifiers, col.logical_type(), &mut plain).map_err(|e| {
+                let mut refusal = Refusal::modifier(col, col.logical_type().name(), e);
+                refusal.message = format!("parameter ${n}: {}", refusal.message);
+                refusal
+            })?;
             Ok(cipher.encrypt(&plain))
         }
         ParamUse::Array(col) => {

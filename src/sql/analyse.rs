@@ -225,7 +225,7 @@ fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Opti
             ));
         };
         let modifier =
-            value::Modifier::of_type_name(element, ty).map_err(|e| modifier_refusal(col, c, e))?;
+            value::Modifier::of_type_name(element, ty).map_err(|e| Refusal::modifier(col, c, e))?;
         let cast = named.get_or_insert_with(|| Cast {
             ty,
             modifiers: Vec::new(),
@@ -259,24 +259,9 @@ pub(super) fn literal_canonical(
         .map_err(|err| Refusal::invalid_value(col, &err))?;
     if let Some(cast) = cast {
         value::apply_all(&cast.modifiers, target, &mut canonical)
-            .map_err(|e| modifier_refusal(col, cast.ty.name(), e))?;
+            .map_err(|e| Refusal::modifier(col, cast.ty.name(), e))?;
     }
     Ok(canonical)
-}
-
-/// A cast's modifier that PostgreSQL would refuse, or a value it does not fit.
-pub(crate) fn modifier_refusal(col: &Column, cast: &str, e: value::ModifierError) -> Refusal {
-    match e {
-        value::ModifierError::Invalid(problem) => Refusal::new(
-            "22023",
-            format!(
-                "invalid type modifier in a cast to {cast} for encrypted column {} of table {}: {problem}",
-                col.name, col.table
-            ),
-            "write the type as PostgreSQL accepts it, or leave the modifier out",
-        ),
-        value::ModifierError::Overflow(problem) => Refusal::out_of_range(col, problem),
-    }
 }
 
 /// The name a statement refers to table `t` by: its alias, else the last part of `name`.

@@ -19,8 +19,8 @@ const CACHE_BYTES: usize = 32 << 20;
 /// statements are rarely sent twice, and would crowd out the ones that are.
 pub(super) const CACHEABLE_LEN: usize = 64 << 10;
 
-/// The cache key: user, emergency, session state (UTC, an ASCII-safe client encoding,
-/// search path), text.
+/// The cache key: user, emergency, the session's state that analysis depends on
+/// ([`Session`]), text.
 pub(super) type CacheKey = (Arc<str>, bool, Session, Box<str>);
 
 /// What of a session a statement's analysis depends on besides its user: the TimeZone is

@@ -17,6 +17,7 @@ mod conforming;
 mod firewall;
 mod functions;
 pub(crate) mod lex;
+mod refusal;
 mod search_path;
 mod shape;
 mod text;
@@ -32,6 +33,7 @@ pub(crate) use comment::decode as percent_decode;
 pub use comment::tag as comment_tag;
 pub(crate) use conforming::conforming;
 pub use firewall::FORBIDDEN_WORDS;
+pub use refusal::Refusal;
 pub use search_path::{Change as SearchPathChange, SearchPath, parse_value as parse_search_path};
 pub use text::{Literal, Sql};
 
@@ -41,8 +43,7 @@ use shape::Shaped;
 use std::collections::BTreeMap;
 
 use crate::policy::{PolicySet, ReadOutcome, Role};
-use crate::protocol::build::PgError;
-use crate::protocol::value::{Context, ValueError};
+use crate::protocol::value::Context;
 
 /// How a bound parameter must be transformed before it reaches PostgreSQL.
 #[derive(Debug, Clone)]
@@ -116,129 +117,6 @@ pub struct Plan {
     pub counted: bool,
     /// who it was analysed for (column outcomes in its results are theirs)
     pub subject: Option<Subject>,
-}
-
-/// A statement phigate refuses, as the client will see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// SQLSTATE
-    pub code: &'static str,
-    /// message (names tables and columns, never values)
-    pub message: String,
-    /// what to do instead
-    pub hint: String,
-}
-
-impl Refusal {
-    fn new(code: &'static str, message: String, hint: &str) -> Self {
-        Self {
-            code,
-            message,
-            hint: hint.to_owned(),
-        }
-    }
-
-    fn unsupported(what: &str, table: impl std::fmt::Display) -> Self {
-        Self::new(
-            "0A000",
-            format!("phigate cannot safely analyse {what} on protected table {table}"),
-            "rewrite the statement in a simpler form (see the phigate README, \"What phigate \
-             understands\"), or run it over a direct connection as an administrator",
-        )
-    }
-
-    fn encrypted(col: &Column, why: &str, hint: &str) -> Self {
-        Self::new(
-            "0A000",
-            format!(
-                "column {} of table {} is encrypted: {why}",
-                col.name, col.table
-            ),
-            hint,
-        )
-    }
-
-    fn randomized(col: &Column, what: &str) -> Self {
-        Self::encrypted(
-            col,
-            &format!(
-                "it is encrypted in randomized mode, which allows only IS [NOT] NULL, not {what}"
-            ),
-            "declare the column deterministic if it must be searched or grouped",
-        )
-    }
-
-    fn order_by(col: &Column) -> Self {
-        Self::encrypted(
-            col,
-            "ORDER BY and range comparisons would order ciphertext",
-            "sort in the application",
-        )
-    }
-
-    fn denied(col: &Column) -> Self {
-        Self::new(
-            "42501",
-            format!(
-                "permission denied for column {} of table {}",
-                col.name, col.table
-            ),
-            "your role may not read this column; leave it out of the statement",
-        )
-    }
-
-    fn invalid_value(col: &Column, err: &ValueError) -> Self {
-        Self::new(
-            err.sqlstate(),
-            format!("{err} (column {} of table {})", col.name, col.table),
-            "write the value in PostgreSQL's standard text form",
-        )
-    }
-
-    /// A value that does not fit a cast's (or a column's) precision: PostgreSQL's 22003.
-    pub(crate) fn out_of_range(col: &Column, problem: &str) -> Self {
-        Self::new(
-            "22003",
-            format!(
-                "numeric field overflow: {problem} (column {} of table {})",
-                col.name, col.table
-            ),
-            "round the value in the application, or cast it to a wider type",
-        )
-    }
-
-    fn whole_row(table: &str) -> Self {
-        Self::new(
-            "42501",
-            format!("phigate does not allow whole-row references to protected table {table}"),
-            "name the columns you need",
-        )
-    }
-
-    fn table_denied(role: &str, table: &crate::policy::TableName) -> Self {
-        Self::new(
-            "42501",
-            format!("permission denied for table {table}: role {role} may not use it"),
-            "the role's `tables` in roles.toml lists the protected tables it may use",
-        )
-    }
-
-    fn unqualified() -> Self {
-        Self::new(
-            "0A000",
-            "the session's search_path was changed in a way phigate does not follow (SET LOCAL, inside a transaction block, among other statements, \"$user\"), so it cannot tell which table an unqualified protected table name means".into(),
-            "qualify protected tables with their schema (public.patients)",
-        )
-    }
-
-    fn syntax(message: &str) -> Self {
-        Self::new("42601", message.to_owned(), "check the statement's syntax")
-    }
-
-    /// The error sent to the client.
-    pub(crate) fn to_error(&self) -> PgError {
-        PgError::error(self.code, self.message.clone()).with_hint(self.hint.clone())
-    }
 }
 
 /// What to do with a statement.

@@ -52,17 +52,33 @@ impl Walker<'_> {
         if outcome == ReadOutcome::Plaintext {
             return Ok(());
         }
-        Err(Refusal::new(
+        Err(self.read_as(
+            c,
+            outcome,
+            "search or join on it",
+            "only roles that read the column in plaintext may compare it",
+        ))
+    }
+
+    /// 42501: the role reads `c` as `outcome`, so it may not do what `may_not` says.
+    pub(super) fn read_as(
+        &self,
+        c: &Column,
+        outcome: ReadOutcome,
+        may_not: &str,
+        hint: &str,
+    ) -> Refusal {
+        Refusal::new(
             "42501",
             format!(
-                "role {} reads column {} of table {} as {}, so it may not search or join on it",
+                "role {} reads column {} of table {} as {}, so it may not {may_not}",
                 self.access.role(),
                 c.name,
                 c.table,
                 outcome.name()
             ),
-            "only roles that read the column in plaintext may compare it",
-        ))
+            hint,
+        )
     }
 
     /// A boolean condition (WHERE, ON, HAVING).
@@ -240,7 +256,7 @@ impl Walker<'_> {
             };
         }
         // the casts were checked: the array under them is compared as ciphertext
-        let array = peel_casts(right).0.clone();
+        let array = cast_layers(right).0.clone();
         **right = array;
         if let Operand::Literal(text) = self.operand(right)? {
             **right = self.encrypted_array(&text, col)?;

@@ -431,15 +431,10 @@ impl Walker<'_> {
         // (`mask:hash`) or deterministic envelope of a guess, to match against other rows
         let outcome = self.access.outcome(&col);
         if !matches!(outcome, ReadOutcome::Plaintext | ReadOutcome::Null) {
-            return Err(Refusal::new(
-                "42501",
-                format!(
-                    "role {} reads column {} of table {} as {}, so it may not COALESCE it with values of its own",
-                    self.access.role(),
-                    col.name,
-                    col.table,
-                    outcome.name()
-                ),
+            return Err(self.read_as(
+                &col,
+                outcome,
+                "COALESCE it with values of its own",
                 "select the column itself",
             ));
         }
