@@ -1953,3 +1953,38 @@ async fn plain_twin(db: &tokio_postgres::Client) {
     .await
     .unwrap();
 }
+
+/// Window functions partitioned by a deterministic encrypted column, inline and as a named
+/// window of the WINDOW clause, through a real client: partitions form on ciphertext as
+/// they would on the values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_partition_by_a_deterministic_column() {
+    let (_pg, proxy, _db) = setup().await;
+    let app = proxy.alice().await;
+    app.batch_execute(
+        "insert into claims (id, patient_ssn, amount) values
+           (1, '111', 1), (2, '222', 1), (3, '111', 2), (4, '111', 2), (5, NULL, 1)",
+    )
+    .await
+    .unwrap();
+    let inline = texts(
+        &app,
+        "select id, count(*) over (partition by patient_ssn), \
+         row_number() over (partition by patient_ssn order by id) from claims order by id",
+    )
+    .await;
+    let expected = ["1|3|1", "2|1|1", "3|3|2", "4|3|3", "5|1|1"];
+    assert_eq!(inline, expected);
+    let named = texts(
+        &app,
+        "select id, count(*) over w, row_number() over (w order by id) from claims \
+         window w as (partition by patient_ssn) order by id",
+    )
+    .await;
+    assert_eq!(named, expected);
+    let refused = app
+        .batch_execute("select id, rank() over w from claims window w as (order by patient_ssn)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "0A000");
+}
