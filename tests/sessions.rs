@@ -483,9 +483,7 @@ async fn admin_endpoint_metrics_health_and_readiness() {
         .unwrap();
     c.query("select * from m", &[]).await.unwrap();
     let _ = c.simple_query("select * from nope").await;
-    let (status, body) = proxy.admin_get("/metrics").await;
-    assert!(status.contains("200"), "{status}");
-    for needle in [
+    let needles = [
         "phigate_sessions_active 1",
         "phigate_statements_total{kind=\"select\"} 2",
         "phigate_statements_total{kind=\"insert\"} 1",
@@ -496,7 +494,19 @@ async fn admin_endpoint_metrics_health_and_readiness() {
         "phigate_upstream_bytes_sent_total",
         "phigate_auth_failures_total 0",
         "phigate_upstream_errors_total 0",
-    ] {
+    ];
+    // a statement is counted once its answer has been sent (the relay's sends come
+    // first), so the last one may be counted a moment after the client read its answer
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = proxy.admin_get("/metrics").await;
+        if needles.iter().all(|n| body.contains(n)) || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.contains("200"), "{status}");
+    for needle in needles {
         assert!(body.contains(needle), "missing {needle} in\n{body}");
     }
     assert!(proxy.admin_get("/healthz").await.0.contains("200"));
