@@ -105,7 +105,7 @@ fn analysis(c: &mut Criterion) {
     let (catalog, policies) = catalog();
     let role = subject();
     let ctx = Context {
-        utc: true,
+        zone: Some(phigate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     for (name, sql) in STATEMENTS {

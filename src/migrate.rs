@@ -369,7 +369,7 @@ impl Migration<'_> {
             return Ok(0);
         }
         let ctx = Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         };
         let mut values = Vec::with_capacity(rows.len());

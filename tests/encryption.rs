@@ -1476,7 +1476,8 @@ async fn errors_do_not_show_the_envelopes_of_values() {
 /// A timestamptz value written to, or compared with, a timestamp column (Django sends every
 /// datetime as timestamptz) and the other way round: in a session whose TimeZone is UTC,
 /// PostgreSQL keeps the UTC time, and so does phigate, for literals and for parameters; in
-/// another zone it would shift the value by a zone phigate does not resolve: 42846.
+/// another zone both take the wall clock there; in a zone phigate cannot resolve (a POSIX
+/// rule without its dates, which PostgreSQL completes with US rules) it is refused: 42846.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_convert_between_zoned_and_unzoned_in_a_utc_session() {
     use chrono::{DateTime, NaiveDateTime, Utc};
@@ -1534,9 +1535,23 @@ async fn timestamps_convert_between_zoned_and_unzoned_in_a_utc_session() {
     app.batch_execute("set timezone = 'Europe/Paris'")
         .await
         .unwrap();
+    app.batch_execute(
+        "insert into vault (id, c_timestamp) values (3, '2020-01-01 12:00:00+02'::timestamptz)",
+    )
+    .await
+    .unwrap();
+    let paris: NaiveDateTime = app
+        .query_one("select c_timestamp from vault where id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(paris, at("2020-01-01 11:00:00.0"));
+    app.batch_execute("set timezone = 'CET-1CEST'")
+        .await
+        .unwrap();
     let refused = app
         .batch_execute(
-            "insert into vault (id, c_timestamp) values (3, '2020-01-01 12:00:00+02'::timestamptz)",
+            "insert into vault (id, c_timestamp) values (4, '2020-01-01 12:00:00+02'::timestamptz)",
         )
         .await
         .unwrap_err();
@@ -1879,6 +1894,78 @@ async fn dates_follow_the_session_datestyle() {
             copied(&app, &copy("vault")).await,
             copied(&db, &copy("plain")).await,
             "{style}"
+        );
+    }
+}
+
+/// Differential: timestamptz values are printed in the session's TimeZone, and read in it
+/// when written without an offset, as PostgreSQL does: IANA zones in any case, zones set by
+/// number (`'+5'`, shown as `<+05>-05`) and POSIX ones (`UTC+3`), in every DateStyle
+/// (ISO prints the offset, the others the zone's abbreviation); a time a clock change
+/// skips or repeats takes PostgreSQL's offset; a timestamptz written to a timestamp column,
+/// as a literal or a parameter, becomes its wall clock in the zone, and a timestamp
+/// written to a timestamptz column is read in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamptz_follows_the_session_timezone() {
+    use chrono::{DateTime, Utc};
+    use tokio_postgres::types::Type;
+    let (_pg, proxy, db) = setup().await;
+    let app = proxy.alice().await;
+    plain_twin(&db).await;
+    let zoned: DateTime<Utc> = "2021-06-07T08:09:10.5Z".parse().unwrap();
+    let mut id = 0;
+    for (zone, style) in [
+        ("America/New_York", "ISO, MDY"),
+        ("america/new_york", "SQL, MDY"),
+        ("Europe/Paris", "German"),
+        ("Asia/Kolkata", "Postgres, DMY"),
+        ("+5", "ISO, MDY"),
+        ("UTC+3", "SQL, DMY"),
+        ("GMT", "Postgres, MDY"),
+        ("UTC", "ISO, MDY"),
+    ] {
+        for client in [&app, &db] {
+            let set = format!("set time zone '{zone}'; set datestyle = '{style}'");
+            client.batch_execute(&set).await.unwrap();
+        }
+        for stamp in [
+            "2020-03-08 02:30",
+            "2020-11-01 01:30",
+            "2020-07-04 12:00:00.5",
+            "1800-01-01 00:00",
+            "2020-01-05 10:00+02",
+            "infinity",
+        ] {
+            id += 1;
+            let write = |t: &str| {
+                format!(
+                    "insert into {t} (id, c_timestamp, c_timestamptz) \
+                     values ({id}, '{stamp}'::timestamptz, '{stamp}'::timestamp)"
+                )
+            };
+            app.batch_execute(&write("vault")).await.unwrap();
+            db.batch_execute(&write("plain")).await.unwrap();
+        }
+        id += 1;
+        let insert = |t: &str| format!("insert into {t} (id, c_timestamp) values ($1, $2)");
+        for (client, t) in [(&app, "vault"), (&db, "plain")] {
+            let typed = client
+                .prepare_typed(&insert(t), &[Type::INT4, Type::TIMESTAMPTZ])
+                .await
+                .unwrap();
+            client.execute(&typed, &[&id, &zoned]).await.unwrap();
+        }
+        let read = |t: &str| format!("select id, c_timestamp, c_timestamptz from {t} order by id");
+        assert_eq!(
+            texts(&app, &read("vault")).await,
+            texts(&db, &read("plain")).await,
+            "{zone} {style}"
+        );
+        let copy = |t: &str| format!("copy (select c_timestamptz from {t} order by id) to stdout");
+        assert_eq!(
+            copied(&app, &copy("vault")).await,
+            copied(&db, &copy("plain")).await,
+            "{zone} {style}"
         );
     }
 }

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let enforcement = enforcement();
     let enforced = enforcement.current();
     let ctx = Context {
-        utc: true,
+        zone: Some(phigate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     let analysis = enforced

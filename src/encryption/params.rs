@@ -187,17 +187,17 @@ fn canonical(
         hint: "send text in the session's client_encoding".into(),
     })?[..];
     // another type whose values mean the same (an integer of another width, timestamptz
-    // for a timestamp column in a UTC session): read as that type, then as the column's
-    // through its text
+    // for a timestamp column in a session whose zone phigate resolves): read as that type,
+    // then as the column's, as PostgreSQL converts it
     let source = value::logical_of_oid(declared).filter(|s| *s != ty);
-    if let Some(source) = source.filter(|s| s.converts_to_at(ty, ctx.utc))
+    if let Some(source) = source.filter(|s| s.converts_to_at(ty, ctx.zone.is_some()))
         && (format == Format::Binary || source.is_temporal())
     {
         return value::to_canonical_from(source, ty, format, v, ctx)
             .map_err(|e| value_refusal(col, n, &e));
     }
-    // a zoned value for an unzoned column outside a UTC session: PostgreSQL would shift it
-    // by the session's zone
+    // a zoned value for an unzoned column in a session whose zone phigate cannot resolve:
+    // PostgreSQL would shift it by that zone
     let shifted = source == Some(LogicalType::Timestamptz) && ty == LogicalType::Timestamp;
     let format = match format {
         _ if shifted => return Err(zone_refusal(col, n)),
@@ -224,10 +224,10 @@ fn zone_refusal(col: &Column, n: usize) -> Refusal {
     Refusal {
         code: "42804",
         message: format!(
-            "parameter ${n} is a timestamptz, and column {} of table {} a timestamp: PostgreSQL would convert it in the session's time zone, which is not UTC",
+            "parameter ${n} is a timestamptz, and column {} of table {} a timestamp: PostgreSQL would convert it in the session's time zone, which phigate could not resolve",
             col.name, col.table
         ),
-        hint: "set TimeZone to UTC, or send the parameter as a timestamp".into(),
+        hint: "set TimeZone to an IANA zone name (Europe/Paris) or UTC, or send the parameter as a timestamp".into(),
     }
 }
 

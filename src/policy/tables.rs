@@ -138,14 +138,13 @@ impl LogicalType {
             )
     }
 
-    /// [`LogicalType::converts_to`], and in a session whose TimeZone is UTC also between
-    /// `timestamp` and `timestamptz`, whose values then hold the same microseconds
-    /// (elsewhere PostgreSQL shifts them by the session's zone, which phigate does not
-    /// resolve).
-    pub(crate) fn converts_to_at(self, to: Self, utc: bool) -> bool {
+    /// [`LogicalType::converts_to`], and in a session whose TimeZone phigate resolves
+    /// (`zoned`) also between `timestamp` and `timestamptz`, which PostgreSQL converts in
+    /// that zone.
+    pub(crate) fn converts_to_at(self, to: Self, zoned: bool) -> bool {
         use LogicalType as T;
         self.converts_to(to)
-            || (utc
+            || (zoned
                 && matches!(
                     (self, to),
                     (T::Timestamp, T::Timestamptz) | (T::Timestamptz, T::Timestamp)

@@ -6,6 +6,7 @@
 use chrono::Datelike;
 
 use super::datetime::{self, USECS_PER_DAY};
+use super::zone::{Label, Zone};
 
 /// How dates are printed: DateStyle's first part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,15 +84,31 @@ impl DateStyle {
         out
     }
 
-    /// A timestamp (microseconds since 2000-01-01, UTC `with_zone`) as PostgreSQL prints it
-    /// in this style (a timestamptz in UTC, as phigate shows them).
-    pub(super) fn timestamp(self, ts: i64, with_zone: bool) -> String {
-        let date = parts(ts.div_euclid(USECS_PER_DAY))
-            .filter(|_| self.output != DateOutput::Iso && ts != i64::MAX && ts != i64::MIN);
+    /// A timestamp (microseconds since 2000-01-01) as PostgreSQL prints it in this style;
+    /// a timestamptz (`ts` in UTC) in `zone`, the session's: its wall clock there, then its
+    /// offset (ISO) or its abbreviation (the other styles).
+    pub(super) fn timestamp(self, ts: i64, zone: Option<Zone>) -> String {
+        if ts == i64::MAX || ts == i64::MIN {
+            return datetime::format_timestamp(ts, None);
+        }
+        let iso = self.output == DateOutput::Iso;
+        let label = zone.map(|z| {
+            if iso {
+                Label {
+                    offset: z.offset_at(ts),
+                    abbreviation: String::new(),
+                }
+            } else {
+                z.label_at(ts)
+            }
+        });
+        let offset = label.as_ref().map(|l| l.offset);
+        let local = ts.saturating_add(i64::from(offset.unwrap_or(0)) * 1_000_000);
+        let date = parts(local.div_euclid(USECS_PER_DAY)).filter(|_| !iso);
         let Some(d) = date else {
-            return datetime::format_timestamp(ts, with_zone);
+            return datetime::format_timestamp(local, offset);
         };
-        let time = datetime::time_text(ts.rem_euclid(USECS_PER_DAY));
+        let time = datetime::time_text(local.rem_euclid(USECS_PER_DAY));
         let mut out = match self.output {
             DateOutput::Postgres if self.order == DateOrder::Dmy => {
                 format!("{} {:02} {} {time} {:04}", d.dow, d.day, d.mon, d.year)
@@ -101,8 +118,9 @@ impl DateStyle {
             }
             _ => format!("{} {time}", self.day(&d)),
         };
-        if with_zone {
-            out.push_str(" UTC");
+        if let Some(l) = label {
+            out.push(' ');
+            out.push_str(&l.abbreviation);
         }
         if d.bc {
             out.push_str(" BC");
@@ -177,7 +195,7 @@ mod tests {
     #[test]
     fn every_style_prints_as_postgres() {
         let date = |s| parse_date(s, DateOrder::Ymd).expect(s);
-        let ts = |s| parse_timestamp(s, true, true, DateOrder::Ymd).expect(s);
+        let ts = |s| parse_timestamp(s, true, Some(Zone::UTC), DateOrder::Ymd).expect(s);
         let cases = [
             (
                 "SQL, MDY",
@@ -226,17 +244,17 @@ mod tests {
             let style = DateStyle::from_setting(setting);
             assert_eq!(style.date(date("2020-01-05")), d, "{setting}");
             assert_eq!(
-                style.timestamp(ts("2020-01-05 10:00:00.5"), false),
+                style.timestamp(ts("2020-01-05 10:00:00.5"), None),
                 t,
                 "{setting}"
             );
             assert_eq!(
-                style.timestamp(ts("0044-03-15 10:20:30+00 BC"), true),
+                style.timestamp(ts("0044-03-15 10:20:30+00 BC"), Some(Zone::UTC)),
                 tz,
                 "{setting}"
             );
             assert_eq!(style.date(i32::MAX), "infinity");
-            assert_eq!(style.timestamp(i64::MIN, true), "-infinity");
+            assert_eq!(style.timestamp(i64::MIN, Some(Zone::UTC)), "-infinity");
         }
     }
 
@@ -256,10 +274,20 @@ mod tests {
         ] {
             assert_eq!(parse_date(s, order), Ok(want), "{s} {order:?}");
         }
-        let t = parse_timestamp("05.01.2020 10:00:00.5", false, true, DateOrder::Dmy);
+        let t = parse_timestamp(
+            "05.01.2020 10:00:00.5",
+            false,
+            Some(Zone::UTC),
+            DateOrder::Dmy,
+        );
         assert_eq!(
             t,
-            parse_timestamp("2020-01-05 10:00:00.5", false, true, DateOrder::Mdy)
+            parse_timestamp(
+                "2020-01-05 10:00:00.5",
+                false,
+                Some(Zone::UTC),
+                DateOrder::Mdy
+            )
         );
         // one or two digits of a year name 1970 to 2069 (PostgreSQL 15)
         let day = |s| parse_date(s, DateOrder::Ymd).expect(s);
@@ -306,8 +334,8 @@ mod tests {
                 );
                 let at = i64::from(days) * USECS_PER_DAY + 37_230_000_123;
                 for zoned in [false, true] {
-                    let printed = style.timestamp(at, zoned);
-                    let back = parse_timestamp(&printed, zoned, false, style.order);
+                    let printed = style.timestamp(at, zoned.then_some(Zone::UTC));
+                    let back = parse_timestamp(&printed, zoned, None, style.order);
                     assert_eq!(back, Ok(at), "{setting} {printed}");
                 }
             }

@@ -14,6 +14,7 @@
 use chrono::{Datelike, NaiveDate};
 
 use super::datestyle::DateOrder;
+use super::zone::Zone;
 
 mod named;
 
@@ -258,9 +259,14 @@ pub(super) fn parse_date(s: &str, order: DateOrder) -> Res<i32> {
 
 /// A timestamp literal to microseconds since 2000-01-01 (UTC for `with_zone`;
 /// `i64::MAX`/`MIN` for ±infinity). Without time zone, a written zone is ignored, as
-/// PostgreSQL does. With time zone and none written, `utc` says the session's zone is UTC
-/// (phigate does not resolve zone names).
-pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool, order: DateOrder) -> Res<i64> {
+/// PostgreSQL does. With time zone and none written, the time is read in `zone`, the
+/// session's (`None`: phigate could not resolve it, and refuses).
+pub(super) fn parse_timestamp(
+    s: &str,
+    with_zone: bool,
+    zone: Option<Zone>,
+    order: DateOrder,
+) -> Res<i64> {
     let (days, usecs, offset) = match parse(s, order)? {
         Parsed::Infinite(true) => return Ok(i64::MAX),
         Parsed::Infinite(false) => return Ok(i64::MIN),
@@ -277,11 +283,22 @@ pub(super) fn parse_timestamp(s: &str, with_zone: bool, utc: bool, order: DateOr
     match (with_zone, offset) {
         (false, _) => Ok(local),
         (true, Some(o)) => Ok(local - o * 1_000_000),
-        (true, None) if utc => Ok(local),
-        (true, None) => Err(
-            "give an explicit UTC offset (the session TimeZone is not UTC, and phigate does not resolve zone names)",
-        ),
+        (true, None) => match zone {
+            Some(z) => Ok(local - i64::from(z.offset_of_local(local)) * 1_000_000),
+            None => Err(
+                "give an explicit UTC offset (phigate could not resolve the session's TimeZone)",
+            ),
+        },
     }
+}
+
+/// The wall clock in `zone` at the instant `utc` (both in microseconds since 2000-01-01);
+/// ±infinity stay as they are.
+pub(super) fn wall_clock(utc: i64, zone: Zone) -> i64 {
+    if utc == i64::MAX || utc == i64::MIN {
+        return utc;
+    }
+    utc.saturating_add(i64::from(zone.offset_at(utc)) * 1_000_000)
 }
 
 /// The date `days` after 2000-01-01 (year 0 is 1 BC).
@@ -318,8 +335,9 @@ pub(super) fn format_date(days: i32) -> String {
     }
 }
 
-/// A timestamp as PostgreSQL prints it (DateStyle ISO; timestamptz in UTC, `+00`).
-pub(super) fn format_timestamp(ts: i64, with_zone: bool) -> String {
+/// A timestamp as PostgreSQL prints it (DateStyle ISO): `ts` on the wall clock, followed
+/// for a timestamptz by its zone's `offset` east of UTC in seconds (`+00`, `-04:56:02`).
+pub(super) fn format_timestamp(ts: i64, offset: Option<i32>) -> String {
     match ts {
         i64::MAX => return "infinity".into(),
         i64::MIN => return "-infinity".into(),
@@ -327,13 +345,28 @@ pub(super) fn format_timestamp(ts: i64, with_zone: bool) -> String {
     }
     let (date, bc) = ymd(ts.div_euclid(USECS_PER_DAY));
     let mut out = format!("{date} {}", time_text(ts.rem_euclid(USECS_PER_DAY)));
-    if with_zone {
-        out.push_str("+00");
+    if let Some(offset) = offset {
+        push_offset(offset, &mut out);
     }
     if bc {
         out.push_str(" BC");
     }
     out
+}
+
+/// An offset east of UTC as PostgreSQL prints it in ISO: `+HH`, then `:MM` and `:SS` when
+/// not zero.
+fn push_offset(offset: i32, out: &mut String) {
+    let a = offset.unsigned_abs();
+    let (h, m, s) = (a / 3600, a / 60 % 60, a % 60);
+    out.push(if offset < 0 { '-' } else { '+' });
+    out.push_str(&format!("{h:02}"));
+    if m != 0 || s != 0 {
+        out.push_str(&format!(":{m:02}"));
+    }
+    if s != 0 {
+        out.push_str(&format!(":{s:02}"));
+    }
 }
 
 /// `HH:MM:SS[.fraction]` of microseconds into a day, as PostgreSQL prints a time: the
@@ -355,9 +388,10 @@ mod tests {
     use super::*;
 
     const MDY: DateOrder = DateOrder::Mdy;
+    const UTC: Option<Zone> = Some(Zone::UTC);
 
     fn ts(s: &str) -> i64 {
-        parse_timestamp(s, true, true, MDY).expect(s)
+        parse_timestamp(s, true, UTC, MDY).expect(s)
     }
 
     #[test]
@@ -395,8 +429,8 @@ mod tests {
             assert_eq!(ts(s), noon, "{s}");
         }
         assert_eq!(
-            parse_timestamp("2020-01-01 12:00:00+05", false, false, MDY),
-            parse_timestamp("2020-01-01 12:00:00", false, false, MDY)
+            parse_timestamp("2020-01-01 12:00:00+05", false, None, MDY),
+            parse_timestamp("2020-01-01 12:00:00", false, None, MDY)
         );
         assert_eq!(ts("2019-12-31 24:00:00"), ts("2020-01-01 00:00:00"));
         assert_eq!(ts("epoch"), ts("1970-01-01 00:00:00+00"));
@@ -411,9 +445,9 @@ mod tests {
             parse_date("0001-12-31 BC", MDY).unwrap() + 1,
             parse_date("0001-01-01", MDY).unwrap()
         );
-        let t = parse_timestamp("0044-03-15 10:00:00+00 BC", true, true, MDY).unwrap();
-        assert_eq!(format_timestamp(t, true), "0044-03-15 10:00:00+00 BC");
-        assert_eq!(format_timestamp(0, false), "2000-01-01 00:00:00");
+        let t = parse_timestamp("0044-03-15 10:00:00+00 BC", true, UTC, MDY).unwrap();
+        assert_eq!(format_timestamp(t, Some(0)), "0044-03-15 10:00:00+00 BC");
+        assert_eq!(format_timestamp(0, None), "2000-01-01 00:00:00");
         assert_eq!(format_date(0), "2000-01-01");
     }
 
@@ -433,8 +467,8 @@ mod tests {
             "today",
             "",
         ] {
-            assert!(parse_timestamp(s, true, true, MDY).is_err(), "{s}");
+            assert!(parse_timestamp(s, true, UTC, MDY).is_err(), "{s}");
         }
-        assert!(parse_timestamp("2020-01-01 10:00", true, false, MDY).is_err());
+        assert!(parse_timestamp("2020-01-01 10:00", true, None, MDY).is_err());
     }
 }

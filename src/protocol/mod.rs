@@ -20,6 +20,7 @@ pub mod message;
 mod reader;
 pub mod startup;
 pub mod value;
+pub mod zone;
 
 use thiserror::Error;
 

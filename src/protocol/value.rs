@@ -19,6 +19,7 @@ use thiserror::Error;
 
 pub use super::datestyle::{DateOrder, DateOutput, DateStyle};
 use super::datetime;
+use super::zone::Zone;
 use crate::policy::LogicalType;
 
 /// A wire format code.
@@ -86,9 +87,10 @@ const ODD_HEX: &str = "odd number of hexadecimal digits";
 /// The session context some conversions need.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context {
-    /// the session's TimeZone is UTC (a timestamptz written without an offset is then
-    /// unambiguous; otherwise phigate asks for an explicit offset)
-    pub utc: bool,
+    /// the session's TimeZone, in which a timestamptz is printed and one written without
+    /// an offset is read (`None`: phigate could not resolve it; such values are then
+    /// printed in UTC, and a timestamptz without an offset is refused)
+    pub zone: Option<Zone>,
     /// the session's client encoding, in which clients send and read text values
     pub encoding: super::encoding::ClientEncoding,
     /// the session's DateStyle, in which dates and timestamps are read and printed as text
@@ -121,15 +123,23 @@ impl Context {
     ) -> Result<Vec<u8>, super::encoding::EncodingError> {
         if is_textual(ty, format) && !self.encoding.is_utf8() {
             self.encoding.utf8_to_client(&v)
-        } else if format == Format::Text && self.date_style.output != DateOutput::Iso {
+        } else if format == Format::Text && self.restyles(ty) {
             Ok(self.restyled(ty, v))
         } else {
             Ok(v)
         }
     }
 
-    /// A date or timestamp printed in ISO (as [`from_canonical`] prints it) in the
-    /// session's DateStyle; any other value as it is.
+    /// True when a value of `ty` printed by [`from_canonical`] is printed otherwise in this
+    /// session: a date or timestamp in a DateStyle other than ISO, a timestamptz in a zone
+    /// other than UTC.
+    fn restyles(&self, ty: LogicalType) -> bool {
+        self.date_style.output != DateOutput::Iso
+            || (ty == LogicalType::Timestamptz && self.zone.is_some_and(|z| z != Zone::UTC))
+    }
+
+    /// A date or timestamp printed in ISO (as [`from_canonical`] prints it: a timestamptz
+    /// in UTC) in the session's DateStyle and zone; any other value as it is.
     fn restyled(&self, ty: LogicalType, v: Vec<u8>) -> Vec<u8> {
         let Ok(iso) = std::str::from_utf8(&v) else {
             return v;
@@ -140,9 +150,9 @@ impl Context {
                 .map(|d| self.date_style.date(d).into_bytes())
                 .unwrap_or(v),
             LogicalType::Timestamp | LogicalType::Timestamptz => {
-                let zoned = ty == LogicalType::Timestamptz;
-                datetime::parse_timestamp(iso, zoned, true, DateOrder::Ymd)
-                    .map(|t| self.date_style.timestamp(t, zoned).into_bytes())
+                let zone = (ty == LogicalType::Timestamptz).then(|| self.zone.unwrap_or(Zone::UTC));
+                datetime::parse_timestamp(iso, zone.is_some(), Some(Zone::UTC), DateOrder::Ymd)
+                    .map(|t| self.date_style.timestamp(t, zone).into_bytes())
                     .unwrap_or(v)
             }
             _ => v,
@@ -384,8 +394,9 @@ pub(crate) fn to_canonical(
 }
 
 /// [`to_canonical`] of a value of type `source` stored as `target` (an integer of another
-/// width, timestamptz as timestamp in a UTC session): read as `source`, then as `target`
-/// through its text, as PostgreSQL's conversion reads it.
+/// width, a timestamptz as a timestamp): read as `source`, then as `target` through its
+/// text, as PostgreSQL's conversion reads it; a timestamptz becomes its wall clock in the
+/// session's zone, and a timestamp read as a timestamptz is read in that zone.
 pub(crate) fn to_canonical_from(
     source: LogicalType,
     target: LogicalType,
@@ -396,8 +407,18 @@ pub(crate) fn to_canonical_from(
     if source == target {
         return to_canonical(target, format, value, ctx);
     }
-    let text = to_canonical(source, format, value, ctx)
-        .and_then(|c| from_canonical(source, Format::Text, &c))?;
+    let canonical = to_canonical(source, format, value, ctx)?;
+    if (source, target) == (LogicalType::Timestamptz, LogicalType::Timestamp) {
+        let utc = i64::from_be_bytes(fixed(&canonical).map_err(|problem| ValueError {
+            type_name: source.name(),
+            format: "stored",
+            problem,
+        })?);
+        return Ok(datetime::wall_clock(utc, ctx.zone.unwrap_or(Zone::UTC))
+            .to_be_bytes()
+            .to_vec());
+    }
+    let text = from_canonical(source, Format::Text, &canonical)?;
     to_canonical(target, Format::Text, &text, ctx)
 }
 
@@ -464,10 +485,10 @@ fn text_to_canonical(ty: LogicalType, s: &str, ctx: Context) -> Res<Vec<u8>> {
         T::Date => datetime::parse_date(s, ctx.date_style.order)?
             .to_be_bytes()
             .to_vec(),
-        T::Timestamp => datetime::parse_timestamp(s, false, ctx.utc, ctx.date_style.order)?
+        T::Timestamp => datetime::parse_timestamp(s, false, ctx.zone, ctx.date_style.order)?
             .to_be_bytes()
             .to_vec(),
-        T::Timestamptz => datetime::parse_timestamp(s, true, ctx.utc, ctx.date_style.order)?
+        T::Timestamptz => datetime::parse_timestamp(s, true, ctx.zone, ctx.date_style.order)?
             .to_be_bytes()
             .to_vec(),
         T::Uuid => parse_uuid(s)?.to_vec(),
@@ -553,10 +574,10 @@ fn canonical_to_text(ty: LogicalType, c: &[u8]) -> Res<Vec<u8>> {
         },
         T::Date => datetime::format_date(i32::from_be_bytes(fixed(c)?)).into_bytes(),
         T::Timestamp => {
-            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), false).into_bytes()
+            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), None).into_bytes()
         }
         T::Timestamptz => {
-            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), true).into_bytes()
+            datetime::format_timestamp(i64::from_be_bytes(fixed(c)?), Some(0)).into_bytes()
         }
         T::Uuid => format_uuid(&fixed(c)?).into_bytes(),
         T::Bytea => {
@@ -699,7 +720,7 @@ mod tests {
     use LogicalType as T;
 
     const UTC: Context = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         encoding: crate::protocol::encoding::ClientEncoding::Utf8,
         date_style: DateStyle {
             output: DateOutput::Iso,
@@ -850,7 +871,7 @@ mod tests {
         }
         assert!(to_canonical(T::Int4, Format::Binary, &[0, 1], UTC).is_err());
         let no_zone = Context {
-            utc: false,
+            zone: None,
             ..Context::default()
         };
         assert!(to_canonical(T::Timestamptz, Format::Text, b"2020-01-01 10:00", no_zone).is_err());

@@ -5,22 +5,7 @@
 
 use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::value::{Context, DateStyle};
-
-/// The time zone names PostgreSQL accepts for UTC.
-const UTC_NAMES: [&str; 12] = [
-    "UTC",
-    "Etc/UTC",
-    "GMT",
-    "Etc/GMT",
-    "UCT",
-    "Etc/UCT",
-    "Zulu",
-    "Universal",
-    "Etc/Universal",
-    "Etc/Zulu",
-    "GMT0",
-    "Etc/GMT0",
-];
+use crate::protocol::zone::Zone;
 
 #[derive(Debug)]
 pub(super) struct Parameters {
@@ -29,8 +14,8 @@ pub(super) struct Parameters {
     client_app_name: String,
     /// the application_name the client was last shown (`SHOW application_name` answers it)
     shown_app_name: String,
-    /// the session's TimeZone is UTC
-    utc: bool,
+    /// the session's TimeZone (from the server's ParameterStatus), when phigate resolves it
+    zone: Option<Zone>,
     /// the session's client encoding (from the server's ParameterStatus)
     encoding: ClientEncoding,
     /// `standard_conforming_strings` is off: plain strings take backslash escapes
@@ -45,7 +30,7 @@ impl Parameters {
             shown_app_name: client_app_name.clone(),
             upstream_app_name,
             client_app_name,
-            utc: false,
+            zone: None,
             encoding: ClientEncoding::Utf8,
             escaping: false,
             date_style: DateStyle::default(),
@@ -63,7 +48,7 @@ impl Parameters {
 
     pub(super) fn ctx(&self) -> Context {
         Context {
-            utc: self.utc,
+            zone: self.zone,
             encoding: self.encoding,
             date_style: self.date_style,
         }
@@ -78,7 +63,7 @@ impl Parameters {
     pub(super) fn observe<'a>(&'a mut self, name: &str, value: &'a str) -> &'a str {
         match name {
             "client_encoding" => self.encoding = ClientEncoding::from_name(value),
-            "TimeZone" => self.utc = UTC_NAMES.contains(&value),
+            "TimeZone" => self.zone = Zone::from_setting(value),
             "DateStyle" => self.date_style = DateStyle::from_setting(value),
             "standard_conforming_strings" => self.escaping = value.eq_ignore_ascii_case("off"),
             "application_name" => {

@@ -195,10 +195,10 @@ fn wrap_casts(e: &mut Expr, chain: &[DataType]) {
 
 /// The type the innermost of `casts` names and the casts' modifiers (`varchar(2)`), when
 /// every one names a type whose values mean the same in encrypted column `col` (an array of
-/// them when `array`; `utc`: the session's TimeZone is UTC, see
+/// them when `array`; `zoned`: phigate resolves the session's TimeZone, see
 /// [`LogicalType::converts_to_at`]); else 42846. A modifier on an array cast, or one its
 /// type does not take, is refused.
-fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Option<Cast>> {
+fn cast_type(casts: &[String], col: &Column, array: bool, zoned: bool) -> Res<Option<Cast>> {
     let target = col.logical_type();
     let mut named: Option<Cast> = None;
     for c in casts.iter().rev() {
@@ -208,7 +208,7 @@ fn cast_type(casts: &[String], col: &Column, array: bool, utc: bool) -> Res<Opti
             c.as_str()
         };
         let ty = LogicalType::from_sql_name(element)
-            .filter(|t| t.converts_to_at(target, utc) && (!array || c.ends_with("[]")));
+            .filter(|t| t.converts_to_at(target, zoned) && (!array || c.ends_with("[]")));
         let Some(ty) = ty else {
             return Err(Refusal::new(
                 "42846",

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 
 use super::SearchPath;
 use crate::protocol::value::DateOrder;
+use crate::protocol::zone::Zone;
 
 /// Most distinct statement texts kept per cache; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 4096;
@@ -23,10 +24,10 @@ pub(super) const CACHEABLE_LEN: usize = 64 << 10;
 /// ([`Session`]), text.
 pub(super) type CacheKey = (Arc<str>, bool, Session, Box<str>);
 
-/// What of a session a statement's analysis depends on besides its user: the TimeZone is
-/// UTC, the client encoding is ASCII-safe, the DateStyle's order (literals are read in it),
-/// the search path.
-pub(super) type Session = (bool, bool, DateOrder, SearchPath);
+/// What of a session a statement's analysis depends on besides its user: the TimeZone
+/// (timestamptz literals are read in it), the client encoding is ASCII-safe, the
+/// DateStyle's order (literals are read in it), the search path.
+pub(super) type Session = (Option<Zone>, bool, DateOrder, SearchPath);
 
 /// Values by key, at most [`CACHE_LIMIT`] of them and [`CACHE_BYTES`].
 #[derive(Debug)]

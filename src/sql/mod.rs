@@ -572,7 +572,7 @@ impl Analyzer {
     ) -> Analysis {
         let who = (access.who.user.clone(), access.who.emergency);
         let session = (
-            ctx.utc,
+            ctx.zone,
             ctx.encoding.ascii_safe(),
             ctx.date_style.order,
             path.clone(),

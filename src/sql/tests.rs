@@ -144,7 +144,7 @@ fn run(a: &Analyzer, sql: &str) -> Analysis {
     a.analyse(
         &subject("carol", "clinician"),
         Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         },
         sql,
@@ -341,7 +341,7 @@ fn denied_columns_refuse_any_reference_including_star() {
         match a.analyse(
             &billing,
             Context {
-                utc: true,
+                zone: Some(crate::protocol::zone::Zone::UTC),
                 ..Context::default()
             },
             sql,
@@ -726,7 +726,7 @@ fn unqualified_names_follow_the_search_path() {
     use crate::sql::SearchPath;
     let a = analyzer();
     let ctx = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     let who = subject("carol", "clinician");
@@ -763,7 +763,7 @@ fn text_copy_is_refused_in_client_only_encodings() {
     let a = analyzer();
     let who = subject("carol", "clinician");
     let sjis = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         encoding: crate::protocol::encoding::ClientEncoding::from_name("SJIS"),
         ..Context::default()
     };
@@ -784,7 +784,7 @@ fn text_copy_is_refused_in_client_only_encodings() {
         a.analyse(
             &who,
             Context {
-                utc: true,
+                zone: Some(crate::protocol::zone::Zone::UTC),
                 ..Context::default()
             },
             "COPY patients (id, ssn) FROM STDIN"

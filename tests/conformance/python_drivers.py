@@ -241,15 +241,28 @@ def _():
         cur.execute("INSERT INTO vitals (mrn, seen) VALUES (3, %t)", (aware,))
         cur.execute("SELECT seen FROM vitals ORDER BY id")
         eq(cur.fetchall(), [(datetime.datetime(2020, 3, 4, 5, 6, 7, 891000),)] * 3)
-        # in another zone PostgreSQL would shift the value: refused
+        # in another zone PostgreSQL takes the wall clock there (Paris is at +01 in March),
+        # and prints timestamptz values there: so does phigate
         cur.execute("SET TimeZone = 'Europe/Paris'")
-        for sql in ("INSERT INTO vitals (mrn, seen) VALUES (4, %t)", "INSERT INTO vitals (mrn, seen) VALUES (4, %t::timestamptz)"):
+        cur.execute("INSERT INTO vitals (mrn, seen) VALUES (4, %t), (5, %b::timestamptz)", (aware, aware))
+        cur.execute("SELECT seen FROM vitals ORDER BY id")
+        eq(cur.fetchall()[3:], [(datetime.datetime(2020, 3, 4, 6, 6, 7, 891000),)] * 2)
+        cur.execute("INSERT INTO vitals (mrn, seen_at) VALUES (7, %s)", (aware,))
+        for binary in (False, True):
+            cur = c.cursor(binary=binary)
+            cur.execute("SELECT seen_at FROM vitals WHERE seen_at IS NOT NULL")
+            (seen_at,) = cur.fetchone()
+            eq((seen_at, seen_at.utcoffset()), (aware, datetime.timedelta(hours=1)))
+        # a POSIX rule without its dates (PostgreSQL completes it with US rules) is a zone
+        # phigate does not resolve: refused
+        cur.execute("SET TimeZone = 'CET-1CEST'")
+        for sql in ("INSERT INTO vitals (mrn, seen) VALUES (6, %t)", "INSERT INTO vitals (mrn, seen) VALUES (6, %t::timestamptz)"):
             try:
                 cur.execute(sql, (aware,))
             except (psycopg.errors.DatatypeMismatch, psycopg.errors.CannotCoerce):
                 pass
             else:
-                raise AssertionError(f"{sql} was accepted outside UTC")
+                raise AssertionError(f"{sql} was accepted in a zone phigate cannot resolve")
 
 
 @check("psycopg3 dates and timestamps in the session's DateStyle, read as text and written in its order")

@@ -115,7 +115,7 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{DateOrder, parse_date, parse_timestamp};
+    use super::super::{DateOrder, Zone, parse_date, parse_timestamp};
 
     /// The forms PostgreSQL 15 reads as 2020-01-05 (and 10:00:00.5), in any DateStyle.
     #[test]
@@ -135,21 +135,30 @@ mod tests {
                 assert_eq!(parse_date(s, order), day, "{s}");
             }
         }
-        let at = parse_timestamp("2020-01-05 10:00:00.5", false, true, DateOrder::Ymd);
+        let at = parse_timestamp(
+            "2020-01-05 10:00:00.5",
+            false,
+            Some(Zone::UTC),
+            DateOrder::Ymd,
+        );
         for s in [
             "Sun Jan 05 10:00:00.5 2020",
             "Sun 05 Jan 10:00:00.5 2020",
             "05-Jan-2020 10:00:00.5",
         ] {
-            assert_eq!(parse_timestamp(s, false, true, DateOrder::Mdy), at, "{s}");
+            assert_eq!(
+                parse_timestamp(s, false, Some(Zone::UTC), DateOrder::Mdy),
+                at,
+                "{s}"
+            );
         }
-        let utc = parse_timestamp("2020-01-05 10:00:00+00", true, false, DateOrder::Ymd);
+        let utc = parse_timestamp("2020-01-05 10:00:00+00", true, None, DateOrder::Ymd);
         assert_eq!(
-            parse_timestamp("Sun Jan 05 10:00:00 2020 UTC", true, false, DateOrder::Mdy),
+            parse_timestamp("Sun Jan 05 10:00:00 2020 UTC", true, None, DateOrder::Mdy),
             utc
         );
         assert_eq!(
-            parse_timestamp("Sun Jan 05 12:00:00+02 2020", true, false, DateOrder::Mdy),
+            parse_timestamp("Sun Jan 05 12:00:00+02 2020", true, None, DateOrder::Mdy),
             utc
         );
         for s in [

@@ -267,7 +267,7 @@ impl Walker<'_> {
         };
         // casts that convert (timestamptz for a timestamp column) or cut (varchar(100))
         // apply to each value
-        let converting = cast_type(&casts, col, false, self.ctx.utc)?
+        let converting = cast_type(&casts, col, false, self.ctx.zone.is_some())?
             .filter(|c| c.ty != col.logical_type() || !c.modifiers.is_empty())
             .map(|_| cast_chain(e))
             .unwrap_or_default();
@@ -337,7 +337,7 @@ impl Walker<'_> {
         }
         // an array's elements are read as the column's type (in text, without their
         // declared type): only casts that keep the value as it is
-        let named = cast_type(&casts, col, array, self.ctx.utc && !array)?;
+        let named = cast_type(&casts, col, array, self.ctx.zone.is_some() && !array)?;
         let param = match inner {
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),

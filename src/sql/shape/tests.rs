@@ -88,7 +88,12 @@ fn a_shape_seen_once_serves_its_other_statements_with_their_own_values() {
         let key = (
             Arc::<str>::from("carol"),
             false,
-            (true, true, DateOrder::Mdy, crate::sql::SearchPath::Default),
+            (
+                Some(crate::protocol::zone::Zone::UTC),
+                true,
+                DateOrder::Mdy,
+                crate::sql::SearchPath::Default,
+            ),
             Box::<str>::from(second),
         );
         assert!(a.cache.get(&key).is_none(), "{second}");
@@ -122,7 +127,7 @@ fn a_value_that_does_not_fit_its_column_is_refused_as_before() {
         "SELECT id FROM patients WHERE birth_date = '1990-01-02'",
     );
     let ctx = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     let who = crate::sql::Subject {
@@ -265,7 +270,7 @@ fn a_statement_served_by_its_shape_is_analysed_as_it_would_be_alone() {
             emergency: false,
         };
         let ctx = Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         };
         for sql in STATEMENTS {
@@ -281,7 +286,12 @@ fn a_statement_served_by_its_shape_is_analysed_as_it_would_be_alone() {
             let key = (
                 who.user.clone(),
                 false,
-                (true, true, DateOrder::Mdy, SearchPath::Default),
+                (
+                    Some(crate::protocol::zone::Zone::UTC),
+                    true,
+                    DateOrder::Mdy,
+                    SearchPath::Default,
+                ),
                 other.into(),
             );
             served +=

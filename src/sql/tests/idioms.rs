@@ -219,7 +219,7 @@ fn coalesce_of_an_encrypted_column_encrypts_its_fallback() {
     let reads_ciphertext =
         analyzer_with_patients(&PATIENTS.replace("billing = \"deny\"", "billing = \"ciphertext\""));
     let ctx = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     let bill = subject("bill", "billing");
@@ -249,7 +249,7 @@ fn a_masked_column_is_not_searched_in_any_form() {
     let masked =
         analyzer_with_patients(&PATIENTS.replace("billing = \"deny\"", "billing = \"mask:last4\""));
     let ctx = Context {
-        utc: true,
+        zone: Some(crate::protocol::zone::Zone::UTC),
         ..Context::default()
     };
     let bill = subject("bill", "billing");

@@ -105,7 +105,7 @@ fn row_policies_filter_every_reference() {
     match a.analyse(
         &bill,
         Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         },
         "SELECT id FROM patients",
@@ -119,7 +119,7 @@ fn row_policies_filter_every_reference() {
     match a.analyse(
         &emergency,
         Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         },
         "SELECT id FROM patients",
@@ -199,7 +199,7 @@ fn row_policy_checks_reach_new_rows() {
     let bill = a.analyse(
         &subject("bill", "billing"),
         Context {
-            utc: true,
+            zone: Some(crate::protocol::zone::Zone::UTC),
             ..Context::default()
         },
         "INSERT INTO patients (id, clinic_id) VALUES (1, 4)",
