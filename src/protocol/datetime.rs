@@ -6,10 +6,11 @@
 //! Accepted input (with surrounding white space, any case): a date `Y-M-D` or `YYYYMMDD`,
 //! optionally followed by `T` or white space and a time `H:MM[:SS[.fraction]]`, then a zone
 //! (`Z`, `UTC`, `GMT`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`, with or without a space before
-//! it, also straight after the date), then `BC` or `AD`; `infinity`, `-infinity`, `epoch`.
+//! it, also straight after the date) or an IANA zone name (`Europe/Paris`, after a space),
+//! then `BC` or `AD`; `infinity`, `-infinity`, `epoch`.
 //! A date of numbers only may also be written in the session's DateStyle order
 //! (`01/05/2020`, `5.1.99`, see `datestyle`), a date with a month's name as `named` says.
-//! Zone names (`Europe/Paris`) are refused.
+//! Zone abbreviations (`PST`), which PostgreSQL reads from its own table, are refused.
 
 use chrono::{Datelike, NaiveDate};
 
@@ -54,11 +55,13 @@ enum Parsed {
     /// `infinity` (true) or `-infinity`
     Infinite(bool),
     /// days since 2000-01-01, microseconds into the day (up to a whole day for 24:00),
-    /// the zone's offset in seconds east of UTC when one was written
+    /// the zone's offset in seconds east of UTC when one was written, or the zone when an
+    /// IANA name was (`Europe/Paris`)
     At {
         days: i64,
         usecs: i64,
         offset: Option<i64>,
+        named: Option<Zone>,
     },
 }
 
@@ -198,6 +201,7 @@ fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
                 days: days_of(1970, 1, 1)?,
                 usecs: 0,
                 offset: Some(0),
+                named: None,
             });
         }
         _ => {}
@@ -235,15 +239,16 @@ fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
         ("", rest.trim())
     };
     let usecs = if time.is_empty() { 0 } else { time_part(time)? };
-    let offset = if zone.is_empty() {
-        None
-    } else {
-        Some(zone_part(zone)?)
+    let (offset, named) = match zone_part(zone) {
+        _ if zone.is_empty() => (None, None),
+        Ok(offset) => (Some(offset), None),
+        Err(e) => (None, Some(Zone::named(zone).ok_or(e)?)),
     };
     Ok(Parsed::At {
         days,
         usecs,
         offset,
+        named,
     })
 }
 
@@ -267,14 +272,15 @@ pub(super) fn parse_timestamp(
     zone: Option<Zone>,
     order: DateOrder,
 ) -> Res<i64> {
-    let (days, usecs, offset) = match parse(s, order)? {
+    let (days, usecs, offset, named) = match parse(s, order)? {
         Parsed::Infinite(true) => return Ok(i64::MAX),
         Parsed::Infinite(false) => return Ok(i64::MIN),
         Parsed::At {
             days,
             usecs,
             offset,
-        } => (days, usecs, offset),
+            named,
+        } => (days, usecs, offset, named),
     };
     let local = days
         .checked_mul(USECS_PER_DAY)
@@ -283,7 +289,7 @@ pub(super) fn parse_timestamp(
     match (with_zone, offset) {
         (false, _) => Ok(local),
         (true, Some(o)) => Ok(local - o * 1_000_000),
-        (true, None) => match zone {
+        (true, None) => match named.or(zone) {
             Some(z) => Ok(local - i64::from(z.offset_of_local(local)) * 1_000_000),
             None => Err(
                 "give an explicit UTC offset (phigate could not resolve the session's TimeZone)",
@@ -460,7 +466,7 @@ mod tests {
             "0000-01-01",
             "2020-01-01 25:00",
             "2020-01-01 10:61",
-            "2020-01-01 10:00 Europe/Paris",
+            "2020-01-01 10:00 Europe/Nowhere",
             "2020-01-01 10:00+16",
             "2020-01-01T",
             "12.10.1446T ",
@@ -470,5 +476,25 @@ mod tests {
             assert!(parse_timestamp(s, true, UTC, MDY).is_err(), "{s}");
         }
         assert!(parse_timestamp("2020-01-01 10:00", true, None, MDY).is_err());
+        // an IANA name written in the value: read in that zone, whatever the session's
+        let paris = parse_timestamp("2020-07-05 10:00 europe/paris", true, None, MDY);
+        assert_eq!(paris, Ok(ts("2020-07-05 10:00+02")));
+        assert_eq!(
+            parse_timestamp("2020-01-05 10:00 Europe/Paris", true, UTC, MDY),
+            Ok(ts("2020-01-05 10:00+01"))
+        );
+        // ignored by a timestamp, as PostgreSQL ignores it
+        assert_eq!(
+            parse_timestamp("2020-07-05 10:00 Europe/Paris", false, None, MDY),
+            parse_timestamp("2020-07-05 10:00", false, None, MDY)
+        );
+        // abbreviations and unknown names are not read
+        for s in [
+            "2020-07-05 10:00 CET",
+            "2020-07-05 10:00 Mars/Base",
+            "2020-07-05 10:00 PST",
+        ] {
+            assert!(parse_timestamp(s, true, UTC, MDY).is_err(), "{s}");
+        }
     }
 }

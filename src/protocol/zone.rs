@@ -58,35 +58,55 @@ impl Zone {
         if let Some(z) = Self::known(value) {
             return Some(z);
         }
-        let entry = match numeric(value) {
-            Some((abbreviation, offset)) => Entry {
-                name: value.to_owned(),
-                tz: TimeZone::fixed(offset),
-                abbreviation: Some(abbreviation.to_owned()),
-            },
-            None => Entry {
-                name: value.to_owned(),
-                tz: TimeZone::get(value)
-                    .or_else(|_| TimeZone::posix(value))
-                    .ok()?,
-                abbreviation: None,
-            },
+        if let Some(z) = Self::iana(value) {
+            return Some(z);
+        }
+        let (tz, abbreviation) = match numeric(value) {
+            Some((abbreviation, offset)) => (TimeZone::fixed(offset), Some(abbreviation.into())),
+            None => (TimeZone::posix(value).ok()?, None),
         };
-        let mut zones = ZONES.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = zones.iter().position(|e| e.name == value) {
-            return Self::at_index(i);
-        }
-        if zones.len() >= MAX_ZONES {
-            return None;
-        }
-        zones.push(entry);
-        Self::at_index(zones.len() - 1)
+        // rules a client makes up could be endless: they get half the table, so the IANA
+        // zones (some 600) always find room
+        Self::keep(value, tz, abbreviation, MAX_ZONES / 2)
+    }
+
+    /// The zone an IANA name written in a value names (`Europe/Paris`, in any case; only
+    /// names with a `/`, so that no abbreviation, which PostgreSQL reads from its own
+    /// table, is read as a zone of the same name: `CET` the zone keeps summer time, `CET`
+    /// the abbreviation does not).
+    pub(super) fn named(value: &str) -> Option<Zone> {
+        value.contains('/').then(|| Self::iana(value)).flatten()
+    }
+
+    /// The zone of the IANA database named `value`, in any case.
+    fn iana(value: &str) -> Option<Zone> {
+        let tz = TimeZone::get(value).ok()?;
+        let name = tz.iana_name().unwrap_or(value).to_owned();
+        Self::known(&name).or_else(|| Self::keep(&name, tz, None, MAX_ZONES))
     }
 
     fn known(value: &str) -> Option<Zone> {
         let zones = ZONES.read().unwrap_or_else(|p| p.into_inner());
         let i = zones.iter().position(|e| e.name == value)?;
         Self::at_index(i)
+    }
+
+    /// Keeps a resolved zone in the table under `name`, unless the table holds `limit`
+    /// zones already.
+    fn keep(name: &str, tz: TimeZone, abbreviation: Option<String>, limit: usize) -> Option<Zone> {
+        let mut zones = ZONES.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = zones.iter().position(|e| e.name == name) {
+            return Self::at_index(i);
+        }
+        if zones.len() >= limit {
+            return None;
+        }
+        zones.push(Entry {
+            name: name.to_owned(),
+            tz,
+            abbreviation,
+        });
+        Self::at_index(zones.len() - 1)
     }
 
     fn at_index(i: usize) -> Option<Zone> {
@@ -201,7 +221,11 @@ mod tests {
     fn names_resolve_once_in_any_case_and_unknown_ones_do_not() {
         let paris = Zone::from_setting("Europe/Paris").expect("Europe/Paris");
         assert_eq!(Zone::from_setting("Europe/Paris"), Some(paris));
-        assert!(Zone::from_setting("europe/paris").is_some());
+        // one entry per zone, whatever the case it is written in
+        assert_eq!(Zone::from_setting("europe/PARIS"), Some(paris));
+        assert_eq!(Zone::named("EUROPE/paris"), Some(paris));
+        // in a value, names without a `/` are abbreviations, not zones
+        assert_eq!(Zone::named("CET"), None);
         assert_eq!(Zone::from_setting("UTC"), Some(Zone::UTC));
         assert_eq!(Zone::from_setting("Mars/Olympus_Mons"), None);
         assert_eq!(Zone::from_setting(""), None);

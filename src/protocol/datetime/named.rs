@@ -110,6 +110,7 @@ pub(super) fn parse(t: &str, bc: bool) -> Res<Option<Parsed>> {
         days: era_days(y, m, d, bc)?,
         usecs: usecs.unwrap_or(0),
         offset,
+        named: None,
     }))
 }
 
