@@ -918,10 +918,7 @@ mod tests {
         assert_eq!(code(T::Int4, "4x"), "22P02");
         assert_eq!(code(T::Date, "2020-02-30"), "22008");
         assert_eq!(code(T::Date, "someday"), "22007");
-        assert_eq!(
-            code(T::Timestamptz, "2020-01-01 10:00 Europe/Paris"),
-            "22007"
-        );
+        assert_eq!(code(T::Timestamptz, "2020-01-01 10:00 PST"), "22007");
         assert_eq!(code(T::Date, "0000-01-01"), "22008");
         assert_eq!(code(T::Bytea, "\\xZZ"), "22023");
         assert_eq!(code(T::Bytea, "\\x123"), "22023");
