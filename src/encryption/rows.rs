@@ -9,11 +9,11 @@ use bytes::BytesMut;
 
 use super::{Ciphers, RowError, decrypt, unreadable};
 use crate::crypto::ColumnCipher;
-use crate::policy::{MaskKind, ReadOutcome};
+use crate::policy::{LogicalType, MaskKind, ReadOutcome};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{decode_data_row, decode_row_description};
 use crate::protocol::build;
-use crate::protocol::value::{self, Context, Format};
+use crate::protocol::value::{self, Context, DateStyle, Format};
 use crate::sql::{Catalog, Column, Subject};
 
 /// What happens to one result column.
@@ -100,7 +100,7 @@ pub(crate) fn data_row(
         row.push(match (field, v) {
             (Some(f), Some(stored)) => {
                 let format = Format::nth(formats, i);
-                match reveal(f, format, stored)? {
+                match reveal(f, format, stored, ctx)? {
                     Some(p) => Some(Cow::Owned(for_client(f, format, p, ctx)?)),
                     None => None,
                 }
@@ -130,7 +130,12 @@ fn for_client(f: &FieldOut, format: Format, v: Vec<u8>, ctx: Context) -> Result<
     })
 }
 
-fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>, RowError> {
+fn reveal(
+    f: &FieldOut,
+    format: Format,
+    stored: &[u8],
+    ctx: Context,
+) -> Result<Option<Vec<u8>>, RowError> {
     let masked = match f.outcome {
         ReadOutcome::Ciphertext => return Ok(Some(stored.to_vec())),
         ReadOutcome::Plaintext => None,
@@ -155,6 +160,7 @@ fn reveal(f: &FieldOut, format: Format, stored: &[u8]) -> Result<Option<Vec<u8>>
         return Ok(Some(hex::encode(f.cipher.mask_hash(&plain)).into_bytes()));
     }
     let text = open(&f.cipher, &f.column, &envelope, Format::Text)?;
+    let text = on_session_clock(f.column.logical_type(), text, ctx);
     // Text and binary forms of `text` are the same UTF-8 bytes.
     Ok(Some(
         mask(kind, &String::from_utf8_lossy(&text)).into_bytes(),
@@ -195,6 +201,20 @@ pub(crate) fn mask(kind: MaskKind, text: &str) -> String {
     }
 }
 
+/// A timestamptz's text (printed in UTC) in ISO on the session's clock, so that its masked
+/// year is the year the client would read; any other value as it is.
+fn on_session_clock(ty: LogicalType, text: Vec<u8>, ctx: Context) -> Vec<u8> {
+    if ty != LogicalType::Timestamptz {
+        return text;
+    }
+    let iso = Context {
+        date_style: DateStyle::default(),
+        ..ctx
+    };
+    iso.value_for_client(LogicalType::Timestamptz, Format::Text, text.clone())
+        .unwrap_or(text)
+}
+
 /// Decrypts an envelope of `col` into the value in `format`.
 pub(super) fn open(
     cipher: &ColumnCipher,
@@ -205,4 +225,28 @@ pub(super) fn open(
     let plain = decrypt(cipher, col, envelope)?;
     value::from_canonical(col.logical_type(), format, &plain)
         .map_err(|e| unreadable(col, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_timestamptz_shows_its_year_on_the_session_clock() {
+        let new_york = Context {
+            zone: crate::protocol::zone::Zone::from_setting("America/New_York"),
+            date_style: DateStyle::from_setting("SQL, DMY"),
+            ..Context::default()
+        };
+        let utc = b"2021-01-01 03:00:00+00".to_vec();
+        let local = on_session_clock(LogicalType::Timestamptz, utc.clone(), new_york);
+        assert_eq!(
+            mask(MaskKind::Year, &String::from_utf8_lossy(&local)),
+            "2020"
+        );
+        assert_eq!(
+            on_session_clock(LogicalType::Timestamp, utc.clone(), new_york),
+            utc
+        );
+    }
 }
