@@ -6,7 +6,7 @@
 use chrono::Datelike;
 
 use super::datetime::{self, USECS_PER_DAY};
-use super::zone::{Label, Zone};
+use super::zone::Zone;
 
 /// How dates are printed: DateStyle's first part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,18 +92,13 @@ impl DateStyle {
             return datetime::format_timestamp(ts, None);
         }
         let iso = self.output == DateOutput::Iso;
-        let label = zone.map(|z| {
-            if iso {
-                Label {
-                    offset: z.offset_at(ts),
-                    abbreviation: String::new(),
-                }
-            } else {
-                z.label_at(ts)
-            }
-        });
-        let offset = label.as_ref().map(|l| l.offset);
-        let local = ts.saturating_add(i64::from(offset.unwrap_or(0)) * 1_000_000);
+        // ISO prints the offset only, the other styles the abbreviation
+        let label = zone.filter(|_| !iso).map(|z| z.label_at(ts));
+        let offset = match &label {
+            Some(l) => Some(l.offset),
+            None => zone.map(|z| z.offset_at(ts)),
+        };
+        let local = datetime::at_offset(ts, offset.unwrap_or(0));
         let date = parts(local.div_euclid(USECS_PER_DAY)).filter(|_| !iso);
         let Some(d) = date else {
             return datetime::format_timestamp(local, offset);

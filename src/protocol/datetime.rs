@@ -239,10 +239,13 @@ fn parse(s: &str, order: DateOrder) -> Res<Parsed> {
         ("", rest.trim())
     };
     let usecs = if time.is_empty() { 0 } else { time_part(time)? };
-    let (offset, named) = match zone_part(zone) {
-        _ if zone.is_empty() => (None, None),
-        Ok(offset) => (Some(offset), None),
-        Err(e) => (None, Some(Zone::named(zone).ok_or(e)?)),
+    let (offset, named) = if zone.is_empty() {
+        (None, None)
+    } else {
+        match zone_part(zone) {
+            Ok(offset) => (Some(offset), None),
+            Err(e) => (None, Some(Zone::named(zone).ok_or(e)?)),
+        }
     };
     Ok(Parsed::At {
         days,
@@ -304,7 +307,12 @@ pub(super) fn wall_clock(utc: i64, zone: Zone) -> i64 {
     if utc == i64::MAX || utc == i64::MIN {
         return utc;
     }
-    utc.saturating_add(i64::from(zone.offset_at(utc)) * 1_000_000)
+    at_offset(utc, zone.offset_at(utc))
+}
+
+/// The wall clock at `offset` seconds east of UTC of the instant `utc`.
+pub(super) fn at_offset(utc: i64, offset: i32) -> i64 {
+    utc.saturating_add(i64::from(offset) * 1_000_000)
 }
 
 /// The date `days` after 2000-01-01 (year 0 is 1 BC).

@@ -81,6 +81,9 @@ impl Zone {
     /// The zone of the IANA database named `value`, in any case.
     fn iana(value: &str) -> Option<Zone> {
         let tz = TimeZone::get(value).ok()?;
+        if is_utc(&tz) {
+            return Some(Self::UTC);
+        }
         let name = tz.iana_name().unwrap_or(value).to_owned();
         Self::known(&name).or_else(|| Self::keep(&name, tz, None, MAX_ZONES))
     }
@@ -170,6 +173,16 @@ impl Zone {
     }
 }
 
+/// True for UTC under another name (`Etc/UTC`, `Zulu`): no change of offset ever, offset
+/// 0, abbreviation `UTC`. Such a session prints and reads exactly as a UTC one, so it takes
+/// [`Zone::UTC`] and its values skip the conversion.
+fn is_utc(tz: &TimeZone) -> bool {
+    let info = tz.to_offset_info(Timestamp::UNIX_EPOCH);
+    info.offset() == Offset::UTC
+        && info.abbreviation() == "UTC"
+        && tz.following(Timestamp::MIN).next().is_none()
+}
+
 /// The abbreviation and offset of the zone PostgreSQL makes of a numeric setting
 /// (`SET TIME ZONE '+5'` shows as `<+05>-05`, POSIX's west-positive offset).
 fn numeric(value: &str) -> Option<(&str, Offset)> {
@@ -179,15 +192,13 @@ fn numeric(value: &str) -> Option<(&str, Offset)> {
         b'-' => (-1, &west[1..]),
         _ => (1, west),
     };
+    if hms.split(':').count() > 3 {
+        return None;
+    }
     let mut seconds = 0i32;
-    let mut fields = 0;
     for (field, scale) in hms.split(':').zip([3600, 60, 1]) {
         let n: i32 = field.parse().ok().filter(|n| (0..100).contains(n))?;
         seconds += n * scale;
-        fields += 1;
-    }
-    if fields != hms.split(':').count() || hms.is_empty() {
-        return None;
     }
     Offset::from_seconds(-sign * seconds)
         .ok()
@@ -227,6 +238,13 @@ mod tests {
         // in a value, names without a `/` are abbreviations, not zones
         assert_eq!(Zone::named("CET"), None);
         assert_eq!(Zone::from_setting("UTC"), Some(Zone::UTC));
+        // UTC under other names is UTC; GMT prints its own abbreviation, so stays apart
+        assert_eq!(Zone::from_setting("Etc/UTC"), Some(Zone::UTC));
+        assert_eq!(Zone::from_setting("Zulu"), Some(Zone::UTC));
+        let gmt = Zone::from_setting("GMT").expect("GMT");
+        assert_ne!(gmt, Zone::UTC);
+        assert_eq!(gmt.label_at(0).abbreviation, "GMT");
+        assert_eq!(Zone::from_setting("<+05>-05:00:00:00"), None);
         assert_eq!(Zone::from_setting("Mars/Olympus_Mons"), None);
         assert_eq!(Zone::from_setting(""), None);
     }
