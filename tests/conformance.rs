@@ -73,7 +73,7 @@ read = { clinician = "plaintext" }
 [columns.seen_at]
 type = "timestamptz"
 encrypt = "randomized"
-read = { clinician = "plaintext" }
+read = { clinician = "plaintext", billing = "mask:year" }
 
 [columns.ref]
 type = "uuid"

@@ -253,6 +253,18 @@ def _():
             cur.execute("SELECT seen_at FROM vitals WHERE seen_at IS NOT NULL")
             (seen_at,) = cur.fetchone()
             eq((seen_at, seen_at.utcoffset()), (aware, datetime.timedelta(hours=1)))
+        # a masked year is the year on the session's clock: 03:00 UTC on New Year's Day
+        # is still 2020 in New York
+        cur.execute("INSERT INTO vitals (mrn, seen_at) VALUES (8, '2021-01-01 03:00:00+00')")
+    billing = DSN.replace(f"user={USER} password={PASSWORD}", f"user={BILLING_USER} password={BILLING_PASSWORD}")
+    with psycopg.connect(billing, autocommit=True) as b:
+        masked = b.cursor()
+        for zone, year in (("America/New_York", "2020"), ("UTC", "2021")):
+            masked.execute(f"SET TimeZone = '{zone}'")
+            masked.execute("SELECT id, seen_at FROM vitals ORDER BY id")
+            eq([r[1] for r in masked.fetchall() if r[1] is not None][-1], year)
+    with psycopg.connect(DSN, autocommit=True) as c:
+        cur = c.cursor()
         # a POSIX rule without its dates (PostgreSQL completes it with US rules) is a zone
         # phigate does not resolve: refused
         cur.execute("SET TimeZone = 'CET-1CEST'")
